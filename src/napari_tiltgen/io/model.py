@@ -1,0 +1,418 @@
+"""The data model: :class:`TiltSeries` and :class:`Volume`.
+
+Geometry conventions (shared by every reader, projector and method)
+-------------------------------------------------------------------
+* A tilt series stack has shape ``(n_tilts, ny, nx)``. After loading, the **tilt axis runs along
+  the image y axis** (rows). ``tilt_axis_angle_deg`` records the in-plane angle of the tilt axis as
+  recorded by the microscope (IMOD/SerialEM convention: degrees counter-clockwise from the image Y
+  axis). Readers leave pixels as recorded; :meth:`TiltSeries.with_vertical_tilt_axis` turns a
+  stack whose axis is near horizontal by 90 degrees so that the axis is vertical.
+* A volume has shape ``(nz, ny, nx)``; z is the beam direction at 0 degrees tilt, y the tilt axis.
+* Tilt angles are in degrees, pixel and voxel sizes in Ångström (Å).
+* ``shifts_px`` holds per-tilt ``(dy, dx)`` in pixels that alignment found; they are applied by the
+  projector (a projection of the volume appears shifted by ``+shift`` in the recorded image).
+
+Both classes round-trip losslessly through napari layer metadata: :meth:`to_layer_data` returns a
+``(data, kwargs, "image")`` layer data tuple and :meth:`from_layer` rebuilds the object from a
+layer (or from ``(data, metadata)``), so widgets and methods exchange these objects, not loose
+arrays.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from napari_tiltgen.errors import TiltgenError
+
+METADATA_KEY = "tiltgen"
+_KIND_TS = "tilt_series"
+_KIND_VOL = "volume"
+
+
+def _as_angles(tilt_angles: Any, n: int, where: str | None = None) -> np.ndarray | None:
+    if tilt_angles is None:
+        return None
+    a = np.asarray(tilt_angles, dtype=np.float64).reshape(-1)
+    if a.size != n:
+        raise TiltgenError(
+            f"{a.size} tilt angles were given for {n} frames; the counts must match "
+            "(check the .rawtlt/.tlt/.mdoc file or the start/step you entered).",
+            where,
+        )
+    if not np.all(np.isfinite(a)):
+        raise TiltgenError("the tilt angles contain NaN or infinite values.", where)
+    if np.any(np.abs(a) > 90.0 + 1e-6):
+        raise TiltgenError(
+            f"tilt angles must lie within [-90, 90] degrees; got {a.min():.2f} to {a.max():.2f}. "
+            "Are they in radians or x100 units?",
+            where,
+        )
+    return a
+
+
+@dataclass
+class TiltSeries:
+    """A tilt series: a stack of projections with their geometry.
+
+    Parameters
+    ----------
+    data
+        Stack ``(n_tilts, ny, nx)``, float32 (may be a read-only memory map for large files).
+    tilt_angles
+        Tilt angle of each frame in degrees, or ``None`` while unknown (the user must then give a
+        start and step; methods that need angles call :meth:`require_angles`).
+    pixel_size_A
+        Pixel size in Å, or ``None`` if unknown.
+    tilt_axis_angle_deg
+        In-plane angle of the tilt axis, degrees counter-clockwise from the image Y axis
+        (IMOD/SerialEM). 0 means the axis runs along y, which is what the projector expects.
+    shifts_px
+        Per-tilt ``(dy, dx)`` alignment shifts in pixels, shape ``(n_tilts, 2)``.
+    acquisition_times_s
+        Time of each frame in seconds from the start of the series (for time-resolved work), or
+        ``None`` if unknown.
+    provenance
+        Where things came from: ``source`` (file), ``angles_source``, ``pixel_size_source``,
+        ``tilt_axis_source`` and a ``history`` list of processing steps.
+    """
+
+    data: np.ndarray
+    tilt_angles: np.ndarray | None = None
+    pixel_size_A: float | None = None
+    tilt_axis_angle_deg: float = 0.0
+    shifts_px: np.ndarray | None = None
+    acquisition_times_s: np.ndarray | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = self.provenance.get("source")
+        if not isinstance(self.data, np.ndarray):
+            self.data = np.asarray(self.data)
+        if self.data.ndim != 3:
+            raise TiltgenError(
+                f"a tilt series needs a 3-D stack (n_tilts, ny, nx); got {self.data.ndim}-D data "
+                f"of shape {tuple(self.data.shape)}.",
+                where,
+            )
+        if min(self.data.shape) < 1:
+            raise TiltgenError(f"the stack is empty (shape {tuple(self.data.shape)}).", where)
+        if self.data.dtype != np.float32:
+            self.data = np.asarray(self.data, dtype=np.float32)
+        n = self.data.shape[0]
+        self.tilt_angles = _as_angles(self.tilt_angles, n, where)
+        if self.shifts_px is None:
+            self.shifts_px = np.zeros((n, 2), dtype=np.float64)
+        else:
+            self.shifts_px = np.asarray(self.shifts_px, dtype=np.float64).reshape(n, 2)
+        if self.acquisition_times_s is not None:
+            self.acquisition_times_s = np.asarray(self.acquisition_times_s, np.float64).reshape(-1)
+            if self.acquisition_times_s.size != n:
+                raise TiltgenError(
+                    f"{self.acquisition_times_s.size} acquisition times for {n} frames.", where
+                )
+        if self.pixel_size_A is not None:
+            self.pixel_size_A = float(self.pixel_size_A)
+            if not np.isfinite(self.pixel_size_A) or self.pixel_size_A <= 0:
+                raise TiltgenError(
+                    f"pixel size must be a positive number of Å; got {self.pixel_size_A}.", where
+                )
+        self.tilt_axis_angle_deg = float(self.tilt_axis_angle_deg)
+        self.provenance = dict(self.provenance)
+        self.provenance.setdefault("history", [])
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_tilts(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def has_angles(self) -> bool:
+        return self.tilt_angles is not None
+
+    def require_angles(self) -> np.ndarray:
+        """Return the tilt angles in degrees, or raise a clear error when they are unknown."""
+        if self.tilt_angles is None:
+            raise TiltgenError(
+                "the tilt angles of this series are unknown. Give them with a .rawtlt/.tlt "
+                "sidecar, or set start and step (Tilt series widget, or --tilt-start/--tilt-step).",
+                self.provenance.get("source"),
+            )
+        return self.tilt_angles
+
+    def angle_stats(self) -> dict[str, float]:
+        """Range, mean step and count of the tilt angles (degrees)."""
+        a = self.require_angles()
+        steps = np.diff(np.sort(a))
+        return {
+            "min": float(a.min()),
+            "max": float(a.max()),
+            "step": float(np.median(steps)) if steps.size else 0.0,
+            "count": int(a.size),
+            "missing_wedge_deg": float(180.0 - (a.max() - a.min())),
+        }
+
+    @property
+    def missing_wedge_deg(self) -> float:
+        """Width of the missing wedge in degrees: ``180 - (max angle - min angle)``."""
+        return self.angle_stats()["missing_wedge_deg"]
+
+    # ------------------------------------------------------------------ derived series
+    def with_angles(
+        self, tilt_angles: Any | None = None, *, start: float | None = None,
+        step: float | None = None, source: str = "user",
+    ) -> TiltSeries:
+        """Return a copy with new tilt angles, given as a list or as ``start`` + ``step``."""
+        if tilt_angles is None:
+            if start is None or step is None:
+                raise TiltgenError("give either the list of tilt angles or both start and step.")
+            tilt_angles = start + step * np.arange(self.n_tilts)
+        prov = copy.deepcopy(self.provenance)
+        prov["angles_source"] = source
+        return replace(self, tilt_angles=tilt_angles, provenance=prov)
+
+    def with_vertical_tilt_axis(self) -> TiltSeries:
+        """Turn the stack by a multiple of 90 degrees so that the tilt axis is closest to y.
+
+        Exact (``np.rot90``, no interpolation). The remaining small in-plane angle stays in
+        ``tilt_axis_angle_deg`` for the alignment step to refine.
+        """
+        k = int(np.round(self.tilt_axis_angle_deg / 90.0))
+        if k % 4 == 0:
+            return self
+        data = np.ascontiguousarray(np.rot90(self.data, k=-k, axes=(1, 2)))
+        prov = copy.deepcopy(self.provenance)
+        prov["history"].append({"step": "rot90", "k": -k, "reason": "make tilt axis vertical"})
+        shifts = self.shifts_px.copy()
+        for _ in range(k % 4):  # (dy, dx) turned with the image: clockwise by 90 degrees
+            shifts = np.stack([shifts[:, 1], -shifts[:, 0]], axis=1)
+        return replace(self, data=data, tilt_axis_angle_deg=self.tilt_axis_angle_deg - 90.0 * k,
+                       shifts_px=shifts, provenance=prov)
+
+    def subset(self, index: Any) -> TiltSeries:
+        """Frames selected by ``index`` (slice, boolean mask or integer array), with their angles."""
+        idx = np.arange(self.n_tilts)[index]
+        return replace(
+            self,
+            data=np.asarray(self.data[idx]),
+            tilt_angles=None if self.tilt_angles is None else self.tilt_angles[idx],
+            shifts_px=self.shifts_px[idx],
+            acquisition_times_s=None if self.acquisition_times_s is None
+            else self.acquisition_times_s[idx],
+            provenance=copy.deepcopy(self.provenance),
+        )
+
+    def sorted_by_angle(self) -> TiltSeries:
+        """Frames reordered by increasing tilt angle (acquisition order is kept in times)."""
+        order = np.argsort(self.require_angles(), kind="stable")
+        if np.all(order == np.arange(self.n_tilts)):
+            return self
+        return self.subset(order)
+
+    def summary(self) -> str:
+        """Multi-line human-readable description (used by ``tiltgen info``)."""
+        p = self.provenance
+        lines = [
+            f"kind:        tilt series",
+            f"shape:       {self.n_tilts} tilts x {self.shape[1]} x {self.shape[2]} px "
+            f"(n_tilts, ny, nx)",
+            f"dtype:       {p.get('file_dtype', str(self.data.dtype))}"
+            + (" (converted to float32)" if p.get("file_dtype", "float32") != "float32" else ""),
+        ]
+        if self.tilt_angles is None:
+            lines.append("tilt angles: UNKNOWN - give --tilt-start/--tilt-step or a .rawtlt file")
+        else:
+            s = self.angle_stats()
+            lines.append(
+                f"tilt angles: {s['count']} from {s['min']:.2f} to {s['max']:.2f} deg, step "
+                f"{s['step']:.2f} deg, missing wedge {s['missing_wedge_deg']:.1f} deg"
+            )
+        lines.append(f"  from:      {p.get('angles_source', 'unknown')}")
+        px = "unknown" if self.pixel_size_A is None else f"{self.pixel_size_A:.4g} Å"
+        lines.append(f"pixel size:  {px}")
+        lines.append(f"  from:      {p.get('pixel_size_source', 'unknown')}")
+        lines.append(
+            f"tilt axis:   {self.tilt_axis_angle_deg:.2f} deg from image Y "
+            f"({'near vertical' if abs(((self.tilt_axis_angle_deg + 45) % 180) - 45) < 45 else 'near horizontal'})"
+        )
+        lines.append(f"  from:      {p.get('tilt_axis_source', 'default (vertical, y)')}")
+        if self.acquisition_times_s is not None:
+            lines.append(f"times:       0 to {self.acquisition_times_s.max():.1f} s")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ napari round-trip
+    def to_metadata(self) -> dict[str, Any]:
+        """JSON-compatible description of everything but the pixels (lossless)."""
+        return {
+            "kind": _KIND_TS,
+            "tilt_angles": None if self.tilt_angles is None else self.tilt_angles.tolist(),
+            "pixel_size_A": self.pixel_size_A,
+            "tilt_axis_angle_deg": self.tilt_axis_angle_deg,
+            "shifts_px": self.shifts_px.tolist(),
+            "acquisition_times_s": None if self.acquisition_times_s is None
+            else self.acquisition_times_s.tolist(),
+            "provenance": _jsonable(self.provenance),
+        }
+
+    def to_layer_data(self, name: str | None = None, **kwargs: Any) -> tuple:
+        """napari layer data tuple ``(data, kwargs, "image")``.
+
+        The scale is the pixel size in Å on y and x (1 on the tilt axis), and everything else
+        goes into ``metadata["tiltgen"]``.
+        """
+        px = self.pixel_size_A or 1.0
+        meta = {METADATA_KEY: self.to_metadata()}
+        kw: dict[str, Any] = {
+            "name": name or _default_name(self.provenance, "tilt series"),
+            "scale": (1.0, px, px),
+            "metadata": meta,
+            "axis_labels": ("tilt", "y", "x"),
+            "units": ("pixel", "angstrom", "angstrom") if self.pixel_size_A else "pixel",
+            "colormap": "gray",
+        }
+        kw.update(kwargs)
+        return (self.data, kw, "image")
+
+    @classmethod
+    def from_metadata(cls, data: Any, metadata: dict[str, Any]) -> TiltSeries:
+        m = metadata.get(METADATA_KEY, metadata)
+        if m.get("kind") != _KIND_TS:
+            raise TiltgenError(
+                "this layer is not a tilt series (no tilt-series metadata). Open the stack with "
+                "napari-tiltgen's reader or set its angles in the Tilt series widget."
+            )
+        return cls(
+            data=np.asarray(data),
+            tilt_angles=m.get("tilt_angles"),
+            pixel_size_A=m.get("pixel_size_A"),
+            tilt_axis_angle_deg=m.get("tilt_axis_angle_deg", 0.0),
+            shifts_px=m.get("shifts_px"),
+            acquisition_times_s=m.get("acquisition_times_s"),
+            provenance=copy.deepcopy(m.get("provenance", {})),
+        )
+
+    @classmethod
+    def from_layer(cls, layer: Any) -> TiltSeries:
+        """Rebuild from a napari image layer made by :meth:`to_layer_data` (or edited since)."""
+        return cls.from_metadata(layer.data, dict(layer.metadata))
+
+
+@dataclass
+class Volume:
+    """A reconstructed (or ground-truth) volume.
+
+    Parameters
+    ----------
+    data
+        Array ``(nz, ny, nx)`` float32; y is the tilt axis, z the beam direction at 0 degrees.
+    voxel_size_A
+        Voxel size in Å, or ``None`` if unknown.
+    provenance
+        ``source`` (file or layer), ``method`` and ``parameters`` that produced it, ``history``.
+    """
+
+    data: np.ndarray
+    voxel_size_A: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = self.provenance.get("source")
+        self.data = np.asarray(self.data)
+        if self.data.ndim != 3:
+            raise TiltgenError(
+                f"a volume needs 3-D data (nz, ny, nx); got {self.data.ndim}-D data of shape "
+                f"{tuple(self.data.shape)}.",
+                where,
+            )
+        if self.data.dtype != np.float32:
+            self.data = self.data.astype(np.float32)
+        if self.voxel_size_A is not None:
+            self.voxel_size_A = float(self.voxel_size_A)
+            if not np.isfinite(self.voxel_size_A) or self.voxel_size_A <= 0:
+                raise TiltgenError(f"voxel size must be positive; got {self.voxel_size_A}.", where)
+        self.provenance = dict(self.provenance)
+        self.provenance.setdefault("history", [])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    def summary(self) -> str:
+        p = self.provenance
+        vs = "unknown" if self.voxel_size_A is None else f"{self.voxel_size_A:.4g} Å"
+        lines = [
+            "kind:        volume",
+            f"shape:       {self.shape[0]} x {self.shape[1]} x {self.shape[2]} voxels (nz, ny, nx)",
+            f"dtype:       {p.get('file_dtype', str(self.data.dtype))}",
+            f"voxel size:  {vs}",
+            f"  from:      {p.get('pixel_size_source', 'unknown')}",
+        ]
+        if "method" in p:
+            lines.append(f"method:      {p['method']} {json.dumps(p.get('parameters', {}))}")
+        return "\n".join(lines)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"kind": _KIND_VOL, "voxel_size_A": self.voxel_size_A,
+                "provenance": _jsonable(self.provenance)}
+
+    def to_layer_data(self, name: str | None = None, **kwargs: Any) -> tuple:
+        vs = self.voxel_size_A or 1.0
+        kw: dict[str, Any] = {
+            "name": name or _default_name(self.provenance, "volume"),
+            "scale": (vs, vs, vs),
+            "metadata": {METADATA_KEY: self.to_metadata()},
+            "axis_labels": ("z", "y", "x"),
+            "units": "angstrom" if self.voxel_size_A else "pixel",
+            "colormap": "gray",
+        }
+        kw.update(kwargs)
+        return (self.data, kw, "image")
+
+    @classmethod
+    def from_metadata(cls, data: Any, metadata: dict[str, Any]) -> Volume:
+        m = metadata.get(METADATA_KEY, metadata)
+        if m.get("kind") not in (_KIND_VOL, None):
+            raise TiltgenError("this layer is a tilt series, not a volume; reconstruct it first.")
+        return cls(data=np.asarray(data), voxel_size_A=m.get("voxel_size_A"),
+                   provenance=copy.deepcopy(m.get("provenance", {})))
+
+    @classmethod
+    def from_layer(cls, layer: Any) -> Volume:
+        """Rebuild from a napari image layer; a plain 3-D layer takes its voxel size from scale."""
+        meta = dict(layer.metadata)
+        if METADATA_KEY not in meta:
+            scale = np.asarray(layer.scale, dtype=float)
+            vs = float(scale[-1]) if scale.size and scale[-1] != 1.0 else None
+            return cls(data=np.asarray(layer.data), voxel_size_A=vs,
+                       provenance={"source": f"layer {layer.name!r}"})
+        return cls.from_metadata(layer.data, meta)
+
+
+def _default_name(provenance: dict[str, Any], fallback: str) -> str:
+    src = provenance.get("source")
+    if src:
+        import os
+
+        return os.path.basename(str(src))
+    return provenance.get("method", fallback)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Deep-convert numpy scalars/arrays so metadata survives JSON and napari's copying."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,1 @@
+"""Physics: parallel-beam geometry, projector (forward + adjoint), noise/dose model."""
