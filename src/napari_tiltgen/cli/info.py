@@ -1,1 +1,45 @@
-def register(sub): pass
+"""``tiltgen info FILE``: what a tilt series or volume file holds and where each number came from."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from napari_tiltgen.cli import add_angle_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="print shape, dtype, tilt angles, pixel size and tilt axis of a file",
+        description="Print shape, dtype, tilt-angle range/step/count, pixel size (Å) and tilt "
+        "axis of an MRC/TIFF tilt series or volume, and where each came from (.rawtlt/.tlt, "
+        ".mdoc, SerialEM or FEI extended header, MRC header).",
+    )
+    p.add_argument("input", metavar="FILE")
+    p.add_argument("--kind", choices=["auto", "tilt_series", "volume"], default="auto",
+                   help="read as this kind (default: guess from extension and header)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--angles", action="store_true", help="also list every tilt angle")
+    add_angle_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_tiltgen.io.model import TiltSeries
+    from napari_tiltgen.io.readers import read
+
+    obj = read(args.input, args.kind, tilt_start=args.tilt_start, tilt_step=args.tilt_step,
+               tilt_file=args.tilt_file, pixel_size_A=args.pixel_size)
+    if args.json:
+        meta = obj.to_metadata()
+        meta["shape"] = list(obj.shape)
+        if isinstance(obj, TiltSeries) and obj.tilt_angles is not None:
+            meta["angle_stats"] = obj.angle_stats()
+        print(json.dumps(meta, indent=2))
+        return 0
+    print(f"file:        {args.input}")
+    print(obj.summary())
+    if args.angles and isinstance(obj, TiltSeries) and obj.tilt_angles is not None:
+        print("angles (deg): " + " ".join(f"{a:g}" for a in obj.tilt_angles))
+    return 0

@@ -78,7 +78,7 @@ def sphere_phantom(
     size: int = 64,
     tilt_range: tuple[float, float] = (-60.0, 60.0),
     tilt_step: float = 3.0,
-    pixel_size_A: float = 1.0,
+    pixel_size_A: float = 2.0,
     n_spheres: int = 12,
     dose_e_per_A2: float | None = None,
     seed: int = 0,

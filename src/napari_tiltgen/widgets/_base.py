@@ -1,0 +1,209 @@
+"""Shared plumbing for the dock widgets: layer pickers and background workers.
+
+Widgets contain no science: they gather parameters, start a worker that runs an API generator
+(see :mod:`napari_tiltgen.progress`) and turn results into layers.
+
+:class:`WorkerWidget` gives every long-running widget the same behaviour:
+
+* a **Run** button and a **Cancel** button that really stops the work (``worker.quit()`` makes the
+  generator return at its next ``yield``; nothing is killed mid-write);
+* a progress bar (0-100 %) and a status line fed by the yielded :class:`~napari_tiltgen.progress.Progress`
+  events, plus an optional live preview layer for ``Progress.preview`` arrays;
+* errors shown as napari notifications (a :class:`~napari_tiltgen.errors.TiltgenError` as its plain
+  message) instead of tracebacks; the widget is ready again afterwards.
+
+Subclasses build their controls, then call :meth:`WorkerWidget.start` with a zero-argument
+callable returning the generator, and a ``on_result`` callback run on the GUI thread.
+
+Example::
+
+    class MyWidget(WorkerWidget):
+        def __init__(self, viewer):
+            super().__init__(viewer, run_text="Reconstruct")
+            self.iterations = SpinBox(value=50, label="iterations")
+            self.insert(0, self.iterations)
+
+        def _on_run(self):
+            ts = TiltSeries.from_layer(self.layer.value)
+            self.start(lambda: recon.reconstruct_iter(ts, iterations=self.iterations.value),
+                       on_result=lambda vol: self.viewer.add_layer(...))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
+
+from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.io.model import METADATA_KEY
+from napari_tiltgen.progress import Progress
+
+if TYPE_CHECKING:
+    import napari
+
+
+def layer_kind(layer: Any) -> str | None:
+    """``"tilt_series"``, ``"volume"`` or ``None`` for a napari layer."""
+    meta = getattr(layer, "metadata", {}) or {}
+    return (meta.get(METADATA_KEY) or {}).get("kind")
+
+
+class LayerPicker(ComboBox):
+    """A combo box of the viewer's 3-D image layers, kept in sync with the layer list.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    kinds
+        Only layers of these kinds (``"tilt_series"``, ``"volume"``, ``None`` for plain layers);
+        ``None`` means every 3-D image layer.
+    """
+
+    def __init__(self, viewer: napari.Viewer, kinds: tuple[str | None, ...] | None = None,
+                 label: str = "layer", **kwargs: Any):
+        self._viewer = viewer
+        self._kinds = kinds
+        super().__init__(label=label, choices=self._choices, nullable=False, **kwargs)
+        ev = viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.reordered):
+            e.connect(self._refresh)
+        viewer.layers.selection.events.active.connect(self._follow_selection)
+
+    def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        from napari.layers import Image
+
+        out = []
+        for layer in self._viewer.layers:
+            if not isinstance(layer, Image) or layer.ndim != 3 or layer.rgb:
+                continue
+            if self._kinds is not None and layer_kind(layer) not in self._kinds:
+                continue
+            out.append((layer.name, layer))
+        return out
+
+    def _refresh(self, _event: Any = None) -> None:
+        self.reset_choices()
+
+    def _follow_selection(self, event: Any) -> None:
+        layer = event.value
+        if layer is not None and any(layer is c for _, c in self._choices()):
+            self.value = layer
+
+
+class WorkerWidget(Container):
+    """Base class of dock widgets that run long work in a napari thread worker."""
+
+    def __init__(self, viewer: napari.Viewer, run_text: str = "Run", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.viewer = viewer
+        self.worker: Any = None
+        self.run_button = PushButton(text=run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
+        self.status = Label(value="ready")
+        self._buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                                  labels=False)
+        self.extend([self._buttons, self.progress, self.status])
+        self.run_button.changed.connect(self._safe_run)
+        self.cancel_button.changed.connect(self.cancel)
+        self._preview_layer: Any = None
+        self._preview_name = "preview"
+
+    # ---------------------------------------------------------------- to override
+    def _on_run(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- worker plumbing
+    def _safe_run(self, *_: Any) -> None:
+        try:
+            self._on_run()
+        except TiltgenError as exc:
+            self.show_error(str(exc))
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self, make_gen: Callable[[], Generator[Progress, None, Any]],
+              on_result: Callable[[Any], None], *, preview_name: str = "preview",
+              preview_scale: tuple[float, float] | None = None) -> Any:
+        """Start ``make_gen()`` in a thread worker and wire progress, preview, cancel, errors.
+
+        Returns the (started) worker; tests wait on its ``finished`` signal.
+        """
+        from napari.qt.threading import create_worker
+
+        if self.running:
+            self.show_error("a job is already running in this widget; cancel it first.")
+            return None
+
+        def job() -> Generator[Progress, None, Any]:
+            return (yield from make_gen())
+
+        worker = create_worker(job, _start_thread=False)
+        self.worker = worker
+        self._preview_name = preview_name
+        self._preview_scale = preview_scale
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(on_result)
+        worker.returned.connect(lambda _r: self._set_status("done"))
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(lambda: self._set_status("cancelled"))
+        worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self._set_status("starting...")
+        worker.start()
+        return worker
+
+    def cancel(self, *_: Any) -> None:
+        """Ask the running worker to stop at its next progress step."""
+        if self.worker is not None:
+            self._set_status("cancelling...")
+            self.worker.quit()
+
+    def _on_progress(self, event: Progress) -> None:
+        if not isinstance(event, Progress):
+            return
+        self.progress.value = int(round(1000 * min(max(event.fraction, 0.0), 1.0)))
+        if event.message:
+            self._set_status(event.message)
+        if event.preview is not None:
+            self._show_preview(np.asarray(event.preview))
+
+    def _show_preview(self, image: np.ndarray) -> None:
+        layer = self._preview_layer
+        if layer is not None and layer in self.viewer.layers and layer.data.shape == image.shape:
+            layer.data = image
+            return
+        kwargs: dict[str, Any] = {"name": self._preview_name, "colormap": "gray"}
+        if self._preview_scale is not None:
+            kwargs["scale"] = self._preview_scale
+        self._preview_layer = self.viewer.add_image(image, **kwargs)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._set_status("failed")
+        if isinstance(exc, TiltgenError):
+            self.show_error(str(exc))
+        else:
+            self.show_error(f"{type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = text
+
+    def show_error(self, message: str) -> None:
+        """Show ``message`` as a napari error notification and in the status line."""
+        from napari.utils.notifications import show_error
+
+        self.status.value = message if len(message) < 120 else message[:117] + "..."
+        show_error(message)

@@ -1,0 +1,196 @@
+"""The "Tilt series" dock widget: see and correct angles, pixel size and tilt axis of a layer.
+
+Shows, for the selected 3-D image layer, the tilt angles (range, step, count, missing wedge), the
+pixel size in Å, the tilt-axis angle, and where each came from. The user can
+
+* set the angles from a start and step, from a pasted list, or from an IMOD ``.rawtlt``/``.tlt``
+  file;
+* set the pixel size (Å) and the tilt-axis angle (degrees from image Y);
+* turn the stack by 90 degrees so that a near-horizontal tilt axis becomes vertical.
+
+Changes update the layer in place (metadata and scale); a plain 3-D layer (e.g. a stack opened
+without angles) becomes a tilt-series layer. No file is ever written.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    TextEdit,
+)
+
+from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.io.metadata import read_angle_file
+from napari_tiltgen.io.model import METADATA_KEY, TiltSeries
+from napari_tiltgen.widgets._base import LayerPicker, layer_kind
+
+if TYPE_CHECKING:
+    import napari
+
+
+def format_angles(angles: np.ndarray | None) -> str:
+    if angles is None:
+        return ""
+    return ", ".join(f"{a:g}" for a in angles)
+
+
+def parse_angles(text: str) -> np.ndarray:
+    """Angles from text: numbers separated by commas, spaces or new lines (degrees)."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        return np.array([float(p) for p in parts], dtype=np.float64)
+    except ValueError as exc:
+        raise TiltgenError(f"the angle list is not a list of numbers ({exc}).") from None
+
+
+class TiltSeriesWidget(Container):
+    """Inspect and correct the geometry of a tilt-series layer."""
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.layer = LayerPicker(napari_viewer, label="layer")
+        self.info = Label(value="")
+        self.start = FloatSpinBox(value=-60.0, min=-90.0, max=90.0, step=0.5,
+                                  label="start (deg)")
+        self.step = FloatSpinBox(value=3.0, min=0.01, max=90.0, step=0.5, label="step (deg)")
+        self.apply_start_step = PushButton(text="Set angles from start + step")
+        self.angle_text = TextEdit(label="angles (deg)")
+        self.apply_list = PushButton(text="Set angles from list")
+        self.angle_file = FileEdit(label="angle file", mode="r",
+                                   filter="Tilt angles (*.rawtlt *.tlt *.txt)")
+        self.apply_file = PushButton(text="Load angles from file")
+        self.pixel_size = FloatSpinBox(value=1.0, min=0.001, max=1e5, step=0.1,
+                                       label="pixel size (Å)")
+        self.axis_angle = FloatSpinBox(value=0.0, min=-360.0, max=360.0, step=0.5,
+                                       label="tilt axis (deg from Y)")
+        self.apply_geometry = PushButton(text="Set pixel size and tilt axis")
+        self.make_vertical = PushButton(text="Rotate stack so the tilt axis is vertical")
+        self.message = Label(value="")
+        self.extend([
+            self.layer, self.info,
+            Container(widgets=[self.start, self.step], layout="horizontal"),
+            self.apply_start_step, self.angle_text, self.apply_list,
+            self.angle_file, self.apply_file,
+            self.pixel_size, self.axis_angle, self.apply_geometry, self.make_vertical,
+            self.message,
+        ])
+        self.layer.changed.connect(self.refresh)
+        self.apply_start_step.changed.connect(lambda *_: self._guard(self.set_start_step))
+        self.apply_list.changed.connect(lambda *_: self._guard(self.set_angle_list))
+        self.apply_file.changed.connect(lambda *_: self._guard(self.load_angle_file))
+        self.apply_geometry.changed.connect(lambda *_: self._guard(self.set_geometry))
+        self.make_vertical.changed.connect(lambda *_: self._guard(self.rotate_vertical))
+        self.refresh()
+
+    # ---------------------------------------------------------------- reading the layer
+    def current_layer(self) -> Any:
+        layer = self.layer.value
+        if layer is None:
+            raise TiltgenError("open a tilt series first (File > Open, or a sample).")
+        return layer
+
+    def current_series(self) -> TiltSeries:
+        """The selected layer as a TiltSeries (a plain layer gets default geometry)."""
+        layer = self.current_layer()
+        if layer_kind(layer) == "tilt_series":
+            return TiltSeries.from_layer(layer)
+        px = float(layer.scale[-1])
+        prov = copy.deepcopy((layer.metadata.get(METADATA_KEY) or {}).get("provenance", {}))
+        prov.setdefault("source", layer.source.path)
+        return TiltSeries(data=np.asarray(layer.data), pixel_size_A=px if px != 1.0 else None,
+                          provenance=prov)
+
+    def refresh(self, *_: Any) -> None:
+        """Show the selected layer's geometry."""
+        layer = self.layer.value
+        if layer is None:
+            self.info.value = "No 3-D image layer. Open an .mrc/.st/.tif stack."
+            return
+        try:
+            ts = self.current_series()
+        except TiltgenError as exc:
+            self.info.value = str(exc)
+            return
+        lines = ts.summary().splitlines()[1:]
+        if layer_kind(layer) != "tilt_series":
+            lines.insert(0, "Not marked as a tilt series yet: set its angles below.")
+        self.info.value = "\n".join(lines)
+        self.angle_text.value = format_angles(ts.tilt_angles)
+        if ts.tilt_angles is not None and ts.n_tilts > 1:
+            self.start.value = float(ts.tilt_angles[0])
+            self.step.value = max(0.01, abs(float(np.median(np.diff(ts.tilt_angles)))))
+        self.pixel_size.value = ts.pixel_size_A or 1.0
+        self.axis_angle.value = ts.tilt_axis_angle_deg
+
+    # ---------------------------------------------------------------- actions
+    def _guard(self, action: Any) -> None:
+        from napari.utils.notifications import show_error
+
+        try:
+            action()
+        except TiltgenError as exc:
+            self.message.value = str(exc)
+            show_error(str(exc))
+
+    def _store(self, ts: TiltSeries, what: str) -> None:
+        layer = self.current_layer()
+        ts.provenance.setdefault("history", []).append({"step": "edit", "what": what})
+        _, kwargs, _ = ts.to_layer_data()
+        layer.metadata = {**dict(layer.metadata), METADATA_KEY: kwargs["metadata"][METADATA_KEY]}
+        layer.scale = kwargs["scale"]
+        layer.units = kwargs["units"]
+        layer.axis_labels = kwargs["axis_labels"]
+        self.message.value = f"{what}: layer {layer.name!r} updated."
+        self.refresh()
+
+    def set_start_step(self) -> None:
+        ts = self.current_series()
+        new = ts.with_angles(start=self.start.value, step=self.step.value,
+                             source=f"user (start {self.start.value:g}, step {self.step.value:g})")
+        self._store(new, "angles from start/step")
+
+    def set_angle_list(self) -> None:
+        ts = self.current_series()
+        self._store(ts.with_angles(parse_angles(self.angle_text.value), source="user list"),
+                    "angles from list")
+
+    def load_angle_file(self) -> None:
+        path = Path(self.angle_file.value)
+        if not path.is_file():
+            raise TiltgenError("choose an existing angle file (.rawtlt/.tlt).", path)
+        ts = self.current_series()
+        self._store(ts.with_angles(read_angle_file(path), source=f"user file ({path.name})"),
+                    "angles from file")
+
+    def set_geometry(self) -> None:
+        from dataclasses import replace
+
+        ts = self.current_series()
+        prov = copy.deepcopy(ts.provenance)
+        if ts.pixel_size_A != self.pixel_size.value:
+            prov["pixel_size_source"] = "user"
+        if ts.tilt_axis_angle_deg != self.axis_angle.value:
+            prov["tilt_axis_source"] = "user"
+        new = replace(ts, pixel_size_A=self.pixel_size.value,
+                      tilt_axis_angle_deg=self.axis_angle.value, provenance=prov)
+        self._store(new, "pixel size / tilt axis")
+
+    def rotate_vertical(self) -> None:
+        layer = self.current_layer()
+        ts = self.current_series()
+        new = ts.with_vertical_tilt_axis()
+        if new is ts:
+            self.message.value = "The tilt axis is already within 45 degrees of vertical."
+            return
+        layer.data = new.data
+        self._store(new, "rotated by 90 degrees")
