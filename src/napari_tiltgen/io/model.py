@@ -233,8 +233,9 @@ class TiltSeries:
             s = self.angle_stats()
             lines.append(
                 f"tilt angles: {s['count']} from {s['min']:.2f} to {s['max']:.2f} deg, step "
-                f"{s['step']:.2f} deg, missing wedge {s['missing_wedge_deg']:.1f} deg"
+                f"{s['step']:.2f} deg"
             )
+            lines.append(f"  wedge:     {s['missing_wedge_deg']:.1f} deg missing")
         lines.append(f"  from:      {p.get('angles_source', 'unknown')}")
         px = "unknown" if self.pixel_size_A is None else f"{self.pixel_size_A:.4g} Å"
         lines.append(f"pixel size:  {px}")

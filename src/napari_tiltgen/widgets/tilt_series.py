@@ -52,6 +52,26 @@ def parse_angles(text: str) -> np.ndarray:
         raise TiltgenError(f"the angle list is not a list of numbers ({exc}).") from None
 
 
+def compact_summary(ts: TiltSeries) -> list[str]:
+    """A few short lines for the widget: value, then where it came from."""
+    p = ts.provenance
+    n, ny, nx = ts.shape
+    lines = [f"{n} tilts x {ny} x {nx} px ({p.get('file_dtype', 'float32')})"]
+    if ts.tilt_angles is None:
+        lines.append("angles: UNKNOWN - set start + step below")
+    else:
+        s = ts.angle_stats()
+        lines.append(f"angles: {s['min']:.2f} to {s['max']:.2f} deg, step {s['step']:.2f} deg "
+                     f"({s['count']}), wedge {s['missing_wedge_deg']:.1f} deg")
+        lines.append(f"   from {p.get('angles_source', 'unknown')}")
+    px = "unknown" if ts.pixel_size_A is None else f"{ts.pixel_size_A:.4g} Å"
+    lines.append(f"pixel size: {px}")
+    lines.append(f"   from {p.get('pixel_size_source') or 'unknown'}")
+    lines.append(f"tilt axis: {ts.tilt_axis_angle_deg:.2f} deg from Y")
+    lines.append(f"   from {p.get('tilt_axis_source', 'default (vertical)')}")
+    return lines
+
+
 class TiltSeriesWidget(Container):
     """Inspect and correct the geometry of a tilt-series layer."""
 
@@ -77,13 +97,18 @@ class TiltSeriesWidget(Container):
         self.make_vertical = PushButton(text="Rotate stack so the tilt axis is vertical")
         self.message = Label(value="")
         self.extend([
-            self.layer, self.info,
-            Container(widgets=[self.start, self.step], layout="horizontal"),
+            self.layer, Container(widgets=[self.info], labels=False),
+            self.start, self.step,
             self.apply_start_step, self.angle_text, self.apply_list,
             self.angle_file, self.apply_file,
             self.pixel_size, self.axis_angle, self.apply_geometry, self.make_vertical,
             self.message,
         ])
+        self.info.native.setStyleSheet("font-family: monospace")
+        self.info.native.setWordWrap(True)
+        self.angle_text.native.setMaximumHeight(72)
+        self.message.native.setWordWrap(True)
+        self.native.setMaximumWidth(520)
         self.layer.changed.connect(self.refresh)
         self.apply_start_step.changed.connect(lambda *_: self._guard(self.set_start_step))
         self.apply_list.changed.connect(lambda *_: self._guard(self.set_angle_list))
@@ -121,10 +146,12 @@ class TiltSeriesWidget(Container):
         except TiltgenError as exc:
             self.info.value = str(exc)
             return
-        lines = ts.summary().splitlines()[1:]
+        lines = compact_summary(ts)
         if layer_kind(layer) != "tilt_series":
             lines.insert(0, "Not marked as a tilt series yet: set its angles below.")
         self.info.value = "\n".join(lines)
+        metrics = self.info.native.fontMetrics()
+        self.info.native.setMinimumHeight(metrics.lineSpacing() * (len(lines) + 3))
         self.angle_text.value = format_angles(ts.tilt_angles)
         if ts.tilt_angles is not None and ts.n_tilts > 1:
             self.start.value = float(ts.tilt_angles[0])

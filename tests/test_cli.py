@@ -1,0 +1,113 @@
+"""The ``tiltgen`` command line, run as a real subprocess (no Qt import allowed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ANGLES, N, file_state, stack, write_plain_mrc
+
+
+def tiltgen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "napari_tiltgen.cli", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_info_imod(imod_stack: Path) -> None:
+    r = tiltgen("info", str(imod_stack))
+    assert r.returncode == 0, r.stderr
+    assert "13 tilts x 16 x 20 px" in r.stdout
+    assert "dtype:       int16 (converted to float32)" in r.stdout
+    assert "tilt angles: 13 from -60.00 to 60.00 deg, step 10.00 deg" in r.stdout
+    assert "from:      IMOD .rawtlt sidecar (tomo.rawtlt)" in r.stdout
+    assert "pixel size:  2.7 Å" in r.stdout
+
+
+def test_info_serialem_mdoc(serialem_mdoc_stack: Path) -> None:
+    r = tiltgen("info", str(serialem_mdoc_stack))
+    assert r.returncode == 0, r.stderr
+    assert "tilt angles: 13 from -60.00 to 60.00 deg, step 10.00 deg" in r.stdout
+    assert "SerialEM mdoc (ts.mrc.mdoc)" in r.stdout
+    assert "pixel size:  3.42 Å" in r.stdout
+    assert "tilt axis:   85.30 deg from image Y (near horizontal)" in r.stdout
+
+
+def test_info_fei_json(fei_stack: Path) -> None:
+    r = tiltgen("info", str(fei_stack), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    np.testing.assert_allclose(info["tilt_angles"], ANGLES)
+    assert info["pixel_size_A"] == pytest.approx(4.5)
+    assert info["angle_stats"]["count"] == N
+    assert info["provenance"]["angles_source"] == "FEI extended header (Alpha tilt)"
+
+
+def test_info_serialem_header_angles_list(serialem_header_stack: Path) -> None:
+    r = tiltgen("info", str(serialem_header_stack), "--angles")
+    assert r.returncode == 0, r.stderr
+    assert "SerialEM extended header" in r.stdout
+    assert "angles (deg): -60 -50 -40 -30 -20 -10 0 10 20 30 40 50 60" in r.stdout
+
+
+def test_info_missing_angles_then_start_step(tmp_path: Path) -> None:
+    p = write_plain_mrc(tmp_path / "bare.st", stack())
+    r = tiltgen("info", str(p))
+    assert r.returncode == 0
+    assert "tilt angles: UNKNOWN" in r.stdout
+    r = tiltgen("info", str(p), "--tilt-start", "-45", "--tilt-step", "7.5")
+    assert "tilt angles: 13 from -45.00 to 45.00 deg, step 7.50 deg" in r.stdout
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "the file is empty"),
+    (b"x" * 2000, "not a readable MRC file"),
+])
+def test_cli_bad_input_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    p = tmp_path / "bad.mrc"
+    p.write_bytes(content)
+    before = file_state(p)
+    r = tiltgen("info", str(p))
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr  # one line, no traceback
+    assert lines[0].startswith(f"tiltgen: error: {p}: ")
+    assert message in lines[0]
+    assert file_state(p) == before
+
+
+def test_cli_angle_count_mismatch(imod_stack: Path) -> None:
+    imod_stack.with_suffix(".rawtlt").write_text("0\n1\n")
+    r = tiltgen("info", str(imod_stack))
+    assert r.returncode == 2
+    assert "gives 2 tilt angles but the stack tomo.st has 13 frames" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_does_not_import_qt(imod_stack: Path) -> None:
+    code = ("import sys; from napari_tiltgen.cli import main; "
+            f"main(['info', {str(imod_stack)!r}]); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui')]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_demo_writes_outputs_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = tiltgen("demo", "--out", str(out), "--size", "32", "--tilt-step", "5")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["step"] for s in summary["steps"]][:2] == ["simulate", "save"]
+    r_info = tiltgen("info", str(out / "tilt_series.mrc"))
+    assert "tilt angles: 25 from -60.00 to 60.00 deg, step 5.00 deg" in r_info.stdout
+    before = file_state(out / "tilt_series.mrc")
+    r2 = tiltgen("demo", "--out", str(out), "--size", "32")
+    assert r2.returncode == 2 and "already exists" in r2.stderr
+    assert file_state(out / "tilt_series.mrc") == before
