@@ -246,8 +246,10 @@ def test_2d_image_refused(tmp_path: Path) -> None:
     p = tmp_path / "single.mrc"
     with mrcfile.new(p) as m:
         m.set_data(np.zeros((16, 16), np.float32))
+    before = file_state(p)
     with pytest.raises(TiltgenError, match="single 2-D image"):
         read(p)
+    assert file_state(p) == before
 
 
 def test_4d_tiff_refused(tmp_path: Path) -> None:
@@ -260,9 +262,12 @@ def test_4d_tiff_refused(tmp_path: Path) -> None:
 
 
 def test_angle_count_mismatch(imod_stack: Path) -> None:
-    imod_stack.with_suffix(".rawtlt").write_text("".join(f"{a}\n" for a in ANGLES[:-2]))
+    side = imod_stack.with_suffix(".rawtlt")
+    side.write_text("".join(f"{a}\n" for a in ANGLES[:-2]))
+    before = (file_state(imod_stack), file_state(side))
     with pytest.raises(TiltgenError, match=r"gives 11 tilt angles but the stack tomo.st has 13"):
         read(imod_stack)
+    assert (file_state(imod_stack), file_state(side)) == before
 
 
 def test_mdoc_count_mismatch(serialem_mdoc_stack: Path) -> None:

@@ -112,6 +112,7 @@ class WorkerWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self._preview_layer: Any = None
         self._preview_name = "preview"
+        self._gen_holder: dict[str, Generator] = {}
 
     # ---------------------------------------------------------------- to override
     def _on_run(self) -> None:  # pragma: no cover - abstract
@@ -141,10 +142,15 @@ class WorkerWidget(Container):
             self.show_error("a job is already running in this widget; cancel it first.")
             return None
 
-        def job() -> Generator[Progress, None, Any]:
-            return (yield from make_gen())
+        holder: dict[str, Generator] = {}
 
-        worker = create_worker(job, _start_thread=False)
+        def job() -> Generator[Progress, None, Any]:
+            holder["gen"] = gen = make_gen()
+            return (yield from gen)
+
+        # Errors are shown by _on_error; napari's own handler would raise them again.
+        worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+        self._gen_holder = holder
         self.worker = worker
         self._preview_name = preview_name
         self._preview_scale = preview_scale
@@ -194,6 +200,11 @@ class WorkerWidget(Container):
             self.show_error(f"{type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
+        # After a cancel the generator is parked at a yield: close it now (it no longer runs in
+        # the worker thread), so its ``finally`` blocks release files and memory at once.
+        gen = self._gen_holder.pop("gen", None)
+        if gen is not None:
+            gen.close()
         self.worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
