@@ -316,3 +316,15 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     p.write_bytes(b"1234")
     with pytest.raises(TiltgenError, match="unsupported file type"):
         read(p)
+
+
+def test_dynamic_phantom_changes_and_records_times() -> None:
+    from napari_tiltgen.simulate.phantoms import dynamic_sphere_phantom
+
+    ts, truth = dynamic_sphere_phantom(size=24, n_tilts=12, scheme="dose-symmetric")
+    assert truth.shape == (12, 24, 24, 24)
+    t = ts.acquisition_times_s
+    assert t.min() == 0.0 and t.max() == pytest.approx(3600.0)
+    assert t[np.argmin(np.abs(ts.tilt_angles))] == 0.0  # dose-symmetric starts near 0 deg
+    first, last = truth[np.argmin(t)], truth[np.argmax(t)]
+    assert last.sum() > 1.2 * first.sum()  # the particle grows and gets denser
