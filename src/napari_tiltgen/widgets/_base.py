@@ -51,6 +51,20 @@ def layer_kind(layer: Any) -> str | None:
     return (meta.get(METADATA_KEY) or {}).get("kind")
 
 
+def image_layers(viewer: napari.Viewer, kinds: tuple[str | None, ...] | None = None) -> list:
+    """The viewer's 3-D grey-scale image layers, optionally only those of the given kinds."""
+    from napari.layers import Image
+
+    out = []
+    for layer in viewer.layers:
+        if not isinstance(layer, Image) or layer.ndim != 3 or layer.rgb:
+            continue
+        if kinds is not None and layer_kind(layer) not in kinds:
+            continue
+        out.append(layer)
+    return out
+
+
 class LayerPicker(ComboBox):
     """A combo box of the viewer's 3-D image layers, kept in sync with the layer list.
 
@@ -64,26 +78,17 @@ class LayerPicker(ComboBox):
     """
 
     def __init__(self, viewer: napari.Viewer, kinds: tuple[str | None, ...] | None = None,
-                 label: str = "layer", **kwargs: Any):
+                 label: str = "layer", nullable: bool = False, **kwargs: Any):
         self._viewer = viewer
         self._kinds = kinds
-        super().__init__(label=label, choices=self._choices, nullable=False, **kwargs)
+        super().__init__(label=label, choices=self._choices, nullable=nullable, **kwargs)
         ev = viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered):
             e.connect(self._refresh)
         viewer.layers.selection.events.active.connect(self._follow_selection)
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        from napari.layers import Image
-
-        out = []
-        for layer in self._viewer.layers:
-            if not isinstance(layer, Image) or layer.ndim != 3 or layer.rgb:
-                continue
-            if self._kinds is not None and layer_kind(layer) not in self._kinds:
-                continue
-            out.append((layer.name, layer))
-        return out
+        return [(layer.name, layer) for layer in image_layers(self._viewer, self._kinds)]
 
     def _refresh(self, _event: Any = None) -> None:
         self.reset_choices()

@@ -1,0 +1,241 @@
+"""The "Compare" dock widget: reference vs enhanced volumes, side by side, with numbers.
+
+Pick a reference (ground truth when simulated, else e.g. SIRT, or none) and one or more volumes
+to judge. The widget
+
+* shows them side by side in napari's grid mode (one camera and one set of sliders for all, so
+  views and slices stay linked), in 2-D orthoslices or 3-D;
+* adds difference maps (volume - reference) as layers;
+* computes the metrics table (PSNR, SSIM, NRMSE vs the reference; FSC resolution; Chamfer / RMS
+  surface distance after Otsu) in a background worker and draws FSC curves, line profiles and
+  per-slice SSIM with matplotlib inside the widget;
+* exports the table (CSV and JSON), the figure (PNG) and the volumes (MRC) to a folder, never
+  replacing existing files.
+
+The science is in :mod:`napari_tiltgen.compare`; this file only gathers choices and shows results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, RadioButtons, Select
+
+from napari_tiltgen.compare import ComparisonReport, compare_iter, plot_comparison
+from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.io.model import Volume
+from napari_tiltgen.io.writers import write_mrc
+from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget, image_layers, layer_kind
+
+if TYPE_CHECKING:
+    import napari
+
+VOLUME_KINDS = ("volume", None)
+
+
+def _describe(layer: Any) -> str:
+    prov = (layer.metadata.get("tiltgen") or {}).get("provenance", {})
+    method = prov.get("method")
+    params = prov.get("parameters") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in list(params.items())[:4])
+    return f"{layer.name}: {method or 'unknown method'}" + (f" ({shown})" if shown else "")
+
+
+class CompareWidget(WorkerWidget):
+    """Side-by-side comparison of a reference and enhanced volumes with a metrics table."""
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(napari_viewer, run_text="Compute metrics")
+        self.reference = LayerPicker(napari_viewer, kinds=VOLUME_KINDS, label="reference",
+                                     nullable=True)
+        self.candidates = Select(label="compare", choices=self._candidate_choices)
+        self.candidates.native.setMaximumHeight(110)
+        self.fit_scale = CheckBox(value=False, text="fit intensity scale to the reference")
+        self.view_mode = RadioButtons(choices=["2D slices", "3D"], value="2D slices",
+                                      orientation="horizontal", label="view")
+        self.side_by_side = PushButton(text="Show side by side (grid, linked)")
+        self.differences = PushButton(text="Add difference maps")
+        self.export_dir = FileEdit(mode="d", label="export to")
+        self.export = PushButton(text="Export table, figure and volumes")
+        self.provenance = Label(value="")
+        self.provenance.native.setWordWrap(True)
+        for i, w in enumerate([self.reference, self.candidates, self.fit_scale, self.view_mode,
+                               self.side_by_side, self.differences]):
+            self.insert(i, w)
+        self.extend([self.provenance, self.export_dir, self.export])
+        self.report: ComparisonReport | None = None
+        self._table = self._make_table()
+        self._canvas, self._figure = self._make_canvas()
+        self.native.layout().addWidget(self._table)
+        self.native.layout().addWidget(self._canvas)
+        ev = napari_viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.reordered):
+            e.connect(lambda *_: self.candidates.reset_choices())
+        self.side_by_side.changed.connect(lambda *_: self._guard(self.show_side_by_side))
+        self.differences.changed.connect(lambda *_: self._guard(self.add_differences))
+        self.export.changed.connect(lambda *_: self._guard(self.export_all))
+        self.candidates.changed.connect(self._update_provenance)
+        self.reference.changed.connect(self._update_provenance)
+
+    # ---------------------------------------------------------------- choices
+    def _candidate_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in image_layers(self.viewer, VOLUME_KINDS)]
+
+    def selected(self) -> list[Any]:
+        ref = self.reference.value
+        chosen = [layer for layer in self.candidates.value if layer is not ref]
+        if not chosen:
+            raise TiltgenError("select at least one volume to compare (other than the "
+                               "reference).")
+        return chosen
+
+    def _update_provenance(self, *_: Any) -> None:
+        layers = ([self.reference.value] if self.reference.value is not None else []) + [
+            layer for layer in self.candidates.value]
+        self.provenance.value = "\n".join(_describe(layer) for layer in layers)
+
+    def _guard(self, action: Any) -> None:
+        try:
+            action()
+        except TiltgenError as exc:
+            self.show_error(str(exc))
+
+    # ---------------------------------------------------------------- views
+    def show_side_by_side(self) -> None:
+        """Grid mode with the reference first, then the chosen volumes; others hidden."""
+        chosen = self.selected()
+        shown = ([self.reference.value] if self.reference.value is not None else []) + chosen
+        for layer in self.viewer.layers:
+            layer.visible = any(layer is s for s in shown)
+        # napari's grid fills its cells in layer-list order (index 0 first, shown at the bottom
+        # of the list): put the reference first, then the candidates in the order chosen
+        for i, layer in enumerate(shown):
+            self.viewer.layers.move(self.viewer.layers.index(layer), i)
+        lo = min(float(layer.contrast_limits[0]) for layer in shown)
+        hi = max(float(layer.contrast_limits[1]) for layer in shown)
+        for layer in shown:
+            layer.contrast_limits = (lo, hi)  # same grey scale for a fair comparison
+        self.viewer.grid.enabled = True
+        self.viewer.grid.stride = 1
+        self.viewer.dims.ndisplay = 3 if self.view_mode.value == "3D" else 2
+        if self.viewer.dims.ndisplay == 2:
+            self.viewer.dims.order = (1, 0, 2)  # show xz: the plane that holds the missing wedge
+        self.viewer.reset_view()
+
+    def add_differences(self) -> None:
+        ref = self.reference.value
+        if ref is None:
+            raise TiltgenError("choose a reference to compute difference maps.")
+        from napari_tiltgen.compare import difference
+
+        for layer in self.selected():
+            d = difference(ref.data, layer.data)
+            lim = float(abs(d).max()) or 1.0
+            name = f"{layer.name} - {ref.name}"
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = d
+                continue
+            self.viewer.add_image(d, name=name, colormap="twilight_shifted",
+                                  contrast_limits=(-lim, lim), scale=layer.scale,
+                                  metadata={"tiltgen": {"kind": "difference"}})
+
+    # ---------------------------------------------------------------- metrics
+    def _on_run(self) -> None:
+        ref = self.reference.value
+        chosen = self.selected()
+        ref_vol = Volume.from_layer(ref) if ref is not None else None
+        cands = {layer.name: Volume.from_layer(layer) for layer in chosen}
+        fit = self.fit_scale.value
+        name = ref.name if ref is not None else "reference"
+        self.start(lambda: compare_iter(ref_vol, cands, reference_name=name, fit_scale=fit),
+                   on_result=self.show_report)
+
+    def show_report(self, report: ComparisonReport) -> None:
+        """Fill the table and redraw the plots."""
+        from qtpy.QtWidgets import QTableWidgetItem
+
+        self.report = report
+        rows = report.table_rows()  # transposed for a narrow dock: metrics down, volumes across
+        names, table = rows[1:], rows[0]
+        self._table.setRowCount(len(table) - 1)
+        self._table.setColumnCount(len(names))
+        self._table.setHorizontalHeaderLabels([r[0] for r in names])
+        self._table.setVerticalHeaderLabels(table[1:])
+        for j, row in enumerate(names):
+            for i, cell in enumerate(row[1:]):
+                self._table.setItem(i, j, QTableWidgetItem(cell))
+        self._table.resizeColumnsToContents()
+        self._table.setMinimumHeight(self._table.verticalHeader().length()
+                                     + self._table.horizontalHeader().height() + 6)
+        self._draw_plots(report)
+
+    def _make_table(self) -> Any:
+        from qtpy.QtWidgets import QAbstractItemView, QTableWidget
+
+        t = QTableWidget(0, 0)
+        t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        return t
+
+    def metric_value(self, metric_header: str, volume_name: str) -> str:
+        """Text shown in the table for a metric (row header) and a volume (column header)."""
+        t = self._table
+        rows = [t.verticalHeaderItem(i).text() for i in range(t.rowCount())]
+        cols = [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())]
+        return t.item(rows.index(metric_header), cols.index(volume_name)).text()
+
+    def _make_canvas(self) -> tuple[Any, Any]:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5, 2.2), layout="constrained")
+        canvas = FigureCanvasQTAgg(fig)
+        canvas.setMinimumHeight(220)
+        return canvas, fig
+
+    def _draw_plots(self, report: ComparisonReport) -> None:
+        from napari_tiltgen import metrics
+        from napari_tiltgen.compare import line_profile
+
+        fig = self._figure
+        fig.clear()
+        ax1, ax2, ax3 = fig.subplots(1, 3)
+        for name, c in report.fsc_curves.items():
+            ax1.plot(c.frequency, c.fsc, label=name)
+        ax1.axhline(0.5, color="grey", lw=0.6, ls="--")
+        ax1.set_title("FSC vs reference", fontsize=8)
+        ax1.set_xlabel("1/Å" if report.voxel_size_A else "1/px", fontsize=7)
+        if report.reference is not None:
+            ax2.plot(line_profile(report.reference, axis=0), "k", lw=1.2,
+                     label=report.reference_name)
+        for name, v in report.candidates.items():
+            ax2.plot(line_profile(v, axis=0), label=name)
+            if report.reference is not None:
+                ax3.plot(metrics.ssim_per_slice(report.reference, v, axis=1), label=name)
+        ax2.set_title("profile along z", fontsize=8)
+        ax3.set_title("per-slice SSIM", fontsize=8)
+        for ax in (ax1, ax2, ax3):
+            ax.tick_params(labelsize=6)
+        ax2.legend(fontsize=6)
+        self._canvas.draw_idle()
+
+    # ---------------------------------------------------------------- export
+    def export_all(self) -> list[Path]:
+        """Write metrics.csv, metrics.json, comparison.png and one MRC per volume."""
+        if self.report is None:
+            raise TiltgenError("compute the metrics first.")
+        folder = Path(self.export_dir.value)
+        if not folder.is_dir():
+            raise TiltgenError("choose an existing folder to export to.", folder)
+        written = [self.report.save_csv(folder / "metrics.csv"),
+                   self.report.save_json(folder / "metrics.json")]
+        plot_comparison(self.report, folder / "comparison.png")
+        written.append(folder / "comparison.png")
+        for layer in self.candidates.value:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layer.name)
+            written.append(write_mrc(Volume.from_layer(layer), folder / f"{safe}.mrc"))
+        self._set_status(f"exported {len(written)} files to {folder}")
+        return written
+
+
+__all__ = ["CompareWidget", "layer_kind"]
