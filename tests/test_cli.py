@@ -104,10 +104,15 @@ def test_demo_writes_outputs_and_refuses_to_overwrite(tmp_path: Path) -> None:
     r = tiltgen("demo", "--out", str(out), "--size", "32", "--tilt-step", "5")
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["step"] for s in summary["steps"]][:2] == ["simulate", "save"]
+    assert [s["step"] for s in summary["steps"]] == [
+        "simulate", "save", "reconstruct WBP", "reconstruct SIRT", "compare"]
+    rows = {r["name"]: r for r in summary["metrics"]}
+    assert rows["SIRT"]["psnr_db"] > rows["WBP"]["psnr_db"]  # SIRT beats WBP on +-60 deg
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert "SIRT" in r.stdout and "PSNR (dB)" in r.stdout
     r_info = tiltgen("info", str(out / "tilt_series.mrc"))
     assert "tilt angles: 25 from -60.00 to 60.00 deg, step 5.00 deg" in r_info.stdout
     before = file_state(out / "tilt_series.mrc")
     r2 = tiltgen("demo", "--out", str(out), "--size", "32")
-    assert r2.returncode == 2 and "already exists" in r2.stderr
+    assert r2.returncode == 2 and "holds files from an earlier run" in r2.stderr
     assert file_state(out / "tilt_series.mrc") == before

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.io.model import Volume
 from napari_tiltgen.io.writers import write_mrc
 
 
 def run_demo(out: str | Path, *, size: int = 64, tilt_step: float = 3.0, seed: int = 0,
-             overwrite: bool = False, log: Any = print) -> dict[str, Any]:
+             sirt_iterations: int = 100, device: str = "auto", overwrite: bool = False,
+             log: Any = print) -> dict[str, Any]:
     """Run the demo into folder ``out``; returns a summary dict (also written as JSON).
 
     Parameters
@@ -31,7 +33,13 @@ def run_demo(out: str | Path, *, size: int = 64, tilt_step: float = 3.0, seed: i
         Tilt increment in degrees over -60..+60.
     seed
         Seed of the synthetic particle.
+    sirt_iterations
+        SIRT iterations.
+    device
+        Torch device for the reconstructions (``"auto"``: CUDA when available).
     """
+    from napari_tiltgen.compare import compare, plot_comparison
+    from napari_tiltgen.methods.recon import reconstruct
     from napari_tiltgen.simulate.phantoms import sphere_phantom
 
     out = Path(out)
@@ -50,17 +58,39 @@ def run_demo(out: str | Path, *, size: int = 64, tilt_step: float = 3.0, seed: i
          angles=f"{ts.tilt_angles[0]:g}..{ts.tilt_angles[-1]:g} step {tilt_step:g} deg")
 
     t0 = time.perf_counter()
+    targets = ["tilt_series.mrc", "tilt_series.rawtlt", "ground_truth.mrc", "wbp.mrc",
+               "sirt.mrc", "metrics.csv", "metrics.json", "comparison.png", "summary.json"]
+    existing = [t for t in targets if (out / t).exists()]
+    if existing and not overwrite:
+        raise TiltgenError(f"holds files from an earlier run ({', '.join(existing[:3])}...); "
+                           "use --overwrite or another folder.", out)
     files = {
         "tilt_series": write_mrc(ts, out / "tilt_series.mrc", overwrite=overwrite),
         "ground_truth": write_mrc(truth, out / "ground_truth.mrc", overwrite=overwrite),
     }
     step("save", t0, files=[p.name for p in files.values()])
 
+    volumes: dict[str, Volume] = {}
+    for method, iterations in (("wbp", 1), ("sirt", sirt_iterations)):
+        t0 = time.perf_counter()
+        vol = reconstruct(ts, method, iterations, show=False, device=device)
+        volumes[method.upper()] = vol
+        files[method] = write_mrc(vol, out / f"{method}.mrc", overwrite=overwrite)
+        step(f"reconstruct {method.upper()}", t0, iterations=iterations,
+             device=vol.provenance.get("device"))
+
+    t0 = time.perf_counter()
+    report = compare(truth, volumes, reference_name="ground truth")
+    files["metrics_csv"] = report.save_csv(out / "metrics.csv", overwrite=overwrite)
+    files["metrics_json"] = report.save_json(out / "metrics.json", overwrite=overwrite)
+    plot_comparison(report, out / "comparison.png", overwrite=overwrite)
+    files["comparison_png"] = out / "comparison.png"
+    step("compare", t0, reference="ground truth", volumes=list(volumes))
+    log(report.table_text())
+    summary["metrics"] = report.scalar_rows()
+
     summary["files"] = {k: str(v) for k, v in files.items()}
-    report = out / "summary.json"
-    if report.exists() and not overwrite:
-        raise TiltgenError("already exists; use --overwrite or another folder.", report)
-    report.write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     return summary
 
 

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="volume edge in pixels (default 64)")
     p.add_argument("--tilt-step", type=float, default=3.0, help="tilt step in degrees (3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sirt-iterations", type=int, default=100, help="SIRT iterations (100)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda (auto)")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
     p.set_defaults(func=run)
 
@@ -25,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.demo import run_demo
 
     run_demo(args.out, size=args.size, tilt_step=args.tilt_step, seed=args.seed,
-             overwrite=args.overwrite)
+             sirt_iterations=args.sirt_iterations, device=args.device, overwrite=args.overwrite)
     print(f"demo outputs in {args.out}")
     return 0
