@@ -136,3 +136,15 @@ def test_screenshot_window_with_plugin_and_3d_volume(make_napari_viewer, tmp_pat
     lit = (grey > 40).mean()
     assert 0.01 < lit < 0.9, f"volume rendering covers {lit:.3f} of the canvas"
     assert window[..., :3].std() > 20  # widgets, text and the volume: not a blank window
+
+
+def test_workflow_widget_opens_steps_and_tracks_layers(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Workflow")
+    assert {"Tilt series", "Compare"} <= set(w.buttons)
+    assert w.status["tilt_series"].value == "no tilt series yet"
+    viewer.open_sample("napari-tiltgen", "phantom")
+    assert w.status["tilt_series"].value == "done: phantom tilt series"
+    opened = w.open("Compare")
+    assert type(opened).__name__ == "CompareWidget"
+    assert "Compare (napari-tiltgen)" in viewer.window._dock_widgets
