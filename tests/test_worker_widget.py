@@ -39,8 +39,7 @@ class Dummy(WorkerWidget):
         self.counter, self.kw, self.results = counter, kw, []
 
     def _on_run(self) -> None:
-        self.start(lambda: self.counter.work(**self.kw), on_result=self.results.append,
-                   preview_name="live preview")
+        self.start(lambda: self.counter.work(**self.kw), on_result=self.results.append)
 
 
 def test_progress_preview_and_result(make_napari_viewer, qtbot) -> None:
@@ -53,7 +52,8 @@ def test_progress_preview_and_result(make_napari_viewer, qtbot) -> None:
     assert w.results == [5]
     assert w.progress.value == 1000
     assert w.status.value == "done"
-    assert viewer.layers["live preview"].data[0, 0] == 4  # last preview shown
+    assert w.last_preview[0, 0] == 4  # last preview received
+    assert not w.preview.native.pixmap().isNull()  # and drawn in the widget
     assert w.run_button.enabled and not w.cancel_button.enabled
 
 

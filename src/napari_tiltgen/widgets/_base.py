@@ -8,7 +8,9 @@ Widgets contain no science: they gather parameters, start a worker that runs an 
 * a **Run** button and a **Cancel** button that really stops the work (``worker.quit()`` makes the
   generator return at its next ``yield``; nothing is killed mid-write);
 * a progress bar (0-100 %) and a status line fed by the yielded :class:`~napari_tiltgen.progress.Progress`
-  events, plus an optional live preview layer for ``Progress.preview`` arrays;
+  events, plus a live preview image inside the widget for ``Progress.preview`` arrays (drawn as a
+  Qt pixmap: a few milliseconds, so previews never stall the viewer — adding or refreshing a
+  napari layer for every preview costs 50 ms to seconds with software OpenGL);
 * errors shown as napari notifications (a :class:`~napari_tiltgen.errors.TiltgenError` as its plain
   message) instead of tracebacks; the widget is ready again afterwards.
 
@@ -110,13 +112,17 @@ class WorkerWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
         self.status = Label(value="ready")
+        self.preview = Label(value="")
+        self.preview.native.setMinimumHeight(0)
+        self.last_preview: np.ndarray | None = None
+        self._last_preview_time = 0.0
+        self.preview_interval_s = 0.25
         self._buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                                   labels=False)
-        self.extend([self._buttons, self.progress, self.status])
+        self.extend([self._buttons, self.progress, self.status,
+                     Container(widgets=[self.preview], labels=False)])
         self.run_button.changed.connect(self._safe_run)
         self.cancel_button.changed.connect(self.cancel)
-        self._preview_layer: Any = None
-        self._preview_name = "preview"
         self._gen_holder: dict[str, Generator] = {}
 
     # ---------------------------------------------------------------- to override
@@ -135,10 +141,10 @@ class WorkerWidget(Container):
         return self.worker is not None
 
     def start(self, make_gen: Callable[[], Generator[Progress, None, Any]],
-              on_result: Callable[[Any], None], *, preview_name: str = "preview",
-              preview_scale: tuple[float, float] | None = None) -> Any:
+              on_result: Callable[[Any], None], *, preview_name: str = "preview") -> Any:
         """Start ``make_gen()`` in a thread worker and wire progress, preview, cancel, errors.
 
+        ``preview_name`` is the caption shown under live previews (e.g. "central slice").
         Returns the (started) worker; tests wait on its ``finished`` signal.
         """
         from napari.qt.threading import create_worker
@@ -157,8 +163,7 @@ class WorkerWidget(Container):
         worker = create_worker(job, _start_thread=False, _ignore_errors=True)
         self._gen_holder = holder
         self.worker = worker
-        self._preview_name = preview_name
-        self._preview_scale = preview_scale
+        self.preview.tooltip = preview_name
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(on_result)
         worker.returned.connect(lambda _r: self._set_status("done"))
@@ -187,15 +192,26 @@ class WorkerWidget(Container):
         if event.preview is not None:
             self._show_preview(np.asarray(event.preview))
 
-    def _show_preview(self, image: np.ndarray) -> None:
-        layer = self._preview_layer
-        if layer is not None and layer in self.viewer.layers and layer.data.shape == image.shape:
-            layer.data = image
+    def _show_preview(self, image: np.ndarray, size_px: int = 220) -> None:
+        """Draw a 2-D preview (1st-99th percentile grey scale) in the widget, at most 4x/s."""
+        import time
+
+        from qtpy.QtCore import Qt
+        from qtpy.QtGui import QImage, QPixmap
+
+        self.last_preview = image
+        now = time.perf_counter()
+        if image.ndim != 2 or now - self._last_preview_time < self.preview_interval_s:
             return
-        kwargs: dict[str, Any] = {"name": self._preview_name, "colormap": "gray"}
-        if self._preview_scale is not None:
-            kwargs["scale"] = self._preview_scale
-        self._preview_layer = self.viewer.add_image(image, **kwargs)
+        self._last_preview_time = now
+        lo, hi = np.percentile(image, (1, 99)) if image.size else (0.0, 1.0)
+        grey = np.clip((image - lo) / ((hi - lo) or 1.0) * 255.0, 0, 255).astype(np.uint8)
+        grey = np.ascontiguousarray(grey)
+        h, w = grey.shape
+        qimg = QImage(grey.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+        pix = QPixmap.fromImage(qimg).scaled(size_px, size_px,
+                                             Qt.AspectRatioMode.KeepAspectRatio)
+        self.preview.native.setPixmap(pix)
 
     def _on_error(self, exc: BaseException) -> None:
         self._set_status("failed")
