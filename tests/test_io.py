@@ -210,7 +210,13 @@ def test_vertical_tilt_axis_rotation() -> None:
     v = ts.with_vertical_tilt_axis()
     assert v.shape == (3, 6, 4)
     assert v.tilt_axis_angle_deg == pytest.approx(-4.7)
-    np.testing.assert_array_equal(v.data[1], np.rot90(data[1], k=-1))
+    np.testing.assert_array_equal(v.data[1], np.rot90(data[1], k=1))
+    # a point at (x, y) = (3, 0) from the centre goes to (0, -3): a clockwise quarter turn with
+    # y up (IMOD), i.e. the image is rotated by minus the axis angle
+    img = np.zeros((1, 7, 7), np.float32)
+    img[0, 3, 6] = 1.0
+    turned = TiltSeries(img, tilt_angles=[0.0], tilt_axis_angle_deg=90.0).with_vertical_tilt_axis()
+    assert np.argwhere(turned.data[0] == 1.0).tolist() == [[0, 3]]  # row 0 = y of -3
     assert ts.with_vertical_tilt_axis() is not ts
     assert v.with_vertical_tilt_axis() is v  # already vertical
 

@@ -182,18 +182,22 @@ class TiltSeries:
     def with_vertical_tilt_axis(self) -> TiltSeries:
         """Turn the stack by a multiple of 90 degrees so that the tilt axis is closest to y.
 
-        Exact (``np.rot90``, no interpolation). The remaining small in-plane angle stays in
-        ``tilt_axis_angle_deg`` for the alignment step to refine.
+        Exact (``np.rot90``, no interpolation). Frames are turned by ``-k * 90`` degrees (IMOD:
+        the image is rotated by minus the axis angle), in MRC/IMOD image coordinates where the
+        row index ``y`` points up; ``np.rot90(k=+1)`` on ``(y, x)`` arrays is exactly a
+        clockwise quarter turn there, so the axis ends up along ``+y`` and the reconstruction
+        keeps its handedness. The remaining small angle stays in ``tilt_axis_angle_deg``.
         """
         k = int(np.round(self.tilt_axis_angle_deg / 90.0))
         if k % 4 == 0:
             return self
-        data = np.ascontiguousarray(np.rot90(self.data, k=-k, axes=(1, 2)))
+        data = np.ascontiguousarray(np.rot90(self.data, k=k, axes=(1, 2)))
         prov = copy.deepcopy(self.provenance)
-        prov["history"].append({"step": "rot90", "k": -k, "reason": "make tilt axis vertical"})
+        prov["history"].append({"step": "rot90", "quarter_turns_clockwise": k % 4,
+                                "reason": "make tilt axis vertical"})
         shifts = self.shifts_px.copy()
-        for _ in range(k % 4):  # (dy, dx) turned with the image: clockwise by 90 degrees
-            shifts = np.stack([shifts[:, 1], -shifts[:, 0]], axis=1)
+        for _ in range(k % 4):  # (dy, dx) turned with the image: (x, y) -> (y, -x)
+            shifts = np.stack([-shifts[:, 1], shifts[:, 0]], axis=1)
         return replace(self, data=data, tilt_axis_angle_deg=self.tilt_axis_angle_deg - 90.0 * k,
                        shifts_px=shifts, provenance=prov)
 

@@ -1,0 +1,270 @@
+"""Metrics against known answers: noise levels, FSC of known spectra, spheres of known radii."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tiltgen import metrics as M
+from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.io.model import Volume
+from napari_tiltgen.simulate.phantoms import sphere_phantom, voxelize_spheres
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _ball(size: int, radius: float, centre=(0.0, 0.0, 0.0)) -> np.ndarray:
+    return voxelize_spheres(np.array([[*centre, radius, 1.0]]), (size, size, size), supersample=4)
+
+
+# --------------------------------------------------------------------------- pixel metrics
+def test_mse_psnr_nrmse_known_noise_level():
+    rng = _rng(1)
+    ref = rng.uniform(0.0, 1.0, size=(128, 128))
+    ref[0, 0], ref[0, 1] = 0.0, 1.0  # data range exactly 1
+    sigma = 0.05
+    noisy = ref + rng.normal(0.0, sigma, size=ref.shape)
+    assert M.mse(ref, noisy) == pytest.approx(sigma**2, rel=0.03)
+    # PSNR = 20 log10(range / sigma) = 26.02 dB
+    assert M.psnr(ref, noisy) == pytest.approx(20 * math.log10(1 / sigma), abs=0.15)
+    # an explicit data range of 2 adds 20 log10(2) = 6.02 dB
+    gain = M.psnr(ref, noisy, data_range=2.0) - M.psnr(ref, noisy)
+    assert gain == pytest.approx(6.0206, abs=1e-6)
+    assert M.psnr(ref, ref) == math.inf
+    # NRMSE = ||x - ref|| / ||ref||: exactly 0.1 for a 10 % gain error
+    assert M.nrmse(ref, 1.1 * ref) == pytest.approx(0.1, rel=1e-12)
+    assert M.nrmse(ref, np.zeros_like(ref)) == pytest.approx(1.0)
+
+
+def test_metrics_accept_torch_and_volume():
+    rng = _rng(2)
+    ref = rng.normal(size=(12, 12, 12)).astype(np.float32)
+    test = ref + 0.1
+    assert M.mse(torch.from_numpy(ref), torch.from_numpy(test)) == pytest.approx(0.01, rel=1e-5)
+    assert M.mse(Volume(ref), Volume(test)) == pytest.approx(0.01, rel=1e-5)
+
+
+def test_ssim_2d_3d_known_values():
+    rng = _rng(3)
+    img = _ball(32, 9.0)[16]
+    vol = _ball(32, 9.0)
+    assert M.ssim(img, img) == pytest.approx(1.0)
+    assert M.ssim(vol, vol) == pytest.approx(1.0)
+    # a texture and its negative (same local means): structure term -1, so SSIM close to -1
+    tex = rng.uniform(0, 1, (64, 64))
+    assert M.ssim(tex, 1.0 - tex) == pytest.approx(-1.0, abs=0.05)
+    # agrees with scikit-image called with the documented settings
+    from skimage.metrics import structural_similarity
+
+    noisy = vol + rng.normal(0, 0.1, vol.shape)
+    want = structural_similarity(vol.astype(float), noisy, data_range=float(vol.max() - vol.min()),
+                                 gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert M.ssim(vol, noisy) == pytest.approx(want, rel=1e-9)
+    # more noise, lower SSIM
+    assert M.ssim(vol, vol + rng.normal(0, 0.3, vol.shape)) < M.ssim(vol, noisy) < 1.0
+    # uniform 7-px window variant and per-slice variant
+    assert 0.0 < M.ssim(vol, noisy, gaussian_weights=False) < 1.0
+    per = M.ssim_per_slice(vol, noisy, axis=0)
+    assert per.shape == (32,) and np.all(per <= 1.0)
+    assert M.ssim_per_slice(vol, vol).mean() == pytest.approx(1.0)
+
+
+def test_user_errors_raise_tiltgen_error():
+    a = np.zeros((8, 8, 8))
+    with pytest.raises(TiltgenError, match="shape"):
+        M.mse(a, np.zeros((8, 8, 9)))
+    b = a.copy()
+    b[1, 2, 3] = np.nan
+    with pytest.raises(TiltgenError, match="NaN"):
+        M.psnr(np.ones_like(a), b)
+    with pytest.raises(TiltgenError, match="constant"):
+        M.psnr(a, a + 1)  # constant reference, no data range given
+    with pytest.raises(TiltgenError, match="window"):
+        M.ssim(np.random.rand(8, 8), np.random.rand(8, 8))
+    with pytest.raises(TiltgenError, match="constant"):
+        M.otsu_segment(a)
+    with pytest.raises(TiltgenError, match="boundary"):
+        M.surface_points(np.random.rand(8, 8, 8), threshold=5.0)
+    with pytest.raises(TiltgenError):
+        M.chamfer_distance(np.zeros((0, 3)), np.zeros((4, 3)))
+
+
+# --------------------------------------------------------------------------- FSC
+def test_half_bit_curve_limits():
+    assert M.half_bit_threshold(1) == pytest.approx(1.0, abs=1e-4)
+    assert M.half_bit_threshold(1e12) == pytest.approx(0.2071 / 1.2071, abs=1e-4)
+    t = M.half_bit_threshold(np.array([10, 100, 1000, 10000]))
+    assert np.all(np.diff(t) < 0)
+
+
+def test_fsc_identical_and_independent_noise():
+    rng = _rng(4)
+    v = rng.normal(size=(32, 32, 32))
+    res = M.fsc(v, v)
+    assert np.allclose(res.fsc, 1.0)
+    assert res.frequency[-1] == pytest.approx(0.5) and res.frequency_unit == "1/px"
+    assert res.resolution_0143 == pytest.approx(2.0)  # never crosses: Nyquist, 2 px
+    # shell counts add up to every Fourier voxel inside the Nyquist sphere
+    k = np.sqrt(sum(f**2 for f in np.meshgrid(*[np.fft.fftfreq(32)] * 3, indexing="ij")))
+    assert res.n_voxels.sum() == pytest.approx(np.count_nonzero(np.rint(k * 32) <= 16))
+
+    noise = M.fsc(v, rng.normal(size=v.shape))
+    c = noise.fsc[2:]
+    assert abs(c.mean()) < 0.03
+    # the spread of the FSC of independent noise is 1/sqrt(n_voxels / 2) per shell
+    z = c * np.sqrt(noise.n_voxels[2:] / 2)
+    assert 0.6 < z.std() < 1.5
+    assert noise.resolution_0143 > 10.0  # no resolution at all (first shells)
+
+
+def _filtered_pair(size: int, s: float, snr0: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two volumes = Gaussian-low-passed signal + independent white noise (known SNR(k))."""
+    rng = _rng(seed)
+    sig = rng.normal(size=(size,) * 3)
+    k2 = sum(f**2 for f in np.meshgrid(*[np.fft.fftfreq(size)] * 3, indexing="ij"))
+    h = np.exp(-k2 / (2 * s * s))
+    sig = np.fft.ifftn(np.fft.fftn(sig) * h).real * np.sqrt(snr0)
+    return sig + rng.normal(size=sig.shape), sig + rng.normal(size=sig.shape)
+
+
+def test_fsc_resolution_of_known_lowpass_pair():
+    # SNR(k) = snr0 exp(-k^2/s^2), so FSC(k) = SNR / (1 + SNR) and the crossing of FSC = T is at
+    # k = s sqrt(ln(snr0 (1 - T) / T)).
+    s, snr0 = 0.1, 100.0
+    a, b = _filtered_pair(64, s, snr0, seed=5)
+    res = M.fsc(a, b, voxel_size_A=2.0)
+    k0143 = s * math.sqrt(math.log(snr0 * (1 - 0.143) / 0.143))  # 0.253 / px
+    k05 = s * math.sqrt(math.log(snr0))  # 0.215 / px
+    assert res.frequency_unit == "1/Å" and res.resolution_unit == "Å"
+    assert res.resolution_0143 == pytest.approx(2.0 / k0143, rel=0.03)  # 7.9 Å
+    assert res.resolution(0.5) == pytest.approx(2.0 / k05, rel=0.03)  # 9.3 Å
+    # half-bit threshold (0.17..0.2 here) lies above 0.143: slightly coarser resolution
+    assert res.resolution_0143 < res.resolution_half_bit < res.resolution(0.5)
+    # and the FSC curve itself follows the model within the shell noise
+    kpx = res.frequency * 2.0
+    model = snr0 * np.exp(-(kpx**2) / s**2)
+    model = model / (1 + model)
+    sel = slice(3, 25)
+    assert np.max(np.abs(res.fsc[sel] - model[sel])) < 0.06
+
+
+def test_fsc_of_ideal_lowpass_copy():
+    rng = _rng(6)
+    v = rng.normal(size=(48, 48, 48))
+    k = np.sqrt(sum(f**2 for f in np.meshgrid(*[np.fft.fftfreq(48)] * 3, indexing="ij")))
+    cut = 12 / 48  # 0.25 / px -> 4 px
+    lp = np.fft.ifftn(np.fft.fftn(v) * (k < cut - 0.5 / 48)).real
+    res = M.fsc(v, lp)
+    assert res.resolution_0143 == pytest.approx(4.0, abs=0.2)
+    assert np.all(res.fsc[1:11] > 0.99)  # beyond the cut only round-off is left: ratio undefined
+    # 2-D input is a Fourier ring correlation
+    frc = M.fsc(v[0], v[0] + 0.0)
+    assert np.allclose(frc.fsc, 1.0)
+    assert M.fsc(Volume(v.astype(np.float32), voxel_size_A=3.0), v).voxel_size_A == 3.0
+
+
+def test_fsc_half_series_even_odd_split():
+    from skimage.transform import iradon
+
+    ts, _ = sphere_phantom(size=32, tilt_range=(-60, 60), tilt_step=3.0, n_spheres=6, seed=2)
+    noisy, _ = sphere_phantom(size=32, tilt_range=(-60, 60), tilt_step=3.0, n_spheres=6, seed=2,
+                              dose_e_per_A2=5.0)
+    seen: list[np.ndarray] = []
+
+    def fbp(t):  # filtered back-projection per y slice, skimage's own geometry
+        seen.append(t.tilt_angles.copy())
+        vol = np.stack([iradon(t.data[:, i, :].T, theta=t.tilt_angles, filter_name="ramp",
+                               circle=True) for i in range(t.shape[1])], axis=1)
+        return Volume(vol, voxel_size_A=t.pixel_size_A)
+
+    shuffled = ts.subset(_rng(7).permutation(ts.n_tilts))  # split must follow angle order
+    res = M.fsc_half_series(shuffled, fbp)
+    a = np.sort(ts.tilt_angles)
+    assert np.array_equal(seen[0], a[0::2]) and np.array_equal(seen[1], a[1::2])
+    assert res.voxel_size_A == 2.0 and res.frequency[-1] == pytest.approx(0.25)
+    assert np.all(res.fsc[1:5] > 0.9)
+    res_noisy = M.fsc_half_series(noisy, fbp)
+    assert res_noisy.resolution_0143 > res.resolution_0143 + 1.0
+    with pytest.raises(TiltgenError, match="at least 4"):
+        M.fsc_half_series(ts.subset(slice(0, 3)), fbp)
+
+
+# --------------------------------------------------------------------------- surfaces
+def test_chamfer_of_point_sets():
+    a = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    b = np.array([[0.0, 0.0, 2.0]])
+    # a->b: 2 and sqrt(5); b->a: 2
+    assert M.chamfer_distance(a, b) == pytest.approx(0.5 * ((2 + math.sqrt(5)) / 2 + 2))
+    assert M.chamfer_distance(a, a) == 0.0
+
+
+@pytest.mark.parametrize("method, tol", [("marching_cubes", 0.1), ("voxels", 0.6)])
+def test_surface_distances_of_concentric_spheres(method, tol):
+    r1, r2 = 10.0, 12.5
+    ref, test = _ball(40, r1), _ball(40, r2)
+    d = M.surface_distances(ref, test, voxel_size_A=2.0, method=method)
+    assert d["chamfer_px"] == pytest.approx(r2 - r1, abs=tol)
+    assert d["rms_surface_px"] == pytest.approx(r2 - r1, abs=tol)
+    assert d["hausdorff_px"] == pytest.approx(r2 - r1, abs=2 * tol + 0.3)
+    assert d["chamfer_A"] == pytest.approx(2.0 * d["chamfer_px"])
+    assert 0.4 < d["threshold_ref"] < 0.6
+    if method == "marching_cubes":  # the iso-surface of a 10 px ball is 10 px from its centre
+        r = np.linalg.norm(M.surface_points(ref, threshold=0.5) - 19.5, axis=1)
+        assert r.mean() == pytest.approx(r1, abs=0.02) and r.std() < 0.1
+        # Otsu's threshold of a ball is a little below 0.5: the surface sits ~0.07 px outside
+        r = np.linalg.norm(M.surface_points(ref) - 19.5, axis=1)
+        assert r.mean() == pytest.approx(r1, abs=0.1)
+
+
+def test_surface_distances_of_shifted_sphere_and_scale_invariance():
+    ref = _ball(40, 10.0)
+    test = 7.0 * _ball(40, 10.0, centre=(0.0, 0.0, 3.0)) + 2.0  # other units, moved 3 px in x
+    d = M.surface_distances(ref, test)
+    # two spheres of radius R offset by s: from a point at polar angle phi on one to the other,
+    # d = |sqrt(R^2 + s^2 - 2 R s cos(phi)) - R|; averaged over the sphere mean(d) = s / 2 and
+    # rms(d) = s / sqrt(3) exactly; the largest distance is s.
+    assert d["chamfer_px"] == pytest.approx(1.5, abs=0.1)
+    assert d["rms_surface_px"] == pytest.approx(math.sqrt(3.0), abs=0.1)
+    assert d["hausdorff_px"] == pytest.approx(3.0, abs=0.15)
+    assert "chamfer_A" not in d
+    with pytest.raises(TiltgenError, match="constant"):
+        M.surface_distances(ref, np.zeros_like(ref))
+
+
+def test_compare_volumes_keys_and_values():
+    _, truth = sphere_phantom(size=32, n_spheres=5, seed=3)
+    rng = _rng(8)
+    test = Volume(truth.data + rng.normal(0, 0.05, truth.shape).astype(np.float32),
+                  voxel_size_A=truth.voxel_size_A)
+    out = M.compare_volumes(truth, test)
+    for key in ("mse", "psnr_db", "nrmse", "ssim", "data_range", "fsc_resolution_0.5_px",
+                "fsc_resolution_0.5_A", "fsc_resolution_0.143_px", "fsc_resolution_0.143_A",
+                "chamfer_px", "chamfer_A", "rms_surface_px", "rms_surface_A", "hausdorff_px",
+                "threshold_ref", "threshold_test", "voxel_size_A", "fsc_curve", "warnings"):
+        assert key in out, key
+    dr = float(truth.data.max() - truth.data.min())
+    assert out["voxel_size_A"] == 2.0
+    assert out["mse"] == pytest.approx(0.0025, rel=0.05)
+    assert out["psnr_db"] == pytest.approx(20 * math.log10(dr / 0.05), abs=0.2)
+    assert out["fsc_resolution_0.5_A"] == pytest.approx(2.0 * out["fsc_resolution_0.5_px"])
+    assert out["chamfer_px"] < 0.3 and out["warnings"] == []
+    # arbitrary units: fit_scale recovers the same numbers
+    exact = M.compare_volumes(truth, 3.0 * truth.data - 1.0, fit_scale=True)
+    assert exact["scale"] == pytest.approx(1 / 3, rel=1e-5)
+    assert exact["offset"] == pytest.approx(1 / 3, rel=1e-4)
+    assert exact["psnr_db"] > 80
+    # the least-squares fit can only lower the MSE of the noisy copy
+    scaled = M.compare_volumes(truth, 3.0 * test.data - 1.0, fit_scale=True)
+    assert out["psnr_db"] <= scaled["psnr_db"] < out["psnr_db"] + 0.3
+    # identical volumes
+    same = M.compare_volumes(truth.data, truth.data)
+    assert same["psnr_db"] == math.inf and same["chamfer_px"] == 0.0
+    assert same["ssim"] == pytest.approx(1.0) and same["fsc_resolution_0.143_A"] is None
+    # a test volume without an object: numbers still come, with a warning
+    empty = M.compare_volumes(truth.data, np.zeros(truth.shape))
+    assert math.isnan(empty["chamfer_px"]) and empty["warnings"]
