@@ -66,7 +66,7 @@ def test_info_missing_angles_then_start_step(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content,message", [
     (b"", "the file is empty"),
     (b"x" * 2000, "not a readable MRC file"),
-])
+], ids=["empty", "garbage"])
 def test_cli_bad_input_one_line(tmp_path: Path, content: bytes, message: str) -> None:
     p = tmp_path / "bad.mrc"
     p.write_bytes(content)

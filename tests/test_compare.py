@@ -78,7 +78,9 @@ def test_compare_widget(make_napari_viewer, qtbot, volumes, tmp_path: Path) -> N
     assert "noisy: noise" in w.provenance.value
 
     w.show_side_by_side()
-    assert viewer.grid.enabled and viewer.dims.ndisplay == 2
+    from napari_tiltgen.widgets.compare import _grid
+
+    assert _grid(viewer).enabled and viewer.dims.ndisplay == 2
     names = [l.name for l in viewer.layers]
     assert names[:3] == ["truth", "noisy", "blurred"]  # the grid's first cell is the reference
 

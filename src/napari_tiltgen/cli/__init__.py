@@ -20,6 +20,12 @@ from napari_tiltgen.errors import Cancelled, TiltgenError
 COMMAND_MODULES: list[str] = [
     "info",
     "demo",
+    "reconstruct",
+    "interpolation",
+    "simulate",
+    "fit_inr",
+    "inpainting",
+    "fit_dip",
 ]
 
 

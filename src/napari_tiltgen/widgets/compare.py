@@ -42,6 +42,12 @@ def _describe(layer: Any) -> str:
     return f"{layer.name}: {method or 'unknown method'}" + (f" ({shown})" if shown else "")
 
 
+def _grid(viewer: Any) -> Any:
+    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, else ``viewer.grid``)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
 class CompareWidget(WorkerWidget):
     """Side-by-side comparison of a reference and enhanced volumes with a metrics table."""
 
@@ -116,8 +122,9 @@ class CompareWidget(WorkerWidget):
         hi = max(float(layer.contrast_limits[1]) for layer in shown)
         for layer in shown:
             layer.contrast_limits = (lo, hi)  # same grey scale for a fair comparison
-        self.viewer.grid.enabled = True
-        self.viewer.grid.stride = 1
+        grid = _grid(self.viewer)
+        grid.enabled = True
+        grid.stride = 1
         self.viewer.dims.ndisplay = 3 if self.view_mode.value == "3D" else 2
         if self.viewer.dims.ndisplay == 2:
             self.viewer.dims.order = (1, 0, 2)  # show xz: the plane that holds the missing wedge

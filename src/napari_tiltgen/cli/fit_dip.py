@@ -1,0 +1,208 @@
+"""``tiltgen fit-dip IN --out DIR``: time-resolved (4-D) reconstruction with a deep image prior.
+
+Output layout (a folder, or a file prefix when ``--out`` ends in ``.mrc``)::
+
+    DIR/dip_t000.mrc ... dip_tNNN.mrc     one volume (nz, ny, nx) per time point, time order
+    DIR/dip_times.json                    times (s), tilt angles (deg), file names, parameters
+    DIR/static_sirt.mrc                   the static SIRT of all tilts (the warm start)
+    DIR/window_sirt_t000.mrc ...          with --window N: sliding-window SIRT baseline
+
+With ``--out run/sample.mrc`` the same files are ``run/sample_t000.mrc``, ``run/sample_times.json``,
+``run/sample_static_sirt.mrc`` and ``run/sample_window_sirt_t000.mrc``. Existing files are never
+replaced without ``--overwrite``; everything is checked before the fit starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_tiltgen.cli import add_angle_options, read_series_from_args
+
+TIMES_FORMAT = "napari-tiltgen 4-D volume series v1"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-dip",
+        help="time-resolved 4-D reconstruction (deep image prior) of a changing sample",
+        description="Fit a deep-image-prior network to a tilt series of a sample that changes "
+        "during the acquisition and write one volume per time point (MRC) plus a JSON file of "
+        "times and tilt angles. Acquisition times come from the series (SerialEM .mdoc), "
+        "--times-file, or are uniform (--frame-time) in --order. Self-supervised: no training "
+        "data needed. See docs/dip.md.",
+    )
+    p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
+    p.add_argument("--out", required=True, metavar="DIR_or_PREFIX.mrc",
+                   help="output folder (created if missing), or a file prefix ending in .mrc")
+    p.add_argument("--steps", type=int, default=1500,
+                   help="self-supervised steps after the warm start (default 1500)")
+    p.add_argument("--smoothness", type=float, default=0.1,
+                   help="temporal smoothness weight: 0 none, 0.1 mild (default), 1-10 strong")
+    p.add_argument("--components", type=int, default=8,
+                   help="time-varying basis images per slice (default 8)")
+    p.add_argument("--warm-start-steps", type=int, default=200,
+                   help="steps fitting the static SIRT first (default 200)")
+    p.add_argument("--sirt-iterations", type=int, default=50,
+                   help="iterations of the static SIRT warm start (default 50)")
+    p.add_argument("--slices-per-step", type=int, default=16,
+                   help="slices along the tilt axis per step (default 16)")
+    p.add_argument("--frames-per-step", type=int,
+                   help="frames per step (default all; fewer saves memory)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g = p.add_argument_group("acquisition times")
+    g.add_argument("--times-file", metavar="FILE",
+                   help="text file with one acquisition time (s) per frame, in stack order")
+    g.add_argument("--frame-time", type=float, default=1.0, metavar="S",
+                   help="seconds per frame when no times are known (default 1)")
+    g.add_argument("--order", choices=["angle", "stack"],
+                   help="acquisition order when no times are known (default angle); with "
+                   "times, checks that they increase in this order")
+    o = p.add_argument_group("output")
+    o.add_argument("--every", type=int, default=1, metavar="N",
+                   help="write the volume at every N-th frame time (default 1: all)")
+    o.add_argument("--times", metavar="T1,T2,...",
+                   help="write volumes at these times (s) instead of the frame times")
+    o.add_argument("--window", type=int, metavar="N",
+                   help="also write a sliding-window SIRT baseline of N frames per time point")
+    o.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    c = p.add_argument_group("checkpoints")
+    c.add_argument("--checkpoint", metavar="FILE",
+                   help="save the fit here every --checkpoint-every steps, at the end and on "
+                   "Ctrl-C")
+    c.add_argument("--checkpoint-every", type=int, default=200, metavar="N")
+    c.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint (same data and settings; --steps is the "
+                   "total)")
+    p.add_argument("--thickness", type=int, metavar="PX",
+                   help="volume thickness along the beam in pixels (default: frame width)")
+    p.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
+                   help="tilt-axis offset from the detector centre along x, pixels")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_angle_options(p)
+    p.set_defaults(func=run)
+
+
+def output_paths(out: str | Path, n: int, window: bool) -> dict[str, Any]:
+    """Files written for ``n`` time points: ``{"volumes", "times", "static", "window"}``."""
+    out = Path(out)
+    if out.suffix.lower() == ".mrc":
+        folder, stem = out.parent, out.stem + "_"
+        names = {"vol": f"{stem}t", "times": f"{stem}times.json", "static": f"{stem}static_sirt.mrc",
+                 "window": f"{stem}window_sirt_t"}
+    else:
+        folder = out
+        names = {"vol": "dip_t", "times": "dip_times.json", "static": "static_sirt.mrc",
+                 "window": "window_sirt_t"}
+    digits = max(3, len(str(n - 1)))
+    return {
+        "folder": folder,
+        "volumes": [folder / f"{names['vol']}{i:0{digits}d}.mrc" for i in range(n)],
+        "times": folder / names["times"],
+        "static": folder / names["static"],
+        "window": [folder / f"{names['window']}{i:0{digits}d}.mrc" for i in range(n)]
+        if window else [],
+    }
+
+
+def _read_times(path: str) -> np.ndarray:
+    from napari_tiltgen.errors import TiltgenError
+
+    try:
+        values = [float(line.split()[0]) for line in Path(path).read_text().splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")]
+    except (OSError, ValueError) as exc:
+        raise TiltgenError(f"cannot read acquisition times ({exc}); give one number (seconds) "
+                           "per line.", path) from None
+    return np.asarray(values, dtype=np.float64)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.io import write_mrc
+    from napari_tiltgen.io.model import Volume
+    from napari_tiltgen.methods.dip import (acquisition_times, fit_dip, sliding_window_sirt)
+    from napari_tiltgen.methods.recon import with_vertical_axis
+
+    ts, note = with_vertical_axis(read_series_from_args(args))
+    if note:
+        print(f"tiltgen: note: {note}", file=sys.stderr)
+    times_in = _read_times(args.times_file) if args.times_file else None
+    frame_times = acquisition_times(ts, times_in, order=args.order, frame_time_s=args.frame_time)
+    if args.every < 1:
+        raise TiltgenError(f"--every must be at least 1; got {args.every}.")
+    if args.times:
+        try:
+            out_times = np.sort([float(v) for v in args.times.split(",") if v.strip()])
+        except ValueError:
+            raise TiltgenError(f"--times must be numbers (seconds) separated by commas; got "
+                               f"{args.times!r}.") from None
+    else:
+        out_times = np.sort(frame_times)[::args.every]
+    paths = output_paths(args.out, out_times.size, bool(args.window))
+    folder: Path = paths["folder"]
+    if Path(args.out).suffix.lower() == ".mrc" and not folder.is_dir():
+        raise TiltgenError("the folder does not exist.", folder)
+    targets = [*paths["volumes"], paths["times"], paths["static"], *paths["window"]]
+    src = Path(args.input).resolve()
+    for t in targets:
+        if t.exists() and not args.overwrite:
+            raise TiltgenError("already exists; use --overwrite or another --out.", t)
+        if t.resolve() == src:
+            raise TiltgenError("the output would replace the input tilt series.", t)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    res = fit_dip(
+        ts, steps=args.steps, temporal_smoothness=args.smoothness, times_s=frame_times,
+        output_times_s=out_times, n_components=args.components,
+        warm_start_steps=args.warm_start_steps, sirt_iterations=args.sirt_iterations,
+        slices_per_step=args.slices_per_step, frames_per_step=args.frames_per_step,
+        learning_rate=args.lr, thickness_px=args.thickness, axis_offset_px=args.axis_offset,
+        device=args.device, seed=args.seed, checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every, resume=args.resume, preview_every=0,
+        n_threads=args.threads, show=not args.quiet,
+    )
+    for i, path in enumerate(paths["volumes"]):
+        write_mrc(res.volume(i), path, overwrite=args.overwrite)
+    if res.static_sirt is not None:
+        write_mrc(Volume(res.static_sirt, res.voxel_size_A,
+                         provenance={"method": "sirt (static, all tilts)"}),
+                  paths["static"], overwrite=args.overwrite)
+    if args.window:
+        win = sliding_window_sirt(ts, args.window, times_s=frame_times, output_times_s=out_times,
+                                  iterations=args.sirt_iterations, thickness_px=args.thickness,
+                                  axis_offset_px=args.axis_offset, device=args.device)
+        for i, path in enumerate(paths["window"]):
+            write_mrc(Volume(win[i], ts.pixel_size_A, provenance={
+                "method": f"sliding-window sirt ({args.window} frames)",
+                "parameters": {"time_s": float(out_times[i])}}), path, overwrite=args.overwrite)
+    meta = {
+        "format": TIMES_FORMAT,
+        "times_s": res.times_s.tolist(),
+        "tilt_angles_deg": res.tilt_angles.tolist(),
+        "volumes": [p.name for p in paths["volumes"]],
+        "static_sirt": paths["static"].name if res.static_sirt is not None else None,
+        "window_sirt": [p.name for p in paths["window"]],
+        "window_frames": args.window,
+        "voxel_size_A": res.voxel_size_A,
+        "shape_zyx": list(res.volumes.shape[1:]),
+        "final_loss": float(res.loss_history[-1]) if res.loss_history.size else None,
+        "provenance": res.provenance,
+    }
+    tmp = paths["times"].with_name(paths["times"].name + ".part")
+    tmp.write_text(json.dumps(meta, indent=2, default=float))
+    tmp.replace(paths["times"])
+    p = res.provenance
+    print(f"wrote {len(paths['volumes'])} volumes of {' x '.join(map(str, res.volumes.shape[1:]))}"
+          f" voxels (nz, ny, nx), {res.times_s[0]:g} to {res.times_s[-1]:g} s, to {folder} "
+          f"({paths['times'].name}); DIP {p['parameters']['steps']} steps on {p['device']} in "
+          f"{p['seconds']:.1f} s")
+    return 0

@@ -1,0 +1,211 @@
+"""``tiltgen train-inpainting``, ``tiltgen eval-inpainting`` and ``tiltgen inpaint``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from napari_tiltgen.cli import add_angle_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_train(sub)
+    _register_eval(sub)
+    _register_inpaint(sub)
+
+
+def _pair(text: str, what: str) -> tuple[float, float]:
+    from napari_tiltgen.errors import TiltgenError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise TiltgenError(f"{what}: expected two comma-separated numbers; got {text!r}.") \
+            from None
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------- train
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-inpainting",
+        help="train the missing-wedge inpainting GAN on images generated on the fly",
+        description="Train the wedge-conditioned U-Net++ GAN (IRDM) on phantom faces, slices of "
+        "simulated clusters and scikit-image sample images, each projected over a random "
+        "wedge-limited tilt range and reconstructed (WBP and SIRT). Resumes from "
+        "OUT/checkpoint.safetensors when it exists. Writes OUT/best.safetensors (best "
+        "validation PSNR), OUT/last.safetensors and OUT/log.jsonl; --export copies the best "
+        "weights to a file, e.g. the package's models/inpainting.safetensors.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--size", type=int, default=64, help="training slice edge, px (default 64)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per step (default 16)")
+    p.add_argument("--width", type=int, default=12,
+                   help="generator channels at full resolution (paper 32; default 12)")
+    p.add_argument("--wedge-range", default="20,90", metavar="LO,HI",
+                   help="missing wedges to train on, degrees (default 20,90)")
+    p.add_argument("--channels", default="wbp,sirt",
+                   help="input reconstructions, comma-separated (default wbp,sirt)")
+    p.add_argument("--sirt-iterations", type=int, default=20,
+                   help="SIRT iterations of the SIRT input (default 20)")
+    p.add_argument("--bank-size", type=int, default=256,
+                   help="cluster slices and natural images generated once, each (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak generator learning rate")
+    p.add_argument("--adv-weight", type=float, default=0.003,
+                   help="weight of the RaLSGAN loss next to the pixel loss (default 0.003)")
+    p.add_argument("--adv-start", type=float, default=0.5,
+                   help="fraction of the steps before the GAN terms start (default 0.5)")
+    p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    p.add_argument("--max-minutes", type=float, metavar="MIN",
+                   help="stop after this much wall time (checkpoint and weights are written)")
+    p.add_argument("--export", metavar="FILE.safetensors",
+                   help="copy the best weights here when training stops")
+    p.add_argument("--half", action="store_true", help="export float16 weights (half the size)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from napari_tiltgen.methods.inpainting.network import (
+        GeneratorConfig,
+        load_generator,
+        save_generator,
+    )
+    from napari_tiltgen.methods.inpainting.train import TrainConfig, train
+
+    channels = [c.strip().lower() for c in args.channels.split(",") if c.strip()]
+    cfg = TrainConfig(
+        out_dir=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size,
+        wedge_range_deg=_pair(args.wedge_range, "--wedge-range"),
+        sirt_iterations=args.sirt_iterations, bank_size=args.bank_size, lr=args.lr,
+        adv_weight=args.adv_weight, adv_start=args.adv_start, val_every=args.val_every,
+        seed=args.seed, device=args.device, threads=args.threads, max_minutes=args.max_minutes,
+        net=GeneratorConfig(in_channels=channels, width=args.width,
+                            residual_channel=len(channels) - 1),
+        command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    summary = train(cfg, show=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    if args.export:
+        model, info = load_generator(Path(args.out) / "best.safetensors")
+        path = save_generator(args.export, model, info, half=args.half)
+        print(f"exported the best weights to {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- eval
+def _register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval-inpainting",
+        help="benchmark inpainting against WBP, SIRT and TV on held-out phantoms and clusters",
+        description="Held-out phantom faces and held-out simulated cluster slices (elements "
+        "never seen in training), wedges 40-80 degrees: PSNR, SSIM and NRMSE of WBP, SIRT, TV "
+        "and the inpainting model against the ground truth. Writes table.md, results.json, "
+        "metrics.png and fourier.png (the 3-D Fourier power of a held-out cluster volume before "
+        "and after inpainting, showing what was filled in the missing wedge).",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
+    p.add_argument("--wedges", default="40,50,60,70,80",
+                   help="missing wedges, degrees (default 40,50,60,70,80)")
+    p.add_argument("--n-phantoms", type=int, default=16, help="held-out phantoms per wedge")
+    p.add_argument("--n-clusters", type=int, default=8, help="held-out cluster slices per wedge")
+    p.add_argument("--size", type=int, default=None,
+                   help="slice edge, px (default: the model's training size)")
+    p.add_argument("--tilt-step", type=float, default=2.0, help="tilt increment, degrees")
+    p.add_argument("--sirt-iterations", type=int, default=100, help="SIRT baseline iterations")
+    p.add_argument("--tv-iterations", type=int, default=200, help="TV baseline iterations")
+    p.add_argument("--tv-weight", type=float, default=None,
+                   help="TV weight (default: the best of a small sweep on validation phantoms)")
+    p.add_argument("--fourier-size", type=int, default=64,
+                   help="edge of the cluster volume of the Fourier view, px (0: skip)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from napari_tiltgen.methods.inpainting.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(
+        out_dir=args.out, weights=args.weights,
+        wedges_deg=[float(v) for v in args.wedges.split(",") if v.strip()],
+        n_phantoms=args.n_phantoms, n_clusters=args.n_clusters, size=args.size,
+        tilt_step_deg=args.tilt_step, sirt_iterations=args.sirt_iterations,
+        tv_iterations=args.tv_iterations, tv_weight=args.tv_weight,
+        fourier_size=args.fourier_size, device=args.device,
+        command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    result = evaluate(cfg, show=not args.quiet)
+    print(result["table"])
+    print(f"wrote {Path(args.out) / 'table.md'}, results.json, metrics.png, fourier.png")
+    return 0
+
+
+# ---------------------------------------------------------------------------- inpaint
+def _register_inpaint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inpaint",
+        help="fill the missing wedge of a volume (or of a tilt series' reconstruction)",
+        description="Apply the pretrained inpainting model slice by slice in the planes "
+        "perpendicular to the tilt axis. INPUT is a tilt series (reconstructed first with WBP "
+        "and SIRT) or, with --volume, a reconstructed volume; the missing wedge comes from the "
+        "series' angles (or --tilt-file / --tilt-start/--tilt-step, or --wedge).",
+    )
+    p.add_argument("input", help="tilt series (.mrc/.st/.ali/.tif) or volume (with --volume)")
+    p.add_argument("output", help="output volume (.mrc or .tif); never the input file")
+    p.add_argument("--volume", action="store_true", help="INPUT is a reconstructed volume")
+    p.add_argument("--wedge", type=float, metavar="DEG",
+                   help="missing wedge in degrees (when no angles are known)")
+    p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per network call")
+    p.add_argument("--allow-out-of-range", action="store_true",
+                   help="run even when the wedge lies outside the trained range (warns)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT if it exists (never the input)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_angle_options(p)
+    p.set_defaults(func=run_inpaint)
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    import os
+
+    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.methods.inpainting.api import inpaint_iter
+    from napari_tiltgen.progress import run
+
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        raise TiltgenError("the output must be a new file; the input is never overwritten.",
+                           args.output)
+    if args.volume:
+        from napari_tiltgen.io import read_volume
+
+        source = read_volume(args.input)
+        if args.tilt_file:
+            source.provenance["tilt_angles"] = [float(v) for v in
+                                                Path(args.tilt_file).read_text().split()]
+    else:
+        from napari_tiltgen.cli import read_series_from_args
+
+        source = read_series_from_args(args)
+    vol, notes = run(inpaint_iter(source, missing_wedge_deg=args.wedge, weights=args.weights,
+                             device=args.device, batch_size=args.batch_size,
+                             allow_out_of_range=args.allow_out_of_range),
+                     show=not args.quiet, desc="inpaint")
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
+    from napari_tiltgen.io.writers import write
+
+    path = write(vol, args.output, overwrite=args.overwrite)
+    print(f"wrote {path} ({vol.shape[0]} x {vol.shape[1]} x {vol.shape[2]}, "
+          f"wedge {vol.provenance['parameters']['missing_wedge_deg']:.1f} deg)")
+    return 0

@@ -1,0 +1,122 @@
+"""The "Inpaint" dock widget: fill the missing wedge of a volume (or a tilt series).
+
+Pick a volume layer (or a tilt-series layer, which is reconstructed first), the method (the
+pretrained network, or TV for comparison), the missing wedge (read from the data's tilt angles
+when they are known) and the device, and press **Inpaint**. The work runs in a thread worker with
+a progress bar, a live preview of the last inpainted slice and a Cancel button that stops it
+between batches of slices. The result is added as a volume layer just above the input, with the
+method and its parameters in its metadata. The science is in
+:mod:`napari_tiltgen.methods.inpainting.api`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, SpinBox
+
+from napari_tiltgen.io.model import TiltSeries, Volume
+from napari_tiltgen.methods.inpainting import api
+from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget, layer_kind
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _devices() -> list[str]:
+    import torch
+
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return out
+
+
+class InpaintWidget(WorkerWidget):
+    """Inpaint the missing wedge of a volume or tilt-series layer."""
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(napari_viewer, run_text="Inpaint")
+        self.layer = LayerPicker(napari_viewer, kinds=("volume", "tilt_series", None),
+                                 label="volume or series")
+        self.method = ComboBox(label="method", value="pretrained",
+                               choices=[(f"{m}: {d}", m) for m, d in api.METHODS.items()])
+        self.wedge = FloatSpinBox(label="missing wedge (deg)", value=0.0, min=0.0, max=179.0,
+                                  step=1.0, tooltip="0: read it from the data's tilt angles")
+        self.device = ComboBox(label="device", value="auto", choices=_devices())
+        self.batch_size = SpinBox(label="slices per batch", value=8, min=1, max=4096)
+        self.allow_out_of_range = CheckBox(
+            value=False, text="allow wedges outside the trained range",
+            tooltip="run (with a warning) instead of refusing")
+        self.note = Label(value="")
+        self.note.native.setWordWrap(True)
+        for i, w in enumerate([self.layer, self.method, self.wedge, self.device,
+                               self.batch_size, self.allow_out_of_range, self.note]):
+            self.insert(i, w)
+        self.layer.changed.connect(self._describe)
+        self._describe()
+
+    def _source(self) -> TiltSeries | Volume:
+        from napari_tiltgen.errors import TiltgenError
+
+        layer = self.layer.value
+        if layer is None:
+            raise TiltgenError("no volume or tilt-series layer: open or reconstruct one first.")
+        if layer_kind(layer) == "tilt_series":
+            from napari_tiltgen.methods.recon import with_vertical_axis
+
+            ts, note = with_vertical_axis(TiltSeries.from_layer(layer))
+            if note:
+                self.note.value = note
+            return ts
+        return Volume.from_layer(layer)
+
+    def _describe(self, *_: Any) -> None:
+        """Say which wedge will be used for the chosen layer."""
+        from napari_tiltgen.errors import TiltgenError
+
+        try:
+            src = self._source()
+            wedge, _, how = api.missing_wedge_of(src)
+            self.note.value = f"missing wedge {wedge:.1f} deg (from the {how})"
+        except TiltgenError:
+            self.note.value = ("no tilt angles known for this layer: enter the missing wedge"
+                               if self.layer.value is not None else "")
+
+    def parameters(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~napari_tiltgen.methods.inpainting.api.inpaint_iter`."""
+        return {
+            "missing_wedge_deg": float(self.wedge.value) or None,
+            "method": self.method.value,
+            "device": self.device.value,
+            "batch_size": int(self.batch_size.value),
+            "allow_out_of_range": bool(self.allow_out_of_range.value),
+        }
+
+    def _on_run(self) -> None:
+        layer = self.layer.value
+        src = self._source()
+        params = self.parameters()
+        wedge = params.pop("missing_wedge_deg")
+        if wedge is not None and isinstance(src, Volume):
+            src.provenance.pop("tilt_angles", None)  # the user's wedge wins over old records
+        name = f"{layer.name} inpainted ({params['method']})"
+        index = list(self.viewer.layers).index(layer) + 1
+        self.start(lambda: api.inpaint_iter(src, wedge, **params),
+                   on_result=lambda res: self._add_result(res, name, index),
+                   preview_name="last inpainted slice (z, x)")
+
+    def _add_result(self, result: tuple[Volume, list[str]], name: str, index: int) -> None:
+        from napari.layers import Layer
+        from napari.utils.notifications import show_warning
+
+        vol, notes = result
+        layer = Layer.create(*vol.to_layer_data(name=name))
+        self.viewer.layers.insert(min(index, len(self.viewer.layers)), layer)
+        self.result_layer = layer
+        p = vol.provenance
+        text = (f"{name}: wedge {p['parameters']['missing_wedge_deg']:.1f} deg on "
+                f"{p.get('device', '?')} in {p.get('seconds', 0):.1f} s")
+        for n in notes:
+            show_warning(n)
+        self.note.value = text + ("; " + " ".join(notes) if notes else "")

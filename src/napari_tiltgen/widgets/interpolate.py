@@ -1,0 +1,207 @@
+"""The "Interpolate" dock widget: insert frames into a tilt series, and leave-one-out QA.
+
+Pick a tilt-series layer, how many frames to insert (a target step in degrees or a number of
+frames per gap), the method (pretrained network, linear, SIRT reprojection) and the device, then
+**Interpolate**. The result is a new tilt-series layer with the new angles; predicted frames are
+
+* named in the layer's metadata (``metadata["interpolation"]["predicted_indices"]`` and the
+  tilt-series provenance),
+* marked by a points layer with a "PREDICTED" label that shows on exactly those frames, and
+* announced in the viewer's text overlay while scrolling ("frame 12/61  +24.0 deg  PREDICTED").
+
+**Leave-one-out QA** hides each real frame of the selected series, predicts it from its two
+neighbours, and adds real / predicted / difference stacks as layers with a PSNR/SSIM table.
+
+Out-of-range input (gap larger than the model was trained for) is refused with a notification
+unless "allow out-of-range" is ticked; other warnings appear as notifications and in the status.
+The science is in :mod:`napari_tiltgen.methods.interpolation`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton,
+                              SpinBox, Table)
+
+from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.methods.interpolation.api import (METHODS, InterpolationResult,
+                                                      LeaveOneOutResult, interpolate_series,
+                                                      leave_one_out)
+from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget
+
+if TYPE_CHECKING:
+    import napari
+
+STEP_MODE = "target step (deg)"
+QA_COLUMNS = ["angle (deg)", "gap (deg)", "PSNR (dB)", "SSIM"]
+COUNT_MODE = "frames per gap"
+
+
+class InterpolateWidget(WorkerWidget):
+    """Dock widget: interpolate frames into a tilt series; leave-one-out QA."""
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(napari_viewer, run_text="Interpolate")
+        self.layer = LayerPicker(napari_viewer, kinds=("tilt_series",), label="tilt series")
+        self.mode = ComboBox(choices=[STEP_MODE, COUNT_MODE], value=STEP_MODE, label="insert")
+        self.target_step = FloatSpinBox(value=1.0, min=0.05, max=30.0, step=0.5,
+                                        label="target step (deg)")
+        self.frames_per_gap = SpinBox(value=1, min=1, max=50, label="frames per gap")
+        self.method = ComboBox(choices=list(METHODS), value="pretrained", label="method")
+        self.device = ComboBox(choices=["auto", "cpu", "cuda"], value="auto", label="device")
+        self.allow_out_of_range = CheckBox(value=False, text="allow out-of-range (not advised)")
+        self.note = Label(value="")
+        self.note.native.setWordWrap(True)
+        self.qa_button = PushButton(text="Leave-one-out QA (selected series)")
+        self.qa_summary = Label(value="")
+        self.qa_table = Table(value={"data": [], "index": [], "columns": QA_COLUMNS})
+        self.qa_table.native.setMinimumHeight(120)
+        for i, w in enumerate([self.layer, self.mode, self.target_step, self.frames_per_gap,
+                               self.method, self.device, self.allow_out_of_range]):
+            self.insert(i, w)
+        self.extend([self.note, Container(widgets=[self.qa_button, self.qa_summary, self.qa_table],
+                               label="QA")])
+        self.mode.changed.connect(self._sync_mode)
+        self.qa_button.changed.connect(lambda *_: self._safe(self.run_qa))
+        self._sync_mode()
+        self.result: InterpolationResult | None = None
+        self.qa: LeaveOneOutResult | None = None
+        self._marked: dict[str, dict[str, Any]] = {}
+        napari_viewer.dims.events.current_step.connect(self._update_overlay)
+        napari_viewer.layers.selection.events.active.connect(self._update_overlay)
+
+    # ---------------------------------------------------------------- parameters
+    def _sync_mode(self, *_: Any) -> None:
+        step = self.mode.value == STEP_MODE
+        self.target_step.visible = step
+        self.frames_per_gap.visible = not step
+
+    def _safe(self, action: Any) -> None:
+        from napari_tiltgen.errors import TiltgenError
+
+        try:
+            action()
+        except TiltgenError as exc:
+            self.show_error(str(exc))
+
+    def current_series(self) -> TiltSeries:
+        from napari_tiltgen.errors import TiltgenError
+
+        layer = self.layer.value
+        if layer is None:
+            raise TiltgenError("open a tilt series first (no tilt-series layer is selected).")
+        return TiltSeries.from_layer(layer)
+
+    def _options(self) -> dict[str, Any]:
+        return {"method": self.method.value, "device": self.device.value,
+                "allow_out_of_range": bool(self.allow_out_of_range.value)}
+
+    # ---------------------------------------------------------------- interpolate
+    def _on_run(self) -> None:
+        ts = self.current_series()
+        ts.require_angles()
+        name = self.layer.value.name
+        count = self.mode.value == COUNT_MODE
+        kw = {"frames_per_gap": int(self.frames_per_gap.value) if count else None,
+              "target_step_deg": None if count else float(self.target_step.value),
+              **self._options()}
+        self.start(lambda: interpolate_series(ts, **kw),
+                   on_result=lambda res: self._show_result(res, name))
+
+    def _show_result(self, res: InterpolationResult, source_name: str) -> None:
+        self.result = res
+        name = f"{source_name} + {res.method} ({len(res.predicted_indices)} predicted)"
+        data, kw, _ = res.tilt_series.to_layer_data(name=name)
+        kw["metadata"]["interpolation"] = res.report()
+        layer = self.viewer.add_image(data, **kw)
+        self._marked[layer.name] = res.report()
+        self._add_markers(layer, res)
+        for w in res.warnings:
+            self.show_warning(w)
+        self.note.value = (f"inserted {len(res.predicted_indices)} frames ({res.method}); "
+                           f"{res.tilt_series.n_tilts} in all"
+                           + (f"; {len(res.warnings)} warning(s)" if res.warnings else ""))
+        self.viewer.layers.selection.active = layer
+        self._update_overlay()
+
+    def _add_markers(self, layer: Any, res: InterpolationResult) -> None:
+        """A points layer with a "PREDICTED" label on each predicted frame (top-left corner)."""
+        idx = res.predicted_indices
+        if not idx:
+            return
+        ny = res.tilt_series.data.shape[1]
+        pts = np.array([[i, 0.06 * ny, 0.06 * ny] for i in idx], dtype=float)
+        angles = res.tilt_series.tilt_angles
+        self.viewer.add_points(
+            pts, name=f"{layer.name} [predicted frames]", size=max(2.0, 0.04 * ny),
+            face_color="orange", border_color="orange", scale=layer.scale,
+            properties={"label": [f"PREDICTED {angles[i]:+.1f}°" for i in idx]},
+            text={"string": "{label}", "color": "orange", "anchor": "upper_left",
+                  "translation": [0, 0.02 * ny, 0.03 * ny], "size": 10},
+            metadata={"predicted_indices": idx},
+        )
+
+    def _update_overlay(self, *_: Any) -> None:
+        layer = self.viewer.layers.selection.active
+        report = self._marked.get(getattr(layer, "name", None)) if layer is not None else None
+        overlay = self.text_overlay()
+        if report is None:
+            if overlay.text.startswith("frame "):
+                overlay.visible = False
+                overlay.text = ""
+            return
+        i = int(self.viewer.dims.current_step[0])
+        n = report["n_frames"]
+        i = min(max(i, 0), n - 1)
+        angle = report["tilt_angles_deg"][i]
+        tag = f"PREDICTED ({report['method']})" if i in report["predicted_indices"] else "real"
+        overlay.text = f"frame {i + 1}/{n}  {angle:+.2f} deg  {tag}"
+        overlay.color = "orange" if i in report["predicted_indices"] else "white"
+        overlay.visible = True
+
+    def text_overlay(self) -> Any:
+        """The viewer's text overlay (napari >= 0.9: ``viewer.canvas.overlays["text"]``)."""
+        canvas = getattr(self.viewer, "canvas", None)
+        overlays = getattr(canvas, "overlays", None)
+        if overlays is not None and "text" in overlays:
+            return overlays["text"]
+        return self.viewer.text_overlay  # pragma: no cover - older napari
+
+    # ---------------------------------------------------------------- QA
+    def run_qa(self) -> None:
+        """Leave-one-out QA on the selected series with the selected method."""
+        ts = self.current_series()
+        ts.require_angles()
+        name = self.layer.value.name
+        opts = self._options()
+        self.start(lambda: leave_one_out(ts, **opts),
+                   on_result=lambda qa: self._show_qa(qa, name, ts))
+
+    def _show_qa(self, qa: LeaveOneOutResult, source_name: str, ts: TiltSeries) -> None:
+        self.qa = qa
+        px = ts.pixel_size_A or 1.0
+        common = {"scale": (1.0, px, px), "colormap": "gray",
+                  "metadata": {"qa": qa.as_dict()}}
+        lo, hi = np.percentile(qa.real, (0.5, 99.5))
+        self.viewer.add_image(qa.real, name=f"{source_name} QA real",
+                              contrast_limits=(float(lo), float(hi) or 1.0), **common)
+        self.viewer.add_image(qa.predicted, name=f"{source_name} QA predicted ({qa.method})",
+                              contrast_limits=(float(lo), float(hi) or 1.0), **common)
+        d = float(np.percentile(np.abs(qa.difference), 99.5)) or 1.0
+        self.viewer.add_image(qa.difference, name=f"{source_name} QA difference",
+                              contrast_limits=(-d, d), **{**common, "colormap": "PiYG"})
+        rows = [[round(float(a), 2), round(float(g), 2), round(float(p), 2), round(float(s), 4)]
+                for a, g, p, s in zip(qa.tilt_angles, qa.gaps_deg, qa.psnr, qa.ssim)]
+        self.qa_table.value = {"data": rows, "index": [f"frame {int(i)}" for i in qa.indices],
+                               "columns": QA_COLUMNS}
+        self.qa_summary.value = (f"{qa.method}: mean PSNR {np.mean(qa.psnr):.2f} dB, "
+                                 f"SSIM {np.mean(qa.ssim):.3f} over {len(qa.indices)} frames")
+        for w in qa.warnings:
+            self.show_warning(w)
+
+    def show_warning(self, message: str) -> None:
+        from napari.utils.notifications import show_warning
+
+        show_warning(message)

@@ -1,0 +1,99 @@
+"""Training (resumable), the benchmark and the CLI of tilt-frame interpolation, on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tiltgen.cli import main
+from napari_tiltgen.methods.interpolation import NetConfig, load_model
+from napari_tiltgen.methods.interpolation.train import TrainConfig, train
+
+torch.set_num_threads(1)
+TINY = NetConfig(channels=(4, 6, 8, 8), decoder_channels=(4, 6, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 train and 1 test cluster, 32 px, -12..12 degrees every degree."""
+    from napari_tiltgen.simulate.dataset import DatasetConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("ds")
+    cfg = DatasetConfig(n_train=3, n_val=0, n_test=1, shard_size=4, size=32,
+                        tilt_range=(-12.0, 12.0), shells=(2, 3), save_volumes=False,
+                        structures=("octahedron", "cuboctahedron"), variants=("solid",))
+    generate_dataset(out, cfg)
+    return out
+
+
+def _cfg(data: Path, out: Path, steps: int) -> TrainConfig:
+    return TrainConfig(data=[str(data)], out_dir=str(out), steps=steps, batch_size=2,
+                       warmup_steps=2, val_series=1, val_every=2, val_triplets=4, log_every=1,
+                       checkpoint_every=1, device="cpu", net=TINY, gap_range_deg=(2.0, 6.0))
+
+
+def test_training_runs_and_resumes_to_the_same_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    straight = train(_cfg(tiny_dataset, tmp_path / "a", 4), show_progress=False)
+    assert straight["step"] == 4 and straight["stopped"] == "steps"
+    train(_cfg(tiny_dataset, tmp_path / "b", 2), show_progress=False)
+    resumed = train(_cfg(tiny_dataset, tmp_path / "b", 4), show_progress=False)
+    assert resumed["step"] == 4
+    wa, _ = load_model(tmp_path / "a" / "last.safetensors")
+    wb, info = load_model(tmp_path / "b" / "last.safetensors")
+    for (k, va), vb in zip(wa.state_dict().items(), wb.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-5), k
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "total" in r] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["total"]) for r in log if "total" in r)
+    assert info["trained_gap_deg"] == [2.0, 6.0] and info["data"]["frame_px"] == [32, 32]
+    assert (tmp_path / "b" / "best.safetensors").is_file()
+
+
+def test_cli_train_eval_and_interpolate(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    weights = tmp_path / "w.safetensors"
+    assert main(["train-interpolation", str(tiny_dataset), "--out", str(out), "--steps", "2",
+                 "--batch-size", "2", "--val-series", "1", "--val-every", "1", "--device", "cpu",
+                 "--channels", "4,6,8,8", "--decoder-channels", "4,6,8,8", "--max-gap", "6",
+                 "--export", str(weights), "--quiet"]) == 0
+    assert weights.is_file()
+    ev = tmp_path / "eval"
+    assert main(["eval-interpolation", str(tiny_dataset), "--out", str(ev), "--weights",
+                 str(weights), "--gaps", "1-3", "--reprojection-iterations", "3",
+                 "--recon-gaps", "3", "--recon-series", "1", "--recon-iterations", "3",
+                 "--device", "cpu", "--quiet"]) == 0
+    table = (ev / "interpolation_eval.md").read_text()
+    assert "| 1 | 0 |" in table and "| 2 |" in table and "2-12 (mean)" in table
+    assert "mix (pretrained)" in table and "sparse" in table
+    assert (ev / "interpolation_eval.png").read_bytes()[:4] == b"\x89PNG"
+    res = json.loads((ev / "interpolation_eval.json").read_text())
+    assert res["frames"][1]["n_frames"] == 2 * 12  # 2 presets x 12 hidden frames at gap 2
+    assert 0 < res["frames"][1]["linear"]["ssim"] <= 1
+
+    # interpolate a file with the CLI, then refuse a gap the model was not trained for
+    from napari_tiltgen.io import write_mrc
+    from napari_tiltgen.methods.interpolation.data import load_frame_bank
+    from napari_tiltgen.io.model import TiltSeries
+
+    bank = load_frame_bank(tiny_dataset, "test", max_series=1)
+    ts = TiltSeries(bank.stacks[0][::4], tilt_angles=bank.tilt_angles[::4],
+                    pixel_size_A=float(bank.pixel_size_A[0]))
+    src = write_mrc(ts, tmp_path / "sparse.mrc")
+    Path(src).with_suffix(".rawtlt").write_text("".join(f"{a}\n" for a in ts.tilt_angles))
+    dst = tmp_path / "dense.mrc"
+    capsys.readouterr()
+    assert main(["interpolate", str(src), "--out", str(dst), "--target-step", "1",
+                 "--weights", str(weights), "--device", "cpu", "--quiet"]) == 0
+    rep = json.loads(dst.with_suffix(".json").read_text())
+    assert rep["n_frames"] == 25 and len(rep["predicted_indices"]) == 18
+    angles = np.loadtxt(dst.with_suffix(".rawtlt"))
+    np.testing.assert_allclose(angles, np.arange(-12, 13))
+    assert main(["interpolate", str(src), "--qa", "--method", "linear", "--quiet"]) == 0
+    assert "leave-one-out QA (linear)" in capsys.readouterr().out
+    # gaps of 8 degrees > the 6 degrees this tiny model was trained for: refused, exit 2
+    assert main(["interpolate", str(src), "--qa", "--weights", str(weights), "--quiet"]) == 2
+    assert "trained on gaps of 2-6 degrees" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""The "Interpolate" dock widget: interpolation with marked frames, refusal, QA panel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Layer
+
+from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.widgets.interpolate import COUNT_MODE, InterpolateWidget
+
+pytestmark = pytest.mark.gui
+
+
+def _series(step: float = 3.0) -> TiltSeries:
+    from napari_tiltgen.simulate.clusters import build_cluster
+    from napari_tiltgen.simulate.series import simulate_tilt_series
+
+    atoms = build_cluster("cuboctahedron", "Al", shells=3, seed=2)
+    return simulate_tilt_series(atoms, tilt_range=(-12.0, 12.0), tilt_step=step,
+                                size=48).tilt_series
+
+
+def _run(w: InterpolateWidget, qtbot, button=None) -> None:
+    button = button or w.run_button
+    with qtbot.waitSignal(button.native.clicked, timeout=5000):
+        button.native.click()
+    qtbot.waitUntil(lambda: not w.running, timeout=60000)
+
+
+def test_interpolate_marks_predicted_frames(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    ts = _series()
+    viewer.add_layer(Layer.create(*ts.to_layer_data(name="sparse")))
+    _, w = viewer.window.add_plugin_dock_widget("napari-tiltgen", "Interpolate")
+    assert isinstance(w, InterpolateWidget)
+    assert w.layer.value.name == "sparse"
+    w.mode.value = COUNT_MODE
+    w.frames_per_gap.value = 2
+    w.device.value = "cpu"
+    _run(w, qtbot)
+    assert w.status.value == "done"
+    assert w.note.value.startswith("inserted 16 frames (pretrained); 25 in all")
+    layer = viewer.layers["sparse + pretrained (16 predicted)"]
+    assert layer.data.shape == (25, 48, 48)
+    rep = layer.metadata["interpolation"]
+    assert rep["predicted_indices"] == [i for i in range(25) if i % 3]
+    out = TiltSeries.from_layer(layer)  # still a tilt series with the new angles
+    np.testing.assert_allclose(out.tilt_angles, np.arange(-12.0, 12.5, 1.0))
+    assert out.provenance["interpolation"]["n_inserted"] == 16
+    markers = viewer.layers["sparse + pretrained (16 predicted) [predicted frames]"]
+    assert markers.data[:, 0].tolist() == rep["predicted_indices"]
+    assert markers.properties["label"][0] == "PREDICTED -11.0°"
+    # the text overlay follows the slider: predicted vs real frames
+    viewer.layers.selection.active = layer
+    overlay = w.text_overlay()
+    viewer.dims.set_current_step(0, 1)
+    assert overlay.visible and overlay.text == "frame 2/25  -11.00 deg  PREDICTED (pretrained)"
+    viewer.dims.set_current_step(0, 3)
+    assert overlay.text == "frame 4/25  -9.00 deg  real"
+    viewer.layers.selection.active = viewer.layers["sparse"]
+    assert not overlay.visible  # only shown for interpolated layers
+
+
+def test_gap_too_large_is_refused_with_a_notification(make_napari_viewer, qtbot,
+                                                      monkeypatch) -> None:
+    viewer = make_napari_viewer()
+    ts = _series(step=12.0)  # -12, 0, 12: gaps of 12 degrees are fine; 24 is not
+    sparse = ts.subset([0, 2])
+    viewer.add_layer(Layer.create(*sparse.to_layer_data(name="very sparse")))
+    w = InterpolateWidget(viewer)
+    errors: list[str] = []
+    monkeypatch.setattr(w, "show_error", errors.append)
+    w.device.value = "cpu"
+    _run(w, qtbot)
+    assert errors and "trained on gaps of 2-12 degrees" in errors[0]
+    assert len(viewer.layers) == 1  # nothing invented
+    w.method.value = "linear"
+    _run(w, qtbot)
+    assert [layer.name for layer in viewer.layers][1:] == [
+        "very sparse + linear (23 predicted)", "very sparse + linear (23 predicted) [predicted frames]"]
+
+
+def test_leave_one_out_panel(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    ts = _series()
+    viewer.add_layer(Layer.create(*ts.to_layer_data(name="real")))
+    w = InterpolateWidget(viewer)
+    w.device.value = "cpu"
+    _run(w, qtbot, w.qa_button)
+    names = [layer.name for layer in viewer.layers]
+    assert names[1:] == ["real QA real", "real QA predicted (pretrained)", "real QA difference"]
+    np.testing.assert_array_equal(viewer.layers["real QA real"].data, ts.data[1:-1])
+    diff = viewer.layers["real QA difference"].data
+    np.testing.assert_allclose(diff, viewer.layers["real QA predicted (pretrained)"].data
+                               - ts.data[1:-1], atol=1e-6)
+    table = w.qa_table.value
+    assert list(table["index"]) == [f"frame {i}" for i in range(1, 8)]
+    assert table["data"][0][:2] == [-9.0, 6.0] and 0 < table["data"][0][3] <= 1
+    assert w.qa_summary.value.startswith("pretrained: mean PSNR")
