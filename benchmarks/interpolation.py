@@ -54,8 +54,11 @@ def _time(fn, repeats: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from napari_tiltgen.methods.interpolation.api import (linear_frames, load_pretrained,
-                                                          model_frames)
+    from napari_tiltgen.methods.interpolation.api import (
+        linear_frames,
+        load_pretrained,
+        model_frames,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")

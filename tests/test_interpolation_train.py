@@ -76,8 +76,8 @@ def test_cli_train_eval_and_interpolate(tiny_dataset: Path, tmp_path: Path, caps
 
     # interpolate a file with the CLI, then refuse a gap the model was not trained for
     from napari_tiltgen.io import write_mrc
-    from napari_tiltgen.methods.interpolation.data import load_frame_bank
     from napari_tiltgen.io.model import TiltSeries
+    from napari_tiltgen.methods.interpolation.data import load_frame_bank
 
     bank = load_frame_bank(tiny_dataset, "test", max_series=1)
     ts = TiltSeries(bank.stacks[0][::4], tilt_angles=bank.tilt_angles[::4],

@@ -22,13 +22,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton,
-                              SpinBox, Table)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    Table,
+)
 
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.interpolation.api import (METHODS, InterpolationResult,
-                                                      LeaveOneOutResult, interpolate_series,
-                                                      leave_one_out)
+from napari_tiltgen.methods.interpolation.api import (
+    METHODS,
+    InterpolationResult,
+    LeaveOneOutResult,
+    interpolate_series,
+    leave_one_out,
+)
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget
 
 if TYPE_CHECKING:

@@ -16,16 +16,30 @@ Example
 >>> res.tilt_series.tilt_angles, res.predicted_indices                   # doctest: +SKIP
 """
 
-from napari_tiltgen.methods.interpolation.api import (DEFAULT_WEIGHTS, METHODS,
-                                                      InterpolationResult, LeaveOneOutResult,
-                                                      check_inputs, insertion_plan,
-                                                      interpolate_at, interpolate_series,
-                                                      leave_one_out, linear_frames,
-                                                      load_pretrained, model_frames,
-                                                      reprojection_frames)
-from napari_tiltgen.methods.interpolation.network import (NetConfig, TiltInterpNet, census_loss,
-                                                          charbonnier, interpolation_loss,
-                                                          load_model, save_model)
+from napari_tiltgen.methods.interpolation.api import (
+                                                      DEFAULT_WEIGHTS,
+                                                      METHODS,
+                                                      InterpolationResult,
+                                                      LeaveOneOutResult,
+                                                      check_inputs,
+                                                      insertion_plan,
+                                                      interpolate_at,
+                                                      interpolate_series,
+                                                      leave_one_out,
+                                                      linear_frames,
+                                                      load_pretrained,
+                                                      model_frames,
+                                                      reprojection_frames,
+)
+from napari_tiltgen.methods.interpolation.network import (
+                                                      NetConfig,
+                                                      TiltInterpNet,
+                                                      census_loss,
+                                                      charbonnier,
+                                                      interpolation_loss,
+                                                      load_model,
+                                                      save_model,
+)
 
 __all__ = [
     "DEFAULT_WEIGHTS",

@@ -36,8 +36,13 @@ import torch.nn.functional as F
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.methods.interpolation.data import object_radius_px
-from napari_tiltgen.methods.interpolation.network import (TiltInterpNet, load_model,
-                                                          normalise_pair, pad_to_multiple, warp)
+from napari_tiltgen.methods.interpolation.network import (
+    TiltInterpNet,
+    load_model,
+    normalise_pair,
+    pad_to_multiple,
+    warp,
+)
 from napari_tiltgen.progress import Progress
 
 __all__ = [
@@ -145,7 +150,7 @@ def insertion_plan(tilt_angles: Sequence[float], frames_per_gap: int | None = No
         else:
             if not target_step_deg > 0:
                 raise TiltgenError(f"the target step must be positive; got {target_step_deg}.")
-            n = max(0, int(math.ceil(gap / float(target_step_deg) - 1e-6)) - 1)
+            n = max(0, math.ceil(gap / float(target_step_deg) - 1e-6) - 1)
         if n:
             plan.append((i, [k / (n + 1) for k in range(1, n + 1)]))
     return plan
@@ -282,7 +287,7 @@ def model_frames(model: TiltInterpNet, frame0: np.ndarray, frame1: np.ndarray,
         gg = torch.tensor([float(gap_deg)], device=dev)
         o = model.decode(s0, s1, f0, f1, tt, gg)
         if f > 1:
-            up = dict(scale_factor=float(f), mode="bilinear", align_corners=False)
+            up = {"scale_factor": float(f), "mode": "bilinear", "align_corners": False}
             fl0 = F.interpolate(o["flow0"], **up) * f
             fl1 = F.interpolate(o["flow1"], **up) * f
             m = F.interpolate(o["mask"], **up)

@@ -192,8 +192,8 @@ class Triplets:
         self.bank = bank
         step = float(np.median(np.diff(bank.tilt_angles)))
         self.step_deg = step
-        lo = max(2, int(round(gap_range_deg[0] / step)))
-        hi = int(round(gap_range_deg[1] / step))
+        lo = max(2, round(gap_range_deg[0] / step))
+        hi = round(gap_range_deg[1] / step)
         if hi < lo or hi >= bank.stacks.shape[1]:
             raise TiltgenError(f"gap range {gap_range_deg} degrees does not fit series sampled "
                                f"every {step:g} degrees with {bank.stacks.shape[1]} frames.")

@@ -271,8 +271,8 @@ def evaluate_iter(cfg: EvalConfig) -> Generator[Progress, None, dict[str, Any]]:
     md = ["## Frame metrics (per gap; frames scaled by their true range)", "",
           _frame_table(rows + [avg_row], cfg.methods), ""]
     if recon_mean:
-        md += [f"## Downstream 3-D (SIRT {cfg.recon_iterations} iterations, {n_rec} series, "
-               "compared with the reference SIRT of all tilts)", "", _recon_table(recon_mean), ""]
+        md += [(f"## Downstream 3-D (SIRT {cfg.recon_iterations} iterations, {n_rec} series, "
+                "compared with the reference SIRT of all tilts)"), "", _recon_table(recon_mean), ""]
     md += [f"Test stacks: {n_series} ({', '.join(sorted({n.split(' ')[1] for n in bank.names}))}"
            f" optics), held-out elements; seconds per predicted 64x64 frame: "
            + ", ".join(f"{m} {v:.4f}" for m, v in speed.items())]

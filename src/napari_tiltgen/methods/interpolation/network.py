@@ -133,7 +133,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     flow
         ``(N, 2, H, W)`` displacement ``(dx, dy)`` in pixels.
     """
-    n, _, h, w = image.shape
+    h, w = image.shape[-2:]
     key = (h, w, image.device, image.dtype)
     base = _GRIDS.get(key)
     if base is None:
@@ -423,8 +423,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise TiltgenError(f"not a readable safetensors weights file ({exc}).", path) from None
     if "architecture" not in meta:
         raise TiltgenError("this safetensors file is not an interpolation model of "

@@ -27,8 +27,12 @@ import torch
 
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.methods.interpolation.data import FrameBank, Triplets, load_frame_bank
-from napari_tiltgen.methods.interpolation.network import (NetConfig, TiltInterpNet,
-                                                          interpolation_loss, save_model)
+from napari_tiltgen.methods.interpolation.network import (
+    NetConfig,
+    TiltInterpNet,
+    interpolation_loss,
+    save_model,
+)
 from napari_tiltgen.progress import Progress
 
 __all__ = ["TrainConfig", "train", "train_iter", "validate"]
@@ -167,7 +171,7 @@ def _load_checkpoint(path: Path, model: TiltInterpNet, opt: torch.optim.Optimize
 
     with safe_open(str(path), framework="pt", device="cpu") as f:
         state = json.loads((f.metadata() or {})["state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     step = int(state["step"])
     for i, p in enumerate(model.parameters()):
