@@ -7,8 +7,8 @@ per wedge on separate phantoms) and the pretrained model, plus the targets (held
 mean over the wedges): NRMSE <= 0.8 x TV's and PSNR >= SIRT + 3 dB.
 
 Speed: the network alone on 256 x 256 slices (batch of 8, ``--threads`` CPU threads or the GPU),
-and the whole pipeline from a 256 x 256 x 256 ... tilt series (WBP + SIRT inputs, then the
-network), per slice. Target: <= 2 s per 256 x 256 slice on 2 CPU cores.
+and the whole pipeline from a tilt series of 16 slices of 256 x 256 (WBP + SIRT inputs, the
+network, then with and without the data-consistency step), per slice. Target: <= 2 s per 256 x 256 slice on 2 CPU cores.
 
 Run (prints Markdown tables; ``--json`` also saves the numbers)::
 
@@ -60,14 +60,19 @@ def speed(size: int = 256, n_slices: int = 16, batch: int = 8, device: str = "cp
     angles = wedge_angles(wedge, step_deg)
     sino = Projector(truth.shape, angles).forward(torch.from_numpy(truth)).numpy()
     ts = TiltSeries(sino, tilt_angles=angles)
-    t0, c0 = time.perf_counter(), time.process_time()
-    api.inpaint(ts, device=device, batch_size=batch)
-    total_s = (time.perf_counter() - t0) / n_slices
-    total_cpu = (time.process_time() - c0) / n_slices
+    pipe = {}
+    for refine in (0, api.REFINE_ITERATIONS):
+        t0, c0 = time.perf_counter(), time.process_time()
+        api.inpaint(ts, device=device, batch_size=batch, refine_iterations=refine)
+        pipe[refine] = ((time.perf_counter() - t0) / n_slices,
+                        (time.process_time() - c0) / n_slices)
     return {"size": size, "device": device, "threads": torch.get_num_threads(),
-            "network_s_per_slice": net_s, "pipeline_s_per_slice": total_s,
-            "network_cpu_s_per_slice": net_cpu, "pipeline_cpu_s_per_slice": total_cpu,
-            "load_average": _load(),
+            "network_s_per_slice": net_s, "network_cpu_s_per_slice": net_cpu,
+            "pipeline_s_per_slice": pipe[api.REFINE_ITERATIONS][0],
+            "pipeline_cpu_s_per_slice": pipe[api.REFINE_ITERATIONS][1],
+            "pipeline_no_refine_s_per_slice": pipe[0][0],
+            "pipeline_no_refine_cpu_s_per_slice": pipe[0][1],
+            "refine_iterations": api.REFINE_ITERATIONS, "load_average": _load(),
             "n_tilts": int(angles.size), "sirt_iterations": info["sirt_iterations"]}
 
 
@@ -107,13 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         res["quality"] = {k: r[k] for k in ("sets", "mean", "targets", "tv_weights")}
     if "speed" in args.only:
         s = speed(args.speed_size, device=args.device)
-        print("| slice | device | threads | network wall (s/slice) | network CPU (s/slice) | "
-              "series -> volume wall (s/slice) | series -> volume CPU (s/slice) | load |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| slice | device | threads | network wall / CPU (s/slice) | series -> volume, "
+              "no refinement, wall / CPU | series -> volume, "
+              f"{s['refine_iterations']} refinement iterations, wall / CPU | load |")
+        print("|---|---|---|---|---|---|---|")
         print(f"| {s['size']}x{s['size']} | {s['device']} | {s['threads']} | "
-              f"{s['network_s_per_slice']:.3f} | {s['network_cpu_s_per_slice']:.3f} | "
-              f"{s['pipeline_s_per_slice']:.3f} | {s['pipeline_cpu_s_per_slice']:.3f} | "
-              f"{s['load_average']} |")
+              f"{s['network_s_per_slice']:.3f} / {s['network_cpu_s_per_slice']:.3f} | "
+              f"{s['pipeline_no_refine_s_per_slice']:.3f} / "
+              f"{s['pipeline_no_refine_cpu_s_per_slice']:.3f} | "
+              f"{s['pipeline_s_per_slice']:.3f} / {s['pipeline_cpu_s_per_slice']:.3f} | "
+              f"{s['load_average']:.1f} |")
         print("\n(CPU = process time summed over threads; wall time grows with the load from "
               "other processes on the same cores)")
         print(f"\n(series: {s['n_tilts']} tilts, WBP + SIRT-{s['sirt_iterations']} inputs; "

@@ -27,13 +27,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_tiltgen.progress import run  # noqa: E402
-from napari_tiltgen.simulate.clusters import build_cluster, cluster_diameter_A  # noqa: E402
-from napari_tiltgen.simulate.haadf import (PRESETS, AbtemSettings, abtem_haadf_iter,  # noqa: E402
-                                           abtem_sampling_A, fast_haadf,
-                                           haadf_cross_section_A2, probe_fwhm_A, probe_radius_A)
-from napari_tiltgen.simulate.series import (auto_pixel_size_A, default_gt_sigma_A,  # noqa: E402
-                                            ground_truth_volume)
+from napari_tiltgen.progress import run
+from napari_tiltgen.simulate.clusters import build_cluster, cluster_diameter_A
+from napari_tiltgen.simulate.haadf import (
+    PRESETS,
+    AbtemSettings,
+    abtem_haadf_iter,
+    abtem_sampling_A,
+    fast_haadf,
+    haadf_cross_section_A2,
+    probe_fwhm_A,
+    probe_radius_A,
+)
+from napari_tiltgen.simulate.series import (
+    auto_pixel_size_A,
+    default_gt_sigma_A,
+    ground_truth_volume,
+)
 
 N_SERIES = 181
 
@@ -46,6 +56,20 @@ class Timer:
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.w0
         self.cpu = time.process_time() - self.c0
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` threads in torch and in abTEM's dask graphs (``n == 1``: synchronous)."""
+    import abtem
+    import dask
+    import torch
+
+    torch.set_num_threads(int(n))
+    abtem.config.set({"mkl.threads": int(n), "fftw.threads": int(n)})
+    if n == 1:
+        dask.config.set(scheduler="synchronous")
+    else:
+        dask.config.set(scheduler="threads", num_workers=int(n))
 
 
 def load() -> str:
@@ -151,7 +175,7 @@ def abtem_frame(atoms, angle: float, n: int, px: float, preset: str, settings: A
     return img, t.wall, t.cpu
 
 
-def bench_correlation(cache: Path | None) -> None:
+def bench_correlation(cache: Path | None, presets: list[str], angles: list[float]) -> None:
     atoms = build_cluster("icosahedron", "Au", shells=3, seed=0)  # Au55, random orientation
     rows = []
     spent = 0.0
@@ -159,10 +183,11 @@ def bench_correlation(cache: Path | None) -> None:
     # The aberrated probe (Cs 100 µm, 25 mrad, defocus 0) is a ~25 Å wide disc of confusion
     # around a 1.6 Å core (95 % of its intensity within 14.4 Å): its cell needs a 14 Å margin.
     plan = {"non_aberrated": (24, 0.667, None), "aberrated": (16, 1.0, 14.0)}
+    plan = {k: v for k, v in plan.items() if k in presets}
     per_position: dict[str, list[tuple[float, float]]] = {}
     for preset, (n, px, margin) in plan.items():
         settings = AbtemSettings(slice_thickness_A=2.0, rows_per_step=n, margin_A=margin)
-        for angle in (0.0, 35.0, 70.0):
+        for angle in angles:
             ab, wall, cpu = abtem_frame(atoms, angle, n, px, preset, settings, cache, "au55")
             spent += cpu
             per_position.setdefault(preset, []).append((wall / (n * n), cpu / (n * n)))
@@ -198,11 +223,11 @@ def bench_correlation(cache: Path | None) -> None:
           "per position depends on the cell and the slice count, not on the pixel count)")
 
 
-def bench_abtem_timing(cache: Path | None) -> None:
+def bench_abtem_timing(cache: Path | None, presets: list[str]) -> None:
     rows = []
     for shells in (3,):
         atoms = build_cluster("icosahedron", "Au", shells=shells, seed=0)
-        for preset in PRESETS:
+        for preset in presets:
             n = 64
             px = auto_pixel_size_A(atoms, n)
             rows_meas = 1
@@ -273,11 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all", action="store_true")
     p.add_argument("--cache", default="/tmp/tiltgen-bench-simulate")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--presets", default=",".join(PRESETS),
+                   help="comma-separated optics presets for the abTEM benchmarks")
+    p.add_argument("--angles", default="0,35,70", help="comma-separated tilts (--correlation)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads and abTEM/dask workers (default 1: the machine is shared)")
     a = p.parse_args(argv)
+    set_threads(a.threads)
+    presets = [t.strip() for t in a.presets.split(",") if t.strip()]
+    angles = [float(t) for t in a.angles.split(",") if t.strip()]
     cache = None if a.no_cache else Path(a.cache)
     if not any((a.fast, a.abtem_timing, a.correlation, a.cross_sections, a.all)):
         a.fast = True
-    print(f"probe FWHM: non-aberrated {probe_fwhm_A('non_aberrated'):.3f} Å, aberrated "
+    print(f"{a.threads} thread(s); probe FWHM: non-aberrated {probe_fwhm_A('non_aberrated'):.3f} Å, aberrated "
           f"{probe_fwhm_A('aberrated'):.3f} Å; 98 % radius {probe_radius_A('non_aberrated'):.1f} / "
           f"{probe_radius_A('aberrated'):.1f} Å; {os.cpu_count()} CPUs, load {load()}")
     if a.fast or a.all:
@@ -285,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.cross_sections or a.all:
         bench_cross_sections()
     if a.abtem_timing or a.all:
-        bench_abtem_timing(cache)
+        bench_abtem_timing(cache, presets)
     if a.correlation or a.all:
-        bench_correlation(cache)
+        bench_correlation(cache, presets, angles)
     return 0
 
 

@@ -114,7 +114,8 @@ def test_dy_shift_removed_from_data() -> None:
 @pytest.fixture(scope="module")
 def fitted(dynamic):
     ts, _ = dynamic
-    return dip.fit_dip(ts, steps=250, temporal_smoothness=0.1, seed=0, **FAST)
+    return dip.fit_dip(ts, steps=200, temporal_smoothness=0.1, seed=0,
+                       **{**FAST, "slices_per_step": SIZE, "learning_rate": 0.01})
 
 
 def test_dip_beats_static_sirt_on_a_changing_particle(dynamic, fitted) -> None:
@@ -129,10 +130,16 @@ def test_dip_beats_static_sirt_on_a_changing_particle(dynamic, fitted) -> None:
     static = recon.reconstruct(ts, "sirt", 100, show=False, device="cpu").data
     err_static = rmse_per_time(np.repeat(static[None], N_TILTS, axis=0), truth).mean()
     err_dip = rmse_per_time(res.volumes, truth).mean()
-    # measured: DIP about 0.8x the static SIRT's error; require at least a 10 % gain
-    assert err_dip < 0.9 * err_static, (err_dip, err_static)
-    # the fit explains the data: loss fell well below its start
-    assert res.loss_history.size == 250
+    # measured: DIP 0.0874 vs static SIRT 0.1072 (0.815x; an oracle that knew the true mean
+    # volume over time would score 0.085, a SIRT of each state from all tilts 0.067)
+    assert err_dip < 0.88 * err_static, (err_dip, err_static)
+    # the gain is in time: DIP's first and last volumes differ as the truth's do (measured:
+    # mean |last - first| 0.0243 for DIP, 0.0410 in the truth, i.e. 0.59x)
+    change_true = np.abs(truth[-1] - truth[0]).mean()
+    change_dip = np.abs(res.volumes[-1] - res.volumes[0]).mean()
+    assert change_dip > 0.3 * change_true, (change_dip, change_true)
+    # the fit explains the data: loss fell well below its start (measured: to 0.025x)
+    assert res.loss_history.size == 200
     assert res.loss_history[-20:].mean() < 0.6 * res.loss_history[:5].mean()
     assert res.label(0) == f"t = 0 s, tilt = {ts.tilt_angles[order][0]:+.1f} deg"
 

@@ -55,15 +55,18 @@ def test_fit_adds_4d_layer_with_time_and_tilt_labels(make_napari_viewer, qtbot,
     assert layer.data.shape == (N_TILTS // 2, SIZE, SIZE, SIZE)
     assert tuple(layer.axis_labels) == ("time", "z", "y", "x")
     assert np.allclose(layer.scale[1:], 2.0)  # voxel size in Å from the series
-    preview = viewer.layers["DIP preview (first | middle | last time)"]
-    assert preview.data.shape == (SIZE, 3 * SIZE)
+    # the live preview is drawn inside the widget: central z-plane, first | middle | last time
+    assert w.last_preview is not None and w.last_preview.shape == (SIZE, 3 * SIZE)
+    assert not any(layer.name.startswith("DIP preview") for layer in viewer.layers)
     # moving the time slider updates the overlay, the slider label and the status
     res = w.result
     viewer.dims.set_current_step(0, 7)
     expected = time_label(res.times_s, res.tilt_angles, 7)
     assert expected == f"t = {series.acquisition_times_s[14]:.0f} s, tilt = " \
                        f"{series.tilt_angles[14]:+.1f} deg"
-    assert viewer.text_overlay.visible and viewer.text_overlay.text == expected
+    overlay = dip_widget._text_overlay(viewer)
+    assert overlay is viewer.canvas.overlays.text
+    assert overlay.visible and overlay.text == expected
     assert viewer.dims.axis_labels[0] == expected.replace("tilt = ", "")
     assert w.status.value.endswith(expected)
     assert w.run_button.enabled

@@ -145,18 +145,18 @@ def test_training_writes_weights_and_resumes_exactly(tmp_path: Path) -> None:
                            val_every=2, checkpoint_every=1, log_every=1, adv_start=0.5,
                            net=GeneratorConfig(width=2, cond_dim=4), d_width=2, threads=1)
 
-    a = train(cfg(tmp_path / "a", 4), show=False)
-    assert a["steps"] == 4 and a["stopped"] == "finished"
+    a = train(cfg(tmp_path / "a", 3), show=False)
+    assert a["steps"] == 3 and a["stopped"] == "finished"
     for f in ("best.safetensors", "last.safetensors", "checkpoint.safetensors", "log.jsonl"):
         assert (tmp_path / "a" / f).is_file()
     logs = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert any("adv" in r for r in logs) and any("val_psnr" in r for r in logs)
-    gen = train_iter(cfg(tmp_path / "b", 4))
-    while "step 2/4" not in next(gen).message:
+    gen = train_iter(cfg(tmp_path / "b", 3))
+    while "step 1/3" not in next(gen).message:
         pass
-    gen.close()  # interrupted after step 2 (checkpoint written every step)
-    b = train(cfg(tmp_path / "b", 4), show=False)  # resumes at step 2
-    assert b["steps"] == 4
+    gen.close()  # interrupted after step 1 (checkpoint written every step)
+    b = train(cfg(tmp_path / "b", 3), show=False)  # resumes at step 1
+    assert b["steps"] == 3
     ga, _ = load_generator(tmp_path / "a" / "last.safetensors")
     gb, info = load_generator(tmp_path / "b" / "last.safetensors")
     for (k, va), vb in zip(ga.state_dict().items(), gb.state_dict().values()):
@@ -202,13 +202,36 @@ def test_inpaint_series_and_volume(tiny_weights: Path) -> None:
     assert p["history"][-1]["step"] == "inpaint" and len(p["tilt_angles"]) == ts.n_tilts
     assert np.all(np.isfinite(vol.data)) and vol.data.std() > 0
     # a volume without angles: the given wedge, with a note about the assumed tilt range
-    v2, notes2 = api.inpaint(Volume(truth), 60.0, weights=tiny_weights, device="cpu")
+    with pytest.warns(UserWarning, match="assumed -60 to 60 degrees"):
+        v2, notes2 = api.inpaint(Volume(truth), 60.0, weights=tiny_weights, device="cpu")
     assert v2.shape == truth.shape and "assumed -60 to 60 degrees" in notes2[0]
     # the batch size does not change the result
     v3, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", batch_size=3)
     np.testing.assert_allclose(v3.data, vol.data, atol=1e-5)
     with pytest.raises(TiltgenError, match="unknown inpainting method"):
         api.inpaint(ts, method="magic", weights=tiny_weights)
+
+
+def test_data_consistency_step_fits_the_measured_frames(tiny_weights: Path) -> None:
+    from napari_tiltgen.physics.projector import Projector
+
+    ts, truth = _series()
+    raw, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", refine_iterations=0)
+    ref, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", refine_iterations=30)
+    assert raw.provenance["parameters"]["refine_iterations"] == 0
+    assert ref.provenance["parameters"]["refine_iterations"] == 30
+    proj = Projector(truth.shape, ts.tilt_angles)
+
+    def misfit(v: Volume) -> float:
+        a = proj.forward(torch.from_numpy(v.data)).numpy()
+        return float(np.linalg.norm(a - ts.data) / np.linalg.norm(ts.data))
+
+    # measured: 2.12 (random tiny network) -> 0.025 after 30 SIRT iterations
+    assert misfit(ref) < 0.1 * misfit(raw) and misfit(ref) < 0.1, (misfit(raw), misfit(ref))
+    # a volume is refined against its own projections
+    v, _ = api.inpaint(Volume(truth, provenance={"tilt_angles": ts.tilt_angles.tolist()}),
+                       weights=tiny_weights, device="cpu", refine_iterations=5)
+    assert v.shape == truth.shape and np.all(np.isfinite(v.data))
 
 
 def test_cli_inpaint_writes_a_new_file(tmp_path: Path, tiny_weights: Path, capsys) -> None:
@@ -240,12 +263,27 @@ def test_cli_eval_writes_table_and_plots(tmp_path: Path, tiny_weights: Path) -> 
     assert (out / "examples.png").is_file()
 
 
+def test_cli_module_builds_its_parsers_without_torch() -> None:
+    """The parser is built for every ``tiltgen`` call: torch is imported only when a command runs."""
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys; import napari_tiltgen.cli.inpainting as m; "
+            "p = argparse.ArgumentParser(); m.register(p.add_subparsers()); "
+            "p.parse_args(['eval-inpainting', '--out', 'x', '--threads', '1']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+
+
 # ---------------------------------------------------------------------------- shipped model
 def test_shipped_weights_load_offline_and_beat_wbp() -> None:
     """The packaged model fills a held-out phantom slice at a 60 degree wedge better than WBP.
 
-    Margin measured when the weights were shipped (see models/inpainting.md): +MEASURED dB;
-    asserted with a safety margin.
+    Margins measured when the weights were shipped (see models/inpainting.md): +9.6 dB over
+    WBP and +4.9 dB over the 20-iteration SIRT the network gets as input; asserted with a 2 dB
+    safety margin (other CPUs / BLAS libraries round differently).
     """
     assert api.DEFAULT_WEIGHTS.is_file()
     assert api.DEFAULT_WEIGHTS.stat().st_size < 8e6
@@ -258,8 +296,32 @@ def test_shipped_weights_load_offline_and_beat_wbp() -> None:
     with torch.no_grad():
         out = model(b.inputs, b.wedge_deg)[0, 0].numpy()
     truth = b.target[0, 0].numpy()
-    gain = psnr(truth, out) - psnr(truth, b.inputs[0, 0].numpy())
-    assert gain > MIN_GAIN_DB, gain
+    gain_wbp = psnr(truth, out) - psnr(truth, b.inputs[0, 0].numpy())
+    gain_sirt = psnr(truth, out) - psnr(truth, b.inputs[0, 1].numpy())
+    assert gain_wbp > 9.6 - 2.0, gain_wbp
+    assert gain_sirt > 4.9 - 2.0, gain_sirt
 
 
-MIN_GAIN_DB = 3.0  # replaced by the measured margin minus a safety margin once shipped
+def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
+    """Through the public API (tilt series in, WBP + SIRT-20, network, data consistency): a
+    4-slice held-out phantom series, 60 degree wedge, against SIRT-100 of the same series.
+
+    Measured (models/inpainting.md): SIRT-100 25.52 dB; network alone 27.16 dB; with 100
+    data-consistency iterations 27.91 dB. Asserted: +2.39 - 1 dB over SIRT and +0.75 - 0.5 dB
+    from the data-consistency step.
+    """
+    from napari_tiltgen.methods.recon import sirt
+    from napari_tiltgen.physics.projector import Projector
+
+    rng = np.random.default_rng([D.HELDOUT_SEED, 0])
+    truth = np.stack([D.phantom_face(64, rng) for _ in range(4)], axis=1)  # (nz, ny, nx)
+    angles = D.wedge_angles(60.0, 2.0)
+    proj = Projector(truth.shape, angles)
+    sino = proj.forward(torch.from_numpy(truth))
+    ts = TiltSeries(sino.numpy(), tilt_angles=angles)
+    net, _ = api.inpaint(ts, device="cpu", refine_iterations=0)
+    full, _ = api.inpaint(ts, device="cpu")  # default: 100 data-consistency iterations
+    ref = sirt(proj, sino, 100, preview_every=0).numpy()
+    p_sirt, p_net, p_full = (psnr(truth, v, data_range=1.0) for v in (ref, net.data, full.data))
+    assert p_full - p_sirt > 2.39 - 1.0, (p_sirt, p_full)
+    assert p_full - p_net > 0.75 - 0.5, (p_net, p_full)

@@ -95,7 +95,8 @@ def test_out_of_range_wedge_is_refused_then_allowed(make_napari_viewer, qtbot, t
     w.device.value = "cpu"
     _run(w, qtbot)
     assert errors and "missing wedge of this volume is unknown" in errors[-1]
-    w.wedge.value = 90.0
+    w.wedge.value = 90.0  # the note warns before the run
+    assert "missing wedge 90.0 deg" in w.note.value and "trained range (30-80 deg)" in w.note.value
     _run(w, qtbot)
     assert "trained on wedges of 30-80 degrees" in errors[-1]
     assert len(viewer.layers) == 1  # nothing added

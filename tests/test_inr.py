@@ -30,7 +30,7 @@ from napari_tiltgen.methods.inr import (
 from napari_tiltgen.methods.inr.poses import to_normalised
 from napari_tiltgen.methods.recon import reconstruct
 from napari_tiltgen.physics.projector import Projector
-from napari_tiltgen.simulate.phantoms import sphere_phantom
+from napari_tiltgen.simulate.phantoms import random_spheres, sphere_phantom
 
 TINY = dict(batch_size=512, preview_every=0, device="cpu", n_threads=1)
 
@@ -162,15 +162,57 @@ def test_recovers_known_shifts(phantom20) -> None:
     assert res.tilt_series_aligned.provenance["tilt_axis_source"] == "INR pose fit"
 
 
+def _recorded_with_axis(size: int, seed: int, step: float, axis_deg: float) -> TiltSeries:
+    """Exact sphere-phantom projections recorded with the tilt axis at ``axis_deg`` from y.
+
+    Recorded pixels (2x2 sub-pixels) are mapped to the axis-aligned detector by Rot(-axis) and
+    the spheres' line integrals evaluated there: no frame interpolation (``ndimage.rotate`` of
+    the frames blurs them and biased the answer by a few tenths of a degree at this size).
+    """
+    ts, _ = sphere_phantom(size=size, tilt_range=(-60.0, 60.0), tilt_step=step, seed=seed)
+    o = np.array([-0.25, 0.25])
+    c = (np.arange(size) - (size - 1) / 2.0)
+    vr, ur = np.meshgrid((c[:, None] + o).ravel(), (c[:, None] + o).ravel(), indexing="ij")
+    p = np.deg2rad(axis_deg)
+    u, v = ur * np.cos(p) + vr * np.sin(p), -ur * np.sin(p) + vr * np.cos(p)
+    frames = np.zeros(ts.data.shape)
+    for k, theta in enumerate(np.deg2rad(ts.tilt_angles)):
+        img = np.zeros_like(u)
+        for x, y, z, r, rho in random_spheres(size, 12, seed):
+            u0 = x * np.cos(theta) + z * np.sin(theta)
+            img += rho * 2.0 * np.sqrt(np.clip(r * r - (v - y) ** 2 - (u - u0) ** 2, 0, None))
+        frames[k] = img.reshape(size, 2, size, 2).mean(axis=(1, 3))
+    return replace(ts, data=frames.astype(np.float32))
+
+
+def test_recorded_with_axis_helper_matches_phantom() -> None:
+    ts, _ = sphere_phantom(size=12, tilt_range=(-60.0, 60.0), tilt_step=30.0, seed=3)
+    np.testing.assert_allclose(_recorded_with_axis(12, 3, 30.0, 0.0).data, ts.data, atol=1e-5)
+
+
 def test_recovers_tilt_axis_rotation() -> None:
-    ts, _ = sphere_phantom(size=24, tilt_range=(-60.0, 60.0), tilt_step=6.0, seed=1)
-    recorded = np.stack([ndimage.rotate(f, -3.0, reshape=False, order=3) for f in ts.data])
-    res = fit_inr(replace(ts, data=recorded.astype(np.float32)), steps=300,
-                  pose_parameters=("tilt_axis",), pose_warmup_steps=60, seed=0, show=False,
-                  **TINY)
-    assert abs(res.poses["tilt_axis_angle_deg"] - 3.0) < 0.3
-    assert res.tilt_series_aligned.tilt_axis_angle_deg == pytest.approx(
-        res.poses["tilt_axis_angle_deg"])
+    """A 5 degree tilt-axis error (the issue's case): common-line start, INR refinement holds it.
+
+    Measured on the 20 px phantom: estimate 4.890, after 150 refinement steps 4.906 (direct
+    sampling). The voxel sampling mode pulled the same start back to 3.6 and is not used when
+    the axis is refined; from a 0-degree start, 300 INR steps alone reach only 2.3 at this size
+    (at 64^3 see docs/inr.md).
+    """
+    rec = _recorded_with_axis(20, 3, 6.0, 5.0)
+    res = fit_inr(rec, steps=150, tilt_axis_init="estimate", seed=0, show=False, **TINY)
+    assert res.extra["sampling"] == "direct"
+    assert abs(res.poses["initial_tilt_axis_angle_deg"] - 5.0) < 0.3
+    assert res.poses["recorded_tilt_axis_angle_deg"] == 0.0
+    assert abs(res.poses["tilt_axis_angle_deg"] - 5.0) < 0.3
+    aligned = res.tilt_series_aligned
+    assert aligned.tilt_axis_angle_deg == pytest.approx(res.poses["tilt_axis_angle_deg"])
+    assert "estimate_tilt_axis_angle" in aligned.provenance["tilt_axis_source"]
+    assert res.volume.provenance["parameters"]["tilt_axis_init"].startswith("estimate")
+    # a given start angle is used as is; a bad one is refused
+    given = fit_inr(rec, steps=2, optimize_pose=False, tilt_axis_init=4.5, show=False, **TINY)
+    assert given.poses["tilt_axis_angle_deg"] == pytest.approx(4.5)
+    with pytest.raises(TiltgenError, match="tilt_axis_init"):
+        fit_inr(rec, steps=2, tilt_axis_init="guess", show=False, **TINY)
 
 
 def test_poses_stay_put_without_pose_optimisation(phantom20) -> None:

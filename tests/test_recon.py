@@ -301,3 +301,11 @@ def test_cli_reconstruct(tmp_path: Path, capsys) -> None:
     assert read_volume(wbp).shape == (12, 24, 24)
     assert main(["reconstruct", str(src), "--out", str(src), "--overwrite"]) == 2
     assert "replace the input" in capsys.readouterr().err
+
+
+def test_cli_choices_match_the_engine() -> None:
+    """The torch-free names the CLI offers are exactly the engine's methods, filters, backends."""
+    from napari_tiltgen.methods import recon, recon_names
+
+    assert tuple(recon.FILTERS) == recon_names.FILTER_NAMES
+    assert recon.METHODS is recon_names.METHODS and recon.BACKENDS == recon_names.BACKENDS

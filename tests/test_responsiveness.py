@@ -75,3 +75,18 @@ def test_gui_responsive_during_sirt(make_napari_viewer, qtbot) -> None:
         lambda: reconstruct_iter(ts, "sirt", iterations=400, preview_every=20, device="cpu"))
     assert n > 50
     assert worst < MAX_STALL_S, f"event loop stalled for {1000 * worst:.0f} ms during SIRT"
+
+
+def test_gui_responsive_during_inr_fit(make_napari_viewer, qtbot) -> None:
+    """An INR fit with pose refinement and live previews keeps the event loop moving."""
+    from napari_tiltgen.methods.inr import fit_inr_iter
+
+    viewer = make_napari_viewer()
+    ts, _ = sphere_phantom(size=32, tilt_step=4.0)
+    viewer.add_image(ts.data, **ts.to_layer_data()[1])
+    worst, n = run_and_measure(
+        viewer, qtbot,
+        lambda: fit_inr_iter(ts, steps=150, batch_size=1024, preview_every=10, device="cpu",
+                             n_threads=1))
+    assert n > 50
+    assert worst < MAX_STALL_S, f"event loop stalled for {1000 * worst:.0f} ms during the INR fit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -10,11 +11,22 @@ import pytest
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.progress import Progress, run
-from napari_tiltgen.simulate import (AbtemSettings, Optics, abtem_haadf_iter, add_dose_noise,
-                                     build_cluster, cluster_diameter_A, dynamic_cluster,
-                                     fast_haadf, ground_truth_volume, haadf_cross_section_A2,
-                                     probe_intensity, simulate_dynamic, simulate_tilt_series,
-                                     simulated_cluster_sample)
+from napari_tiltgen.simulate import (
+    AbtemSettings,
+    Optics,
+    abtem_haadf_iter,
+    add_dose_noise,
+    build_cluster,
+    cluster_diameter_A,
+    dynamic_cluster,
+    fast_haadf,
+    ground_truth_volume,
+    haadf_cross_section_A2,
+    probe_intensity,
+    simulate_dynamic,
+    simulate_tilt_series,
+    simulated_cluster_sample,
+)
 from napari_tiltgen.simulate.clusters import ELEMENTS, STRUCTURES, shells_for_diameter
 from napari_tiltgen.simulate.dynamic import acquisition_times_s
 
@@ -61,7 +73,7 @@ def test_cluster_is_centred_rotated_and_seeded() -> None:
     assert not np.allclose(a.positions, c.positions, atol=1e-3)
     np.testing.assert_allclose(a.positions.mean(axis=0), 0.0, atol=1e-9)
     # a rotation: all pair distances kept
-    d = lambda p: np.sort(np.linalg.norm(p[:, None] - p[None], axis=-1).ravel())  # noqa: E731
+    d = lambda p: np.sort(np.linalg.norm(p[:, None] - p[None], axis=-1).ravel())
     np.testing.assert_allclose(d(a.positions), d(ref.positions), atol=1e-9)
     # Pt nearest-neighbour distance a/sqrt(2) = 2.77 Å (ase icosahedra are slightly compressed)
     nn = np.sort(np.linalg.norm(ref.positions[:, None] - ref.positions[None], axis=-1), 1)[:, 1]
@@ -256,8 +268,7 @@ def test_ground_truth_forward_projection_matches_fast_frames() -> None:
     """The package's projector applied to the GT reproduces the 35 mrad fast frames.
 
     (0.216 Å pixels here; r is 0.95-0.98 at 0.32 Å and about 0.9 at 0.43 Å, where the 0.37 Å
-    probe is under-sampled and the point-sampled frames alias. The aberrated frames are the same
-    projections blurred by the Cs probe's halo; see docs/simulation.md.)"""
+    probe is under-sampled and the point-sampled frames alias; see docs/simulation.md.)"""
     import torch
 
     from napari_tiltgen.physics.projector import forward_project
@@ -269,6 +280,11 @@ def test_ground_truth_forward_projection_matches_fast_frames() -> None:
     for k in range(3):
         assert np.corrcoef(proj[k].ravel(), res.clean[k].ravel())[0, 1] > 0.98
         assert abs(proj[k].sum() / res.clean[k].sum() - 1.0) < 0.03
+    # the aberrated preset: the default ground truth is matched to its wider probe core
+    ab = simulate_tilt_series(atoms, tilt_angles=[35.0], size=96, optics="aberrated")
+    assert ab.tilt_series.provenance["parameters"]["gt_sigma_A"] > 0.6
+    proj = forward_project(torch.from_numpy(ab.volume.data), [35.0]).numpy()
+    assert np.corrcoef(proj[0].ravel(), ab.clean[0].ravel())[0, 1] > 0.95  # measured 0.97
 
 
 def test_simulation_errors() -> None:
@@ -295,6 +311,47 @@ def test_sample_is_fast_and_seeded() -> None:
     assert ts.provenance["parameters"]["formula"] == "Ag92Au55"
 
 
+def test_numpy_backend_matches_torch() -> None:
+    """``device="numpy"`` (used by the sample data to skip the torch import) gives the same frames."""
+    atoms = build_cluster("octahedron", "Pt", shells=3, seed=2)
+    w = haadf_cross_section_A2(atoms.numbers)
+    angles = [-75.0, 0.0, 40.0]
+    for preset in ("non_aberrated", "aberrated"):
+        a = fast_haadf(atoms.positions, w, angles, (40, 40), 0.4, preset, device="numpy")
+        b = fast_haadf(atoms.positions, w, angles, (40, 40), 0.4, preset, device="cpu")
+        assert a.dtype == np.float32 and a.shape == (3, 40, 40)
+        # measured max difference 4e-6 of the peak (float32 phases in torch)
+        assert np.abs(a - b).max() < 1e-4 * b.max()
+
+
+def test_napari_sample_is_a_simulated_cluster() -> None:
+    """The npe2 sample: a simulated Au55@Ag92 series with its ground truth, quick, no torch."""
+    import subprocess
+    import sys
+
+    from napari_tiltgen._sample_data import sample_phantom
+
+    sample_phantom()  # warm imports
+    t0 = time.process_time()
+    (ts_data, ts_kw, ts_kind), (vol_data, vol_kw, _) = sample_phantom()
+    assert time.process_time() - t0 < 1.0  # CPU s; measured 0.11-0.14 s
+    assert ts_kind == "image" and ts_data.shape == (41, 64, 64) and vol_data.shape == (64, 64, 64)
+    ts = TiltSeries.from_metadata(ts_data, ts_kw["metadata"])
+    vol = Volume.from_metadata(vol_data, vol_kw["metadata"])
+    np.testing.assert_allclose(ts.tilt_angles[[0, 20, -1]], [-60.0, 0.0, 60.0])
+    assert ts.pixel_size_A == vol.voxel_size_A and 0.3 < ts.pixel_size_A < 0.6
+    assert ts.provenance["parameters"]["formula"] == "Ag92Au55"
+    assert ts.provenance["parameters"]["dose_e_per_A2"] == 2e4
+    assert vol_kw["visible"] is False
+    # noisy frames follow the ground truth: 0-degree frame vs the volume's sum along z
+    assert np.corrcoef(vol_data.sum(0).ravel(), ts_data[20].ravel())[0, 1] > 0.8  # measured 0.90
+    # it does not need torch (importing torch takes longer than the whole simulation)
+    code = ("import sys; from napari_tiltgen._sample_data import sample_phantom; "
+            "sample_phantom(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # ----------------------------------------------------------------------------- dynamics
 
 
@@ -302,13 +359,13 @@ def test_dynamic_phantoms_change_as_described() -> None:
     grow = dynamic_cluster("growth", "Au", shells=4, start_fraction=0.3, seed=0)
     counts = [len(grow.state(s)[0]) for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
     assert counts[0] == round(0.3 * 147) and counts[-1] == 147
-    assert all(a < b for a, b in zip(counts, counts[1:]))
+    assert all(a < b for a, b in itertools.pairwise(counts))
 
     sinter = dynamic_cluster("sintering", "Au", shells=3, seed=0)
     p0, n0 = sinter.state(0.0)
     p1, n1 = sinter.state(1.0)
     assert len(p0) == len(p1) == 110 and sorted(n0) == sorted(n1)
-    rg = lambda p: float(np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()))  # noqa: E731
+    rg = lambda p: float(np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()))
     assert rg(p1) < 0.8 * rg(p0)  # two touching particles -> one compact particle
     # minimum interatomic distance stays physical along the way (no atoms passing through)
     for s in (0.25, 0.5, 0.75):

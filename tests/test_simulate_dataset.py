@@ -12,8 +12,13 @@ import pytest
 from napari_tiltgen.cli import main
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.simulate.clusters import TEST_ELEMENTS, TRAIN_ELEMENTS
-from napari_tiltgen.simulate.dataset import (DatasetConfig, generate_dataset, iter_samples,
-                                             sample_spec, structure_keys)
+from napari_tiltgen.simulate.dataset import (
+    DatasetConfig,
+    generate_dataset,
+    iter_samples,
+    sample_spec,
+    structure_keys,
+)
 
 TINY = DatasetConfig(n_train=3, n_val=1, n_test=2, shard_size=2, size=32, tilt_range=(-60, 60),
                      tilt_step=30.0, dose_e_per_A2=5e3, shells=(2, 3))
@@ -22,11 +27,15 @@ TINY = DatasetConfig(n_train=3, n_val=1, n_test=2, shard_size=2, size=32, tilt_r
 def shard_bytes(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for p in sorted(folder.glob("*/shard-*.h5")):
+        d: dict[str, np.ndarray] = {}
+
+        def grab(name: str, obj, d=d) -> None:
+            if isinstance(obj, h5py.Dataset):
+                d[name] = obj[()]
+
         with h5py.File(p, "r") as f:
-            d = {}
-            f.visititems(lambda name, obj: d.__setitem__(name, obj[()])
-                         if isinstance(obj, h5py.Dataset) else None)
-            out[str(p.relative_to(folder))] = d
+            f.visititems(grab)
+        out[str(p.relative_to(folder))] = d
     return out
 
 
@@ -62,7 +71,10 @@ def test_dataset_is_deterministic_parallel_and_resumable(tmp_path: Path) -> None
     with h5py.File(a / "train" / "shard-00000.h5", "r") as f:
         assert f["non_aberrated/clean"].shape == (2, 5, 32, 32)
         assert f["aberrated/noisy"].shape == (2, 5, 32, 32)
-        assert f["volume"].shape == (2, 32, 32, 32)
+        assert f["aberrated/volume"].shape == (2, 32, 32, 32)
+        # the aberrated ground truth is wider (matched to its probe): same sum, lower peak
+        va, vn = f["aberrated/volume"][0], f["non_aberrated/volume"][0]
+        assert abs(va.sum() / vn.sum() - 1) < 0.01 and va.max() < 0.5 * vn.max()
         np.testing.assert_allclose(f["tilt_angles"][()], [-60, -30, 0, 30, 60])
         assert f.attrs["complete"] and f.attrs["split"] == "train"
         cfg = json.loads(f.attrs["config"])
@@ -88,8 +100,8 @@ def test_dataset_is_deterministic_parallel_and_resumable(tmp_path: Path) -> None
         if p != done:
             assert p.stat().st_mtime_ns == t
     assert not (a / "train" / "shard-00001.h5.part").exists()
-    np.testing.assert_array_equal(shard_bytes(a)["train/shard-00001.h5"]["volume"],
-                                  sa["train/shard-00001.h5"]["volume"])
+    np.testing.assert_array_equal(shard_bytes(a)["train/shard-00001.h5"]["aberrated/volume"],
+                                  sa["train/shard-00001.h5"]["aberrated/volume"])
 
     # other settings in the same folder: refused unless --overwrite
     with pytest.raises(TiltgenError, match="other settings"):
@@ -139,3 +151,26 @@ def test_cli_simulate_dynamic_and_dataset(tmp_path: Path) -> None:
                  "--n-test", "1", "--size", "32", "--tilt-step", "45", "--presets",
                  "non_aberrated", "--shells", "2", "2", "--workers", "1", "--quiet"]) == 0
     assert (ds / "train" / "shard-00000.h5").is_file() and (ds / "test" / "shard-00000.h5").is_file()
+
+
+def test_cli_help_builds_without_heavy_imports() -> None:
+    """``tiltgen simulate --help`` / ``simulate-dataset --help`` work, and building the parser
+    (done for every ``tiltgen`` call) imports neither torch, abTEM, ase nor h5py."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from napari_tiltgen.cli import build_parser\n"
+            "build_parser()\n"
+            "print(sorted(m for m in ('torch', 'abtem', 'ase', 'h5py', 'napari') "
+            "if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    for cmd, words in (("simulate", ["--structure", "--preset", "--dose", "--mode", "--dynamic"]),
+                       ("simulate-dataset", ["--out", "--workers", "--shard-size", "--presets",
+                                             "--val-fraction"])):
+        res = subprocess.run([sys.executable, "-m", "napari_tiltgen.cli", cmd, "--help"],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        for w in words:
+            assert w in res.stdout

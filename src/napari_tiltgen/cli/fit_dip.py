@@ -54,7 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="slices along the tilt axis per step (default 16)")
     p.add_argument("--frames-per-step", type=int,
                    help="frames per step (default all; fewer saves memory)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
+    p.add_argument("--lr-half-life", type=int, default=500, metavar="STEPS",
+                   help="steps per halving of the learning rate, down to a tenth (default 500; "
+                   "0: constant)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("acquisition times")
     g.add_argument("--times-file", metavar="FILE",
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.errors import TiltgenError
     from napari_tiltgen.io import write_mrc
     from napari_tiltgen.io.model import Volume
-    from napari_tiltgen.methods.dip import (acquisition_times, fit_dip, sliding_window_sirt)
+    from napari_tiltgen.methods.dip import acquisition_times, fit_dip, sliding_window_sirt
     from napari_tiltgen.methods.recon import with_vertical_axis
 
     ts, note = with_vertical_axis(read_series_from_args(args))
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         output_times_s=out_times, n_components=args.components,
         warm_start_steps=args.warm_start_steps, sirt_iterations=args.sirt_iterations,
         slices_per_step=args.slices_per_step, frames_per_step=args.frames_per_step,
-        learning_rate=args.lr, thickness_px=args.thickness, axis_offset_px=args.axis_offset,
+        learning_rate=args.lr, lr_half_life_steps=args.lr_half_life, thickness_px=args.thickness, axis_offset_px=args.axis_offset,
         device=args.device, seed=args.seed, checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every, resume=args.resume, preview_every=0,
         n_threads=args.threads, show=not args.quiet,

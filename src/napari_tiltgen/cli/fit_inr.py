@@ -49,10 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated poses to refine: shifts, tilt_angles, tilt_axis "
                    "(default all)")
     p.add_argument("--pose-warmup", type=int, metavar="STEPS",
-                   help="steps with frozen poses at the start (default 20%% of --steps)")
+                   help="steps with frozen poses at the start (default 10%% of --steps)")
     p.add_argument("--pose-lr", type=float, default=0.1,
                    help="pose learning rate: px (shifts) or degrees (tilt axis) per step; tilt "
                    "angles move at 0.2 times it (default 0.1)")
+    p.add_argument("--tilt-axis-init", default="recorded", metavar="recorded|estimate|DEG",
+                   help="starting tilt-axis angle: the file's (recorded, default), measured from "
+                   "the frames by common lines (estimate, +-12 deg around the recorded value; "
+                   "advised when the axis is not known to a degree), or a number of degrees")
     p.add_argument("--tv-weight", type=float, default=0.0,
                    help="total-variation weight (default 0: none)")
     p.add_argument("--loss", choices=["smooth_l1", "mse"], default="smooth_l1",
@@ -118,6 +122,18 @@ def _process_group(enabled: bool, device: str) -> Iterator[str]:
         dist.destroy_process_group()
 
 
+def _axis_init(text: str) -> str | float:
+    from napari_tiltgen.errors import TiltgenError
+
+    if text in ("recorded", "estimate"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise TiltgenError(f"--tilt-axis-init must be recorded, estimate or an angle in "
+                           f"degrees; got {text!r}.") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.errors import TiltgenError
     from napari_tiltgen.io import write_mrc
@@ -146,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             samples_per_ray=args.samples_per_ray, learning_rate=args.lr,
             optimize_pose=args.optimize_pose, pose_parameters=pose_params,
             pose_warmup_steps=args.pose_warmup, pose_learning_rate=args.pose_lr,
+            tilt_axis_init=_axis_init(args.tilt_axis_init),
             tv_weight=args.tv_weight, loss=args.loss, thickness_px=args.thickness,
             sampling=args.sampling, device=device, mixed_precision=args.mixed_precision,
             seed=args.seed, n_threads=args.threads, checkpoint_path=args.checkpoint,

@@ -107,8 +107,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
         help="benchmark inpainting against WBP, SIRT and TV on held-out phantoms and clusters",
         description="Held-out phantom faces and held-out simulated cluster slices (elements "
         "never seen in training), wedges 40-80 degrees: PSNR, SSIM and NRMSE of WBP, SIRT, TV "
-        "and the inpainting model against the ground truth. Writes table.md, results.json, "
-        "metrics.png and fourier.png (the 3-D Fourier power of a held-out cluster volume before "
+        "and the inpainting model (alone, and with its data-consistency step) against the "
+        "ground truth. Writes table.md, results.json, metrics.png and fourier.png (the 3-D Fourier power of a held-out cluster volume before "
         "and after inpainting, showing what was filled in the missing wedge).",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -124,9 +124,13 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tv-iterations", type=int, default=200, help="TV baseline iterations")
     p.add_argument("--tv-weight", type=float, default=None,
                    help="TV weight (default: the best of a small sweep on validation phantoms)")
+    p.add_argument("--refine-iterations", type=int, default=100,
+                   help="SIRT iterations of the data-consistency step after the network "
+                   "(default 100; 0: the network alone)")
     p.add_argument("--fourier-size", type=int, default=64,
                    help="edge of the cluster volume of the Fourier view, px (0: skip)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
 
@@ -134,12 +138,17 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from napari_tiltgen.methods.inpainting.evaluate import EvalConfig, evaluate
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = EvalConfig(
         out_dir=args.out, weights=args.weights,
         wedges_deg=[float(v) for v in args.wedges.split(",") if v.strip()],
         n_phantoms=args.n_phantoms, n_clusters=args.n_clusters, size=args.size,
         tilt_step_deg=args.tilt_step, sirt_iterations=args.sirt_iterations,
         tv_iterations=args.tv_iterations, tv_weight=args.tv_weight,
+        refine_iterations=args.refine_iterations,
         fourier_size=args.fourier_size, device=args.device,
         command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
@@ -167,6 +176,9 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per network call")
+    p.add_argument("--refine-iterations", type=int, default=100,
+                   help="SIRT iterations started from the network's output, to make it agree "
+                   "with the measured frames (default 100; 0: the network's output as it is)")
     p.add_argument("--allow-out-of-range", action="store_true",
                    help="run even when the wedge lies outside the trained range (warns)")
     p.add_argument("--overwrite", action="store_true",
@@ -199,6 +211,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
         source = read_series_from_args(args)
     vol, notes = run(inpaint_iter(source, missing_wedge_deg=args.wedge, weights=args.weights,
                              device=args.device, batch_size=args.batch_size,
+                             refine_iterations=args.refine_iterations,
                              allow_out_of_range=args.allow_out_of_range),
                      show=not args.quiet, desc="inpaint")
     for n in notes:

@@ -10,7 +10,7 @@ from napari_tiltgen.cli import add_angle_options, read_series_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from napari_tiltgen.methods.recon import BACKENDS, FILTERS, METHODS
+    from napari_tiltgen.methods.recon_names import BACKENDS, FILTER_NAMES, METHODS
 
     p = sub.add_parser(
         "reconstruct",
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine: torch (built in), astra or tomopy (default torch)")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--filter", default="ramp", choices=list(FILTERS),
+    p.add_argument("--filter", default="ramp", choices=list(FILTER_NAMES),
                    help="WBP filter (default ramp)")
     p.add_argument("--relaxation", type=float, default=1.0,
                    help="SIRT/SART step length in (0, 2) (default 1)")

@@ -144,9 +144,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     from napari_tiltgen.simulate.clusters import build_cluster, describe
 
     out, vol_path, atoms_path = _outputs(args)
-    common = dict(tilt_range=tuple(args.tilt_range), tilt_step=args.tilt_step, size=args.size,
-                  pixel_size_A=args.pixel_size, optics=args.preset, mode=args.mode,
-                  dose_e_per_A2=args.dose, seed=args.seed)
+    common = {"tilt_range": tuple(args.tilt_range), "tilt_step": args.tilt_step,
+              "size": args.size, "pixel_size_A": args.pixel_size, "optics": args.preset,
+              "mode": args.mode, "dose_e_per_A2": args.dose, "seed": args.seed}
     if args.dynamic:
         from napari_tiltgen.simulate.dynamic import dynamic_cluster, simulate_dynamic_iter
 

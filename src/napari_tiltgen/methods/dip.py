@@ -42,7 +42,9 @@ Training (:func:`fit_dip_iter`)
        ||P x - b||^2 / ||b||^2  +  temporal_smoothness * ||dx/ds||^2 / ||x_SIRT||^2
 
    where ``dx/ds`` is the change of the slices per unit of normalised time (a finite difference
-   over one frame interval) and the norms are means over voxels/pixels. ``temporal_smoothness =
+   over one frame interval) and the norms are means over voxels/pixels. The Adam step size ramps
+   up over 20 steps, then halves every ``lr_half_life_steps``; it depends on the step number
+   only, so that a resumed fit reproduces an uninterrupted one. ``temporal_smoothness =
    0`` leaves only the network's own bias; 0.1 (default) is mild; 1-10 gives slow changes only.
 3. The volumes are evaluated at the frame times (or any ``output_times_s``).
 
@@ -107,8 +109,9 @@ CHECKPOINT_FORMAT = "napari-tiltgen DIP checkpoint v1"
 #: Default bound on the memory of the returned volumes, bytes.
 DEFAULT_MAX_OUTPUT_BYTES = 4 << 30
 
-_SOFTPLUS_BETA = 10.0
-_SMOOTH_TIMES = 16  # times per step at which the temporal-smoothness penalty is evaluated  # sharpness of the positivity at the output (in units of 1/scale)
+_SOFTPLUS_BETA = 10.0  # sharpness of the positivity at the output (in units of 1/scale)
+_SMOOTH_TIMES = 16  # times per step at which the temporal-smoothness penalty is evaluated
+_LR_WARMUP_STEPS = 20  # linear learning-rate warm-up after the warm start
 
 
 # ============================================================================ times and angles
@@ -483,7 +486,7 @@ class DIPModel:
         Memory per chunk: ``T * nz * chunk * nx`` floats; the caller assembles what it needs.
         """
         t = self._check_times(times_s)
-        nz, ny, nx = self.volume_shape
+        ny = self.volume_shape[1]
         dev = self.device
         s = torch.as_tensor(self.normalized_time(t), dtype=torch.float32, device=dev)
         self.network.eval()
@@ -689,7 +692,8 @@ def fit_dip_iter(
     latent_stride: int = 2,
     slices_per_step: int = 16,
     frames_per_step: int | None = None,
-    learning_rate: float = 2e-3,
+    learning_rate: float = 5e-3,
+    lr_half_life_steps: int = 500,
     warm_start_steps: int = 200,
     sirt_iterations: int = 50,
     thickness_px: int | None = None,
@@ -729,7 +733,11 @@ def fit_dip_iter(
         Slices (along y) and frames (default: all) in each step's batch; lower them to save
         memory (``slices x frames x nz x nx`` floats, a few times over).
     learning_rate
-        Adam step size (decays to a tenth with a cosine schedule).
+        Adam step size. It ramps up linearly over the first 20 steps after the warm start, then
+        halves every ``lr_half_life_steps`` steps, down to a tenth; the schedule depends on the
+        step number only, so a resumed fit follows an uninterrupted one exactly.
+    lr_half_life_steps
+        Steps per halving of the step size (0: no decay).
     warm_start_steps
         Steps fitting the network to the static SIRT before the self-supervised fit (0: none).
     sirt_iterations
@@ -775,6 +783,7 @@ def fit_dip_iter(
     channels = _check_int("channels", channels, 4)
     slices_per_step = _check_int("slices_per_step", slices_per_step, 1)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+    lr_half_life_steps = _check_int("lr_half_life_steps", lr_half_life_steps, 0)
     if not (np.isfinite(temporal_smoothness) and temporal_smoothness >= 0):
         raise TiltgenError(f"temporal_smoothness must be 0 or positive; got "
                            f"{temporal_smoothness}.")
@@ -817,7 +826,8 @@ def fit_dip_iter(
     params = {"steps": steps, "temporal_smoothness": float(temporal_smoothness),
               "warm_start_steps": warm_start_steps, "sirt_iterations": sirt_iterations,
               "slices_per_step": slices_per_step, "frames_per_step": frames_per_step,
-              "learning_rate": float(learning_rate), "thickness_px": nz,
+              "learning_rate": float(learning_rate),
+              "lr_half_life_steps": lr_half_life_steps, "thickness_px": nz,
               "axis_offset_px": float(axis_offset_px), "seed": int(seed),
               "checkpoint_every": checkpoint_every, **arch}
     # what a checkpoint must agree on to be resumed (not the step count)
@@ -888,11 +898,16 @@ def _fit(data: np.ndarray, f_angles: np.ndarray, f_shifts: np.ndarray, order_t: 
     net.to(dev)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     opt = torch.optim.Adam(net.parameters(), lr=params["learning_rate"])
-    sched_steps = max(steps, 1)
+    half_life = params["lr_half_life_steps"]
 
     def lr_at(step: int) -> float:
-        return params["learning_rate"] * (0.1 + 0.45 * (1 + math.cos(math.pi * min(
-            step / sched_steps, 1.0))))
+        # A schedule of the step number alone (not of the total ``steps``), so that a fit
+        # resumed with more steps follows the same path as one run straight through: a short
+        # linear warm-up (fresh Adam moments must not kick the network off its warm start),
+        # then halving every ``lr_half_life_steps`` down to a tenth.
+        warm = min(1.0, (step + 1) / _LR_WARMUP_STEPS)
+        decay = max(0.1, 0.5 ** (step / half_life)) if half_life > 0 else 1.0
+        return params["learning_rate"] * warm * decay
 
     sirt_vol = None
     done = 0
@@ -952,6 +967,7 @@ def _fit(data: np.ndarray, f_angles: np.ndarray, f_shifts: np.ndarray, order_t: 
             "architecture": {**arch, "slice_shape": tuple(arch["slice_shape"])},
             "network": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": _to_cpu(opt.state_dict()), "generator": gen.get_state(),
+            "slice_queue": perm.clone(),
             "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 3),
             "ms_sirt": ms_sirt, "params": params,
             "model": {"scale": scale, "t_first_s": float(f_times[0]),
@@ -960,7 +976,10 @@ def _fit(data: np.ndarray, f_angles: np.ndarray, f_shifts: np.ndarray, order_t: 
                       "voxel_size_A": ts.pixel_size_A},
         }
 
-    perm = torch.empty(0, dtype=torch.long)
+    # slices not yet visited in the current pass over y (saved in checkpoints, so that a resumed
+    # fit draws the same batches as an uninterrupted one)
+    perm = (state["slice_queue"].long() if state is not None and "slice_queue" in state
+            else torch.empty(0, dtype=torch.long))
     step = done
     try:
         net.train()

@@ -49,6 +49,7 @@ from napari_tiltgen.physics.projector import (
     resolve_device,
     suggested_threads,
 )
+from napari_tiltgen.methods.recon_names import BACKENDS, METHODS
 from napari_tiltgen.progress import Progress, ProgressGen, run
 
 __all__ = [
@@ -71,13 +72,6 @@ __all__ = [
     "with_vertical_axis",
 ]
 
-#: Methods of :func:`reconstruct`: name -> one-line description.
-METHODS: dict[str, str] = {
-    "wbp": "weighted (filtered) backprojection, one pass",
-    "sirt": "simultaneous iterative reconstruction technique",
-    "sart": "ordered-subset simultaneous algebraic reconstruction technique",
-    "tv": "total-variation regularised least squares (Chambolle-Pock)",
-}
 _ALIASES = {"fbp": "wbp", "os-sart": "sart", "tv-cp": "tv"}
 
 #: FBP/WBP filters: the ramp ``|f|`` times a window ``W(f)``, ``f`` in cycles per pixel.
@@ -90,9 +84,6 @@ FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 _FILTER_ALIASES = {"ram-lak": "ramp", "ramlak": "ramp", "shepp_logan": "shepp-logan",
                    "hanning": "hann"}
-
-#: Backends of :func:`reconstruct`.
-BACKENDS = ("torch", "astra", "tomopy")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -716,6 +707,8 @@ def reconstruct_iter(
         "device": used_device,
         "seconds": round(time.perf_counter() - t0, 3),
         "input": prov_in.get("source"),
+        # the angles the volume was reconstructed from: they define its missing wedge
+        "tilt_angles": [round(float(a), 4) for a in angles],
         "history": history,
     }
     return Volume(np.ascontiguousarray(arr, dtype=np.float32), voxel_size_A=ts.pixel_size_A,

@@ -36,7 +36,7 @@ _LAZY = {
     "generate_dataset_iter": "dataset", "iter_samples": "dataset",
 }
 
-__all__ = ["sphere_phantom", *_LAZY]
+__all__ = ["sphere_phantom", *_LAZY.keys()]  # noqa: PLE0604
 
 
 def __getattr__(name: str) -> Any:

@@ -298,9 +298,8 @@ def build_cluster(
 
     frac = _DEFAULT_FRACTION[variant] if fraction is None else float(fraction)
     sym2 = None
-    if variant != "solid":
-        if not 0.0 < frac < 1.0:
-            raise TiltgenError(f"fraction must lie in (0, 1) for variant {variant!r}; got {frac}.")
+    if variant != "solid" and not 0.0 < frac < 1.0:
+        raise TiltgenError(f"fraction must lie in (0, 1) for variant {variant!r}; got {frac}.")
     if variant in ("alloy", "core_shell"):
         if element2 is None:
             raise TiltgenError(f"variant {variant!r} needs a second element (element2).")

@@ -15,7 +15,8 @@ dataset                       shape                          content
 ``tilt_angles``               ``(T,)``                       degrees
 ``<preset>/clean``            ``(n, T, ny, nx)`` float32     noise-free frames, fraction of beam
 ``<preset>/noisy``            ``(n, T, ny, nx)`` float32     Poisson noise (only with a dose)
-``volume``                    ``(n, nx, ny, nx)`` float32    ground truth (unless disabled)
+``<preset>/volume``           ``(n, nx, ny, nx)`` float32    ground truth matched to the preset's
+                                                             probe (unless disabled)
 ``pixel_size_A``              ``(n,)``                       Å (automatic per sample)
 ``seed``                      ``(n,)``                       per-sample seed (orientation, noise)
 ``spec``                      ``(n,)`` JSON strings          :class:`ClusterSpec` of each sample
@@ -48,8 +49,13 @@ import numpy as np
 
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.progress import Progress
-from napari_tiltgen.simulate.clusters import (STRUCTURES, TEST_ELEMENTS, TRAIN_ELEMENTS, VARIANTS,
-                                              ClusterSpec)
+from napari_tiltgen.simulate.clusters import (
+    STRUCTURES,
+    TEST_ELEMENTS,
+    TRAIN_ELEMENTS,
+    VARIANTS,
+    ClusterSpec,
+)
 from napari_tiltgen.simulate.haadf import ATOM_SIGMA_A, PRESETS
 
 SPLITS = ("train", "val", "test")
@@ -85,7 +91,8 @@ class DatasetConfig:
     val_fraction
         Share of the training-element structure keys reserved for validation.
     save_volumes
-        Store the ground-truth volume of each sample.
+        Store the ground-truth volume of each sample, per preset (atoms as Gaussians of the
+        preset's image width, so forward projections match that preset's frames).
     z_exponent, atom_sigma_A
         Fast-model settings (see :func:`~napari_tiltgen.simulate.haadf.fast_haadf`).
     """
@@ -233,7 +240,7 @@ def simulate_sample(config: DatasetConfig, split: str, index: int) -> dict[str, 
         atoms = spec.build()
         out: dict[str, Any] = {"index": index, "spec": spec.to_json(), "seed": seed,
                                "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
-                               "clean": {}, "noisy": {}}
+                               "clean": {}, "noisy": {}, "volume": {}}
         for k, preset in enumerate(config.presets):
             res = run(simulate_tilt_series_iter(
                 atoms, tilt_range=config.tilt_range, tilt_step=config.tilt_step,
@@ -245,8 +252,8 @@ def simulate_sample(config: DatasetConfig, split: str, index: int) -> dict[str, 
                 out["noisy"][preset] = res.tilt_series.data
             out["pixel_size_A"] = res.tilt_series.pixel_size_A
             out["tilt_angles"] = res.tilt_series.tilt_angles
-            if k == 0 and config.save_volumes:
-                out["volume"] = res.volume.data
+            if config.save_volumes:
+                out["volume"][preset] = res.volume.data
         return out
     finally:
         torch.set_num_threads(threads)
@@ -342,10 +349,10 @@ class _ShardWriter:
             if cfg.dose_e_per_A2 is not None:
                 g.create_dataset("noisy", shape=(self.n, t, ny, nx), dtype="f4", chunks=chunks,
                                  compression="lzf")
-        if cfg.save_volumes:
-            f.create_dataset("volume", shape=(self.n, nx, ny, nx), dtype="f4",
-                             chunks=(1, 1, ny, nx), compression="lzf")
-            f["volume"].attrs["units"] = "1/Å² (sum along z = image, fraction of beam)"
+            if cfg.save_volumes:
+                g.create_dataset("volume", shape=(self.n, nx, ny, nx), dtype="f4",
+                                 chunks=(1, 1, ny, nx), compression="lzf")
+                g["volume"].attrs["units"] = "1/Å² (sum along z = image, fraction of beam)"
         f.create_dataset("pixel_size_A", shape=(self.n,), dtype="f8")
         f.create_dataset("seed", shape=(self.n,), dtype="i8")
         f.create_dataset("n_atoms", shape=(self.n,), dtype="i8")
@@ -375,8 +382,8 @@ class _ShardWriter:
             f[p]["clean"][j] = sample["clean"][p]
             if self.config.dose_e_per_A2 is not None:
                 f[p]["noisy"][j] = sample["noisy"][p]
-        if self.config.save_volumes:
-            f["volume"][j] = sample["volume"]
+            if self.config.save_volumes:
+                f[p]["volume"][j] = sample["volume"][p]
         f["pixel_size_A"][j] = sample["pixel_size_A"]
         f["seed"][j] = sample["seed"]
         f["n_atoms"][j] = sample["n_atoms"]
@@ -518,6 +525,6 @@ def iter_samples(out_dir: str | os.PathLike, split: str = "train",
                 ts = TiltSeries(f[preset][key][j], tilt_angles=angles, pixel_size_A=px,
                                 provenance={"source": str(path), "method": "simulated data set",
                                             "parameters": info})
-                vol = Volume(f["volume"][j], px) if "volume" in f else None
+                vol = Volume(f[preset]["volume"][j], px) if "volume" in f[preset] else None
                 yield ts, vol, info
 

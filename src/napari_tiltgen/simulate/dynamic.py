@@ -42,12 +42,25 @@ from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.progress import Progress, run
 from napari_tiltgen.simulate.clusters import build_cluster, lattice_constant_A
-from napari_tiltgen.simulate.haadf import (ATOM_SIGMA_A, AbtemSettings, Optics, abtem_haadf_iter,
-                                           add_dose_noise, fast_haadf_iter,
-                                           haadf_cross_section_A2)
-from napari_tiltgen.simulate.series import (FILL, MARGIN_A, _scaled, _shape2, check_fits,
-                                            default_gt_sigma_A, ground_truth_volume,
-                                            tilt_angles_from_range)
+from napari_tiltgen.simulate.haadf import (
+    ATOM_SIGMA_A,
+    AbtemSettings,
+    Optics,
+    abtem_haadf_iter,
+    add_dose_noise,
+    fast_haadf_iter,
+    haadf_cross_section_A2,
+)
+from napari_tiltgen.simulate.series import (
+    FILL,
+    MARGIN_A,
+    _scaled,
+    _shape2,
+    check_fits,
+    ground_truth_volume,
+    resolve_gt_sigma_A,
+    tilt_angles_from_range,
+)
 
 KINDS = ("growth", "sintering", "alloying")
 ORDERS = ("sequential", "dose_symmetric")
@@ -345,7 +358,7 @@ def simulate_dynamic_iter(
     seed: int = 0,
     z_exponent: float = 1.7,
     atom_sigma_A: float = ATOM_SIGMA_A,
-    gt_sigma_A: float | None = None,
+    gt_sigma_A: float | str | None = None,
     abtem_settings: AbtemSettings | None = None,
     device: str = "cpu",
 ) -> Generator[Progress, None, DynamicSimulationResult]:
@@ -370,7 +383,7 @@ def simulate_dynamic_iter(
         px = float(math.ceil(px * 10**digits) / 10**digits)
     else:
         px = float(pixel_size_A)
-    s_gt = default_gt_sigma_A(px, None, atom_sigma_A) if gt_sigma_A is None else float(gt_sigma_A)
+    s_gt = resolve_gt_sigma_A(gt_sigma_A, px, optics, atom_sigma_A)
 
     class _Extent:
         positions = np.concatenate([phantom.positions0, phantom.positions1])

@@ -358,7 +358,8 @@ def fast_haadf_iter(
         Zero margin around the field of view for the periodic convolution, Å (default: the
         probe's 99 % energy radius, at most twice the field of view).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (torch), or ``"numpy"`` (no torch import: what the
+        sample data uses, since importing torch takes longer than a small series).
     max_elements
         Memory bound: tilts are processed in batches of at most this many complex numbers.
     max_batch
@@ -369,8 +370,6 @@ def fast_haadf_iter(
     np.ndarray
         ``(n_tilts, ny, nx)`` float32: fraction of the incident beam scattered onto the detector.
     """
-    import torch
-
     optics = Optics.from_any(optics)
     ny, nx = (int(shape[0]), int(shape[1]))
     px = float(pixel_size_A)
@@ -378,7 +377,6 @@ def fast_haadf_iter(
     pos3 = np.asarray(positions, dtype=np.float64)
     pos = pos3.reshape(-1, 3)
     w = np.asarray(weights, dtype=np.float64)
-    dev = _resolve_device(device)
     out = np.zeros((angles.size, ny, nx), dtype=np.float32)
     if pos.shape[0] == 0 or angles.size == 0:
         return out
@@ -411,7 +409,31 @@ def fast_haadf_iter(
         v = pos[None, :, 1]
     u = u + 0.5 * (nx - 1) * px
     v = v + 0.5 * (ny - 1) * px
+    n_atoms = u.shape[-1]
+    per_tilt = max(n_atoms * max(kx.size, ky.size), ky.size * kx.size, my * (mx // 2 + 1))
+    batch = int(max(1, min(angles.size, max_batch, max_elements // max(per_tilt, 1))))
 
+    if device == "numpy":
+        def v_phases_np(vv: np.ndarray, ww: np.ndarray) -> np.ndarray:  # (B, Ky, N), weighted
+            ph = np.exp(-2j * np.pi * ky[None, :, None] * vv[:, None, :]).astype(np.complex64)
+            return ph * ww[:, None, :].astype(np.float32)
+
+        ev_np = None if per_frame else v_phases_np(v, w[None, :])
+        tr = transfer.astype(np.complex64)
+        for b0 in range(0, angles.size, batch):
+            b1 = min(angles.size, b0 + batch)
+            ev = v_phases_np(v[b0:b1], w[b0:b1]) if per_frame else ev_np
+            eu = np.exp(-2j * np.pi * u[b0:b1, :, None] * kx[None, None, :]).astype(np.complex64)
+            spec = np.zeros((b1 - b0, my, mx // 2 + 1), dtype=np.complex64)
+            spec[:, iy[:, None], ix[None, :]] = np.matmul(ev, eu) * tr
+            img = np.fft.irfft2(spec, s=(my, mx))
+            out[b0:b1] = img[:, : ny * os_: os_, : nx * os_: os_]
+            yield Progress(b1 / angles.size, f"fast HAADF: {b1}/{angles.size} tilts")
+        return out
+
+    import torch
+
+    dev = _resolve_device(device)
     cdtype = torch.complex64
     with torch.no_grad():
         kyt = torch.as_tensor(ky, dtype=torch.float32, device=dev)
@@ -428,9 +450,6 @@ def fast_haadf_iter(
 
         if not per_frame:
             ev_shared = v_phases(v, w[None, :])  # the tilt axis is y: shared by all tilts
-        n_atoms = u.shape[-1]
-        per_tilt = max(n_atoms * max(kx.size, ky.size), ky.size * kx.size, my * (mx // 2 + 1))
-        batch = int(max(1, min(angles.size, max_batch, max_elements // max(per_tilt, 1))))
         for b0 in range(0, angles.size, batch):
             b1 = min(angles.size, b0 + batch)
             ev = v_phases(v[b0:b1], w[b0:b1]) if per_frame else ev_shared

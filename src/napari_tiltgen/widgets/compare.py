@@ -17,6 +17,8 @@ The science is in :mod:`napari_tiltgen.compare`; this file only gathers choices 
 
 from __future__ import annotations
 
+import numpy as np
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,23 @@ def _describe(layer: Any) -> str:
     params = prov.get("parameters") or {}
     shown = ", ".join(f"{k}={v}" for k, v in list(params.items())[:4])
     return f"{layer.name}: {method or 'unknown method'}" + (f" ({shown})" if shown else "")
+
+
+def _common_limits(arrays: list[Any]) -> tuple[float, float]:
+    """One grey scale for all volumes: the widest 0.05-99.95 percentile range among them.
+
+    Percentiles rather than extremes, so that a few very bright voxels (atom centres of a
+    ground truth, hot pixels) do not leave the reconstructions shown nearly black.
+    """
+    lo, hi = np.inf, -np.inf
+    for a in arrays:
+        a = np.asarray(a)
+        sample = a.reshape(-1)[:: max(1, a.size // 2_000_000)]  # at most ~2 M voxels each
+        p_lo, p_hi = np.percentile(sample, [0.05, 99.95])
+        lo, hi = min(lo, float(p_lo)), max(hi, float(p_hi))
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
 
 
 def _grid(viewer: Any) -> Any:
@@ -118,10 +137,10 @@ class CompareWidget(WorkerWidget):
         # of the list): put the reference first, then the candidates in the order chosen
         for i, layer in enumerate(shown):
             self.viewer.layers.move(self.viewer.layers.index(layer), i)
-        lo = min(float(layer.contrast_limits[0]) for layer in shown)
-        hi = max(float(layer.contrast_limits[1]) for layer in shown)
-        for layer in shown:
-            layer.contrast_limits = (lo, hi)  # same grey scale for a fair comparison
+        if shown:
+            lo, hi = _common_limits([layer.data for layer in shown])
+            for layer in shown:
+                layer.contrast_limits = (lo, hi)  # same grey scale for a fair comparison
         grid = _grid(self.viewer)
         grid.enabled = True
         grid.stride = 1

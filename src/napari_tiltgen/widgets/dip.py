@@ -2,10 +2,10 @@
 
 Pick a tilt-series layer, the number of steps and the temporal smoothness, and press **Fit**. The
 fit (:func:`napari_tiltgen.methods.dip.fit_dip_iter`) runs in a background worker with a progress
-bar, a live preview (central z-plane at the first, middle and last time, side by side) and a
-Cancel button (a checkpoint, if chosen, is saved on cancel and can be resumed). The result is one
-4-D image layer ``(time, z, y, x)``; as the time slider moves, the slider label, a text overlay on
-the canvas and the widget's status say which time and tilt the volume belongs to, e.g.
+bar, a live preview drawn inside the widget (central z-plane at the first, middle and last time,
+side by side) and a Cancel button (a checkpoint, if chosen, is saved on cancel and can be
+resumed). The result is one 4-D image layer ``(time, z, y, x)``; as the time slider moves, the
+slider label, a text overlay on the canvas and the widget's status say which time and tilt the volume belongs to, e.g.
 ``t = 812 s, tilt = +12.0 deg``.
 
 The science is in :mod:`napari_tiltgen.methods.dip`; this file only gathers choices and shows
@@ -50,6 +50,14 @@ class _Signals(QObject):
 def time_label(times_s: np.ndarray, angles: np.ndarray, index: int) -> str:
     """``"t = 812 s, tilt = +12.0 deg"`` for time point ``index``."""
     return f"t = {float(times_s[index]):.0f} s, tilt = {float(angles[index]):+.1f} deg"
+
+
+def _text_overlay(viewer: napari.Viewer) -> Any:
+    """The canvas text overlay (``viewer.canvas.overlays.text`` since napari 0.9)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    text = getattr(overlays, "text", None)
+    return text if text is not None else viewer.text_overlay
 
 
 class DIPWidget(WorkerWidget):
@@ -137,11 +145,9 @@ class DIPWidget(WorkerWidget):
             checkpoint=ckpt, resume=bool(self.resume.value),
         )
         name = self.layer.value.name
-        px = ts.pixel_size_A or 1.0
         self.start(lambda: fit_dip_iter(ts, **kwargs),
                    on_result=lambda res: self._show_result(res, name),
-                   preview_name="DIP preview (first | middle | last time)",
-                   preview_scale=(px, px))
+                   preview_name="DIP preview: central z-plane at the first | middle | last time")
 
     def _on_finished(self) -> None:
         super()._on_finished()
@@ -193,7 +199,7 @@ class DIPWidget(WorkerWidget):
 
     def _update_time_label(self, *_: Any) -> None:
         layer = self._time_layer()
-        overlay = self.viewer.text_overlay
+        overlay = _text_overlay(self.viewer)
         if layer is None:
             return
         meta = layer.metadata[METADATA_KEY]

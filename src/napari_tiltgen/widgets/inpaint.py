@@ -45,15 +45,21 @@ class InpaintWidget(WorkerWidget):
                                   step=1.0, tooltip="0: read it from the data's tilt angles")
         self.device = ComboBox(label="device", value="auto", choices=_devices())
         self.batch_size = SpinBox(label="slices per batch", value=8, min=1, max=4096)
+        self.refine = SpinBox(
+            label="data-consistency iterations", value=api.REFINE_ITERATIONS, min=0, max=2000,
+            tooltip="SIRT iterations started from the network's output, so that the result "
+            "agrees with the measured frames (0: the network's output as it is)")
         self.allow_out_of_range = CheckBox(
             value=False, text="allow wedges outside the trained range",
             tooltip="run (with a warning) instead of refusing")
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
         for i, w in enumerate([self.layer, self.method, self.wedge, self.device,
-                               self.batch_size, self.allow_out_of_range, self.note]):
+                               self.batch_size, self.refine, self.allow_out_of_range,
+                               self.note]):
             self.insert(i, w)
-        self.layer.changed.connect(self._describe)
+        for w in (self.layer, self.wedge, self.method):
+            w.changed.connect(self._describe)
         self._describe()
 
     def _source(self) -> TiltSeries | Volume:
@@ -72,16 +78,31 @@ class InpaintWidget(WorkerWidget):
         return Volume.from_layer(layer)
 
     def _describe(self, *_: Any) -> None:
-        """Say which wedge will be used for the chosen layer."""
+        """Say which wedge will be used for the chosen layer, and whether the model takes it."""
         from napari_tiltgen.errors import TiltgenError
 
+        entered = float(self.wedge.value) or None
         try:
             src = self._source()
-            wedge, _, how = api.missing_wedge_of(src)
-            self.note.value = f"missing wedge {wedge:.1f} deg (from the {how})"
+            if entered is not None and isinstance(src, Volume):
+                src.provenance.pop("tilt_angles", None)  # as in _on_run
+            wedge, _, how = api.missing_wedge_of(src, entered)
         except TiltgenError:
             self.note.value = ("no tilt angles known for this layer: enter the missing wedge"
                                if self.layer.value is not None else "")
+            return
+        text = f"missing wedge {wedge:.1f} deg (from the {how})"
+        if self.method.value == "pretrained":
+            try:
+                _, info = api.load_pretrained(None, "cpu")
+            except TiltgenError as exc:
+                text += f"; {exc}"
+            else:
+                lo, hi = api.trained_wedge_range(info)
+                if not lo - 1e-6 <= wedge <= hi + 1e-6:
+                    text += (f". Outside the model's trained range ({lo:g}-{hi:g} deg): it "
+                             "will be refused unless you allow out-of-range wedges below")
+        self.note.value = text
 
     def parameters(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~napari_tiltgen.methods.inpainting.api.inpaint_iter`."""
@@ -90,6 +111,7 @@ class InpaintWidget(WorkerWidget):
             "method": self.method.value,
             "device": self.device.value,
             "batch_size": int(self.batch_size.value),
+            "refine_iterations": int(self.refine.value),
             "allow_out_of_range": bool(self.allow_out_of_range.value),
         }
 

@@ -1,7 +1,8 @@
 """The "INR fit" dock widget: self-supervised INR reconstruction with joint pose refinement.
 
 Pick a tilt-series layer, the number of steps, the learning rate, whether to refine the poses
-(and after how many warm-up steps), and the device. **Fit** runs
+(after how many warm-up steps, and whether to start from a measured tilt-axis angle), and the
+device. **Fit** runs
 :func:`napari_tiltgen.methods.inr.fit_inr_iter` in a background worker: the progress bar and
 status line follow the steps, a small loss curve is drawn in the widget, the central z-slice of
 the current volume is shown live in the widget, and **Cancel** stops the fit at the next step. The
@@ -36,6 +37,10 @@ def device_choices() -> list[str]:
     return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
+#: Choices of the "starting tilt axis" box -> ``tilt_axis_init`` of :func:`fit_inr_iter`.
+AXIS_INIT_CHOICES = {"estimate": "estimate", "recorded": "recorded"}
+
+
 class _Signals(QObject):
     """Qt signals of the widget (tests wait on ``finished``)."""
 
@@ -49,12 +54,17 @@ class INRWidget(WorkerWidget):
         super().__init__(napari_viewer, run_text="Fit")
         self.signals = _Signals()
         self.layer = LayerPicker(napari_viewer, kinds=("tilt_series",), label="tilt series")
-        self.steps = SpinBox(value=1500, min=1, max=1_000_000, step=100, label="steps")
-        self.learning_rate = FloatSpinBox(value=0.01, min=1e-5, max=1.0, step=0.001,
+        self.steps = SpinBox(value=500, min=1, max=1_000_000, step=100, label="steps")
+        self.learning_rate = FloatSpinBox(value=0.05, min=1e-5, max=1.0, step=0.005,
                                           label="learning rate")
         self.optimize_pose = CheckBox(value=True, text="refine poses (shifts, angles, tilt axis)")
-        self.warmup = SpinBox(value=300, min=0, max=1_000_000, step=50,
+        self.warmup = SpinBox(value=50, min=0, max=1_000_000, step=50,
                               label="pose warm-up (steps)")
+        self.axis_init = ComboBox(choices=list(AXIS_INIT_CHOICES), value="estimate",
+                                  label="starting tilt axis")
+        self.axis_init.tooltip = (
+            "estimate: measure the tilt-axis angle from the frames (common lines, +-12 deg "
+            "around the recorded value) before the fit; recorded: start from the layer's value")
         self.batch_size = SpinBox(value=4096, min=64, max=1 << 20, step=1024,
                                   label="rays per step")
         self.preview_every = SpinBox(value=50, min=0, max=100_000, step=10,
@@ -65,7 +75,7 @@ class INRWidget(WorkerWidget):
         self.summary = Label(value="")
         self.summary.native.setWordWrap(True)
         controls = [self.layer, self.steps, self.learning_rate, self.optimize_pose, self.warmup,
-                    self.batch_size, self.preview_every, self.device, self.seed,
+                    self.axis_init, self.batch_size, self.preview_every, self.device, self.seed,
                     self.add_aligned]
         for i, w in enumerate(controls):
             self.insert(i, w)
@@ -108,6 +118,7 @@ class INRWidget(WorkerWidget):
     def _sync_enabled(self, *_: Any) -> None:
         on = bool(self.optimize_pose.value)
         self.warmup.enabled = on
+        self.axis_init.enabled = on
         self.add_aligned.enabled = on
 
     def current_series(self) -> TiltSeries:
@@ -127,6 +138,8 @@ class INRWidget(WorkerWidget):
             learning_rate=float(self.learning_rate.value),
             optimize_pose=bool(self.optimize_pose.value),
             pose_warmup_steps=int(self.warmup.value), device=str(self.device.value),
+            tilt_axis_init=(AXIS_INIT_CHOICES[str(self.axis_init.value)]
+                            if self.optimize_pose.value else "recorded"),
             seed=int(self.seed.value), preview_every=int(self.preview_every.value),
             log_every=max(1, min(10, int(self.steps.value) // 20 or 1)),
         )

@@ -13,6 +13,12 @@ of the missing wedge (degrees); its output, times the same scale, is the inpaint
   2 degree step built from ``missing_wedge_deg``), and WBP and SIRT are computed from those
   projections. For a WBP or SIRT volume these projections are close to the measured ones.
 
+The network's output is then made consistent with the measured data (``refine_iterations``,
+default :data:`REFINE_ITERATIONS`): SIRT started from the network's volume. SIRT's updates
+``A^T (b - A x)`` lie in the measured part of Fourier space, so they correct what the network
+got wrong where data exist and leave what it put into the missing wedge (up to the positivity
+clip). ``refine_iterations=0`` returns the network's output as it is.
+
 The trained wedge range is stored with the weights: wedges outside it are refused
 (:class:`~napari_tiltgen.errors.TiltgenError`) unless ``allow_out_of_range=True``, which turns
 the refusal into a warning returned with the result.
@@ -55,6 +61,7 @@ from napari_tiltgen.progress import Progress, run
 __all__ = [
     "DEFAULT_WEIGHTS",
     "METHODS",
+    "REFINE_ITERATIONS",
     "check_wedge",
     "inpaint",
     "inpaint_iter",
@@ -75,6 +82,8 @@ METHODS: dict[str, str] = {
     "tv": "classical: total-variation regularised reconstruction (no learning)",
 }
 ASYMMETRY_WARN_DEG = 6.0
+#: Default SIRT iterations of the data-consistency step after the network (0: none).
+REFINE_ITERATIONS = 100
 
 _CACHE: dict[tuple[str, str], tuple[UNetPP, dict[str, Any]]] = {}
 _CACHE_LOCK = threading.Lock()
@@ -302,6 +311,35 @@ def _series_inputs(ts: TiltSeries, channels: Sequence[str], sirt_iterations: int
     return recs
 
 
+def _refine(init: np.ndarray, source: TiltSeries | Volume, angles: np.ndarray,
+            iterations: int, device: torch.device, chunk: int = 32
+            ) -> Generator[Progress, None, np.ndarray]:
+    """SIRT started from the network's volume ``init`` ``(nz, ny, nx)``: against the measured
+    frames of a tilt series, or against a volume's own projections over ``angles``."""
+    from napari_tiltgen.methods.recon import sirt_iter
+    from napari_tiltgen.physics.projector import Projector
+
+    nz, ny, nx = init.shape
+    out = np.empty_like(init)
+    for y0 in range(0, ny, chunk):
+        y1 = min(ny, y0 + chunk)
+        x0 = torch.from_numpy(np.ascontiguousarray(init[:, y0:y1, :]))
+        if isinstance(source, TiltSeries):
+            proj = Projector((nz, y1 - y0, nx), angles, source.shifts_px, n_det=nx,
+                             device=device)
+            sino = torch.from_numpy(np.array(source.data[:, y0:y1, :], dtype=np.float32)
+                                    ).to(device)  # a copy: the frames may be read-only
+        else:
+            proj = Projector((nz, y1 - y0, nx), angles, device=device)
+            vol = np.array(source.data[:, y0:y1, :], dtype=np.float32)
+            sino = proj.forward(torch.from_numpy(vol).to(device))
+        x = yield from _scaled(sirt_iter(proj, sino, iterations, x0=x0, preview_every=0),
+                               y0 / ny, y1 / ny)
+        out[:, y0:y1, :] = x.detach().cpu().numpy()
+        yield Progress(y1 / ny, f"data consistency: slices {y1}/{ny}")
+    return out
+
+
 def inpaint_iter(
     source: TiltSeries | Volume,
     missing_wedge_deg: float | None = None,
@@ -315,6 +353,7 @@ def inpaint_iter(
     thickness_px: int | None = None,
     tv_weight: float = 0.01,
     tv_iterations: int = 100,
+    refine_iterations: int = REFINE_ITERATIONS,
 ) -> Generator[Progress, None, tuple[Volume, list[str]]]:
     """Inpaint the missing wedge of a volume, slice by slice (progress generator).
 
@@ -344,6 +383,10 @@ def inpaint_iter(
         Thickness ``nz`` of the volume reconstructed from a tilt series, pixels (default nx).
     tv_weight, tv_iterations
         Settings of ``method="tv"`` (see :func:`~napari_tiltgen.methods.recon.tv_iter`).
+    refine_iterations
+        SIRT iterations started from the network's output against the measured frames (or the
+        volume's own projections), to make it consistent with the data; 0: the network's output
+        as it is.
 
     Returns
     -------
@@ -398,13 +441,20 @@ def inpaint_iter(
                                         0.999))
     x, scale = normalise_inputs(recs, channels, floor)
     del recs
-    out = yield from _scaled(inpaint_slices(model, x, wedge, batch_size, dev), 0.4, 1.0)
+    refine = max(0, int(refine_iterations))
+    net_end = 0.8 if refine else 1.0
+    out = yield from _scaled(inpaint_slices(model, x, wedge, batch_size, dev), 0.4, net_end)
     arr = (out * scale[:, None, None]).permute(1, 0, 2).contiguous().numpy()
+    del out, x
+    if refine:
+        if angles is None:  # a tilt series always has angles; a volume got assumed ones above
+            raise TiltgenError("internal error: no tilt angles for the data-consistency step.")
+        arr = yield from _scaled(_refine(arr, source, angles, refine, dev), net_end, 1.0)
     params = {"inpainting_method": "pretrained", "missing_wedge_deg": round(wedge, 3), "wedge_source": how, "input": kind,
               "weights": Path(weights).name if weights else DEFAULT_WEIGHTS.name,
               "trained_wedge_deg": list(trained_wedge_range(info)),
               "in_channels": channels, "sirt_iterations": sirt_it,
-              "batch_size": int(batch_size)}
+              "refine_iterations": refine, "batch_size": int(batch_size)}
     history = copy.deepcopy(prov_in.get("history", []))
     history.append({"step": "inpaint", **params})
     prov = {"method": "inpainting", "parameters": params, "device": str(dev),

@@ -8,14 +8,18 @@ Held-out sets (never drawn in training or validation):
 For every wedge the slices are projected over ``[-a, a]`` (``a = 90 - wedge / 2``) with the
 package's projector (noise-free unless ``noise`` is set) and reconstructed by WBP, SIRT, TV
 (2-D TV within each slice; its weight is the best of a sweep on separate validation phantoms at
-that wedge, so TV is tuned, not handicapped) and the inpainting network. Each result is compared
+that wedge, so TV is tuned, not handicapped) and the inpainting pipeline: the network alone
+(``network``) and the network followed by its data-consistency step (``inpainting``, SIRT
+started from the network's output, ``refine_iterations`` iterations; what
+:func:`~napari_tiltgen.methods.inpainting.api.inpaint` returns by default). Each result is compared
 with the ground truth slice by PSNR and SSIM (data range = the slice's range) and NRMSE
 (Euclidean), then averaged.
 
-The Fourier view reconstructs a held-out 3-D cluster from a wedge-limited tilt series with WBP
-and with :func:`~napari_tiltgen.methods.inpainting.api.inpaint_iter`, and shows the central
+The Fourier view reconstructs a held-out 3-D cluster from a wedge-limited tilt series with WBP,
+SIRT and :func:`~napari_tiltgen.methods.inpainting.api.inpaint_iter`, and shows the central
 ``(k_z, k_x)`` section of the 3-D power spectrum: the missing wedge is the empty double cone
-around ``k_z`` in WBP; what the network put there is visible in the inpainted volume's spectrum.
+around ``k_z`` in WBP (SIRT with its positivity constraint fills part of it); what the
+network put there is visible in the inpainted volume's spectrum.
 It also reports the Fourier correlation with the truth inside and outside the wedge.
 """
 
@@ -31,7 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_tiltgen.methods.inpainting.api import inpaint_slices, load_pretrained
+from napari_tiltgen.methods.inpainting.api import (
+    REFINE_ITERATIONS,
+    inpaint_slices,
+    load_pretrained,
+)
 from napari_tiltgen.methods.inpainting.data import (
     HELDOUT_SEED,
     make_image,
@@ -46,7 +54,7 @@ from napari_tiltgen.progress import Progress, run
 
 __all__ = ["METHODS", "EvalConfig", "evaluate", "evaluate_iter", "fourier_view", "heldout_images"]
 
-METHODS = ("wbp", "sirt", "tv", "inpainting")
+METHODS = ("wbp", "sirt", "tv", "network", "inpainting")
 TV_SWEEP = (0.0003, 0.001, 0.003, 0.01)
 
 
@@ -65,6 +73,7 @@ class EvalConfig:
     sirt_iterations: int = 100
     tv_iterations: int = 200
     tv_weight: float | None = None
+    refine_iterations: int = REFINE_ITERATIONS
     fourier_size: int = 64
     fourier_wedge_deg: float = 60.0
     device: str = "auto"
@@ -134,15 +143,22 @@ def _reconstruct_all(images: np.ndarray, wedge: float, cfg: EvalConfig, model: A
     t0 = time.perf_counter()
     inp = sinogram_reconstructions(proj, sino, channels, int(info["sirt_iterations"]))
     x, s = normalise_inputs(inp, channels)
-    out = run(inpaint_slices(model, x, wedge, 8, device), show=False)
-    recs["inpainting"] = (out * s[:, None, None]).numpy()
+    out = run(inpaint_slices(model, x, wedge, 8, device), show=False) * s[:, None, None]
+    recs["network"] = out.numpy()
+    if cfg.refine_iterations > 0:
+        x0 = out.permute(1, 0, 2).contiguous()
+        recs["inpainting"] = _slices(sirt(proj, sino, cfg.refine_iterations, x0=x0,
+                                          preview_every=0))
+    else:
+        recs["inpainting"] = recs["network"]
     return recs, (time.perf_counter() - t0) / len(images)
 
 
-def fourier_view(size: int, wedge: float, weights: str | None, device: str, step_deg: float = 2.0
+def fourier_view(size: int, wedge: float, weights: str | None, device: str, step_deg: float = 2.0,
+                 sirt_iterations: int = 100, refine_iterations: int = REFINE_ITERATIONS
                  ) -> dict[str, Any]:
-    """3-D power spectra of a held-out cluster: truth, WBP and inpainted (a dict of arrays and
-    Fourier correlations inside / outside the missing wedge)."""
+    """3-D power spectra of a held-out cluster: truth, WBP, SIRT and inpainted (a dict of arrays
+    and Fourier correlations inside / outside the missing wedge)."""
     from napari_tiltgen.io.model import TiltSeries
     from napari_tiltgen.methods.inpainting.api import inpaint_iter
     from napari_tiltgen.simulate.clusters import build_cluster
@@ -161,7 +177,10 @@ def fourier_view(size: int, wedge: float, weights: str | None, device: str, step
     ts = TiltSeries(proj.forward(torch.from_numpy(truth)).numpy(), tilt_angles=angles,
                     pixel_size_A=px, provenance={"source": "held-out cluster"})
     w = _slices(wbp(proj, torch.from_numpy(ts.data))).transpose(1, 0, 2)
-    vol, _ = run(inpaint_iter(ts, weights=weights, device=device), show=False)
+    s = _slices(sirt(proj, torch.from_numpy(ts.data), sirt_iterations,
+                     preview_every=0)).transpose(1, 0, 2)
+    vol, _ = run(inpaint_iter(ts, weights=weights, device=device,
+                              refine_iterations=refine_iterations), show=False)
 
     def power(v: np.ndarray) -> np.ndarray:
         return np.abs(np.fft.fftshift(np.fft.fftn(v))) ** 2
@@ -180,11 +199,14 @@ def fourier_view(size: int, wedge: float, weights: str | None, device: str, step
     out_wedge = ~in_wedge & (np.hypot(kz, kx) > 2.0 / size)
     c = size // 2
     return {
-        "truth": power(truth)[:, c, :], "wbp": power(w)[:, c, :],
+        "truth": power(truth)[:, c, :], "wbp": power(w)[:, c, :], "sirt": power(s)[:, c, :],
         "inpainting": power(vol.data)[:, c, :],
-        "corr_in_wedge": {"wbp": corr(w, in_wedge), "inpainting": corr(vol.data, in_wedge)},
-        "corr_outside": {"wbp": corr(w, out_wedge), "inpainting": corr(vol.data, out_wedge)},
-        "slices": {"truth": truth[:, c, :], "wbp": w[:, c, :], "inpainting": vol.data[:, c, :]},
+        "corr_in_wedge": {"wbp": corr(w, in_wedge), "sirt": corr(s, in_wedge),
+                          "inpainting": corr(vol.data, in_wedge)},
+        "corr_outside": {"wbp": corr(w, out_wedge), "sirt": corr(s, out_wedge),
+                         "inpainting": corr(vol.data, out_wedge)},
+        "slices": {"truth": truth[:, c, :], "wbp": w[:, c, :], "sirt": s[:, c, :],
+                   "inpainting": vol.data[:, c, :]},
         "wedge_deg": wedge,
     }
 
@@ -211,15 +233,17 @@ def _table(results: dict[str, Any], cfg: EvalConfig) -> str:
               (f"- TV weights (best of {list(TV_SWEEP)} per wedge on validation phantoms): "
                + ", ".join(f"{w}: {v:g}" for w, v in results["tv_weights"].items())),
               (f"- network time per {results['size']}x{results['size']} slice: "
-               f"{1000 * results['seconds_per_slice']:.1f} ms (inputs + network, "
+               f"{1000 * results['seconds_per_slice']:.1f} ms (inputs + network + "
+               f"{cfg.refine_iterations} refinement iterations, "
                f"{torch.get_num_threads()} threads)")]
     if "fourier" in results:
         f = results["fourier"]
         lines.append(f"- Fourier correlation with the truth inside the {f['wedge_deg']:g} deg "
                      f"wedge (held-out 3-D cluster): WBP {f['corr_in_wedge']['wbp']:.3f}, "
+                     f"SIRT {f['corr_in_wedge']['sirt']:.3f}, "
                      f"inpainting {f['corr_in_wedge']['inpainting']:.3f}; outside: WBP "
-                     f"{f['corr_outside']['wbp']:.3f}, inpainting "
-                     f"{f['corr_outside']['inpainting']:.3f}")
+                     f"{f['corr_outside']['wbp']:.3f}, SIRT {f['corr_outside']['sirt']:.3f}, "
+                     f"inpainting {f['corr_outside']['inpainting']:.3f}")
     return "\n".join(lines)
 
 
@@ -267,8 +291,8 @@ def _plots(results: dict[str, Any], examples: dict[str, Any], fourier: dict[str,
 
     if fourier is None:
         return
-    fig, axes = plt.subplots(2, 3, figsize=(10, 6.8))
-    for c, m in enumerate(("truth", "wbp", "inpainting")):
+    fig, axes = plt.subplots(2, 4, figsize=(13, 6.8))
+    for c, m in enumerate(("truth", "wbp", "sirt", "inpainting")):
         axes[0, c].imshow(fourier["slices"][m], cmap="gray")
         axes[0, c].set_title(f"{m}: (z, x) slice")
         axes[1, c].imshow(np.log10(fourier[m] + 1e-12 * fourier["truth"].max()), cmap="magma",
@@ -334,7 +358,8 @@ def evaluate_iter(cfg: EvalConfig) -> Generator[Progress, None, dict[str, Any]]:
     if cfg.fourier_size > 0:
         yield Progress(0.99, "Fourier view of a held-out 3-D cluster")
         fourier = fourier_view(cfg.fourier_size, cfg.fourier_wedge_deg, cfg.weights,
-                               cfg.device, cfg.tilt_step_deg)
+                               cfg.device, cfg.tilt_step_deg, cfg.sirt_iterations,
+                               cfg.refine_iterations)
         results["fourier"] = {k2: fourier[k2] for k2 in ("corr_in_wedge", "corr_outside",
                                                          "wedge_deg")}
     table = _table(results, cfg)

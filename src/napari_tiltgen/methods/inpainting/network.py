@@ -7,8 +7,9 @@ Generator (:class:`UNetPP`)
     ``X[i][0..j-1]`` of its row (dense skips) and the upsampled ``X[i+1][j-1]``. Every node is two
     conv3x3-BatchNorm-SELU layers (as in the IRDM paper), followed by a FiLM modulation
     ``h * (1 + gamma) + beta`` whose ``gamma, beta`` come from an embedding of the missing-wedge
-    size, so one network serves every wedge in its trained range. The output is the first input
-    channel plus a learnt correction (residual learning), read from the last node ``X[0][4]``
+    size, so one network serves every wedge in its trained range. The output is the input
+    channel ``residual_channel`` (SIRT for the shipped model) plus a learnt correction
+    (residual learning), read from the last node ``X[0][4]``
     only (no deep supervision, as in the paper).
 Discriminator (:class:`PatchDiscriminator`)
     Five VGG-like stages (conv-BN-LeakyReLU, max pooling in the first four, average pooling in
@@ -24,6 +25,7 @@ Units: images are dimensionless (divided by the per-slice scale of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -249,6 +251,8 @@ def save_generator(path: str | os.PathLike, model: UNetPP,
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # safetensors writes 0600; weights are meant to be shared
+        path.chmod(0o644)
     return path
 
 

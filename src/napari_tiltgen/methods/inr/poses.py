@@ -121,7 +121,8 @@ class PoseModel(nn.Module):
 
     def rays(self, tilt: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
              frame_shape: tuple[int, int], volume_shape: tuple[int, int, int], n_samples: int,
-             jitter: torch.Tensor | None, trainable: frozenset[str] | set[str]) -> RayBatch:
+             jitter: torch.Tensor | None, trainable: frozenset[str] | set[str],
+             pixel_offset: torch.Tensor | None = None) -> RayBatch:
         """Sample points of the rays through recorded pixels ``(tilt, row, col)`` (each ``(B,)``).
 
         Rays are clipped to the reconstruction box ``|x| <= nx/2, |z| <= nz/2`` and sampled at
@@ -135,6 +136,9 @@ class PoseModel(nn.Module):
         dev = shifts.device
         u_r = col.to(torch.float32) - (nx_f - 1) / 2.0 - shifts[tilt, 1]
         v_r = row.to(torch.float32) - (ny_f - 1) / 2.0 - shifts[tilt, 0]
+        if pixel_offset is not None:  # a point of the pixel's footprint instead of its centre
+            u_r = u_r + pixel_offset[:, 1]
+            v_r = v_r + pixel_offset[:, 0]
         phi = torch.deg2rad(axis)
         c_phi, s_phi = torch.cos(phi), torch.sin(phi)
         # Rot(-phi) applied to (u_r, v_r)
