@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ANGLES, N, file_state, stack, write_plain_mrc
+from napari_tiltgen.io import read_volume
 
 
 def tiltgen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -101,13 +102,25 @@ def test_cli_does_not_import_qt(imod_stack: Path) -> None:
 
 def test_demo_writes_outputs_and_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    r = tiltgen("demo", "--out", str(out), "--size", "32", "--tilt-step", "5")
+    r = tiltgen("demo", "--out", str(out), "--size", "32", "--tilt-step", "5",
+                "--sirt-iterations", "50", "--inr-steps", "30", "--dip-steps", "20",
+                "--device", "cpu")
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [s["step"] for s in summary["steps"]] == [
-        "simulate", "save", "reconstruct WBP", "reconstruct SIRT", "compare"]
+        "simulate", "save", "reconstruct WBP", "reconstruct SIRT", "interpolation", "inpainting",
+        "INR fit", "compare", "time-resolved DIP"]
     rows = {r["name"]: r for r in summary["metrics"]}
+    assert set(rows) == {"WBP", "SIRT", "SIRT sparse", "SIRT interpolated", "SIRT inpainted",
+                         "INR"}
     assert rows["SIRT"]["psnr_db"] > rows["WBP"]["psnr_db"]  # SIRT beats WBP on +-60 deg
+    for name in ("sirt", "sirt_sparse", "sirt_interpolated", "sirt_inpainted", "inr"):
+        assert read_volume(out / f"{name}.mrc").shape == (32, 32, 32), name
+    for name in ("dip_first", "dip_middle", "dip_last"):  # its own 24^3 dynamic phantom
+        assert read_volume(out / f"{name}.mrc").shape == (24, 24, 24), name
+    dip = json.loads((out / "dip_metrics.json").read_text())
+    assert dip["n_times"] == 40 and len(dip["ssim_dip"]) == 40
+    assert 0.0 < dip["mean_ssim_dip"] <= 1.0
     assert (out / "comparison.png").stat().st_size > 10_000
     assert "SIRT" in r.stdout and "PSNR (dB)" in r.stdout
     r_info = tiltgen("info", str(out / "tilt_series.mrc"))

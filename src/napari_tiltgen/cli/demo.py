@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="run the headless end-to-end demo (simulate, reconstruct, compare) into a folder",
+        help="run the headless end-to-end demo (simulate, reconstruct, enhance, compare) into a folder",
         description="Simulate a small nanoparticle tilt series with ground truth, reconstruct it, "
         "enhance it with every available method and write MRC volumes, a metrics table and a "
         "comparison PNG into DIR.",
@@ -18,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tilt-step", type=float, default=3.0, help="tilt step in degrees (3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sirt-iterations", type=int, default=100, help="SIRT iterations (100)")
+    p.add_argument("--methods", default="interpolation,inpainting,inr,dip",
+                   help="comma-separated enhancements to run (default all: interpolation, "
+                   "inpainting, inr, dip)")
+    p.add_argument("--inr-steps", type=int, default=400, help="INR fit steps (400)")
+    p.add_argument("--dip-steps", type=int, default=300, help="DIP fit steps (300)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda (auto)")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
     p.set_defaults(func=run)
@@ -27,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.demo import run_demo
 
     run_demo(args.out, size=args.size, tilt_step=args.tilt_step, seed=args.seed,
-             sirt_iterations=args.sirt_iterations, device=args.device, overwrite=args.overwrite)
+             sirt_iterations=args.sirt_iterations,
+             methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+             inr_steps=args.inr_steps, dip_steps=args.dip_steps, device=args.device,
+             overwrite=args.overwrite)
     print(f"demo outputs in {args.out}")
     return 0
