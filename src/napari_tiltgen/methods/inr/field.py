@@ -135,6 +135,22 @@ class DensityField(nn.Module):
     def n_levels(self) -> int:
         return len(self.grids)
 
+    @torch.no_grad()
+    def scale_initial_density(self, factor: float) -> float:
+        """Multiply the (spatially constant) initial density by ``factor``; returns the new bias.
+
+        Only meaningful before training, while the output layer's weights are zero and the
+        density is ``softplus(bias) * density_scale`` everywhere. The fit uses it so that the
+        first projections have the data's mean: a start far above it (sparse atoms in a mostly
+        empty box) drives the softplus into saturation, where the field dies at zero.
+        """
+        out = self.mlp[-1]
+        current = float(F.softplus(out.bias.float()).mean())
+        target = max(current * float(factor), 1e-12)
+        bias = target + math.log(-math.expm1(-target))  # softplus^-1, stable for small targets
+        out.bias.fill_(bias)
+        return bias
+
     def _decode(self, features: torch.Tensor) -> torch.Tensor:
         """Features ``(P, L*F)`` -> density ``(P,)``; the MLP runs in its parameters' dtype."""
         out = self.mlp(features).squeeze(-1)

@@ -159,6 +159,22 @@ def _num_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def _flush_denormals() -> Iterator[None]:
+    """Treat denormal floats as zero on this thread's CPU while the fit runs.
+
+    Empty space in a fitted field decays to softplus values of 1e-40 and below; denormal
+    arithmetic on them made 64^3 CPU fits about 3x slower (97 s instead of 32 s for 200 steps).
+    torch has no getter for the flag; its default (off) is restored afterwards.
+    """
+    enabled = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if enabled:
+            torch.set_flush_denormal(False)
+
+
 def _resolve_device(device: str | torch.device, distributed: bool) -> torch.device:
     if device is None or (isinstance(device, str) and device == "auto"):
         if torch.cuda.is_available():
@@ -260,6 +276,31 @@ def _render(field_: DensityField, shape: tuple[int, int, int], scale: float,
     with torch.no_grad():
         vol = field_.decode_volume(shape, level_weights=ones, chunk_voxels=1 << 18)
     return (vol.float().cpu().numpy() * scale).astype(np.float32)
+
+
+def _match_initial_density(model: _RayModel, target: torch.Tensor, frame_shape: tuple[int, int],
+                           batch: int, n_samples: int, seed: int, dev: torch.device) -> None:
+    """Scale the constant initial density so that the mean prediction equals the data's mean.
+
+    Measured on a seeded batch of rays through the initial poses (same on every rank). The
+    factor is clipped to [1e-4, 10]: data with a negative or zero mean (background-subtracted
+    frames) start from a small positive density.
+    """
+    ny, nx = frame_shape
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(_step_seed(seed, 0, 2**32 - 1))  # a stream no step uses
+    idx = torch.randint(0, target.numel(), (min(batch, target.numel()),), device=dev,
+                        generator=gen)
+    tilt = torch.div(idx, ny * nx, rounding_mode="floor")
+    rem = idx - tilt * (ny * nx)
+    row = torch.div(rem, nx, rounding_mode="floor")
+    ones = torch.ones(model.field.n_levels, device=dev)
+    with torch.no_grad():
+        pred, _ = model(tilt, row, rem - row * nx, None, ones, frozenset())
+    p0 = float(pred.mean())
+    want = float(target.mean())
+    if p0 > 0:
+        model.field.scale_initial_density(min(max(want / p0, 1e-4), 10.0))
 
 
 # ---------------------------------------------------------------------------- the fit
@@ -489,7 +530,7 @@ def fit_inr_iter(
                                + "; ".join(diff[:4]) + ". Use the same data and settings, or a "
                                "new checkpoint file.", ckpt_path)
 
-    with _num_threads(n_threads):
+    with _num_threads(n_threads), _flush_denormals():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             field_ = DensityField(vol_shape, field_config,
@@ -525,6 +566,8 @@ def fit_inr_iter(
         n_pixels = target.numel()
         batch = int(batch_size)
         gen = torch.Generator(device=dev)
+        if ckpt is None:
+            _match_initial_density(model, target, (ny, nx), batch, n_samples, seed, dev)
         base_lrs = [learning_rate, learning_rate, pose_learning_rate,
                     pose_learning_rate * ANGLE_LR_FACTOR]
         beta = float(smooth_l1_beta)
