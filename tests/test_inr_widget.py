@@ -36,6 +36,7 @@ def test_fit_adds_volume_with_poses_preview_and_loss_curve(viewer_with_series, q
     viewer, ts = viewer_with_series
     w = INRWidget(viewer)
     assert w.layer.value is viewer.layers["phantom"]
+    assert w._hint.get_visible()  # empty plot says what will appear there
     _small(w, 40)
     with qtbot.waitSignal(w.signals.finished, timeout=120_000):
         w.run_button.native.click()
@@ -55,6 +56,7 @@ def test_fit_adds_volume_with_poses_preview_and_loss_curve(viewer_with_series, q
     assert steps[-1] == 40 and len(steps) >= 4
     assert losses[-1] < losses[0]
     assert len(w._line.get_xdata()) == len(steps)
+    assert not w._hint.get_visible() and w._axes.get_xlim()[1] >= 40  # axis follows the steps
     assert "tilt axis" in w.summary.value
     assert w.run_button.enabled and not w.cancel_button.enabled
 

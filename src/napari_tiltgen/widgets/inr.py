@@ -102,14 +102,20 @@ class INRWidget(WorkerWidget):
         ax.set_xlabel("step", fontsize=7)
         ax.set_ylabel("loss", fontsize=7)
         ax.tick_params(labelsize=7)
+        ax.set_xlim(0, 1)
+        self._hint = ax.text(0.5, 0.5, "the loss curve appears here during a fit",
+                             transform=ax.transAxes, ha="center", va="center", fontsize=7,
+                             color="0.4")
         return canvas, fig, ax, line
 
     def _redraw_loss(self) -> None:
+        self._hint.set_visible(not self.losses)
         if not self.losses:
             self._line.set_data([], [])
         else:
             x, y = zip(*self.losses)
             self._line.set_data(x, [max(v, 1e-12) for v in y])
+            self._axes.set_autoscalex_on(True)  # set_xlim of the empty plot turned it off
             self._axes.relim()
             self._axes.autoscale_view()
         self._canvas.draw_idle()
