@@ -278,6 +278,15 @@ def _render(field_: DensityField, shape: tuple[int, int, int], scale: float,
     return (vol.float().cpu().numpy() * scale).astype(np.float32)
 
 
+def _pixel_index(idx: torch.Tensor, ny: int, nx: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat pixel indices of a ``(n_tilts, ny, nx)`` stack -> ``(tilt, row, col)``."""
+    tilt = torch.div(idx, ny * nx, rounding_mode="floor")
+    rem = idx - tilt * (ny * nx)
+    row = torch.div(rem, nx, rounding_mode="floor")
+    return tilt, row, rem - row * nx
+
+
 def _match_initial_density(model: _RayModel, target: torch.Tensor, frame_shape: tuple[int, int],
                            batch: int, n_samples: int, seed: int, dev: torch.device) -> None:
     """Scale the constant initial density so that the mean prediction equals the data's mean.
@@ -291,12 +300,9 @@ def _match_initial_density(model: _RayModel, target: torch.Tensor, frame_shape: 
     gen.manual_seed(_step_seed(seed, 0, 2**32 - 1))  # a stream no step uses
     idx = torch.randint(0, target.numel(), (min(batch, target.numel()),), device=dev,
                         generator=gen)
-    tilt = torch.div(idx, ny * nx, rounding_mode="floor")
-    rem = idx - tilt * (ny * nx)
-    row = torch.div(rem, nx, rounding_mode="floor")
     ones = torch.ones(model.field.n_levels, device=dev)
     with torch.no_grad():
-        pred, _ = model(tilt, row, rem - row * nx, None, ones, frozenset())
+        pred, _ = model(*_pixel_index(idx, ny, nx), None, ones, frozenset())
     p0 = float(pred.mean())
     want = float(target.mean())
     if p0 > 0:
@@ -601,10 +607,7 @@ def fit_inr_iter(
             tv_pts = None
             if tv_weight > 0:
                 tv_pts = torch.rand((batch // 4 + 1, 3), device=dev, generator=gen) * 2 - 1
-            tilt = torch.div(idx, ny * nx, rounding_mode="floor")
-            rem = idx - tilt * (ny * nx)
-            row = torch.div(rem, nx, rounding_mode="floor")
-            col = rem - row * nx
+            tilt, row, col = _pixel_index(idx, ny, nx)
             try:
                 pred, tv = runner(tilt, row, col, jitter, lw, trainable, tv_pts, amp, offset)
                 y = target[idx]
