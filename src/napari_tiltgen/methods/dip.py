@@ -65,7 +65,6 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -85,6 +84,7 @@ from torch.nn import functional as F
 
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries, Volume
+from napari_tiltgen.methods._torch import flush_denormals, num_threads
 from napari_tiltgen.physics.projector import Projector, resolve_device
 from napari_tiltgen.progress import Progress, ProgressGen, run
 
@@ -619,18 +619,6 @@ def load_dip_model(path: str | os.PathLike, device: str = "cpu") -> DIPModel:
 
 
 # ============================================================================ the fit
-@contextlib.contextmanager
-def _num_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
 
 def _check_int(name: str, value: Any, lo: int) -> int:
     v = int(value)
@@ -856,7 +844,7 @@ def fit_dip_iter(
                     params, state, fingerprint, ckpt, dev_, ts, max_output_bytes, preview_every)
 
     t0 = time.perf_counter()
-    with _num_threads(n_threads):
+    with num_threads(n_threads), flush_denormals():
         try:
             result = yield from make(dev)
         except Exception as exc:

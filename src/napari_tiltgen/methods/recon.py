@@ -31,11 +31,10 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ import torch
 
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries, Volume
+from napari_tiltgen.methods._torch import num_threads
 from napari_tiltgen.physics.projector import (
     DEFAULT_CHUNK_BYTES,
     Projector,
@@ -137,20 +137,6 @@ def _check_iterations(iterations: int) -> int:
     if it < 1:
         raise TiltgenError(f"the number of iterations must be at least 1; got {iterations}.")
     return it
-
-
-@contextlib.contextmanager
-def _num_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's CPU thread count (``None``: leave it as it is)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # ---------------------------------------------------------------------------- WBP / FBP
@@ -686,7 +672,7 @@ def reconstruct_iter(
                            preview_every=preview_every)
 
         threads = n_threads if n_threads else suggested_threads(shape, len(angles))
-        with _num_threads(threads):
+        with num_threads(threads):
             x, used = yield from run_with_oom_fallback(make, dev)
         arr = x.detach().to("cpu", torch.float32).numpy()
         used_device = str(used)
