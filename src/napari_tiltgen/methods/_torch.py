@@ -30,7 +30,7 @@ def flush_denormals() -> Iterator[None]:
 
     Fitted fields decay to softplus values below 1e-38 in empty space; denormal arithmetic on
     them made CPU fits slow: a 64^3 INR fit 3x (200 steps 97 s -> 32 s), a 64^3 x 100 DIP fit
-    1.4x (0.19 -> 0.14 s per step). torch has no getter for the flag; its default (off) is
+    1.3x (0.19 -> 0.15 s per step). torch has no getter for the flag; its default (off) is
     restored afterwards.
     """
     enabled = torch.set_flush_denormal(True)

@@ -259,7 +259,7 @@ def _pixel_index(idx: torch.Tensor, ny: int, nx: int
 
 
 def _match_initial_density(model: _RayModel, target: torch.Tensor, frame_shape: tuple[int, int],
-                           batch: int, n_samples: int, seed: int, dev: torch.device) -> None:
+                           batch: int, seed: int, dev: torch.device) -> None:
     """Scale the constant initial density so that the mean prediction equals the data's mean.
 
     Measured on a seeded batch of rays through the initial poses (same on every rank). The
@@ -544,7 +544,7 @@ def fit_inr_iter(
         batch = int(batch_size)
         gen = torch.Generator(device=dev)
         if ckpt is None:
-            _match_initial_density(model, target, (ny, nx), batch, n_samples, seed, dev)
+            _match_initial_density(model, target, (ny, nx), batch, seed, dev)
         base_lrs = [learning_rate, learning_rate, pose_learning_rate,
                     pose_learning_rate * ANGLE_LR_FACTOR]
         beta = float(smooth_l1_beta)
