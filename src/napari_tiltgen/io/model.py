@@ -225,7 +225,7 @@ class TiltSeries:
         """Multi-line human-readable description (used by ``tiltgen info``)."""
         p = self.provenance
         lines = [
-            f"kind:        tilt series",
+            "kind:        tilt series",
             f"shape:       {self.n_tilts} tilts x {self.shape[1]} x {self.shape[2]} px "
             f"(n_tilts, ny, nx)",
             f"dtype:       {p.get('file_dtype', str(self.data.dtype))}"
