@@ -415,8 +415,9 @@ class Projector:
         """``(y0, y1)`` ranges of y-slices processed together (bounded by ``max_chunk_bytes``)."""
         nz, ny, nx = self.volume_shape
         itemsize = torch.finfo(self.dtype).bits // 8
-        per_slice = (2 * nz * nx + 2 * self.n_tilts * self.n_det) * itemsize
-        relative = max(MIN_CHUNK_BYTES, int(per_slice * ny * CHUNK_FRACTION / 2))
+        slice_bytes = (nz * nx + self.n_tilts * self.n_det) * itemsize  # volume + projections
+        per_slice = 2 * slice_bytes
+        relative = max(MIN_CHUNK_BYTES, int(slice_bytes * ny * CHUNK_FRACTION))
         step = max(1, min(ny, min(self.max_chunk_bytes, relative) // max(per_slice, 1)))
         return [(y0, min(ny, y0 + step)) for y0 in range(0, ny, step)]
 

@@ -136,8 +136,8 @@ class DensityField(nn.Module):
         return len(self.grids)
 
     @torch.no_grad()
-    def scale_initial_density(self, factor: float) -> float:
-        """Multiply the (spatially constant) initial density by ``factor``; returns the new bias.
+    def scale_initial_density(self, factor: float) -> None:
+        """Multiply the (spatially constant) initial density by ``factor``.
 
         Only meaningful before training, while the output layer's weights are zero and the
         density is ``softplus(bias) * density_scale`` everywhere. The fit uses it so that the
@@ -149,7 +149,6 @@ class DensityField(nn.Module):
         target = max(current * float(factor), 1e-12)
         bias = target + math.log(-math.expm1(-target))  # softplus^-1, stable for small targets
         out.bias.fill_(bias)
-        return bias
 
     def _decode(self, features: torch.Tensor) -> torch.Tensor:
         """Features ``(P, L*F)`` -> density ``(P,)``; the MLP runs in its parameters' dtype."""
