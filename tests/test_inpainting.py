@@ -164,6 +164,40 @@ def test_training_writes_weights_and_resumes_exactly(tmp_path: Path) -> None:
     assert info["trained_wedge_deg"] == [20.0, 90.0]
 
 
+def test_fine_tuning_from_weights_and_source_option(tmp_path: Path, capsys) -> None:
+    from napari_tiltgen.methods.inpainting.train import TrainConfig, train
+
+    base = TrainConfig(out_dir=str(tmp_path / "base"), size=32, steps=2, batch_size=2,
+                       group_size=2, source_weights={"phantom": 1.0}, sirt_iterations=3,
+                       val_size=2, val_every=2, adv_weight=0.0,
+                       net=GeneratorConfig(width=2, cond_dim=4), d_width=2, threads=1)
+    train(base, show=False)
+    start, _ = load_generator(tmp_path / "base" / "last.safetensors")
+    out = tmp_path / "ft"
+    assert main(["train-inpainting", "--out", str(out), "--size", "32", "--steps", "1",
+                 "--batch-size", "2", "--sirt-iterations", "3", "--lr", "0", "--adv-weight", "0",
+                 "--device", "cpu", "--threads", "1", "--quiet", "--sources",
+                 "phantom=1,cluster=0,natural=0", "--init",
+                 str(tmp_path / "base" / "last.safetensors")]) == 0
+    tuned, info = load_generator(out / "last.safetensors")
+    assert tuned.config == start.config  # not the CLI's default width
+    for (k, va), vb in zip(start.state_dict().items(), tuned.state_dict().values()):
+        if k.endswith("num_batches_tracked"):
+            continue
+        if "running_" in k:  # BatchNorm statistics move in training mode even at lr 0
+            continue
+        torch.testing.assert_close(va, vb, msg=k)
+    assert info["initialised_from"]["steps"] == 2
+    assert info["sources"] == {"phantom": 1.0, "cluster": 0.0, "natural": 0.0}
+    with pytest.raises(TiltgenError, match="SIRT-3"):
+        train(TrainConfig(out_dir=str(tmp_path / "bad"), size=32, steps=1, sirt_iterations=5,
+                          init=str(tmp_path / "base" / "last.safetensors")), show=False)
+    capsys.readouterr()
+    assert main(["train-inpainting", "--out", str(tmp_path / "x"), "--sources", "faces=1"]) != 0
+    assert "--sources: expected NAME=WEIGHT" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 # ---------------------------------------------------------------------------- API
 def _series(n: int = 16, wedge: float = 60.0) -> tuple[TiltSeries, np.ndarray]:
     from napari_tiltgen.physics.projector import Projector

@@ -53,6 +53,28 @@ def test_training_runs_and_resumes_to_the_same_weights(tiny_dataset: Path, tmp_p
     assert (tmp_path / "b" / "best.safetensors").is_file()
 
 
+def test_fine_tuning_starts_from_the_given_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    base = train(_cfg(tiny_dataset, tmp_path / "base", 2), show_progress=False)
+    assert base["step"] == 2
+    start, start_info = load_model(tmp_path / "base" / "last.safetensors")
+    cfg = _cfg(tiny_dataset, tmp_path / "ft", 1)
+    cfg.net = NetConfig()  # replaced by the architecture of the --init weights
+    cfg.init = str(tmp_path / "base" / "last.safetensors")
+    cfg.lr = 0.0  # zero learning rate: the weights must stay those of the start file
+    cfg.weight_decay = 0.0
+    train(cfg, show_progress=False)
+    tuned, info = load_model(tmp_path / "ft" / "last.safetensors")
+    assert tuned.config == start.config == TINY
+    for (k, va), vb in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert info["initialised_from"]["training"]["step"] == start_info["training"]["step"] == 2
+    fresh = train(_cfg(tiny_dataset, tmp_path / "fresh", 1), show_progress=False)
+    assert fresh["step"] == 1
+    other, _ = load_model(tmp_path / "fresh" / "last.safetensors")
+    assert any(not torch.equal(a, b) for a, b in
+               zip(start.state_dict().values(), other.state_dict().values()))
+
+
 def test_cli_train_eval_and_interpolate(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     weights = tmp_path / "w.safetensors"

@@ -28,6 +28,27 @@ def _pair(text: str, what: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _sources(text: str) -> dict[str, float]:
+    from napari_tiltgen.errors import TiltgenError
+
+    known = ("phantom", "cluster", "natural")
+    out: dict[str, float] = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name, _, value = item.partition("=")
+        name = name.strip().lower()
+        try:
+            w = float(value)
+        except ValueError:
+            w = -1.0
+        if name not in known or w < 0:
+            raise TiltgenError(f"--sources: expected NAME=WEIGHT with NAME one of "
+                               f"{', '.join(known)} and WEIGHT >= 0; got {item!r}.")
+        out[name] = w
+    if not out or sum(out.values()) <= 0:
+        raise TiltgenError(f"--sources: the weights must not all be zero; got {text!r}.")
+    return out
+
+
 # ---------------------------------------------------------------------------- train
 def _register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -65,6 +86,14 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument("--max-minutes", type=float, metavar="MIN",
                    help="stop after this much wall time (checkpoint and weights are written)")
+    p.add_argument("--sources", default="phantom=0.5,cluster=0.25,natural=0.25",
+                   metavar="NAME=W,...",
+                   help="share of phantom faces, cluster slices and natural images "
+                   "(default phantom=0.5,cluster=0.25,natural=0.25)")
+    p.add_argument("--init", metavar="FILE.safetensors",
+                   help="start from these generator weights (fine-tuning; e.g. the packaged "
+                   "model, napari_tiltgen/models/inpainting.safetensors) instead of a fresh "
+                   "generator; their architecture replaces --width / --channels")
     p.add_argument("--export", metavar="FILE.safetensors",
                    help="copy the best weights here when training stops")
     p.add_argument("--half", action="store_true", help="export float16 weights (half the size)")
@@ -89,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, threads=args.threads, max_minutes=args.max_minutes,
         net=GeneratorConfig(in_channels=channels, width=args.width,
                             residual_channel=len(channels) - 1),
+        source_weights=_sources(args.sources), init=args.init,
         command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     summary = train(cfg, show=not args.quiet)

@@ -53,6 +53,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    help="encoder channels at 1/2,1/4,1/8,1/16 (default 12,24,32,48)")
     p.add_argument("--decoder-channels", default="16,32,48,64",
                    help="decoder channels, finest to coarsest (default 16,32,48,64)")
+    p.add_argument("--init", metavar="FILE.safetensors",
+                   help="start from these weights (fine-tuning; e.g. the packaged model, "
+                   "napari_tiltgen/models/interpolation.safetensors) instead of a fresh network; "
+                   "their architecture replaces --channels / --decoder-channels")
     p.add_argument("--export", metavar="FILE.safetensors",
                    help="copy the best weights here when training stops")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -83,6 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device, threads=args.threads, max_minutes=args.max_minutes,
         net=NetConfig(channels=_ints(args.channels),
                       decoder_channels=_ints(args.decoder_channels)),
+        init=args.init,
         command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     summary = train(cfg, show_progress=not args.quiet)

@@ -94,6 +94,11 @@ class TrainConfig:
         Generator size (:class:`GeneratorConfig`).
     d_width
         Discriminator width.
+    init
+        Generator weights (``save_generator`` format, e.g. the shipped model) to start from
+        instead of a fresh generator: fine-tuning with new optimisers, a new schedule and a new
+        discriminator. Its architecture replaces ``net``; its training record is kept in the
+        new weights' metadata.
     command
         The command line that started the run (for the model card).
     """
@@ -126,6 +131,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     net: GeneratorConfig = field(default_factory=GeneratorConfig)
     d_width: int = 8
+    init: str | None = None
     command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -272,8 +278,10 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * t))
 
 
-def _model_info(cfg: TrainConfig, step: int, val_psnr: float) -> dict[str, Any]:
-    return {
+def _model_info(cfg: TrainConfig, step: int, val_psnr: float,
+                init_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = {"initialised_from": init_info} if init_info is not None else {}
+    return {**extra,
         "trained_wedge_deg": list(cfg.wedge_range_deg),
         "trained_tilt_step_deg": list(cfg.tilt_step_range_deg),
         "in_channels": list(cfg.net.in_channels),
@@ -309,9 +317,21 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
         torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     torch.manual_seed(cfg.seed)
-    G = UNetPP(cfg.net).to(device)
+    init_info: dict[str, Any] | None = None
+    if cfg.init:
+        from napari_tiltgen.methods.inpainting.network import load_generator
+
+        G, init_info = load_generator(cfg.init)
+        init_sirt = init_info.get("sirt_iterations", cfg.sirt_iterations)
+        if int(init_sirt) != cfg.sirt_iterations:
+            raise TiltgenError(f"the weights to start from were trained on SIRT-{init_sirt} "
+                               f"inputs; use --sirt-iterations {init_sirt}.", cfg.init)
+        cfg.net = G.config
+        G = G.to(device).train()
+    else:
+        G = UNetPP(cfg.net).to(device)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     D = PatchDiscriminator(len(cfg.net.in_channels) + 1, cfg.d_width).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                              weight_decay=cfg.weight_decay)
@@ -369,7 +389,8 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
                 log.flush()
                 if last_val > best:
                     best = last_val
-                    save_generator(out / "best.safetensors", G, _model_info(cfg, step, best))
+                    save_generator(out / "best.safetensors", G,
+                                   _model_info(cfg, step, best, init_info))
             if step % cfg.checkpoint_every == 0:
                 _save_checkpoint(ckpt, step, G, D, opt_g, opt_d, best)
             yield Progress(step / cfg.steps, f"step {step}/{cfg.steps} loss {loss.item():.4f}",
@@ -379,8 +400,9 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
     last_val = validate(G, val, device)
     if last_val > best or not (out / "best.safetensors").is_file():
         best = max(best, last_val)
-        save_generator(out / "best.safetensors", G, _model_info(cfg, step, last_val))
-    save_generator(out / "last.safetensors", G, _model_info(cfg, step, last_val))
+        save_generator(out / "best.safetensors", G,
+                       _model_info(cfg, step, last_val, init_info))
+    save_generator(out / "last.safetensors", G, _model_info(cfg, step, last_val, init_info))
     _save_checkpoint(ckpt, step, G, D, opt_g, opt_d, best)
     return {"steps": step, "stopped": stopped, "best_val_psnr": best, "last_val_psnr": last_val,
             "minutes": (time.perf_counter() - t0) / 60, "parameters": n_parameters(G),

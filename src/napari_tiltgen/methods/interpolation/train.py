@@ -81,6 +81,10 @@ class TrainConfig:
         Write the resume checkpoint every this many steps.
     net
         Network size (:class:`NetConfig`).
+    init
+        Weights file (``save_model`` format, e.g. the shipped model) to start from instead of
+        a fresh network: fine-tuning with a new optimiser and schedule. Its architecture
+        replaces ``net``; its training record is kept in the new weights' metadata.
     command
         The command line that started the run (recorded in the weights' metadata).
     """
@@ -104,6 +108,7 @@ class TrainConfig:
     log_every: int = 25
     checkpoint_every: int = 100
     net: NetConfig = field(default_factory=NetConfig)
+    init: str | None = None
     command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,10 +220,19 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
     data_summary = train_bank.summary()
 
     torch.manual_seed(cfg.seed)
-    model = TiltInterpNet(cfg.net).to(device)
+    init_info: dict[str, Any] | None = None
+    if cfg.init:
+        from napari_tiltgen.methods.interpolation.network import load_model
+
+        init_model, init_info = load_model(cfg.init)
+        cfg.net = init_model.config
+        model = init_model.to(device).train()
+    else:
+        model = TiltInterpNet(cfg.net).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = {"net": cfg.net.to_dict(), "data": [str(Path(d).resolve()) for d in cfg.data],
-                   "seed": cfg.seed, "batch_size": cfg.batch_size}
+                   "seed": cfg.seed, "batch_size": cfg.batch_size,
+                   "init": str(Path(cfg.init).resolve()) if cfg.init else None}
     ckpt = out / "checkpoint.safetensors"
     step, best, elapsed_before = 0, -math.inf, 0.0
     if ckpt.is_file():
@@ -235,7 +249,8 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
     def meta(extra: dict[str, Any]) -> dict[str, Any]:
         return {"training": {**cfg.to_dict(), "step": step,
                              "elapsed_s": round(elapsed_before + time.perf_counter() - t_start)},
-                "data": data_summary, "trained_gap_deg": list(cfg.gap_range_deg), **extra}
+                "data": data_summary, "trained_gap_deg": list(cfg.gap_range_deg),
+                **({"initialised_from": init_info} if init_info is not None else {}), **extra}
 
     def checkpoint() -> None:
         _save_checkpoint(ckpt, model, opt, {
