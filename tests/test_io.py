@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from conftest import ANGLES, N, file_state, stack, write_plain_mrc
-from napari_tiltgen import TiltgenError, TiltSeries, Volume, read, read_tilt_series, read_volume
+from napari_tiltgen import TiltgenError, TiltSeries, Volume, read, read_tilt_series
 from napari_tiltgen.io import write_mrc, write_tiff
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, RadioButtons, Select
+from magicgui.widgets import CheckBox, FileEdit, Label, PushButton, RadioButtons, Select
 
 from napari_tiltgen.compare import ComparisonReport, compare_iter, plot_comparison
 from napari_tiltgen.errors import TiltgenError
