@@ -295,6 +295,16 @@ def test_cli_eval_writes_table_and_plots(tmp_path: Path, tiny_weights: Path) -> 
     assert set(res["targets"]) >= {"nrmse_ratio_vs_tv", "psnr_gain_vs_sirt_db"}
     assert (out / "metrics.png").stat().st_size > 1000
     assert (out / "examples.png").is_file()
+    noisy = tmp_path / "eval-noisy"
+    assert main(["eval-inpainting", "--out", str(noisy), "--weights", str(tiny_weights),
+                 "--wedges", "60", "--n-phantoms", "2", "--n-clusters", "1", "--size", "32",
+                 "--sirt-iterations", "3", "--tv-iterations", "3", "--tv-weight", "0.01",
+                 "--fourier-size", "0", "--device", "cpu", "--quiet", "--noise", "0.2"]) == 0
+    res_noisy = json.loads((noisy / "results.json").read_text())
+    assert res_noisy["config"]["noise"] == 0.2
+    for subset in ("phantoms", "clusters"):  # noisy sinograms: a worse WBP
+        clean_db = res["sets"][subset]["60"]["wbp"]["psnr"]
+        assert res_noisy["sets"][subset]["60"]["wbp"]["psnr"] < clean_db - 0.5, subset
 
 
 def test_cli_module_builds_its_parsers_without_torch() -> None:

@@ -150,6 +150,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="slice edge, px (default: the model's training size)")
     p.add_argument("--tilt-step", type=float, default=2.0, help="tilt increment, degrees")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="Gaussian sinogram noise, fraction of the sinogram maximum (default 0)")
     p.add_argument("--sirt-iterations", type=int, default=100, help="SIRT baseline iterations")
     p.add_argument("--tv-iterations", type=int, default=200, help="TV baseline iterations")
     p.add_argument("--tv-weight", type=float, default=None,
@@ -176,7 +178,7 @@ def run_eval(args: argparse.Namespace) -> int:
         out_dir=args.out, weights=args.weights,
         wedges_deg=[float(v) for v in args.wedges.split(",") if v.strip()],
         n_phantoms=args.n_phantoms, n_clusters=args.n_clusters, size=args.size,
-        tilt_step_deg=args.tilt_step, sirt_iterations=args.sirt_iterations,
+        tilt_step_deg=args.tilt_step, noise=args.noise, sirt_iterations=args.sirt_iterations,
         tv_iterations=args.tv_iterations, tv_weight=args.tv_weight,
         refine_iterations=args.refine_iterations,
         fourier_size=args.fourier_size, device=args.device,
