@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.methods._torch import flush_denormals
 from napari_tiltgen.methods.inpainting import api
 from napari_tiltgen.methods.inpainting.data import phantom_face, wedge_angles
 from napari_tiltgen.methods.inpainting.evaluate import EvalConfig, evaluate
@@ -43,7 +44,7 @@ def speed(size: int = 256, n_slices: int = 16, batch: int = 8, device: str = "cp
     net = model.to(dev)
     x = torch.rand(batch, len(info["in_channels"]), size, size, device=dev)
     w = torch.full((batch,), wedge, device=dev)
-    with torch.no_grad():
+    with torch.no_grad(), flush_denormals():  # as api.inpaint_slices does
         net(x[:1], w[:1])  # warm-up
         if dev.type == "cuda":
             torch.cuda.synchronize()

@@ -156,9 +156,9 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tv-iterations", type=int, default=200, help="TV baseline iterations")
     p.add_argument("--tv-weight", type=float, default=None,
                    help="TV weight (default: the best of a small sweep on validation phantoms)")
-    p.add_argument("--refine-iterations", type=int, default=100,
+    p.add_argument("--refine-iterations", type=int, default=10,
                    help="SIRT iterations of the data-consistency step after the network "
-                   "(default 100; 0: the network alone)")
+                   "(default 10; 0: the network alone)")
     p.add_argument("--fourier-size", type=int, default=64,
                    help="edge of the cluster volume of the Fourier view, px (0: skip)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -208,9 +208,9 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per network call")
-    p.add_argument("--refine-iterations", type=int, default=100,
+    p.add_argument("--refine-iterations", type=int, default=10,
                    help="SIRT iterations started from the network's output, to make it agree "
-                   "with the measured frames (default 100; 0: the network's output as it is)")
+                   "with the measured frames (default 10; 0: the network's output as it is)")
     p.add_argument("--allow-out-of-range", action="store_true",
                    help="run even when the wedge lies outside the trained range (warns)")
     p.add_argument("--overwrite", action="store_true",

@@ -56,6 +56,7 @@ from napari_tiltgen.methods.inpainting.network import (
     load_generator,
     pad_to_multiple,
 )
+from napari_tiltgen.methods._torch import flush_denormals
 from napari_tiltgen.progress import Progress, run
 
 __all__ = [
@@ -82,8 +83,11 @@ METHODS: dict[str, str] = {
     "tv": "classical: total-variation regularised reconstruction (no learning)",
 }
 ASYMMETRY_WARN_DEG = 6.0
-#: Default SIRT iterations of the data-consistency step after the network (0: none).
-REFINE_ITERATIONS = 100
+#: Default SIRT iterations of the data-consistency step after the network (0: none). Few on
+#: purpose: on held-out phantoms with 1 % sinogram noise, 100 iterations fit the noise and lose
+#: 1.6 dB against the network alone, 10 gain 0.2 dB; noise-free, 10 gain 0.4 dB, 100 gain 1.1 dB
+#: (see models/inpainting.md).
+REFINE_ITERATIONS = 10
 
 _CACHE: dict[tuple[str, str], tuple[UNetPP, dict[str, Any]]] = {}
 _CACHE_LOCK = threading.Lock()
@@ -232,6 +236,9 @@ def inpaint_slices(model: UNetPP, inputs: torch.Tensor, missing_wedge_deg: float
 
     Any ``h, w`` work (slices are zero-padded to multiples of 16). On a CUDA out-of-memory
     error the batch is halved, then the CPU is used, with a progress message saying so.
+    Denormal floats are flushed to zero on the CPU during the forward pass: the shipped
+    weights' deep activations reach that range, which made a 256 x 256 slice 4x slower
+    (0.82 -> 0.21 s on one thread).
     """
     dev = torch.device(device)
     b = inputs.shape[0]
@@ -245,7 +252,7 @@ def inpaint_slices(model: UNetPP, inputs: torch.Tensor, missing_wedge_deg: float
         j = min(b, i + bs)
         try:
             x, hw = pad_to_multiple(inputs[i:j].to(dev))
-            with torch.no_grad():
+            with torch.no_grad(), flush_denormals():
                 y = net(x, wedge[i:j].to(dev))
             out[i:j] = crop_back(y, hw)[:, 0].float().cpu()
         except Exception as exc:
