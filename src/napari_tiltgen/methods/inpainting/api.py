@@ -85,8 +85,8 @@ METHODS: dict[str, str] = {
 ASYMMETRY_WARN_DEG = 6.0
 #: Default SIRT iterations of the data-consistency step after the network (0: none). Few on
 #: purpose: on held-out phantoms with 1 % sinogram noise, 100 iterations fit the noise and lose
-#: 1.6 dB against the network alone, 10 gain 0.2 dB; noise-free, 10 gain 0.4 dB, 100 gain 1.1 dB
-#: (see models/inpainting.md).
+#: 1.6 dB against the network alone, 10 are neutral (+0.05 dB); noise-free, 10 gain 0.4 dB,
+#: 100 gain 1.1 dB (see models/inpainting.md).
 REFINE_ITERATIONS = 10
 
 _CACHE: dict[tuple[str, str], tuple[UNetPP, dict[str, Any]]] = {}
