@@ -1,20 +1,23 @@
 """Writers: MRC (mrcfile) with an IMOD ``.rawtlt`` sidecar for tilt series, and TIFF (tifffile).
 
-Safety rules, for every writer:
+Every file goes through :mod:`napari_tiltgen.io.output` (the one output path of the package):
 
 * an existing file (or sidecar) is never replaced unless ``overwrite=True``;
-* the file a series or volume was read from is never replaced, even with ``overwrite=True``
-  (its data may be memory-mapped from it);
-* data go to a temporary file in the same folder that is renamed into place only once complete,
-  so a failed write leaves nothing half-written.
+* the file a series or volume was read from, and its sidecars, are never replaced, even with
+  ``overwrite=True`` (its data may be memory-mapped from it);
+* the extension must match the format (``write_mrc`` refuses ``x.tif``; :func:`write` picks the
+  format from the extension);
+* data go to temporary files in the same folder that are renamed into place only once all are
+  complete (a stack and its ``.rawtlt`` together), so a failed write leaves nothing half-written.
+
+For a job, plan the outputs *before* the compute with :func:`plan_write` (or
+:func:`napari_tiltgen.io.output.planned_outputs`) and pass the plan to :func:`write`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,90 +25,120 @@ import numpy as np
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io import metadata as md
 from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
+from napari_tiltgen.io.output import (
+    DATA_SUFFIXES,
+    MRC_SUFFIXES,
+    TIFF_SUFFIXES,
+    Content,
+    OutputPlan,
+    planned_outputs,
+)
+
+
+def _sources(obj: TiltSeries | Volume | None) -> list[str]:
+    if obj is None:
+        return []
+    src = (obj.provenance or {}).get("source")
+    return [src] if src else []
+
+
+def sidecars_for(path: str | os.PathLike, kind: str) -> list[Path]:
+    """Sidecars :func:`write` adds for ``kind`` ("tilt_series" or "volume") at ``path``."""
+    path = Path(path)
+    if kind == "tilt_series" and path.suffix.lower() in MRC_SUFFIXES:
+        return [path.with_suffix(".rawtlt")]
+    return []
+
+
+def plan_write(path: str | os.PathLike, kind: str = "volume", *, overwrite: bool = False,
+               inputs: Iterable[str | os.PathLike | None] = (),
+               extra: Iterable[str | os.PathLike] = (), what: str | None = None) -> OutputPlan:
+    """Validate, before any compute, the outputs of writing a ``kind`` to ``path``.
+
+    ``extra``: more files written together with it (reports, ``.json``), all or nothing.
+    """
+    return planned_outputs(path, [*sidecars_for(path, kind), *extra], overwrite=overwrite,
+                           inputs=inputs, formats=DATA_SUFFIXES,
+                           what=what or ("output tilt series" if kind == "tilt_series"
+                                         else "output volume"))
+
+
+def write(obj: TiltSeries | Volume, path: str | os.PathLike | None = None, *,
+          overwrite: bool = False, plan: OutputPlan | None = None,
+          inputs: Iterable[str | os.PathLike | None] = (),
+          extra: Mapping[Path | str, Content] | None = None) -> Path:
+    """Write by file extension (MRC family or TIFF), with sidecars and ``extra`` files.
+
+    ``plan`` (from :func:`plan_write`) is the validated set of outputs; without it, one is made
+    here. ``extra`` maps further planned paths to their contents (text, bytes or a writer).
+    """
+    kind = "tilt_series" if isinstance(obj, TiltSeries) else "volume"
+    if plan is None:
+        if path is None:
+            raise ValueError("give a path or a plan")
+        plan = plan_write(path, kind, overwrite=overwrite,
+                          inputs=[*inputs, *_sources(obj)], extra=list(extra or {}))
+    target = Path(path) if path is not None else plan.main
+    suffix = target.suffix.lower()
+    if suffix in MRC_SUFFIXES:
+        contents = _mrc_contents(obj, target, sidecar=True)
+    elif suffix in TIFF_SUFFIXES:
+        contents = {target: _tiff_writer(obj)}
+    else:
+        raise TiltgenError(f"cannot write {suffix!r} files; use .mrc, .st, .rec or .tif.", target)
+    planned = {os.path.abspath(p) for p in plan.paths}
+    contents = {p: c for p, c in contents.items() if os.path.abspath(p) in planned or p == target}
+    contents.update(extra or {})
+    plan.commit(contents)
+    return target
 
 
 def write_mrc(obj: TiltSeries | Volume, path: str | os.PathLike, *, overwrite: bool = False,
-              sidecar: bool = True) -> Path:
+              sidecar: bool = True, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
     """Write a tilt series or volume as MRC (mode 2, float32) with its voxel size in Å.
 
     A tilt series is flagged as an image stack (ispg 0) and gets an IMOD ``.rawtlt`` sidecar
     (unless ``sidecar=False``) so IMOD, AreTomo and this package read its angles back.
-    A volume is flagged as a volume (ispg 1).
+    A volume is flagged as a volume (ispg 1). The name must end in an MRC extension.
 
     Returns
     -------
     Path
         The path written.
     """
-    import mrcfile
-
     path = Path(path)
-    targets = [path]
-    angles = obj.tilt_angles if isinstance(obj, TiltSeries) else None
-    tlt = path.with_suffix(".rawtlt")
-    if sidecar and angles is not None:
-        targets.append(tlt)
-    _check_targets(obj, targets, overwrite)
-
-    px = obj.pixel_size_A if isinstance(obj, TiltSeries) else obj.voxel_size_A
-
-    def write(tmp: Path) -> None:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(obj.data, dtype=np.float32))
-            if isinstance(obj, TiltSeries):
-                mrc.set_image_stack()
-            else:
-                mrc.set_volume()
-            if px:
-                mrc.voxel_size = px
-            label = _label(obj)
-            mrc.add_label(label[:80])
-
-    with _atomic(path) as tmp:
-        write(tmp)
-    if sidecar and angles is not None:
-        with _atomic(tlt) as tmp:
-            md.write_angle_file(tmp, angles)
+    if path.suffix.lower() not in MRC_SUFFIXES:
+        raise TiltgenError(f"an MRC file must end in one of {', '.join(MRC_SUFFIXES)}; got "
+                           f"{path.suffix or 'no extension'!r} (use write() or .tif for TIFF).",
+                           path)
+    contents = _mrc_contents(obj, path, sidecar=sidecar)
+    plan = planned_outputs(path, [p for p in contents if p != path], overwrite=overwrite,
+                           inputs=[*inputs, *_sources(obj)])
+    plan.commit(contents)
     return path
 
 
 def write_tiff(obj: TiltSeries | Volume, path: str | os.PathLike, *,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
     """Write a tilt series or volume as a float32 TIFF stack.
 
     The full napari-tiltgen metadata (angles, pixel size, tilt axis, shifts, provenance) is
     stored as JSON in the TIFF description, and the pixel size also in the resolution tags
     (pixels per cm) for other programs.
     """
-    import tifffile
-
     path = Path(path)
-    _check_targets(obj, [path], overwrite)
-    px = obj.pixel_size_A if isinstance(obj, TiltSeries) else obj.voxel_size_A
-    kwargs = {}
-    if px:
-        per_cm = 1e8 / px
-        kwargs = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
-    meta = {METADATA_KEY: obj.to_metadata()}
-    with _atomic(path) as tmp:
-        tifffile.imwrite(tmp, np.ascontiguousarray(obj.data, dtype=np.float32),
-                         metadata=meta, **kwargs)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise TiltgenError(f"a TIFF file must end in .tif or .tiff; got "
+                           f"{path.suffix or 'no extension'!r}.", path)
+    plan = planned_outputs(path, overwrite=overwrite, inputs=[*inputs, *_sources(obj)])
+    plan.commit({path: _tiff_writer(obj)})
     return path
 
 
 WRITERS: dict[str, Callable[..., Path]] = {
-    ".mrc": write_mrc, ".mrcs": write_mrc, ".st": write_mrc, ".ali": write_mrc,
-    ".preali": write_mrc, ".rec": write_mrc, ".map": write_mrc,
-    ".tif": write_tiff, ".tiff": write_tiff,
+    **{s: write_mrc for s in MRC_SUFFIXES},
+    **{s: write_tiff for s in TIFF_SUFFIXES},
 }
-
-
-def write(obj: TiltSeries | Volume, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write by file extension (MRC family or TIFF)."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in WRITERS:
-        raise TiltgenError(f"cannot write {suffix!r} files; use .mrc, .st, .rec or .tif.", path)
-    return WRITERS[suffix](obj, path, overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -115,38 +148,41 @@ def _label(obj: TiltSeries | Volume) -> str:
     return f"napari-tiltgen: {what}"
 
 
-def _check_targets(obj: TiltSeries | Volume, targets: list[Path], overwrite: bool) -> None:
-    source = obj.provenance.get("source")
-    for t in targets:
-        if source and Path(source).exists() and t.exists() and os.path.samefile(source, t):
-            raise TiltgenError(
-                "refusing to write over the file this data was read from; choose another name.",
-                t,
-            )
-        if t.exists() and not overwrite:
-            raise TiltgenError(
-                "already exists; choose another name or allow overwriting explicitly "
-                "(--overwrite / overwrite=True).",
-                t,
-            )
-        if not t.parent.is_dir():
-            raise TiltgenError("the folder does not exist.", t.parent)
+def _mrc_contents(obj: TiltSeries | Volume, path: Path, sidecar: bool) -> dict[Path, Content]:
+    px = obj.pixel_size_A if isinstance(obj, TiltSeries) else obj.voxel_size_A
+
+    def write_data(tmp: Path) -> None:
+        import mrcfile
+
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(obj.data, dtype=np.float32))
+            if isinstance(obj, TiltSeries):
+                mrc.set_image_stack()
+            else:
+                mrc.set_volume()
+            if px:
+                mrc.voxel_size = px
+            mrc.add_label(_label(obj)[:80])
+
+    out: dict[Path, Content] = {path: write_data}
+    angles = obj.tilt_angles if isinstance(obj, TiltSeries) else None
+    if sidecar and angles is not None:
+        out[path.with_suffix(".rawtlt")] = lambda tmp: md.write_angle_file(tmp, angles)
+    return out
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise TiltgenError(f"could not write the file ({exc.strerror or exc}).", path) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _tiff_writer(obj: TiltSeries | Volume) -> Callable[[Path], None]:
+    px = obj.pixel_size_A if isinstance(obj, TiltSeries) else obj.voxel_size_A
+
+    def write_data(tmp: Path) -> None:
+        import tifffile
+
+        kwargs = {}
+        if px:
+            per_cm = 1e8 / px
+            kwargs = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+        meta = {METADATA_KEY: obj.to_metadata()}
+        tifffile.imwrite(tmp, np.ascontiguousarray(obj.data, dtype=np.float32),
+                         metadata=meta, **kwargs)
+
+    return write_data
