@@ -6,7 +6,10 @@
 * :func:`simulate_tilt_series` — HAADF-STEM tilt series (fast incoherent model or abTEM) with a
   ground-truth volume; :func:`simulated_cluster_sample` for a quick example;
 * :func:`dynamic_cluster` / :func:`simulate_dynamic` — clusters that change during acquisition;
-* :func:`generate_dataset` — sharded HDF5 training/validation/test sets.
+* :func:`generate_dataset` — sharded HDF5 training/validation/test sets;
+* :func:`make_volume` (:mod:`.families`) — many object families for transfer training, with
+  :data:`TRAIN_FAMILIES` / :data:`HELDOUT_FAMILIES`; :func:`degrade` (:mod:`.degrade`) — noise,
+  jitter, tilt-axis error, offsets and gradients.
 
 Heavy modules (ase, abTEM, torch) are imported on first use.
 """
@@ -34,6 +37,9 @@ _LAZY = {
     "acquisition_times_s": "dynamic",
     "DatasetConfig": "dataset", "generate_dataset": "dataset",
     "generate_dataset_iter": "dataset", "iter_samples": "dataset",
+    "make_volume": "families", "make_sample": "families", "TRAIN_FAMILIES": "families",
+    "HELDOUT_FAMILIES": "families", "FAMILIES": "families", "degrade": "degrade",
+    "DegradeParams": "degrade",
 }
 
 __all__ = ["sphere_phantom", *_LAZY.keys()]  # noqa: PLE0604
