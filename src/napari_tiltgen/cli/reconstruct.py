@@ -54,16 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_tiltgen.errors import TiltgenError
-    from napari_tiltgen.io import write_mrc
+    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.methods.recon import reconstruct, with_vertical_axis
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise TiltgenError("already exists; use --overwrite or another name.", out)
-    if out.resolve() == Path(args.input).resolve():
-        raise TiltgenError("the output would replace the input tilt series; choose another "
-                           "name.", out)
+    # every output check (folder, extension, inputs, existing) before any compute
+    plan = plan_write(out, "volume", overwrite=args.overwrite,
+                      inputs=[args.input, getattr(args, "tilt_file", None)])
     ts, note = with_vertical_axis(read_series_from_args(args))
     if note:
         print(f"tiltgen: note: {note}", file=sys.stderr)
@@ -74,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         thickness_px=args.thickness, axis_offset_px=args.axis_offset, n_threads=args.threads,
         preview_every=0, show=not args.quiet,
     )
-    path = write_mrc(vol, out, overwrite=args.overwrite)
+    path = write(vol, plan=plan)
     p = vol.provenance
     its = p["parameters"].get("iterations")
     print(f"wrote {path}: {' x '.join(map(str, vol.shape))} voxels (nz, ny, nx), "

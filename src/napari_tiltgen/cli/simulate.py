@@ -123,27 +123,41 @@ def _orientation(text: str):
     return vals
 
 
-def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+def _outputs(args: argparse.Namespace):
+    """All output paths, validated before the simulation (see :mod:`napari_tiltgen.io.output`)."""
+    from napari_tiltgen.io.output import planned_outputs
+
     out = Path(args.output)
     if out.suffix.lower() not in (".mrc", ".st", ".ali", ".mrcs"):
         raise TiltgenError(f"the output must be an MRC file (.mrc, .st); got {out.name}.")
     vol = Path(args.volume) if args.volume else out.with_name(out.stem + "_gt.mrc")
+    if vol.suffix.lower() not in (".mrc", ".rec", ".map", ".tif", ".tiff"):
+        raise TiltgenError("the ground-truth volume must be .mrc, .rec or .tif.", vol)
     atoms = Path(args.atoms) if args.atoms else out.with_name(out.stem + "_atoms.xyz")
-    for p in (out, vol, atoms, out.with_suffix(".rawtlt")):
-        if p.exists() and not args.overwrite:
-            raise TiltgenError(f"{p} already exists; use --overwrite to replace it.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out, vol, atoms
+    extra = [out.with_suffix(".rawtlt"), vol, atoms]
+    if args.dynamic:
+        extra += [vol.with_name(vol.stem + "_end" + vol.suffix),
+                  out.with_name(out.stem + "_times.txt")]
+    plan = planned_outputs(out, extra, overwrite=args.overwrite, create_folder=True,
+                           what="output tilt series")
+    return out, vol, atoms, plan
+
+
+def _atoms_writer(atoms):
+    def write(tmp: Path) -> None:
+        import ase.io
+
+        ase.io.write(tmp, atoms, format="extxyz")
+
+    return write
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    import ase.io
-
-    from napari_tiltgen.io.writers import write_mrc
+    from napari_tiltgen.io.writers import file_contents
     from napari_tiltgen.progress import run
     from napari_tiltgen.simulate.clusters import build_cluster, describe
 
-    out, vol_path, atoms_path = _outputs(args)
+    out, vol_path, atoms_path, plan = _outputs(args)
     common = {"tilt_range": tuple(args.tilt_range), "tilt_step": args.tilt_step,
               "size": args.size, "pixel_size_A": args.pixel_size, "optics": args.preset,
               "mode": args.mode, "dose_e_per_A2": args.dose, "seed": args.seed}
@@ -156,15 +170,14 @@ def run_simulate(args: argparse.Namespace) -> int:
                                         **common), desc="simulate")
         ts = res.tilt_series
         start, end = res.volume_at(0.0), res.volume_at(res.total_time_s)
-        write_mrc(ts, out, overwrite=args.overwrite)
-        write_mrc(start, vol_path, overwrite=args.overwrite)
-        end_path = vol_path.with_name(vol_path.stem + "_end.mrc")
-        write_mrc(end, end_path, overwrite=args.overwrite)
+        end_path = vol_path.with_name(vol_path.stem + "_end" + vol_path.suffix)
         times = out.with_name(out.stem + "_times.txt")
-        times.write_text("".join(f"{a:.3f} {t:.3f}\n" for a, t in zip(ts.tilt_angles,
-                                                                        res.times_s)))
-        ase.io.write(atoms_path, [res.atoms_at(0.0), res.atoms_at(res.total_time_s)],
-                     format="extxyz")
+        plan.commit({  # every file or none
+            **file_contents(ts, out), **file_contents(start, vol_path),
+            **file_contents(end, end_path),
+            times: "".join(f"{a:.3f} {t:.3f}\n" for a, t in zip(ts.tilt_angles, res.times_s)),
+            atoms_path: _atoms_writer([res.atoms_at(0.0), res.atoms_at(res.total_time_s)]),
+        })
         print(f"{args.dynamic} phantom ({ph.n_atoms_max} atoms), {ts.n_tilts} frames of "
               f"{ts.shape[1]} x {ts.shape[2]} px at {ts.pixel_size_A:.4g} Å over "
               f"{res.total_time_s:.0f} s")
@@ -181,9 +194,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                           orientation=_orientation(args.orientation), seed=args.seed)
     res = run(simulate_tilt_series_iter(atoms, **common), desc="simulate")
     ts, vol = res.tilt_series, res.volume
-    write_mrc(ts, out, overwrite=args.overwrite)
-    write_mrc(vol, vol_path, overwrite=args.overwrite)
-    ase.io.write(atoms_path, atoms, format="extxyz")
+    plan.commit({**file_contents(ts, out), **file_contents(vol, vol_path),
+                 atoms_path: _atoms_writer(atoms)})  # every file or none
     print(f"{describe(atoms)}: {ts.n_tilts} frames of {ts.shape[1]} x {ts.shape[2]} px at "
           f"{ts.pixel_size_A:.4g} Å ({args.mode}, {args.preset})")
     print(f"wrote {out} (+ .rawtlt), {vol_path}, {atoms_path}")

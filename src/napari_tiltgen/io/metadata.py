@@ -44,6 +44,27 @@ class AngleInfo:
 
 
 # ---------------------------------------------------------------------------- text sidecars
+#: Largest sidecar / angle / times file read (bytes): 16 MiB is ~1 million angles, and a device
+#: such as /dev/zero given as a tilt file is refused instead of read without end.
+MAX_SIDECAR_BYTES = 16 << 20
+
+
+def read_small_file(path: str | os.PathLike, what: str, limit: int = MAX_SIDECAR_BYTES) -> bytes:
+    """The bytes of a small text file (sidecar, angle list), refusing more than ``limit``."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise TiltgenError(f"the {what} is a folder, not a file.", path)
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise TiltgenError(f"cannot read the {what} ({exc.strerror or exc}).", path) from None
+    if len(data) > limit:
+        raise TiltgenError(f"the {what} is larger than {limit >> 20} MiB (or endless, like a "
+                           "device): not a list of numbers. Give a text file with one number "
+                           "per line.", path)
+    return data
+
 def read_angle_file(path: str | os.PathLike) -> np.ndarray:
     """Read an IMOD-style angle file: one tilt angle in degrees per line.
 
@@ -51,9 +72,7 @@ def read_angle_file(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise TiltgenError(f"cannot read the tilt-angle file ({exc.strerror}).", path) from exc
+        text = read_small_file(path, "tilt-angle file").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TiltgenError(
             "the tilt-angle file is not text (expected one angle in degrees per line).", path
@@ -125,9 +144,8 @@ def read_mdoc(path: str | os.PathLike, n_frames: int | None = None) -> AngleInfo
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8", errors="strict")
-    except OSError as exc:
-        raise TiltgenError(f"cannot read the .mdoc file ({exc.strerror}).", path) from exc
+        text = read_small_file(path, ".mdoc file", 64 * MAX_SIDECAR_BYTES).decode(
+            "utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise TiltgenError("the .mdoc file is not text.", path) from exc
 

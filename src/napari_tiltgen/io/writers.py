@@ -79,13 +79,7 @@ def write(obj: TiltSeries | Volume, path: str | os.PathLike | None = None, *,
         plan = plan_write(path, kind, overwrite=overwrite,
                           inputs=[*inputs, *_sources(obj)], extra=list(extra or {}))
     target = Path(path) if path is not None else plan.main
-    suffix = target.suffix.lower()
-    if suffix in MRC_SUFFIXES:
-        contents = _mrc_contents(obj, target, sidecar=True)
-    elif suffix in TIFF_SUFFIXES:
-        contents = {target: _tiff_writer(obj)}
-    else:
-        raise TiltgenError(f"cannot write {suffix!r} files; use .mrc, .st, .rec or .tif.", target)
+    contents = file_contents(obj, target)
     planned = {os.path.abspath(p) for p in plan.paths}
     contents = {p: c for p, c in contents.items() if os.path.abspath(p) in planned or p == target}
     contents.update(extra or {})
@@ -133,6 +127,21 @@ def write_tiff(obj: TiltSeries | Volume, path: str | os.PathLike, *,
     plan = planned_outputs(path, overwrite=overwrite, inputs=[*inputs, *_sources(obj)])
     plan.commit({path: _tiff_writer(obj)})
     return path
+
+
+def file_contents(obj: TiltSeries | Volume, path: str | os.PathLike) -> dict[Path, Content]:
+    """The files (path -> writer) that :func:`write` makes for ``obj`` at ``path``.
+
+    For several objects written all or nothing: merge their dicts and pass them to
+    :meth:`~napari_tiltgen.io.output.OutputPlan.commit` of one plan.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in MRC_SUFFIXES:
+        return _mrc_contents(obj, path, sidecar=True)
+    if suffix in TIFF_SUFFIXES:
+        return {path: _tiff_writer(obj)}
+    raise TiltgenError(f"cannot write {suffix!r} files; use .mrc, .st, .rec or .tif.", path)
 
 
 WRITERS: dict[str, Callable[..., Path]] = {
