@@ -260,7 +260,7 @@ def test_2d_image_refused(tmp_path: Path) -> None:
 
 def test_4d_tiff_refused(tmp_path: Path) -> None:
     p = tmp_path / "hyper.tif"
-    tifffile.imwrite(p, np.zeros((2, 3, 8, 8), np.float32))
+    tifffile.imwrite(p, np.zeros((2, 3, 8, 8), np.float32), photometric="minisblack")
     before = file_state(p)
     with pytest.raises(TiltgenError, match="4-D data"):
         read(p)
@@ -311,14 +311,23 @@ def test_unreadable_sidecar(imod_stack: Path, content: bytes, message: str) -> N
     assert (file_state(imod_stack), file_state(side)) == before
 
 
+def test_angles_x100_are_mapped(imod_stack: Path) -> None:
+    imod_stack.with_suffix(".rawtlt").write_text("".join(f"{a * 100:.0f}\n" for a in ANGLES))
+    ts = read_tilt_series(imod_stack)
+    np.testing.assert_allclose(ts.tilt_angles, ANGLES)
+    assert any("x100" in n for n in ts.provenance["notes"])
+
+
 def test_angles_out_of_range(imod_stack: Path) -> None:
-    imod_stack.with_suffix(".rawtlt").write_text("".join(f"{a * 100}\n" for a in ANGLES))
+    # not x100 (not whole numbers), not 0..180, not radians: refused with a clear message
+    imod_stack.with_suffix(".rawtlt").write_text(
+        "".join(f"{a * 2.5 + 0.25}\n" for a in ANGLES))
     with pytest.raises(TiltgenError, match="within \\[-90, 90\\] degrees"):
         read(imod_stack)
 
 
 def test_unsupported_extension(tmp_path: Path) -> None:
-    p = tmp_path / "x.dm4"
+    p = tmp_path / "x.xyz"
     p.write_bytes(b"1234")
     with pytest.raises(TiltgenError, match="unsupported file type"):
         read(p)

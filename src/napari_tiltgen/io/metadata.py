@@ -12,6 +12,16 @@ Sources, in the order the readers try them for tilt angles:
    x 100 as int16, first field of each section's record when flag bit 1 is set.
 4. FEI1/FEI2 extended header (Thermo Fisher / Velox / Tomography): ``Alpha tilt`` (degrees),
    ``Pixel size X`` (m), ``Tilt axis angle`` (degrees), ``Timestamp`` (days).
+5. Old FEI ("Agard"-style) extended header, written by FEI/Inspect3D before FEI1 existed: one
+   record of ``nint`` int32 + ``nreal`` float32 per section (usually 0 + 32 = 128 bytes, 1024
+   records = 131072 bytes), told apart from IMOD's by ``nint``/``nreal`` not being IMOD's
+   bytes-and-flags pair (IMOD ``header`` rule). Floats: 0 ``a_tilt`` (degrees), 1 ``b_tilt``,
+   2-4 stage x/y/z, 5-6 image shift, 7 defocus, 8 exposure time, 9 mean intensity, 10 tilt axis
+   (degrees), 11 pixel size (metres), 12 magnification.
+
+Also here: IMOD ``.xf`` transforms (per-frame shifts and rotation), the angle-convention check
+(:func:`normalise_angles`: 0..180 ranges, radians, x100 integers) and the multi-frame grouping
+(:func:`duplicate_angle_groups`).
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ class AngleInfo:
     tilt_axis_source: str = ""
     acquisition_times_s: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    shifts_px: np.ndarray | None = None
+    shifts_source: str = ""
 
 
 # ---------------------------------------------------------------------------- text sidecars
@@ -171,16 +183,23 @@ def read_mdoc(path: str | os.PathLike, n_frames: int | None = None) -> AngleInfo
                 ax = _AXIS.search(value)
                 if ax and info.tilt_axis_angle_deg is None:
                     info.tilt_axis_angle_deg = float(ax.group(1))
-                    info.tilt_axis_source = f"SerialEM mdoc title ({path.name})"
+                    info.tilt_axis_source = (f"SerialEM mdoc title line 'Tilt axis angle' "
+                                             f"({path.name})")
             continue
         if "=" not in line:
+            continue
+        ax = _AXIS.search(line)
+        if ax and info.tilt_axis_angle_deg is None:
+            info.tilt_axis_angle_deg = float(ax.group(1))
+            where = "[ZValue] section" if current is not None else "header"
+            info.tilt_axis_source = f"SerialEM mdoc {where} 'Tilt axis angle' ({path.name})"
             continue
         k, v = (s.strip() for s in line.split("=", 1))
         if current is not None:
             current[k] = v
         elif k == "PixelSpacing":
             global_px = v
-        elif k == "TiltAxisAngle" and info.tilt_axis_angle_deg is None:
+        elif k in ("TiltAxisAngle", "Tilt axis angle") and info.tilt_axis_angle_deg is None:
             info.tilt_axis_angle_deg = _float(v, k, path)
             info.tilt_axis_source = f"SerialEM mdoc ({path.name})"
 
@@ -288,3 +307,183 @@ def fei_info(indexed_ext_header: np.ndarray | None, n_frames: int) -> AngleInfo 
     if np.all(np.isfinite(ts)) and np.ptp(ts) > 0:
         info.acquisition_times_s = (ts - ts.min()) * 86400.0
     return info
+
+
+def imod_nbytes_and_flags(nint: int, nreal: int) -> bool:
+    """IMOD's test: ``nint`` is the byte count that the ``nreal`` flag bits add up to."""
+    if nreal < 0 or nreal >= 1 << 16 or nint < 0:
+        return False
+    sizes = {1: 2, 2: 6, 4: 4, 8: 2, 16: 2, 32: 4}
+    total = sum(b for bit, b in sizes.items() if nreal & bit)
+    return nreal != 0 and total == nint and not (nreal & ~63)
+
+
+def old_fei_info(raw_header: bytes, ext: bytes, n_frames: int, byteorder: str,
+                 exttyp: bytes) -> AngleInfo | None:
+    """Angles, tilt axis and pixel size from an old FEI / Agard-style extended header.
+
+    ``None`` when the extended header is not of that kind or its values are not plausible
+    (angles not finite or beyond 180 degrees in magnitude, all records zero).
+    """
+    if exttyp in (b"FEI1", b"FEI2", b"SERI", b"AGAR", b"CCP4", b"MRCO") or not ext:
+        return None
+    nint = _header_int16(raw_header, 128, byteorder)
+    nreal = _header_int16(raw_header, 130, byteorder)
+    if imod_nbytes_and_flags(nint, nreal):
+        return None
+    if nint < 0 or nreal < 12:
+        if not (nint == 0 and nreal == 0 and len(ext) >= 128 * max(n_frames, 1024)):
+            return None
+        nint, nreal = 0, 32  # FEI files with the counts left at 0 and the 1024-record block
+    rec = 4 * (nint + nreal)
+    if len(ext) < rec * n_frames:
+        return None
+    recs = np.frombuffer(ext, dtype=np.uint8, count=rec * n_frames).reshape(n_frames, rec)
+    floats = recs[:, 4 * nint:].copy().view(f"{byteorder}f4").astype(np.float64)
+    alpha = floats[:, 0]
+    if not np.all(np.isfinite(alpha)) or np.all(alpha == 0.0) and n_frames > 1:
+        return None
+    if np.any(np.abs(alpha) > 180.0 + 1e-3) and not np.all(np.abs(alpha) <= 18000):
+        return None
+    info = AngleInfo(tilt_angles=alpha, source="old FEI extended header (a_tilt)")
+    axis = float(floats[0, 10])
+    if np.isfinite(axis) and axis != 0.0 and abs(axis) <= 360.0:
+        info.tilt_axis_angle_deg = axis
+        info.tilt_axis_source = "old FEI extended header (tilt_axis)"
+    px = float(floats[0, 11])
+    if np.isfinite(px) and 0 < px < 1e-6:
+        info.pixel_size_A = px * 1e10
+        info.pixel_size_source = "old FEI extended header (pixel_size, m)"
+    return info
+
+
+# ---------------------------------------------------------------------------- IMOD .xf
+@dataclass
+class XfInfo:
+    """Per-frame transforms of an IMOD ``.xf`` file, turned into this package's terms."""
+
+    shifts_px: np.ndarray  # (n, 2) (dy, dx) in the recorded frame
+    rotation_deg: np.ndarray  # (n,) rotation that aligns each frame (counter-clockwise)
+    source: str
+
+
+def xf_for(stack: Path) -> Path | None:
+    """IMOD ``stack.xf`` (final) or ``stack.prexf`` (coarse) for a raw stack; none for ``.ali``."""
+    if stack.suffix.lower() in (".ali", ".preali", ".rec"):
+        return None
+    return find_sidecar(stack, (".xf", ".prexf"))
+
+
+def read_xf(path: str | os.PathLike, n_frames: int) -> XfInfo:
+    """Read an IMOD ``.xf``: one line ``A11 A12 A21 A22 DX DY`` per frame.
+
+    IMOD maps a raw-frame position ``r`` (pixels from the centre, y up) to the aligned position
+    ``A r + d``. The aligned frame has the tilt axis along y, and a projection of the volume
+    sits there unshifted, so in the recorded frame it appears at ``A^-1 (p - d)``: the shift in
+    the recorded frame (this package's ``shifts_px`` convention) is ``-A^-1 d``, and the
+    rotation ``atan2(A21, A11)`` is minus the tilt-axis angle.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise TiltgenError(f"cannot read the .xf file ({exc.strerror}).", path) from exc
+    except UnicodeDecodeError as exc:
+        raise TiltgenError("the .xf file is not text.", path) from exc
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            vals = [float(v) for v in parts[:6]]
+        except ValueError:
+            raise TiltgenError(f"line {lineno} of the .xf file is not 6 numbers: "
+                               f"{line.strip()[:60]!r}.", path) from None
+        if len(vals) != 6:
+            raise TiltgenError(f"line {lineno} of the .xf file has {len(vals)} numbers, not 6 "
+                               "(A11 A12 A21 A22 DX DY).", path)
+        rows.append(vals)
+    if len(rows) != n_frames:
+        raise TiltgenError(f"the .xf file has {len(rows)} transforms but the stack has "
+                           f"{n_frames} frames; the counts must match.", path)
+    m = np.asarray(rows, dtype=np.float64)
+    if not np.all(np.isfinite(m)):
+        raise TiltgenError("the .xf file contains NaN or infinite values.", path)
+    a = m[:, :4].reshape(-1, 2, 2)
+    d = m[:, 4:6]
+    try:
+        inv = np.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        raise TiltgenError("the .xf file has a singular transform.", path) from None
+    s_xy = -np.einsum("nij,nj->ni", inv, d)  # (dx, dy) in the recorded frame
+    rot = np.degrees(np.arctan2(a[:, 1, 0], a[:, 0, 0]))
+    return XfInfo(shifts_px=s_xy[:, ::-1].copy(), rotation_deg=rot,
+                  source=f"IMOD {path.suffix} transforms ({path.name})")
+
+
+# ---------------------------------------------------------------------------- conventions
+def normalise_angles(a: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Recognise tilt angles stored in other conventions and map them to degrees in [-90, 90].
+
+    * **x100 integers** (SerialEM/IMOD store tilt x 100): all values whole numbers, some beyond
+      180 in magnitude and none beyond 18000 -> divided by 100.
+    * **radians**: more than 5 tilts, all ``|a| <= pi`` and a span above 1 (57 degrees as
+      degrees would be a series of at most +-3.1 degrees, which no tomography holder records)
+      -> converted to degrees.
+    * **0..180 ranges** (some tools count from one end of the range): all values in [0, 180]
+      with some above 90 -> 90 degrees subtracted, so that the file's 90 degrees is the
+      reconstruction's 0 degrees (the frames keep their order and relative angles; only the
+      volume's orientation about the tilt axis depends on the choice).
+    * **descending order** is kept: every frame keeps its own angle, in file order.
+
+    Returns the angles and notes saying what was done (empty when nothing).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    notes: list[str] = []
+    if a.size == 0 or not np.all(np.isfinite(a)):
+        return a, notes
+    amax = float(np.max(np.abs(a)))
+    if 180.0 < amax <= 18000.0 and np.allclose(a, np.round(a), atol=1e-6):
+        a = a / 100.0
+        notes.append("tilt angles were stored x100 (whole numbers up to "
+                     f"{amax:.0f}); divided by 100")
+        amax = float(np.max(np.abs(a)))
+    span = float(a.max() - a.min())
+    if a.size > 5 and amax <= np.pi + 1e-3 and span > 1.0:
+        a = np.degrees(a)
+        notes.append(f"tilt angles were in radians (all within +-pi, span {span:.3f}); "
+                     "converted to degrees")
+    if a.min() >= -1e-6 and a.max() > 90.0 + 1e-6 and a.max() <= 180.0 + 1e-6:
+        lo, hi = float(a.min()), float(a.max())
+        a = a - 90.0
+        notes.append(f"tilt angles were given as {lo:g}..{hi:g} deg (a 0..180 convention); 90 "
+                     "deg subtracted so they lie in -90..90 (give --tilt-start/--tilt-step to "
+                     "override)")
+    if a.size > 2:
+        d = np.diff(a)
+        if np.all(d <= 0) and np.any(d < 0):
+            notes.append("tilt angles descend in file order; frames kept in file order, each "
+                         "with its own angle")
+    return a, notes
+
+
+def duplicate_angle_groups(a: np.ndarray, tol_deg: float = 0.01) -> list[np.ndarray] | None:
+    """Groups of frames recorded at the same tilt (within ``tol_deg``), in first-seen order.
+
+    ``None`` when every frame has its own angle.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    groups: list[list[int]] = []
+    reps: list[float] = []
+    for i, v in enumerate(a):
+        for g, r in zip(groups, reps):
+            if abs(v - r) <= tol_deg:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+            reps.append(float(v))
+    if len(groups) == a.size:
+        return None
+    return [np.asarray(g, dtype=np.intp) for g in groups]

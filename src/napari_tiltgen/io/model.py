@@ -7,6 +7,17 @@ Geometry conventions (shared by every reader, projector and method)
   recorded by the microscope (IMOD/SerialEM convention: degrees counter-clockwise from the image Y
   axis). Readers leave pixels as recorded; :meth:`TiltSeries.with_vertical_tilt_axis` turns a
   stack whose axis is near horizontal by 90 degrees so that the axis is vertical.
+* **Unknown tilt axis.** When no metadata gives the axis (a bare MRC/TIFF, most DM/EMD/SER
+  files), readers do NOT claim it is vertical: they set ``tilt_axis_known = False``,
+  ``tilt_axis_angle_deg = 0.0`` (a placeholder, not a measurement) and
+  ``provenance["tilt_axis_source"] = "not recorded in the file (unknown)"``. Code that needs the
+  axis checks ``tilt_axis_known`` and estimates it from the data (alignment) or asks the user;
+  :meth:`TiltSeries.with_tilt_axis` records a value (given or estimated) and marks it known.
+  Objects built in code (simulations) default to ``tilt_axis_known = True``, and layers saved
+  before this flag existed read back as known (backward compatible).
+* ``data`` may be a :class:`~napari_tiltgen.io.lazy.LazyFrames` view (float32 frames converted
+  on access from an int8/int16/uint16 memory map, or several frames per tilt combined): index it
+  per frame or call ``np.asarray(ts.data, np.float32)`` for the whole stack.
 * A volume has shape ``(nz, ny, nx)``; z is the beam direction at 0 degrees tilt, y the tilt axis.
 * Tilt angles are in degrees, pixel and voxel sizes in Ångström (Å).
 * ``shifts_px`` holds per-tilt ``(dy, dx)`` in pixels that alignment found; they are applied by the
@@ -62,7 +73,9 @@ class TiltSeries:
     Parameters
     ----------
     data
-        Stack ``(n_tilts, ny, nx)``, float32 (may be a read-only memory map for large files).
+        Stack ``(n_tilts, ny, nx)``, float32: an array, a read-only memory map (float32 MRC) or
+        a :class:`~napari_tiltgen.io.lazy.LazyFrames` view converting stored integer frames to
+        float32 per frame on access.
     tilt_angles
         Tilt angle of each frame in degrees, or ``None`` while unknown (the user must then give a
         start and step; methods that need angles call :meth:`require_angles`).
@@ -71,6 +84,7 @@ class TiltSeries:
     tilt_axis_angle_deg
         In-plane angle of the tilt axis, degrees counter-clockwise from the image Y axis
         (IMOD/SerialEM). 0 means the axis runs along y, which is what the projector expects.
+        Only meaningful when ``tilt_axis_known``; otherwise 0.0 is a placeholder.
     shifts_px
         Per-tilt ``(dy, dx)`` alignment shifts in pixels, shape ``(n_tilts, 2)``.
     acquisition_times_s
@@ -78,7 +92,11 @@ class TiltSeries:
         ``None`` if unknown.
     provenance
         Where things came from: ``source`` (file), ``angles_source``, ``pixel_size_source``,
-        ``tilt_axis_source`` and a ``history`` list of processing steps.
+        ``tilt_axis_source`` and a ``history`` list of processing steps; readers add
+        ``notes`` (conventions recognised and mapped, frames combined) and ``shifts_source``.
+    tilt_axis_known
+        ``False`` when no metadata recorded the tilt axis (see the module docstring): the axis
+        must be estimated from the data or given before it is trusted.
     """
 
     data: np.ndarray
@@ -88,10 +106,13 @@ class TiltSeries:
     shifts_px: np.ndarray | None = None
     acquisition_times_s: np.ndarray | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    tilt_axis_known: bool = True
 
     def __post_init__(self) -> None:
+        from napari_tiltgen.io.lazy import LazyFrames
+
         where = self.provenance.get("source")
-        if not isinstance(self.data, np.ndarray):
+        if not isinstance(self.data, (np.ndarray, LazyFrames)):
             self.data = np.asarray(self.data)
         if self.data.ndim != 3:
             raise TiltgenError(
@@ -104,6 +125,7 @@ class TiltSeries:
         if self.data.dtype != np.float32:
             self.data = np.asarray(self.data, dtype=np.float32)
         n = self.data.shape[0]
+        self.tilt_axis_known = bool(self.tilt_axis_known)
         self.tilt_angles = _as_angles(self.tilt_angles, n, where)
         if self.shifts_px is None:
             self.shifts_px = np.zeros((n, 2), dtype=np.float64)
@@ -179,6 +201,17 @@ class TiltSeries:
         prov["angles_source"] = source
         return replace(self, tilt_angles=tilt_angles, provenance=prov)
 
+    def with_tilt_axis(self, angle_deg: float, source: str = "user") -> TiltSeries:
+        """Return a copy whose tilt axis is ``angle_deg`` (IMOD convention), marked as known.
+
+        ``source`` says where the value came from (``"user"``, ``"estimated from the data
+        (common lines, confidence 0.93)"``, ...) and goes into ``provenance["tilt_axis_source"]``.
+        """
+        prov = copy.deepcopy(self.provenance)
+        prov["tilt_axis_source"] = source
+        return replace(self, tilt_axis_angle_deg=float(angle_deg), tilt_axis_known=True,
+                       provenance=prov)
+
     def with_vertical_tilt_axis(self) -> TiltSeries:
         """Turn the stack by a multiple of 90 degrees so that the tilt axis is closest to y.
 
@@ -244,11 +277,18 @@ class TiltSeries:
         px = "unknown" if self.pixel_size_A is None else f"{self.pixel_size_A:.4g} Å"
         lines.append(f"pixel size:  {px}")
         lines.append(f"  from:      {p.get('pixel_size_source', 'unknown')}")
-        lines.append(
-            f"tilt axis:   {self.tilt_axis_angle_deg:.2f} deg from image Y "
-            f"({'near vertical' if abs(((self.tilt_axis_angle_deg + 45) % 180) - 45) < 45 else 'near horizontal'})"
-        )
+        if self.tilt_axis_known:
+            near = ("near vertical" if abs(((self.tilt_axis_angle_deg + 45) % 180) - 45) < 45
+                    else "near horizontal")
+            lines.append(f"tilt axis:   {self.tilt_axis_angle_deg:.2f} deg from image Y ({near})")
+        else:
+            lines.append("tilt axis:   UNKNOWN - not recorded in the file; estimate it (alignment) "
+                         "or give --tilt-axis")
         lines.append(f"  from:      {p.get('tilt_axis_source', 'default (vertical, y)')}")
+        if p.get("shifts_source"):
+            lines.append(f"shifts:      {p['shifts_source']}")
+        for note in p.get("notes", []):
+            lines.append(f"note:        {note}")
         if self.acquisition_times_s is not None:
             lines.append(f"times:       0 to {self.acquisition_times_s.max():.1f} s")
         return "\n".join(lines)
@@ -261,6 +301,7 @@ class TiltSeries:
             "tilt_angles": None if self.tilt_angles is None else self.tilt_angles.tolist(),
             "pixel_size_A": self.pixel_size_A,
             "tilt_axis_angle_deg": self.tilt_axis_angle_deg,
+            "tilt_axis_known": self.tilt_axis_known,
             "shifts_px": self.shifts_px.tolist(),
             "acquisition_times_s": None if self.acquisition_times_s is None
             else self.acquisition_times_s.tolist(),
@@ -294,14 +335,17 @@ class TiltSeries:
                 "this layer is not a tilt series (no tilt-series metadata). Open the stack with "
                 "napari-tiltgen's reader or set its angles in the Tilt series widget."
             )
+        from napari_tiltgen.io.lazy import LazyFrames
+
         return cls(
-            data=np.asarray(data),
+            data=data if isinstance(data, LazyFrames) else np.asarray(data),
             tilt_angles=m.get("tilt_angles"),
             pixel_size_A=m.get("pixel_size_A"),
             tilt_axis_angle_deg=m.get("tilt_axis_angle_deg", 0.0),
             shifts_px=m.get("shifts_px"),
             acquisition_times_s=m.get("acquisition_times_s"),
             provenance=copy.deepcopy(m.get("provenance", {})),
+            tilt_axis_known=m.get("tilt_axis_known", True),
         )
 
     @classmethod
