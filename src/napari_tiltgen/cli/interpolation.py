@@ -8,7 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli import add_angle_options, read_series_from_args
+from napari_tiltgen.cli import add_angle_options, finite_float, read_series_from_args
+
+DEFAULT_ADAPT_SECONDS = 60.0  # = methods.interpolation.adapt.DEFAULT_ADAPT_SECONDS (torch-free)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -183,11 +185,14 @@ def _register_interpolate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "interpolate",
         help="insert interpolated frames into a tilt series (or leave-one-out QA)",
-        description="Insert frames between the tilts of a series (pretrained model, linear "
-        "interpolation or SIRT reprojection) and write the denser series as MRC with a "
-        ".rawtlt of the new angles and a .json listing which frames are predicted. With --qa, "
-        "instead hide real frames one at a time, predict them from their neighbours and report "
-        "PSNR/SSIM per frame.",
+        description="Insert frames between the tilts of a series and write the denser series as "
+        "MRC with a .rawtlt of the new angles and a .json listing which frames are predicted. "
+        "The default method, auto, fine-tunes a copy of the pretrained network on the series' "
+        "own real frames (--adapt-seconds), scores pretrained, adapted and linear "
+        "interpolation by leave-one-out on held-out real frames, and uses the best; a network "
+        "is used only if it beats linear interpolation there. The choice and its margin over "
+        "linear are printed on stderr; --qa-report writes the QA table. With --qa, only the "
+        "leave-one-out QA is run and printed.",
     )
     p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
     p.add_argument("--out", metavar="OUT.mrc", help="output series (MRC); not needed with --qa")
@@ -196,9 +201,15 @@ def _register_interpolate(sub: argparse._SubParsersAction) -> None:
                    help="insert N frames between every two tilts")
     g.add_argument("--target-step", type=float, metavar="DEG",
                    help="insert frames so that the step is at most DEG degrees")
-    p.add_argument("--method", default="pretrained", choices=["pretrained", "linear",
-                                                                "reprojection"],
-                   help="interpolation method (default pretrained)")
+    p.add_argument("--method", default="auto",
+                   choices=["auto", "pretrained", "adapted", "linear", "reprojection"],
+                   help="auto (adapt to the series, then pick the best of adapted / pretrained / "
+                   "linear by leave-one-out QA; default), pretrained, adapted (fine-tuned on the "
+                   "series, used whatever the QA says), linear, or reprojection (SIRT)")
+    p.add_argument("--adapt-seconds", type=finite_float(0.0, lo_inclusive=False),
+                   default=DEFAULT_ADAPT_SECONDS, metavar="S",
+                   help="wall-time budget of the fine-tuning for auto/adapted, seconds "
+                   f"(default {DEFAULT_ADAPT_SECONDS:g}; the QA adds a few seconds)")
     p.add_argument("--weights", metavar="FILE", help="weights (default: packaged model)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--allow-out-of-range", action="store_true",
@@ -206,32 +217,70 @@ def _register_interpolate(sub: argparse._SubParsersAction) -> None:
                    "(gap too large); a warning is printed")
     p.add_argument("--qa", action="store_true",
                    help="leave-one-out QA: predict each real frame from its neighbours")
-    p.add_argument("--qa-report", metavar="FILE.json", help="write the QA numbers here")
+    p.add_argument("--qa-report", metavar="FILE",
+                   help="write the QA here: JSON if FILE ends in .json, else the text table "
+                   "(auto/adapted: pretrained, adapted and linear side by side)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_angle_options(p)
     p.set_defaults(func=run_interpolate)
 
 
+def _write_qa(path: str, text: str, data: dict, overwrite: bool = False) -> None:
+    from napari_tiltgen.io.output import write_text  # validated, atomic, exclusive
+
+    target = Path(path)
+    write_text(target, json.dumps(data, indent=2) if target.suffix.lower() == ".json"
+               else text + "\n", overwrite=overwrite)
+    print(f"wrote {target}", file=sys.stderr)
+
+
 def run_interpolate(args: argparse.Namespace) -> int:
     from napari_tiltgen.errors import TiltgenError
-    from napari_tiltgen.methods.interpolation.api import interpolate_series, leave_one_out
+    from napari_tiltgen.methods.interpolation.api import (
+        interpolate_series,
+        leave_one_out,
+        real_frames,
+    )
     from napari_tiltgen.methods.recon import with_vertical_axis
+    from napari_tiltgen.io.output import planned_outputs
+    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.progress import run
 
+    # every output check (folder, extension, inputs and their sidecars, existing) before compute
+    inputs = [args.input, getattr(args, "tilt_file", None), args.weights]
+    if args.qa_report:
+        planned_outputs(args.qa_report, overwrite=args.overwrite, inputs=inputs,
+                        what="QA report")
+    plan = None
+    if args.out and not args.qa:
+        plan = plan_write(args.out, "tilt_series", overwrite=args.overwrite, inputs=inputs,
+                          extra=[Path(args.out).with_suffix(".json")])
     ts, note = with_vertical_axis(read_series_from_args(args))
     if note:
         print(f"tiltgen: note: {note}", file=sys.stderr)
-    kw = {"method": args.method, "weights": args.weights, "device": args.device,
+    kw = {"weights": args.weights, "device": args.device,
           "allow_out_of_range": args.allow_out_of_range}
     if args.qa:
-        qa = run(leave_one_out(ts, **kw), show=not args.quiet, desc="leave-one-out")
+        if args.method in ("auto", "adapted"):
+            from napari_tiltgen.methods.interpolation.adapt import adapt_and_select
+
+            sel = run(adapt_and_select(real_frames(ts), requested=args.method,
+                                       seconds=args.adapt_seconds, weights=args.weights,
+                                       device=args.device),
+                      show=not args.quiet, desc="adapt + leave-one-out")
+            print(sel.table())
+            print(f"tiltgen: {sel.message}", file=sys.stderr)
+            if args.qa_report:
+                _write_qa(args.qa_report, sel.table(), sel.as_dict(), args.overwrite)
+            return 0
+        qa = run(leave_one_out(real_frames(ts), args.method, **kw), show=not args.quiet,
+                 desc="leave-one-out")
         print(qa.table())
         for w in qa.warnings:
             print(f"tiltgen: warning: {w}", file=sys.stderr)
         if args.qa_report:
-            Path(args.qa_report).write_text(json.dumps(qa.as_dict(), indent=2))
-            print(f"wrote {args.qa_report}")
+            _write_qa(args.qa_report, qa.table(), qa.as_dict(), args.overwrite)
         return 0
     if not args.out:
         raise TiltgenError("give --out OUT.mrc (or --qa for leave-one-out QA).")
@@ -244,19 +293,25 @@ def run_interpolate(args: argparse.Namespace) -> int:
     if args.frames_per_gap is None and args.target_step is None:
         raise TiltgenError("give --frames-per-gap N or --target-step DEG.")
     res = run(interpolate_series(ts, frames_per_gap=args.frames_per_gap,
-                                 target_step_deg=args.target_step, **kw),
+                                 target_step_deg=args.target_step, method=args.method,
+                                 adapt_seconds=args.adapt_seconds, **kw),
               show=not args.quiet, desc=f"interpolate ({args.method})")
     for w in res.warnings:
         print(f"tiltgen: warning: {w}", file=sys.stderr)
-    from napari_tiltgen.io import write_mrc
-
-    path = write_mrc(res.tilt_series, out, overwrite=args.overwrite)
-    path = Path(path)
-    path.with_suffix(".rawtlt").write_text(
-        "".join(f"{a:.4f}\n" for a in res.tilt_series.tilt_angles))
-    path.with_suffix(".json").write_text(json.dumps(res.report(), indent=2))
+    if res.selection is not None:
+        print(res.selection.table(), file=sys.stderr)
+        print(f"tiltgen: method: {res.method} ({res.selection.message})", file=sys.stderr)
+        if args.qa_report:
+            _write_qa(args.qa_report, res.selection.table(),
+                      res.selection.as_dict(), args.overwrite)
+    elif args.qa_report:
+        print("tiltgen: note: --qa-report is written only for --method auto or adapted "
+              "(or with --qa).", file=sys.stderr)
+    # the stack, its .rawtlt and the .json report appear together or not at all
+    path = write(res.tilt_series, plan=plan,
+                 extra={out.with_suffix(".json"): json.dumps(res.report(), indent=2)})
     n_new = int(res.predicted.sum())
-    print(f"wrote {path}: {res.tilt_series.n_tilts} frames ({n_new} predicted by {args.method}), "
+    print(f"wrote {path}: {res.tilt_series.n_tilts} frames ({n_new} predicted by {res.method}), "
           f"angles in {path.with_suffix('.rawtlt')}, predicted frames listed in "
           f"{path.with_suffix('.json')}")
     return 0

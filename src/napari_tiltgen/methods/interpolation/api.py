@@ -1,6 +1,7 @@
-"""Insert frames into a tilt series: pretrained network, linear interpolation, SIRT reprojection.
+"""Insert frames into a tilt series: pretrained network, linear interpolation, SIRT reprojection,
+and (:mod:`.adapt`) the network fine-tuned on the user's own stack, chosen by leave-one-out QA.
 
-All three methods share one API (:func:`interpolate_at`, :func:`interpolate_series`,
+All methods share one API (:func:`interpolate_at`, :func:`interpolate_series`,
 :func:`leave_one_out`), take a :class:`~napari_tiltgen.io.model.TiltSeries` and return numpy
 frames in the units of the input.
 
@@ -9,6 +10,12 @@ frames in the units of the input.
 * ``"linear"``: ``(1 - t) I0 + t I1``.
 * ``"reprojection"``: SIRT reconstruction of the (sparse) series, forward-projected at the new
   angles with the same projector.
+* ``"adapted"``: a copy of the network fine-tuned on the stack's own real frames
+  (:func:`~.adapt.adapt_and_select`), used whatever the QA says.
+* ``"auto"`` (:func:`interpolate_series` only): adapt, then score pretrained, adapted and linear
+  by leave-one-out on held-out real frames of the stack and use the best; a network is used only
+  when it beats linear interpolation by a margin, so the result is never knowingly worse than
+  linear on the user's data.
 
 Out-of-range input (see :func:`check_inputs`): a gap larger than the model was trained for is
 refused (:class:`~napari_tiltgen.errors.TiltgenError`) unless ``allow_out_of_range=True``; gaps
@@ -48,6 +55,7 @@ from napari_tiltgen.progress import Progress
 __all__ = [
     "DEFAULT_WEIGHTS",
     "METHODS",
+    "SERIES_METHODS",
     "InterpolationResult",
     "LeaveOneOutResult",
     "check_inputs",
@@ -58,10 +66,14 @@ __all__ = [
     "linear_frames",
     "load_pretrained",
     "model_frames",
+    "real_frames",
     "reprojection_frames",
 ]
 
 METHODS = ("pretrained", "linear", "reprojection")
+"""Methods of :func:`interpolate_at` and :func:`leave_one_out` (plus ``"adapted"`` with a model)."""
+SERIES_METHODS = ("auto", "pretrained", "adapted", "linear", "reprojection")
+"""Methods of :func:`interpolate_series` (``"auto"``: adapt, then choose by leave-one-out QA)."""
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "interpolation.safetensors"
 """The packaged weights (``napari_tiltgen/models/interpolation.safetensors``)."""
 
@@ -341,7 +353,9 @@ def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[floa
                    method: str = "pretrained", *, weights: str | Path | None = None,
                    device: str = "auto", allow_out_of_range: bool = False,
                    reprojection_iterations: int = 50, reprojection_source: TiltSeries | None = None,
-                   scale: str | int = "auto") -> ProgressGen:
+                   scale: str | int = "auto",
+                   model: tuple[TiltInterpNet, dict[str, Any]] | None = None,
+                   quiet: bool = False) -> ProgressGen:
     """Predict frames between given pairs of frames of ``ts`` (progress generator).
 
     Parameters
@@ -352,7 +366,7 @@ def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[floa
         ``(i0, i1, ts)``: frames ``i0`` and ``i1`` of ``ts`` (``angle[i0] < angle[i1]``) and the
         positions ``t`` in (0, 1) of the frames to predict between them.
     method
-        ``"pretrained"``, ``"linear"`` or ``"reprojection"``.
+        ``"pretrained"``, ``"linear"``, ``"reprojection"``, or ``"adapted"`` (with ``model``).
     weights
         Weights file for ``"pretrained"`` (default: the packaged model).
     device
@@ -366,6 +380,12 @@ def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[floa
     scale
         ``"auto"`` (bin for flow estimation when the object is larger than in training) or a
         binning factor (1 = full resolution).
+    model
+        ``(network, metadata)`` to use instead of the packaged weights for ``"pretrained"``;
+        required for ``"adapted"`` (e.g. ``Selection.model`` of :mod:`.adapt`).
+    quiet
+        Return the warning messages without emitting them as ``UserWarning`` / progress
+        (the QA of :mod:`.adapt` collects them itself).
 
     Returns
     -------
@@ -373,9 +393,12 @@ def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[floa
         ``(n_new, ny, nx)`` float32 frames in the order of ``pairs``, their angles (degrees),
         and the list of warning messages.
     """
-    if method not in METHODS:
+    if method not in METHODS + ("adapted",):
         raise TiltgenError(f"unknown interpolation method {method!r}; use one of "
                            f"{', '.join(METHODS)}.")
+    if method == "adapted" and model is None:
+        raise TiltgenError("the adapted method needs the adapted network (run adapt_and_select "
+                           "first, or use interpolate_series(method='adapted')).")
     angles = ts.require_angles()
     if not np.all(np.isfinite(ts.data)):
         raise TiltgenError("the tilt series contains NaN or infinite pixels; fix them first.")
@@ -400,13 +423,14 @@ def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[floa
         out[:] = yield from reprojection_frames(src, new_angles, reprojection_iterations,
                                                 _device(device))
         return out, new_angles, msgs
-    if method == "pretrained":
+    if method in ("pretrained", "adapted"):
         dev = _device(device)
-        model, info = load_pretrained(weights, dev)
+        net, info = model if model is not None else load_pretrained(weights, dev)
+        net = net.to(dev)
         msgs, factor = check_inputs(ts, [j[3] for j in jobs if j[2]], info, allow_out_of_range)
         if scale != "auto":
             factor = int(scale)
-        for m in msgs:
+        for m in msgs if not quiet else ():
             warnings.warn(m, UserWarning, stacklevel=2)
             yield Progress(0.0, "warning: " + m)
     k = 0
@@ -417,7 +441,7 @@ def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[floa
         if method == "linear":
             frames = linear_frames(f0, f1, tl)
         else:
-            frames = model_frames(model, f0, f1, tl, gap, factor, dev)
+            frames = model_frames(net, f0, f1, tl, gap, factor, dev)
         out[k:k + len(tl)] = frames
         k += len(tl)
         yield Progress((n + 1) / len(jobs), f"{method}: {k}/{n_new} frames")
@@ -439,9 +463,13 @@ class InterpolationResult:
     source_index
         ``(n_tilts,)`` index of each real frame in the input series, ``-1`` for predicted ones.
     method
-        ``"pretrained"``, ``"linear"`` or ``"reprojection"``.
+        The method that made the frames: ``"pretrained"``, ``"adapted"``, ``"linear"`` or
+        ``"reprojection"`` (for ``"auto"``: the one chosen).
     warnings
         Messages about the input being outside the model's training range.
+    selection
+        For ``"auto"`` and ``"adapted"``: the leave-one-out QA of pretrained, adapted and linear
+        on the input's real frames and the decision (:class:`~.adapt.Selection`).
     """
 
     tilt_series: TiltSeries
@@ -449,6 +477,7 @@ class InterpolationResult:
     source_index: np.ndarray
     method: str
     warnings: list[str] = field(default_factory=list)
+    selection: Any = None
 
     @property
     def predicted_indices(self) -> list[int]:
@@ -457,19 +486,36 @@ class InterpolationResult:
     def report(self) -> dict[str, Any]:
         """JSON-ready description: angles, predicted frame indices and angles, warnings."""
         a = self.tilt_series.tilt_angles
-        return {"method": self.method, "n_frames": int(a.size),
-                "tilt_angles_deg": [float(x) for x in a],
-                "predicted_indices": self.predicted_indices,
-                "predicted_angles_deg": [float(a[i]) for i in self.predicted_indices],
-                "source_index": [int(i) for i in self.source_index],
-                "warnings": list(self.warnings)}
+        out = {"method": self.method, "n_frames": int(a.size),
+               "tilt_angles_deg": [float(x) for x in a],
+               "predicted_indices": self.predicted_indices,
+               "predicted_angles_deg": [float(a[i]) for i in self.predicted_indices],
+               "source_index": [int(i) for i in self.source_index],
+               "warnings": list(self.warnings)}
+        if self.selection is not None:
+            out["selection"] = self.selection.as_dict()
+        return out
+
+
+def real_frames(ts: TiltSeries) -> TiltSeries:
+    """The real (recorded) frames of a series: predicted frames of an earlier interpolation,
+    listed in its provenance, are dropped, so QA and adaptation never learn from or score
+    invented frames."""
+    rec = ts.provenance.get("interpolation") or {}
+    pred = set(int(i) for i in rec.get("predicted_indices", []))
+    if not pred:
+        return ts
+    keep = [i for i in range(ts.n_tilts) if i not in pred]
+    return ts.subset(keep)
 
 
 def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
                        target_step_deg: float | None = None, method: str = "pretrained",
                        weights: str | Path | None = None, device: str = "auto",
                        allow_out_of_range: bool = False, reprojection_iterations: int = 50,
-                       scale: str | int = "auto") -> ProgressGen:
+                       scale: str | int = "auto", adapt_seconds: float | None = None,
+                       adapt_config: Any = None, margin_db: float | None = None
+                       ) -> ProgressGen:
     """Insert frames between the tilts of a series (progress generator).
 
     Parameters
@@ -478,12 +524,25 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
         Tilt series with angles (degrees); frames are used in angle order.
     frames_per_gap, target_step_deg
         How many frames to insert (see :func:`insertion_plan`).
-    method, weights, device, allow_out_of_range, reprojection_iterations, scale
+    method
+        One of :data:`SERIES_METHODS`. ``"auto"``: fine-tune a copy of the network on the
+        series' real frames, score pretrained, adapted and linear by leave-one-out on held-out
+        frames, use the best (linear unless a network wins by ``margin_db``);
+        ``"adapted"``: use the fine-tuned network (the QA is still made and reported).
+    weights, device, allow_out_of_range, reprojection_iterations, scale
         See :func:`interpolate_at`.
+    adapt_seconds
+        Fine-tuning budget for ``"auto"``/``"adapted"``, seconds (default
+        :data:`~.adapt.DEFAULT_ADAPT_SECONDS`).
+    adapt_config
+        A full :class:`~.adapt.AdaptConfig` instead (its ``seconds`` wins).
+    margin_db
+        See :func:`~.adapt.adapt_and_select` (default :data:`~.adapt.DEFAULT_MARGIN_DB`).
 
     Returns
     -------
     InterpolationResult
+        With ``selection`` (the QA table and the decision) for ``"auto"``/``"adapted"``.
 
     Examples
     --------
@@ -493,13 +552,59 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
     >>> res.tilt_series.tilt_angles.tolist(), res.predicted_indices
     ([0.0, 2.0, 4.0, 6.0, 8.0], [1, 3])
     """
+    if method not in SERIES_METHODS:
+        raise TiltgenError(f"unknown interpolation method {method!r}; use one of "
+                           f"{', '.join(SERIES_METHODS)}.")
     ts = ts.sorted_by_angle()
     angles = ts.require_angles()
     plan = insertion_plan(angles, frames_per_gap, target_step_deg)
     pairs = [(i, i + 1, tl) for i, tl in plan]
-    frames, new_angles, msgs = yield from interpolate_at(
-        ts, pairs, method, weights=weights, device=device, allow_out_of_range=allow_out_of_range,
-        reprojection_iterations=reprojection_iterations, scale=scale)
+    selection = None
+    used = method
+    lo = 0.0
+    model = None
+    refused: str | None = None
+    if method in ("auto", "adapted"):
+        from napari_tiltgen.methods.interpolation.adapt import (
+            DEFAULT_ADAPT_SECONDS,
+            DEFAULT_MARGIN_DB,
+            AdaptConfig,
+            adapt_and_select,
+        )
+
+        cfg = adapt_config or AdaptConfig()
+        if adapt_seconds is not None:
+            cfg = replace(cfg, seconds=float(adapt_seconds))
+        elif adapt_config is None:
+            cfg = replace(cfg, seconds=DEFAULT_ADAPT_SECONDS)
+        if pairs:
+            # the gaps a network would bridge must be in its range before spending the budget
+            _, info = load_pretrained(weights, _device(device))
+            try:
+                check_inputs(ts, [float(angles[i + 1] - angles[i]) for i, _ in plan], info,
+                             allow_out_of_range)
+            except TiltgenError as exc:
+                if method == "adapted":
+                    raise
+                refused = str(exc)
+        if refused is None:
+            selection = yield from _scaled(
+                adapt_and_select(real_frames(ts), requested=method, config=cfg,
+                                 margin_db=DEFAULT_MARGIN_DB if margin_db is None else margin_db,
+                                 weights=weights, device=device), 0.0, 0.9, "")
+            used, model, lo = selection.method, selection.model, 0.9
+        else:
+            used = "linear"
+            msg = ("linear interpolation used: the gaps to fill are outside the network's "
+                   "range (" + refused + ")")
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            yield Progress(0.0, "warning: " + msg)
+    frames, new_angles, msgs = yield from _scaled(interpolate_at(
+        ts, pairs, used, weights=weights, device=device, allow_out_of_range=allow_out_of_range,
+        reprojection_iterations=reprojection_iterations, scale=scale, model=model), lo, 1.0)
+    if method in ("auto", "adapted") and refused is not None:
+        msgs = [msg, *msgs]
+    method = used
     all_angles = np.concatenate([angles, new_angles])
     stack = np.concatenate([np.asarray(ts.data, np.float32), frames])
     src = np.concatenate([np.arange(ts.n_tilts), -np.ones(new_angles.size, int)])
@@ -508,6 +613,7 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
     prov = copy.deepcopy(ts.provenance)
     predicted = src[o] < 0
     record = {"step": "interpolate", "method": method,
+              "selection": selection.as_dict() if selection is not None else None,
               "frames_per_gap": frames_per_gap, "target_step_deg": target_step_deg,
               "n_inserted": int(new_angles.size),
               "predicted_indices": [int(i) for i in np.flatnonzero(predicted)],
@@ -519,7 +625,7 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
         times = np.interp(all_angles[o], angles, ts.acquisition_times_s)
     out = replace(ts, data=stack[o], tilt_angles=all_angles[o], shifts_px=shifts,
                   acquisition_times_s=times, provenance=prov)
-    return InterpolationResult(out, predicted, src[o], method, msgs)
+    return InterpolationResult(out, predicted, src[o], method, msgs, selection)
 
 
 # ---------------------------------------------------------------------------- leave-one-out QA
@@ -581,7 +687,9 @@ class LeaveOneOutResult:
 def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
                   indices: Sequence[int] | None = None, weights: str | Path | None = None,
                   device: str = "auto", allow_out_of_range: bool = False,
-                  reprojection_iterations: int = 50, scale: str | int = "auto") -> ProgressGen:
+                  reprojection_iterations: int = 50, scale: str | int = "auto", k: int = 1,
+                  model: tuple[TiltInterpNet, dict[str, Any]] | None = None,
+                  quiet: bool = False) -> ProgressGen:
     """Leave-one-out QA for a real (experimental) stack (progress generator).
 
     Each interior frame ``i`` (in angle order) is hidden and predicted from frames ``i - 1`` and
@@ -595,11 +703,14 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
     ts
         Tilt series with angles (degrees).
     method
-        ``"pretrained"``, ``"linear"`` or ``"reprojection"``.
+        ``"pretrained"``, ``"linear"``, ``"reprojection"``, or ``"adapted"`` (with ``model``).
     indices
-        Frames (angle order) to test; default every interior frame.
-    weights, device, allow_out_of_range, reprojection_iterations, scale
+        Frames (angle order) to test; default every frame with neighbours at distance ``k``.
+    weights, device, allow_out_of_range, reprojection_iterations, scale, model, quiet
         See :func:`interpolate_at`.
+    k
+        Predict frame ``i`` from frames ``i - k`` and ``i + k`` (the gap is then about ``2 k``
+        times the step; ``"reprojection"`` supports only ``k = 1``).
 
     Returns
     -------
@@ -610,12 +721,19 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
     ts = ts.sorted_by_angle()
     a = ts.require_angles()
     n = ts.n_tilts
-    if n < 3:
-        raise TiltgenError("leave-one-out needs at least 3 tilts.")
-    idx = np.arange(1, n - 1) if indices is None else np.asarray(indices, dtype=int)
-    if idx.size == 0 or idx.min() < 1 or idx.max() > n - 2:
-        raise TiltgenError(f"frames to test must be interior frames 1..{n - 2} (angle order).")
-    gaps = a[idx + 1] - a[idx - 1]
+    k = int(k)
+    if k < 1:
+        raise TiltgenError(f"the neighbour distance k must be >= 1; got {k}.")
+    if n < 2 * k + 1:
+        raise TiltgenError(f"leave-one-out at neighbour distance {k} needs at least {2 * k + 1} "
+                           "tilts.")
+    idx = np.arange(k, n - k) if indices is None else np.asarray(indices, dtype=int)
+    if idx.size == 0 or idx.min() < k or idx.max() > n - 1 - k:
+        raise TiltgenError(f"frames to test must be frames {k}..{n - 1 - k} (angle order), "
+                           f"which have neighbours {k} frames away.")
+    gaps = a[idx + k] - a[idx - k]
+    if method == "reprojection" and k != 1:
+        raise TiltgenError("reprojection leave-one-out supports only k = 1.")
     if method == "reprojection":
         pred = np.empty((idx.size,) + ts.data.shape[1:], np.float32)
         msgs: list[str] = []
@@ -630,11 +748,11 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
                 f"half {half + 1}/2 ")
             pred[sel] = frames
     else:
-        pairs = [(int(i - 1), int(i + 1), [float((a[i] - a[i - 1]) / (a[i + 1] - a[i - 1]))])
+        pairs = [(int(i - k), int(i + k), [float((a[i] - a[i - k]) / (a[i + k] - a[i - k]))])
                  for i in idx]
         pred, _angles, msgs = yield from interpolate_at(
             ts, pairs, method, weights=weights, device=device,
-            allow_out_of_range=allow_out_of_range, scale=scale)
+            allow_out_of_range=allow_out_of_range, scale=scale, model=model, quiet=quiet)
     real = np.asarray(ts.data[idx], np.float32)
     ps, ss = [], []
     for r, p in zip(real, pred):

@@ -1,0 +1,238 @@
+"""Test-time adaptation of the interpolation network and the choice pretrained / adapted / linear.
+
+Behaviour, not margins of one set of weights: the shipped weights may be retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.methods.interpolation.adapt import (
+    AdaptConfig,
+    adapt_and_select,
+    adapt_iter,
+    holdout_indices,
+    training_triplets,
+)
+from napari_tiltgen.methods.interpolation.api import (
+    interpolate_series,
+    load_pretrained,
+    real_frames,
+)
+from napari_tiltgen.progress import run
+
+torch.set_num_threads(1)
+
+
+def _blobs_series(n_tilts: int = 15, size: int = 48, step: float = 4.0, counts: float = 30.0,
+                  seed: int = 0) -> tuple[TiltSeries, np.ndarray]:
+    """Projections of Gaussian blobs rotating about y, with strong Poisson noise: a stack unlike
+    the simulated atomic clusters of training (noise-free there). Returns (noisy series, clean)."""
+    rng = np.random.default_rng(seed)
+    angles = (np.arange(n_tilts) - n_tilts // 2) * step
+    centres = rng.uniform(-0.3, 0.3, size=(6, 3)) * size  # (x, y, z) from the centre
+    sig = rng.uniform(2.0, 4.0, size=6)
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2.0
+    clean = np.zeros((n_tilts, size, size), np.float32)
+    for k, a in enumerate(np.deg2rad(angles)):
+        for (x, y, z), s in zip(centres, sig):
+            u = x * np.cos(a) + z * np.sin(a)
+            clean[k] += np.exp(-((xx - u) ** 2 + (yy - y) ** 2) / (2 * s * s))
+    clean /= clean.max()
+    noisy = rng.poisson(clean * counts).astype(np.float32) / counts
+    return TiltSeries(noisy, tilt_angles=angles), clean
+
+
+# ---------------------------------------------------------------------------- bookkeeping
+def test_held_out_frames_are_never_used_in_the_fine_tuning() -> None:
+    assert holdout_indices(15, 4).tolist() == [2, 6, 10]
+    assert holdout_indices(2).size == 0
+    angles = np.arange(15) * 2.0
+    trip = training_triplets(angles, [2, 6, 10], max_neighbour=2)
+    used = {j for t in trip for j in t[:3]}
+    assert not used & {2, 6, 10}
+    assert all(i0 < i < i1 and i - i0 <= 2 and i1 - i <= 2 for i0, i, i1, _ in trip)
+    # the (i - 1, i, i + 1) triplets weigh most
+    w = {(i - i0, i1 - i): wt for i0, i, i1, wt in trip}
+    assert w[(1, 1)] == 1.0 and w[(1, 2)] == 0.5 and w[(2, 2)] == 0.25
+    with pytest.raises(TiltgenError, match="positive"):
+        AdaptConfig(seconds=0)
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+def test_adaptation_lowers_the_held_out_loss_and_leaves_the_pretrained_model_alone() -> None:
+    ts, _ = _blobs_series(size=32)
+    net, _ = load_pretrained()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = AdaptConfig(seconds=600, max_steps=30, lr=1e-3, batch_size=4, crop_px=32, seed=1)
+    res = run(adapt_iter(ts, net, cfg), show=False)
+    assert res.stopped == "steps" and res.steps == 30
+    assert set(res.holdout.tolist()).isdisjoint(res.train_frames.tolist())
+    # a systematic difference from training (heavy noise): the held-out error falls
+    assert res.holdout_mse_after < 0.9 * res.holdout_mse_before, (
+        res.holdout_mse_before, res.holdout_mse_after)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert res.model is not net
+
+
+def test_time_budget_is_respected_and_closing_stops_the_work() -> None:
+    ts, _ = _blobs_series(n_tilts=11, size=32)
+    net, _ = load_pretrained()
+    t0 = time.perf_counter()
+    res = run(adapt_iter(ts, net, AdaptConfig(seconds=2.0, crop_px=32)), show=False)
+    wall = time.perf_counter() - t0
+    assert res.stopped == "time" and res.steps >= 1
+    assert 2.0 <= res.seconds < 2.0 + 3.0 and wall < 2.0 + 5.0
+    # cancel: a 10-minute budget stops when the generator is closed (what worker.quit does)
+    gen = adapt_iter(ts, net, AdaptConfig(seconds=600, crop_px=32))
+    t0 = time.perf_counter()
+    steps = 0
+    for ev in gen:
+        steps += ev.message.startswith("adapting: step")
+        if steps == 2:
+            break
+    gen.close()
+    assert time.perf_counter() - t0 < 15.0
+
+
+# ---------------------------------------------------------------------------- selection
+def test_selection_table_has_the_three_methods_on_the_same_held_out_frames() -> None:
+    ts, _ = _blobs_series()
+    sel = run(adapt_and_select(ts, config=AdaptConfig(seconds=600, max_steps=5, crop_px=48),
+                               device="cpu"), show=False)
+    assert sel.method in ("pretrained", "adapted", "linear")
+    assert sorted(sel.qa) == [1, 2]
+    for k, res in sel.qa.items():
+        assert set(res) == {"pretrained", "adapted", "linear"}
+        for r in res.values():  # same frames for the three; none used in the fine-tuning
+            np.testing.assert_array_equal(r.indices, res["linear"].indices)
+            assert set(r.indices.tolist()) <= set(sel.adapt.holdout.tolist())
+            assert np.all(np.isfinite(r.psnr))
+        np.testing.assert_allclose(res["linear"].gaps_deg, 2 * k * 4.0)
+    rows = sel.rows()
+    assert [r["k"] for r in rows] == [1, 2]
+    text = sel.table()
+    assert "PSNR pretrained" in text and "adapted" in text and "linear" in text
+    assert "SSIM pretrained" in text and sel.message in text
+    md = sel.markdown()
+    assert md.count("|") > 20 and "PSNR adapted" in md
+    d = json.loads(json.dumps(sel.as_dict()))
+    assert d["method"] == sel.method and len(d["rows"]) == 2
+    # the gain reported is the mean per-frame PSNR difference at k = 1
+    for m in ("pretrained", "adapted"):
+        diff = sel.qa[1][m].psnr - sel.qa[1]["linear"].psnr
+        assert sel.gain_db[m] == pytest.approx(float(np.mean(diff)))
+
+
+def test_auto_never_picks_a_method_that_scored_worse_than_linear() -> None:
+    ts, _ = _blobs_series(size=32, seed=3)
+    cfg = AdaptConfig(seconds=600, max_steps=2, batch_size=4, crop_px=32)
+    for margin in (-100.0, 0.05, 100.0):
+        sel = run(adapt_and_select(ts, config=cfg, margin_db=margin, device="cpu"), show=False)
+        if sel.method == "linear":
+            assert margin >= 100.0 or all(
+                not (sel.gain_db[m] >= margin and sel.gain_db[m] - sel.stderr_db[m] > 0)
+                for m in ("pretrained", "adapted"))
+            assert sel.message.startswith("linear interpolation used")
+        else:
+            g = sel.gain_db[sel.method]
+            assert g >= margin and g - sel.stderr_db[sel.method] > 0
+            assert g == max(sel.gain_db[m] for m in ("pretrained", "adapted"))
+            assert f"{g:+.2f} dB over linear" in sel.message
+    assert sel.method == "linear"  # margin 100 dB: no network qualifies
+    # frames that change linearly with angle: nothing beats linear interpolation
+    rng = np.random.default_rng(5)
+    a, b = rng.random((2, 32, 32)).astype(np.float32)
+    angles = np.arange(-24.0, 25.0, 4.0)
+    ramp = TiltSeries(a[None] + 0.03 * angles[:, None, None] * b[None], tilt_angles=angles)
+    sel = run(adapt_and_select(ramp, config=cfg, device="cpu"), show=False)
+    assert sel.method == "linear" and sel.model is None
+    assert np.allclose(sel.qa[1]["linear"].predicted, sel.qa[1]["linear"].real, atol=1e-4)
+
+
+def test_too_few_frames_compare_pretrained_and_linear_only() -> None:
+    ts, _ = _blobs_series(n_tilts=5)
+    sel = run(adapt_and_select(ts, seconds=5, device="cpu"), show=False)
+    assert sel.adapt is None and "too few to adapt" in sel.notes[0]
+    assert np.all(np.isnan(sel.qa[1]["adapted"].psnr))
+    assert sel.method in ("pretrained", "linear")
+    with pytest.raises(TiltgenError, match="at least 7 real frames"):
+        run(adapt_and_select(ts, requested="adapted", seconds=5, device="cpu"), show=False)
+
+
+# ---------------------------------------------------------------------------- series, CLI
+def test_interpolate_series_auto_records_the_choice() -> None:
+    ts, _ = _blobs_series()
+    sparse = ts.subset(slice(0, None, 1))
+    res = run(interpolate_series(sparse, frames_per_gap=1, method="auto", device="cpu",
+                                 adapt_config=AdaptConfig(seconds=600, max_steps=3,
+                                                          crop_px=48)), show=False)
+    assert res.method in ("pretrained", "adapted", "linear")
+    assert res.selection is not None and res.selection.method == res.method
+    assert res.tilt_series.n_tilts == 2 * ts.n_tilts - 1
+    np.testing.assert_array_equal(res.tilt_series.data[::2], ts.data)
+    rep = res.report()
+    assert rep["method"] == res.method and rep["selection"]["method"] == res.method
+    assert res.tilt_series.provenance["interpolation"]["selection"]["requested"] == "auto"
+    # QA and adaptation see only the real frames of an interpolated series
+    back = real_frames(res.tilt_series)
+    np.testing.assert_array_equal(back.data, ts.data)
+    np.testing.assert_allclose(back.tilt_angles, ts.tilt_angles)
+    # forced adapted network; linear explicit; unknown methods refused
+    res = run(interpolate_series(sparse, frames_per_gap=1, method="adapted", device="cpu",
+                                 adapt_config=AdaptConfig(seconds=600, max_steps=2,
+                                                          crop_px=48)), show=False)
+    assert res.method == "adapted" and res.selection.requested == "adapted"
+    res = run(interpolate_series(sparse, frames_per_gap=1, method="linear"), show=False)
+    assert res.selection is None
+    with pytest.raises(TiltgenError, match="unknown interpolation method"):
+        run(interpolate_series(sparse, frames_per_gap=1, method="best"), show=False)
+
+
+def test_auto_uses_linear_when_the_gap_is_out_of_the_networks_range() -> None:
+    ts, _ = _blobs_series(n_tilts=7, step=20.0)
+    with pytest.warns(UserWarning, match="linear interpolation used"):
+        res = run(interpolate_series(ts, frames_per_gap=1, method="auto", adapt_seconds=600),
+                  show=False)
+    assert res.method == "linear" and res.selection is None
+    with pytest.raises(TiltgenError, match="trained on gaps"):
+        run(interpolate_series(ts, frames_per_gap=1, method="adapted"), show=False)
+
+
+def test_cli_auto_prints_the_choice_and_writes_the_qa_table(tmp_path: Path, capsys) -> None:
+    from napari_tiltgen.cli import main
+    from napari_tiltgen.io import write_mrc
+
+    ts, _ = _blobs_series(n_tilts=9, size=32)
+    src = write_mrc(ts, tmp_path / "in.mrc")
+    Path(src).with_suffix(".rawtlt").write_text("".join(f"{a}\n" for a in ts.tilt_angles))
+    out = tmp_path / "out.mrc"
+    rc = main(["interpolate", str(src), "--out", str(out), "--frames-per-gap", "1",
+               "--adapt-seconds", "1", "--qa-report", str(tmp_path / "qa.txt"), "--quiet",
+               "--device", "cpu"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "tiltgen: method: " in err and "dB" in err
+    table = (tmp_path / "qa.txt").read_text()
+    assert "PSNR pretrained" in table and "adapted" in table and "linear" in table
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["method"] in ("pretrained", "adapted", "linear")
+    assert rep["selection"]["method"] == rep["method"]
+    assert f"method: {rep['method']}" in err
+    # --qa with auto: the three-way table on stdout, JSON report
+    rc = main(["interpolate", str(src), "--qa", "--adapt-seconds", "1", "--quiet",
+               "--qa-report", str(tmp_path / "qa.json"), "--device", "cpu"])
+    assert rc == 0
+    assert "PSNR pretrained" in capsys.readouterr().out
+    d = json.loads((tmp_path / "qa.json").read_text())
+    assert d["requested"] == "auto" and {"psnr_pretrained", "psnr_adapted", "psnr_linear"} <= \
+        set(d["rows"][0])
