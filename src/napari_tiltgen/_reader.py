@@ -1,4 +1,11 @@
-"""npe2 reader: MRC-family and TIFF tilt series / volumes as napari image layers."""
+"""npe2 reader: tilt series / volumes from every supported format, and folders of per-tilt files.
+
+Errors: a file that cannot be read shows ONE napari notification with our message (the
+``TiltgenError`` text naming the file and the problem). The reader then returns napari's
+"read, but no layers" sentinel ``[(None,)]`` instead of an empty list or an exception, because
+either of those makes napari add its own generic "could not read" error with a traceback button
+on top of ours.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +14,35 @@ from pathlib import Path
 from typing import Any
 
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io.readers import SUPPORTED_SUFFIXES
+from napari_tiltgen.io.readers import PER_TILT_SUFFIXES, SUPPORTED_SUFFIXES
+
+#: napari/npe2's "the reader handled the path but made no layers" value.
+NO_LAYERS: list[tuple] = [(None,)]
 
 
-def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[tuple]] | None:
-    """Return :func:`read_layers` for files we read, else ``None`` (napari tries other readers)."""
+def _accepts(p: str | Path) -> bool:
+    p = Path(p)
+    if str(p).lower().endswith(SUPPORTED_SUFFIXES):
+        return True
+    try:
+        return p.is_dir() and any(c.suffix.lower() in PER_TILT_SUFFIXES for c in p.iterdir())
+    except OSError:  # unreadable folder: take it, so that the user gets our clear message
+        return p.is_dir()
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[..., list[tuple]] | None:
+    """Return :func:`read_layers` for files and folders we read, else ``None``."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    if not paths or not all(str(p).lower().endswith(SUPPORTED_SUFFIXES) for p in paths):
+    if not paths or not all(_accepts(p) for p in paths):
         return None
     return read_layers
 
 
-def read_layers(path: str | list[str]) -> list[tuple]:
-    """Read each file into a layer data tuple.
+def read_layers(path: str | list[str], **_: Any) -> list[tuple]:
+    """Read each file (or folder of per-tilt files) into a layer data tuple.
 
-    A file that cannot be read does not crash napari: its problem is shown as a napari
-    notification (``TiltgenError`` message naming the file) and the other files still load.
+    A file that cannot be read does not crash napari: its problem is shown as one napari
+    notification (the ``TiltgenError`` message naming the file) and the other files still load.
     """
     from napari_tiltgen.io.readers import read
 
@@ -35,12 +55,19 @@ def read_layers(path: str | list[str]) -> list[tuple]:
             _notify_error(str(exc))
             continue
         layers.append(obj.to_layer_data())
+        name = Path(p).name
         if getattr(obj, "tilt_angles", 0) is None:
             _notify_warning(
-                f"{Path(p).name}: no tilt angles found (.rawtlt/.tlt, .mdoc, extended header). "
-                "Set start and step in the 'Tilt series' widget (Plugins > napari-tiltgen)."
+                f"{name}: no tilt angles found (.rawtlt/.tlt, .mdoc, extended header, file "
+                "metadata). Set start and step in the 'Tilt series' widget (Plugins > "
+                "napari-tiltgen)."
             )
-    return layers
+        elif getattr(obj, "tilt_axis_known", True) is False:
+            _notify_warning(
+                f"{name}: the file does not record the tilt axis direction; it is not assumed "
+                "vertical. Estimate it (alignment) or set it in the 'Tilt series' widget."
+            )
+    return layers or NO_LAYERS
 
 
 def _notify_error(message: str) -> None:

@@ -13,15 +13,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "info",
         help="print shape, dtype, tilt angles, pixel size and tilt axis of a file",
         description="Print shape, dtype, tilt-angle range/step/count, pixel size (Å) and tilt "
-        "axis of an MRC/TIFF tilt series or volume, and where each came from (.rawtlt/.tlt, "
-        ".mdoc, SerialEM or FEI extended header, MRC header).",
+        "axis of a tilt series or volume (MRC, TIFF, DM3/DM4, Velox/NCEM EMD, SER/EMI, HSPY, or a "
+        "folder/glob of one image per tilt), where each came from (.rawtlt/.tlt, .xf, .mdoc, "
+        "SerialEM/FEI/old-FEI extended header, MRC header, file metadata) and the notes on "
+        "conventions recognised (0..180, radians, x100, several frames per tilt). Reads only "
+        "headers: a large integer stack is not converted.",
     )
-    p.add_argument("input", metavar="FILE")
+    p.add_argument("input", metavar="FILE",
+                   help="a file, a folder of per-tilt images, or a quoted glob ('ts/*.dm3')")
     p.add_argument("--kind", choices=["auto", "tilt_series", "volume"], default="auto",
                    help="read as this kind (default: guess from extension and header)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--angles", action="store_true", help="also list every tilt angle")
     add_angle_options(p)
+    if "--tilt-axis" not in p._option_string_actions:
+        p.add_argument("--tilt-axis", type=float, metavar="DEG",
+                       help="tilt-axis angle, degrees from image Y (IMOD convention); overrides "
+                       "the file's")
     p.set_defaults(func=run)
 
 
@@ -30,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.io.readers import read
 
     obj = read(args.input, args.kind, tilt_start=args.tilt_start, tilt_step=args.tilt_step,
-               tilt_file=args.tilt_file, pixel_size_A=args.pixel_size)
+               tilt_file=args.tilt_file, pixel_size_A=args.pixel_size,
+               tilt_axis_deg=getattr(args, "tilt_axis", None))
     if args.json:
         meta = obj.to_metadata()
         meta["shape"] = list(obj.shape)
@@ -39,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(meta, indent=2))
         return 0
     print(f"file:        {args.input}")
+    if obj.provenance.get("format"):
+        print(f"format:      {obj.provenance['format']}")
     print(obj.summary())
     if args.angles and isinstance(obj, TiltSeries) and obj.tilt_angles is not None:
         print("angles (deg): " + " ".join(f"{a:g}" for a in obj.tilt_angles))

@@ -80,7 +80,7 @@ def load_signals(path: Path) -> list[dict[str, Any]]:
             raise
         except TiltgenError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file for the user
+        except Exception as exc:
             raise TiltgenError(
                 f"not a readable {_NAMES[suffix]} file ({type(exc).__name__}: {exc}).", path
             ) from exc
@@ -93,6 +93,8 @@ def _axes(sig: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     axes = list(sig.get("axes", []))
     nav = [a for a in axes if a.get("navigate")]
     img = [a for a in axes if not a.get("navigate")]
+    if not nav and len(img) == 3:  # NCEM EMD: every dimension is a signal axis
+        nav, img = img[:1], img[1:]
     return nav, img
 
 
@@ -104,7 +106,7 @@ def _pick_signal(signals: list[dict[str, Any]], path: Path, ndim: int) -> tuple[
     notes: list[str] = []
     cands = []
     for s in signals:
-        nav, img = _axes(s)
+        _, img = _axes(s)
         shape = tuple(np.shape(s["data"]))
         if len(img) == 2 and len(shape) == ndim:
             cands.append(s)
@@ -128,8 +130,8 @@ def _pixel_size(img_axes: list[dict]) -> tuple[float | None, str, list[str]]:
     scale = float(ax.get("scale", 1.0) or 1.0)
     u = units.lower()
     if "/" in u or u.startswith("1"):
-        return None, "", [f"the images are calibrated in reciprocal units ({units}): no pixel "
-                          "size (a diffraction pattern?)"]
+        return None, "", [(f"the images are calibrated in reciprocal units ({units}): no "
+                           "pixel size (a diffraction pattern?)")]
     f = _LENGTH_TO_A.get(u)
     if f is None or scale <= 0:
         return None, "", []
@@ -220,6 +222,12 @@ def _stage_alpha(sig: dict[str, Any]) -> tuple[Any, str]:
     for kpath, val in _walk(sig.get("original_metadata", {})):
         if kpath and kpath[-1] == "Stage Alpha":
             return val, "tag " + ".".join(kpath)
+        if kpath[-2:] == ("Stage", "AlphaTilt"):  # Velox: radians
+            try:
+                return np.degrees(np.asarray(val, dtype=np.float64)), \
+                    "Velox metadata " + ".".join(kpath) + " (radians)"
+            except (TypeError, ValueError):
+                continue
     return None, ""
 
 
@@ -317,7 +325,7 @@ def read_image(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     signals = load_signals(path)
     sig, _ = _pick_signal(signals, path, 2)
     img = np.asarray(sig["data"], dtype=np.float32)
-    nav, axes = _axes(sig)
+    _, axes = _axes(sig)
     px, src, _ = _pixel_size(axes)
     alpha, asrc = _stage_alpha(sig)
     a = None

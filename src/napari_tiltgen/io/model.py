@@ -173,7 +173,7 @@ class TiltSeries:
     def angle_stats(self) -> dict[str, float]:
         """Range, mean step and count of the tilt angles (degrees)."""
         a = self.require_angles()
-        steps = np.diff(np.sort(a))
+        steps = np.diff(np.unique(np.round(a, 4)))  # repeated angles do not make a 0 step
         return {
             "min": float(a.min()),
             "max": float(a.max()),

@@ -30,7 +30,6 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,9 +99,10 @@ def read(
     if (tilt_start is None) != (tilt_step is None):
         raise TiltgenError("give both a tilt start and a tilt step (degrees), or neither.")
     text = os.fspath(path)
-    opts = dict(kind=kind, tilt_start=tilt_start, tilt_step=tilt_step, tilt_file=tilt_file,
-                pixel_size_A=pixel_size_A, check_finite=check_finite,
-                tilt_axis_deg=tilt_axis_deg, multi_frame=multi_frame)
+    opts: dict[str, Any] = {
+        "kind": kind, "tilt_start": tilt_start, "tilt_step": tilt_step, "tilt_file": tilt_file,
+        "pixel_size_A": pixel_size_A, "check_finite": check_finite,
+        "tilt_axis_deg": tilt_axis_deg, "multi_frame": multi_frame}
     try:
         if isinstance(text, str) and any(c in text for c in "*?[") and not Path(text).exists():
             files = sorted(Path(f) for f in _glob.glob(text))
@@ -182,9 +182,7 @@ def _assemble(path: Path, data: Any, hdr: dict[str, Any], *, kind: Kind,
     px, prov["pixel_size_source"] = _choose_pixel_size(pixel_size_A, hdr, angles)
 
     if kind == "auto":
-        if suffix in VOLUME_SUFFIXES:
-            kind = "volume"
-        elif hdr.get("is_volume") and angles.tilt_angles is None:
+        if suffix in VOLUME_SUFFIXES or hdr.get("is_volume") and angles.tilt_angles is None:
             kind = "volume"
         else:
             kind = "tilt_series"
@@ -230,7 +228,7 @@ def _assemble(path: Path, data: Any, hdr: dict[str, Any], *, kind: Kind,
                 f"{n} frames at {len(groups)} distinct tilt angles ({multi} tilt(s) with "
                 f"{'/'.join(str(k) for k in sizes if k > 1)} frames each): the frames of each "
                 f"tilt were {verb} (multi_frame='keep' keeps them)")
-            prov["frames_per_tilt"] = [int(len(g)) for g in groups]
+            prov["frames_per_tilt"] = [len(g) for g in groups]
     return TiltSeries(
         data=data,
         tilt_angles=tilt_angles,
@@ -604,12 +602,12 @@ def _gather_angles(path: Path, n: int, hdr: dict[str, Any], tilt_start: float | 
         if info.tilt_axis_angle_deg is None and src.tilt_axis_angle_deg is not None:
             info.tilt_axis_angle_deg = src.tilt_axis_angle_deg
             info.tilt_axis_source = src.tilt_axis_source
-        if info.acquisition_times_s is None and src.acquisition_times_s is not None:
-            if np.size(src.acquisition_times_s) == n:
-                info.acquisition_times_s = np.asarray(src.acquisition_times_s, np.float64)
-        if info.shifts_px is None and src.shifts_px is not None:
-            if np.size(src.shifts_px) == 2 * n:
-                info.shifts_px, info.shifts_source = src.shifts_px, src.shifts_source
+        if info.acquisition_times_s is None and src.acquisition_times_s is not None \
+                and np.size(src.acquisition_times_s) == n:
+            info.acquisition_times_s = np.asarray(src.acquisition_times_s, np.float64)
+        if info.shifts_px is None and src.shifts_px is not None \
+                and np.size(src.shifts_px) == 2 * n:
+            info.shifts_px, info.shifts_source = src.shifts_px, src.shifts_source
     if info.tilt_axis_angle_deg is None and saved.get("tilt_axis_angle_deg") is not None \
             and saved.get("tilt_axis_known", True):
         info.tilt_axis_angle_deg = float(saved["tilt_axis_angle_deg"])
