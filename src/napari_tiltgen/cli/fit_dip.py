@@ -120,7 +120,10 @@ def _read_times(path: str) -> np.ndarray:
     from napari_tiltgen.errors import TiltgenError
 
     try:
-        values = [float(line.split()[0]) for line in Path(path).read_text().splitlines()
+        from napari_tiltgen.io.metadata import read_small_file
+
+        text = read_small_file(path, "acquisition-times file").decode("utf-8", "replace")
+        values = [float(line.split()[0]) for line in text.splitlines()
                   if line.strip() and not line.lstrip().startswith("#")]
     except (OSError, ValueError) as exc:
         raise TiltgenError(f"cannot read acquisition times ({exc}); give one number (seconds) "
@@ -130,8 +133,9 @@ def _read_times(path: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.errors import TiltgenError
-    from napari_tiltgen.io import write_mrc
     from napari_tiltgen.io.model import Volume
+    from napari_tiltgen.io.output import planned_outputs
+    from napari_tiltgen.io.writers import file_contents
     from napari_tiltgen.methods.dip import acquisition_times, fit_dip, sliding_window_sirt
     from napari_tiltgen.methods.recon import with_vertical_axis
 
@@ -152,16 +156,12 @@ def run(args: argparse.Namespace) -> int:
         out_times = np.sort(frame_times)[::args.every]
     paths = output_paths(args.out, out_times.size, bool(args.window))
     folder: Path = paths["folder"]
-    if Path(args.out).suffix.lower() == ".mrc" and not folder.is_dir():
-        raise TiltgenError("the folder does not exist.", folder)
     targets = [*paths["volumes"], paths["times"], paths["static"], *paths["window"]]
-    src = Path(args.input).resolve()
-    for t in targets:
-        if t.exists() and not args.overwrite:
-            raise TiltgenError("already exists; use --overwrite or another --out.", t)
-        if t.resolve() == src:
-            raise TiltgenError("the output would replace the input tilt series.", t)
-    folder.mkdir(parents=True, exist_ok=True)
+    # every output check (folder, names, inputs, existing) before the fit; all files or none
+    plan = planned_outputs(targets[0], targets[1:], overwrite=args.overwrite,
+                           inputs=[args.input, getattr(args, "tilt_file", None),
+                                   args.times_file, args.checkpoint],
+                           create_folder=Path(args.out).suffix.lower() != ".mrc")
 
     res = fit_dip(
         ts, steps=args.steps, temporal_smoothness=args.smoothness, times_s=frame_times,
@@ -173,20 +173,21 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, resume=args.resume, preview_every=0,
         n_threads=args.threads, show=not args.quiet,
     )
+    contents: dict = {}
     for i, path in enumerate(paths["volumes"]):
-        write_mrc(res.volume(i), path, overwrite=args.overwrite)
+        contents.update(file_contents(res.volume(i), path))
     if res.static_sirt is not None:
-        write_mrc(Volume(res.static_sirt, res.voxel_size_A,
-                         provenance={"method": "sirt (static, all tilts)"}),
-                  paths["static"], overwrite=args.overwrite)
+        contents.update(file_contents(Volume(res.static_sirt, res.voxel_size_A,
+                                             provenance={"method": "sirt (static, all tilts)"}),
+                                      paths["static"]))
     if args.window:
         win = sliding_window_sirt(ts, args.window, times_s=frame_times, output_times_s=out_times,
                                   iterations=args.sirt_iterations, thickness_px=args.thickness,
                                   axis_offset_px=args.axis_offset, device=args.device)
         for i, path in enumerate(paths["window"]):
-            write_mrc(Volume(win[i], ts.pixel_size_A, provenance={
+            contents.update(file_contents(Volume(win[i], ts.pixel_size_A, provenance={
                 "method": f"sliding-window sirt ({args.window} frames)",
-                "parameters": {"time_s": float(out_times[i])}}), path, overwrite=args.overwrite)
+                "parameters": {"time_s": float(out_times[i])}}), path))
     meta = {
         "format": TIMES_FORMAT,
         "times_s": res.times_s.tolist(),
@@ -200,9 +201,8 @@ def run(args: argparse.Namespace) -> int:
         "final_loss": float(res.loss_history[-1]) if res.loss_history.size else None,
         "provenance": res.provenance,
     }
-    tmp = paths["times"].with_name(paths["times"].name + ".part")
-    tmp.write_text(json.dumps(meta, indent=2, default=float))
-    tmp.replace(paths["times"])
+    contents[paths["times"]] = json.dumps(meta, indent=2, default=float)
+    plan.commit(contents)
     p = res.provenance
     print(f"wrote {len(paths['volumes'])} volumes of {' x '.join(map(str, res.volumes.shape[1:]))}"
           f" voxels (nz, ny, nx), {res.times_s[0]:g} to {res.times_s[-1]:g} s, to {folder} "

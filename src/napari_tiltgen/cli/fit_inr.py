@@ -135,19 +135,15 @@ def _axis_init(text: str) -> str | float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_tiltgen.errors import TiltgenError
-    from napari_tiltgen.io import write_mrc
+    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.methods.inr import fit_inr
     from napari_tiltgen.methods.recon import with_vertical_axis
 
     out = Path(args.out)
-    targets = [out] + ([Path(args.poses)] if args.poses else [])
-    for t in targets:
-        if t.exists() and not args.overwrite:
-            raise TiltgenError("already exists; use --overwrite or another name.", t)
-        if t.resolve() == Path(args.input).resolve():
-            raise TiltgenError("the output would replace the input tilt series; choose another "
-                               "name.", t)
+    # every output check (folder, extension, inputs, existing) before any compute
+    plan = plan_write(out, "volume", overwrite=args.overwrite,
+                      inputs=[args.input, getattr(args, "tilt_file", None), args.checkpoint],
+                      extra=[Path(args.poses)] if args.poses else [])
     pose_params = [s.strip() for s in args.pose_params.split(",") if s.strip()]
     ts, note = with_vertical_axis(read_series_from_args(args))
 
@@ -172,8 +168,14 @@ def run(args: argparse.Namespace) -> int:
         )
         if rank != 0:
             return 0
-    path = write_mrc(res.volume, out, overwrite=args.overwrite)
     p = res.volume.provenance
+    extra = {}
+    if args.poses:  # volume and poses appear together or not at all
+        extra[Path(args.poses)] = json.dumps(
+            {"input": str(args.input), "volume": str(out), **res.poses_json(),
+             "final_loss": p["final_loss"], "seconds": p["seconds"],
+             "parameters": p["parameters"]}, indent=2)
+    path = write(res.volume, plan=plan, extra=extra)
     print(f"wrote {path}: {' x '.join(map(str, res.volume.shape))} voxels (nz, ny, nx), INR "
           f"{args.steps} steps on {p['device']} in {p['seconds']:.1f} s, final loss "
           f"{p['final_loss']:.4g}")
@@ -183,11 +185,5 @@ def run(args: argparse.Namespace) -> int:
               f"{poses['tilt_axis_angle_deg']:.2f} deg; max |tilt-angle offset| "
               f"{abs(poses['tilt_angle_offsets_deg']).max():.2f} deg")
     if args.poses:
-        doc = {"input": str(args.input), "volume": str(path), **res.poses_json(),
-               "final_loss": p["final_loss"], "seconds": p["seconds"],
-               "parameters": p["parameters"]}
-        tmp = Path(args.poses).with_name(f".{Path(args.poses).name}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, args.poses)
         print(f"wrote {args.poses}: fitted poses (shifts_px as (dy, dx) px, angles in degrees)")
     return 0

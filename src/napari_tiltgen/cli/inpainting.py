@@ -234,9 +234,16 @@ def run_inpaint(args: argparse.Namespace) -> int:
         from napari_tiltgen.io import read_volume
 
         source = read_volume(args.input)
+        from napari_tiltgen.resources import check_memory  # refuse before an OOM
+
+        check_memory(7.0 * 4 * source.data.size, f"inpaint of a {' x '.join(map(str, source.shape))}"
+                     " voxel volume", "crop or bin the volume, or use a larger machine.",
+                     args.input)
         if args.tilt_file:
+            from napari_tiltgen.io.metadata import read_angle_file
+
             source.provenance["tilt_angles"] = [float(v) for v in
-                                                Path(args.tilt_file).read_text().split()]
+                                                read_angle_file(args.tilt_file)]
     else:
         from napari_tiltgen.cli import read_series_from_args
 
@@ -250,7 +257,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
         print(f"warning: {n}", file=sys.stderr)
     from napari_tiltgen.io.writers import write
 
-    path = write(vol, args.output, overwrite=args.overwrite)
+    path = write(vol, args.output, overwrite=args.overwrite, inputs=[args.input])
     print(f"wrote {path} ({vol.shape[0]} x {vol.shape[1]} x {vol.shape[2]}, "
           f"wedge {vol.provenance['parameters']['missing_wedge_deg']:.1f} deg)")
     return 0

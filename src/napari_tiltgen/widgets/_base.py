@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.errors import Cancelled, TiltgenError
 from napari_tiltgen.io.model import METADATA_KEY
 from napari_tiltgen.progress import Progress
 
@@ -120,6 +120,18 @@ def warm_up_torch() -> None:
     opt.step()
 
 
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` in the Python thread ``thread_id`` at its next instruction."""
+    import ctypes
+
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                      ctypes.py_object(exc_type))
+    if done > 1:  # more than one thread hit: undo (cannot happen with a valid id)
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+        return False
+    return done == 1
+
+
 class WorkerWidget(Container):
     """Base class of dock widgets that run long work in a napari thread worker."""
 
@@ -176,8 +188,24 @@ class WorkerWidget(Container):
         holder: dict[str, Generator] = {}
 
         def job() -> Generator[Progress, None, Any]:
-            holder["gen"] = gen = make_gen()
-            return (yield from gen)
+            import threading
+
+            # cancel() may interrupt this thread only while it runs the job's own code ("busy")
+            holder["thread_id"] = threading.get_ident()
+            holder["busy"] = True
+            try:
+                holder["gen"] = gen = make_gen()
+                sent = None
+                while True:
+                    try:
+                        event = gen.send(sent)
+                    except StopIteration as stop:
+                        return stop.value
+                    holder["busy"] = False
+                    sent = yield event
+                    holder["busy"] = True
+            finally:
+                holder["busy"] = False
 
         # Errors are shown by _on_error; napari's own handler would raise them again.
         worker = create_worker(job, _start_thread=False, _ignore_errors=True)
@@ -197,11 +225,38 @@ class WorkerWidget(Container):
         worker.start()
         return worker
 
+    #: Seconds a cancelled job may run on before it is interrupted where it stands.
+    cancel_grace_s = 0.2
+
     def cancel(self, *_: Any) -> None:
-        """Ask the running worker to stop at its next progress step."""
-        if self.worker is not None:
-            self._set_status("cancelling...")
-            self.worker.quit()
+        """Stop the running job within a second, at any moment (set-up included).
+
+        The worker is asked to stop at its next progress step (``worker.quit()``); a job still
+        running ``cancel_grace_s`` later (a long set-up before its first progress step: model
+        loading, SIRT initialisation) gets a :class:`~napari_tiltgen.errors.Cancelled` exception
+        raised in its thread at the next Python instruction (repeated until it ends). Files are
+        written only through :mod:`napari_tiltgen.io.output`, whose temporary files are removed
+        on any exception, so nothing is left half-written.
+        """
+        if self.worker is None:
+            return
+        self._set_status("cancelling...")
+        self._cancel_requested = True
+        worker = self.worker
+        worker.quit()
+        from qtpy.QtCore import QTimer
+
+        holder = self._gen_holder
+
+        def interrupt() -> None:
+            if self.worker is not worker or holder.get("finished"):
+                return
+            tid = holder.get("thread_id")
+            if tid is not None and holder.get("busy"):
+                _raise_in_thread(tid, Cancelled)
+            QTimer.singleShot(int(self.cancel_grace_s * 1000), interrupt)
+
+        QTimer.singleShot(int(self.cancel_grace_s * 1000), interrupt)
 
     def _on_progress(self, event: Progress) -> None:
         if not isinstance(event, Progress):
@@ -234,6 +289,9 @@ class WorkerWidget(Container):
         self.preview.native.setPixmap(pix)
 
     def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled) or getattr(self, "_cancel_requested", False):
+            self._set_status("cancelled")  # whatever the interrupted set-up raised
+            return
         self._set_status("failed")
         if isinstance(exc, TiltgenError):
             self.show_error(str(exc))
@@ -243,6 +301,8 @@ class WorkerWidget(Container):
     def _on_finished(self) -> None:
         # After a cancel the generator is parked at a yield: close it now (it no longer runs in
         # the worker thread), so its ``finally`` blocks release files and memory at once.
+        self._gen_holder["finished"] = True
+        self._cancel_requested = False
         gen = self._gen_holder.pop("gen", None)
         if gen is not None:
             gen.close()

@@ -272,9 +272,12 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"
     """
     from safetensors import safe_open
 
+    from napari_tiltgen.models import check_finite_tensors, check_weights_file
+
     path = Path(path)
     if not path.is_file():
         raise TiltgenError("no such weights file.", path)
+    check_weights_file(path)  # shipped weights: sha256 as recorded
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -284,7 +287,12 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"
     if meta.get("format") != "napari-tiltgen inpainting generator":
         raise TiltgenError("this safetensors file is not a napari-tiltgen inpainting model.",
                            path)
-    model = UNetPP(GeneratorConfig.from_dict(json.loads(meta["architecture"])))
+    check_finite_tensors(tensors, path)
+    try:
+        model = UNetPP(GeneratorConfig.from_dict(json.loads(meta["architecture"])))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise TiltgenError(f"the architecture metadata is not an inpainting generator's "
+                           f"({exc}).", path) from None
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     try:
         model.load_state_dict(state)

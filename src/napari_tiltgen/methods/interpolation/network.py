@@ -417,19 +417,29 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     """
     from safetensors import safe_open
 
+    from napari_tiltgen.models import check_finite_tensors, check_weights_file
+
     path = Path(path)
     if not path.is_file():
         raise TiltgenError("no such weights file.", path)
+    check_weights_file(path)  # shipped weights: sha256 as recorded
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise TiltgenError(f"not a readable safetensors weights file ({exc}).", path) from None
-    if "architecture" not in meta:
+    if "architecture" not in meta or meta.get("format", "").startswith(
+            "napari-tiltgen inpainting"):
         raise TiltgenError("this safetensors file is not an interpolation model of "
-                           "napari-tiltgen (no architecture metadata).", path)
-    model = TiltInterpNet(NetConfig.from_dict(json.loads(meta["architecture"])))
+                           "napari-tiltgen (no interpolation architecture metadata; format "
+                           f"{meta.get('format', 'unknown')!r}).", path)
+    check_finite_tensors(tensors, path)
+    try:
+        model = TiltInterpNet(NetConfig.from_dict(json.loads(meta["architecture"])))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise TiltgenError(f"the architecture metadata is not an interpolation network's "
+                           f"({exc}).", path) from None
     state = {k: v.float() for k, v in tensors.items()}
     try:
         model.load_state_dict(state)
