@@ -7,7 +7,7 @@ range for the whole series (the truth's maximum over all times), from :mod:`napa
 Methods
     ``static SIRT``   one SIRT of all tilts, used for every time point;
     ``window SIRT``   a SIRT of the ``--window`` tilts recorded nearest in time to each time point;
-    ``DIP``           :func:`napari_tiltgen.methods.dip.fit_dip` (one fit for all time points).
+    ``DIP``           :func:`napari_tiltgen.fits.dip.fit_dip` (one fit for all time points).
 
 Phantoms
     ``spheres``       :func:`napari_tiltgen.simulate.phantoms.dynamic_sphere_phantom` (sintering,
@@ -80,7 +80,7 @@ def scores(volumes: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def time_dip_only(ts, args) -> int:
     """Wall and CPU seconds of the SIRT + warm start and of the self-supervised steps."""
-    from napari_tiltgen.methods import dip
+    from napari_tiltgen.fits import dip
 
     marks: dict[str, float] = {}
 
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="time the DIP fit only (no baselines, no scores): for the time per step")
     args = p.parse_args(argv)
 
-    from napari_tiltgen.methods import dip, recon
+    from napari_tiltgen.fits import dip
+    from napari_tiltgen.methods import recon
 
     torch.set_num_threads(args.threads)
     print(f"# DIP benchmark: {args.phantom} phantom {args.size}^3, {args.tilts} tilts "

@@ -46,7 +46,7 @@ import torch
 
 from napari_tiltgen import metrics
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.inr import fit_inr
+from napari_tiltgen.fits.inr import fit_inr
 from napari_tiltgen.methods.recon import reconstruct
 from napari_tiltgen.physics.geometry import centered_coords, detector_u
 from napari_tiltgen.simulate.phantoms import random_spheres, sphere_phantom
@@ -120,7 +120,7 @@ def recorded_with_axis(ts: TiltSeries, axis_deg: float, seed: int) -> TiltSeries
     """Exact projections of the phantom as recorded with the tilt axis at ``axis_deg`` from y.
 
     Each recorded pixel ``p_r`` (2x2 sub-pixels) is mapped to the axis-aligned detector by
-    ``Rot(-axis)`` (the IMOD convention of :mod:`napari_tiltgen.methods.inr.poses`) and the
+    ``Rot(-axis)`` (the IMOD convention of :mod:`napari_tiltgen.physics.rays`) and the
     spheres' line integrals are evaluated there: no interpolation of frames, so no bias.
     """
     if axis_deg == 0:

@@ -11,17 +11,21 @@ import torch
 
 from napari_tiltgen.cli import main as cli_main
 from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.fits import dip
 from napari_tiltgen.io import read_volume, write_mrc
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods import dip, recon
+from napari_tiltgen.methods import recon
+from napari_tiltgen.physics.geometry import Geometry
+from napari_tiltgen.physics.per_tilt import FrameProjector
 from napari_tiltgen.physics.projector import Projector
+from napari_tiltgen.physics.shifts import unshift_frames
 from napari_tiltgen.progress import Progress, run
 from napari_tiltgen.simulate.phantoms import dynamic_sphere_phantom
 
 #: Small but real settings: 16^3 voxels, 24 tilts (= time points).
 SIZE, N_TILTS = 16, 24
-FAST = dict(warm_start_steps=20, sirt_iterations=20, preview_every=0, device="cpu",
-            n_threads=1, slices_per_step=8)
+FAST = {"warm_start_steps": 20, "sirt_iterations": 20, "preview_every": 0, "device": "cpu",
+            "n_threads": 1, "slices_per_step": 8}
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +54,12 @@ def test_times_recorded_then_given(dynamic) -> None:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(times_s=[0.0, 1.0, 2.0]), "3 acquisition times were given for 4 frames"),
-    (dict(times_s=[0.0, 1.0, 1.0, 2.0]), "same acquisition time"),
-    (dict(times_s=[0.0, np.nan, 1.0, 2.0]), "NaN"),
-    (dict(times_s=[3.0, 2.0, 1.0, 0.0], order="angle"), "do not increase"),
-    (dict(order="reverse"), "unknown acquisition order"),
-    (dict(frame_time_s=0.0), "positive number of seconds"),
+    ({"times_s": [0.0, 1.0, 2.0]}, "3 acquisition times were given for 4 frames"),
+    ({"times_s": [0.0, 1.0, 1.0, 2.0]}, "same acquisition time"),
+    ({"times_s": [0.0, np.nan, 1.0, 2.0]}, "NaN"),
+    ({"times_s": [3.0, 2.0, 1.0, 0.0], "order": "angle"}, "do not increase"),
+    ({"order": "reverse"}, "unknown acquisition order"),
+    ({"frame_time_s": 0.0}, "positive number of seconds"),
 ])
 def test_times_user_errors(kwargs, match) -> None:
     ts = TiltSeries(np.ones((4, 8, 8)), tilt_angles=[-30.0, 0.0, 30.0, 60.0])
@@ -87,7 +91,8 @@ def test_frame_projector_is_the_projector_per_frame() -> None:
     rng = np.random.default_rng(0)
     angles = np.array([-62.0, -20.0, 0.0, 35.0, 71.0])
     dx = np.array([0.0, 1.5, -2.25, 0.4, 3.0])
-    op = dip.FrameProjector((12, 10), angles, dx, axis_offset_px=0.7, n_det=11)
+    shifts = np.stack([np.zeros(5), dx], axis=1)
+    op = FrameProjector(Geometry((12, 1, 10), angles, shifts, axis_offset_px=0.7, n_det=11))
     images = torch.from_numpy(rng.random((6, 5, 12, 10), dtype=np.float32))  # 6 slices
     out = op(images, np.arange(5))
     for k in range(5):
@@ -106,7 +111,7 @@ def test_dy_shift_removed_from_data() -> None:
     """Rows moved by +dy in the data are read back from the slice they belong to."""
     data = np.random.default_rng(1).random((2, 10, 6)).astype(np.float32)
     shifted = np.roll(data, 2, axis=1)  # frame appears 2 rows lower: dy = +2
-    back = dip._remove_dy(shifted, np.array([2.0, 2.0]))
+    back = unshift_frames(shifted, np.array([2.0, 2.0]))
     np.testing.assert_allclose(back[:, :8], data[:, :8])
 
 

@@ -1,4 +1,4 @@
-"""INR reconstruction with joint pose refinement (methods/inr): physics, quality, poses, runs.
+"""INR reconstruction with joint pose refinement (fits/inr): physics, quality, poses, runs.
 
 Every fit here is tiny (16-20^3 voxels, at most a few hundred steps of a few hundred rays) so the
 whole file runs in well under a minute on two cores.
@@ -18,21 +18,21 @@ from scipy import ndimage
 
 from napari_tiltgen import metrics
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io import read_volume, write_mrc
-from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.alignment import rotate_tilt_axis_to_vertical
-from napari_tiltgen.methods.inr import (
+from napari_tiltgen.fits.inr import (
     PoseModel,
     fit_inr,
     fit_inr_iter,
     load_checkpoint,
 )
-from napari_tiltgen.methods.inr.poses import to_normalised
+from napari_tiltgen.io import read_volume, write_mrc
+from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.methods.alignment import rotate_tilt_axis_to_vertical
 from napari_tiltgen.methods.recon import reconstruct
 from napari_tiltgen.physics.projector import Projector
+from napari_tiltgen.physics.rays import to_normalised
 from napari_tiltgen.simulate.phantoms import random_spheres, sphere_phantom
 
-TINY = dict(batch_size=512, preview_every=0, device="cpu", n_threads=1)
+TINY = {"batch_size": 512, "preview_every": 0, "device": "cpu", "n_threads": 1}
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +295,7 @@ def test_monitor_reports_metric(phantom20) -> None:
     assert len(vals) == 2 and all(-1 <= v <= 1 for v in vals)
 
 
-def test_user_errors(phantom20) -> None:
+def test_user_errors(phantom20, monkeypatch) -> None:
     ts, _ = phantom20
     with pytest.raises(TiltgenError, match="tilt angles of this series are unknown"):
         fit_inr(replace(ts, tilt_angles=None), steps=2, show=False, **TINY)
@@ -311,9 +311,9 @@ def test_user_errors(phantom20) -> None:
         fit_inr(ts, steps=2, pose_parameters=("roll",), show=False, **TINY)
     with pytest.raises(TiltgenError, match="all zeros"):
         fit_inr(replace(ts, data=np.zeros_like(ts.data)), steps=2, show=False, **TINY)
-    if not torch.cuda.is_available():
-        with pytest.raises(TiltgenError, match="no CUDA GPU"):
-            fit_inr(ts, steps=2, show=False, **{**TINY, "device": "cuda"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also where a GPU exists
+    with pytest.raises(TiltgenError, match="no CUDA GPU"):
+        fit_inr(ts, steps=2, show=False, **{**TINY, "device": "cuda"})
 
 
 # ----------------------------------------------------------------------------- CLI and DDP

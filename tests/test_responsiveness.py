@@ -79,7 +79,7 @@ def test_gui_responsive_during_sirt(make_napari_viewer, qtbot) -> None:
 
 def test_gui_responsive_during_inr_fit(make_napari_viewer, qtbot) -> None:
     """An INR fit with pose refinement and live previews keeps the event loop moving."""
-    from napari_tiltgen.methods.inr import fit_inr_iter
+    from napari_tiltgen.fits.inr import fit_inr_iter
 
     viewer = make_napari_viewer()
     ts, _ = sphere_phantom(size=32, tilt_step=4.0)

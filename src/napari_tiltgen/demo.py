@@ -133,7 +133,7 @@ def run_demo(out: str | Path, *, size: int = 64, tilt_step: float = 3.0, seed: i
              vol.provenance.get("parameters", {}).get("missing_wedge_deg")), warnings=warnings)
 
     if "inr" in methods:
-        from napari_tiltgen.methods.inr import fit_inr
+        from napari_tiltgen.fits.inr import fit_inr
 
         t0 = time.perf_counter()
         res_inr = fit_inr(ts, steps=inr_steps, device=device, show=False, seed=seed)
@@ -155,7 +155,10 @@ def run_demo(out: str | Path, *, size: int = 64, tilt_step: float = 3.0, seed: i
         summary["dip"] = _dip_step(out, files, dip_steps, seed, device, overwrite, step, log)
 
     summary["files"] = {k: str(v) for k, v in files.items()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    from napari_tiltgen.io.output import write_text  # validated, atomic
+
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default),
+               overwrite=True)  # the folder's targets were checked at the start
     return summary
 
 
@@ -163,7 +166,7 @@ def _dip_step(out: Path, files: dict[str, Path], steps: int, seed: int, device: 
               overwrite: bool, step: Any, log: Any) -> dict[str, Any]:
     """Time-resolved fit of a sintering, growing particle vs static SIRT (per time point)."""
     from napari_tiltgen import metrics
-    from napari_tiltgen.methods.dip import fit_dip
+    from napari_tiltgen.fits.dip import fit_dip
     from napari_tiltgen.methods.recon import reconstruct
     from napari_tiltgen.simulate.phantoms import dynamic_sphere_phantom
 
@@ -187,9 +190,9 @@ def _dip_step(out: Path, files: dict[str, Path], steps: int, seed: int, device: 
               "mean_ssim_static_sirt": float(np.mean(ssim_static)),
               "times_s": res.times_s.tolist(), "ssim_dip": ssim_dip, "ssim_static_sirt": ssim_static}
     path = out / "dip_metrics.json"
-    if path.exists() and not overwrite:
-        raise TiltgenError("exists; use --overwrite.", path)
-    path.write_text(json.dumps(result, indent=2, default=_json_default))
+    from napari_tiltgen.io.output import write_text  # validated, atomic, exclusive
+
+    write_text(path, json.dumps(result, indent=2, default=_json_default), overwrite=overwrite)
     files["dip_metrics"] = path
     step("time-resolved DIP", t0, phantom="sintering + growing spheres, 24^3 x 40 tilts",
          mean_ssim_dip=round(result["mean_ssim_dip"], 4),

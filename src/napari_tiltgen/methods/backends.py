@@ -13,9 +13,9 @@ y_astra sin(a)``; with ``a = -theta`` that is our ``u = x cos(theta) + z sin(the
 per-tilt ``dx`` and the axis offset move ASTRA's detector centre by ``-(dx + offset)`` along its
 ``u`` direction (``parallel_vec`` geometry). ASTRA's ``linear`` CPU projector is Joseph's method,
 like ours, and the two forward projections agree to about 1e-5 (see ``tests/test_recon.py``).
-ASTRA's 2-D geometry cannot shift along the tilt axis, so ``dy`` shifts are applied to the data
-first (linear interpolation), as is everything for FBP, which ASTRA only runs in the plain
-``parallel`` geometry.
+ASTRA's 2-D geometry cannot shift along the tilt axis, so ``dy`` shifts are taken out of the data
+first (:mod:`napari_tiltgen.physics.shifts`, the projector's policy), as is everything for FBP,
+which ASTRA only runs in the plain ``parallel`` geometry.
 
 The 3-D CUDA mapping is checked at run time: a small asymmetric test volume is projected with
 ASTRA and with our projector, and the 3-D path is used only if the two agree (otherwise the 2-D
@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.physics.geometry import interleaved_order
+from napari_tiltgen.physics.shifts import unshift_frames
 from napari_tiltgen.progress import Progress, ProgressGen
 
 __all__ = [
@@ -101,16 +103,10 @@ def _import_astra() -> Any:
 
 
 def unshift(data: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """Undo per-tilt shifts: frame ``i`` moved by ``(-dy[i], -dx[i])`` pixels (linear, zero fill)."""
-    from scipy import ndimage
-
-    if not (np.any(dy) or np.any(dx)):
-        return data
-    out = np.empty_like(data)
-    for i in range(data.shape[0]):
-        out[i] = ndimage.shift(data[i], (-float(dy[i]), -float(dx[i])), order=1, mode="constant",
-                               cval=0.0)
-    return out
+    """Undo per-tilt shifts: frame ``i`` moved by ``(-dy[i], -dx[i])`` pixels, by the package's
+    one shift policy (:func:`napari_tiltgen.physics.shifts.unshift_frames`: linear, zero outside
+    the frame, interpolated across the edge as the projector does)."""
+    return unshift_frames(data, dy, dx)
 
 
 def astra_proj_geom_2d(astra: Any, tilt_angles_deg: np.ndarray, n_det: int,
@@ -293,10 +289,8 @@ def astra_reconstruct_iter(
             algorithm = "SIRT_CUDA" if cuda else "SIRT"
         else:
             algorithm = "SART_CUDA" if cuda else "SART"
-            from napari_tiltgen.methods.recon import _interleaved_order
-
             options["ProjectionOrder"] = "custom"
-            order = _interleaved_order(angles, n_subsets)
+            order = interleaved_order(angles, n_subsets)
             options["ProjectionOrderList"] = order.astype(np.int32)
             n_iter = iterations * n_t
     stack = np.ascontiguousarray(stack, dtype=np.float32)

@@ -43,13 +43,14 @@ import torch
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.methods._torch import num_threads
+from napari_tiltgen.methods.recon_names import BACKENDS, METHODS
+from napari_tiltgen.physics.geometry import ordered_subsets
 from napari_tiltgen.physics.projector import (
     DEFAULT_CHUNK_BYTES,
     Projector,
     resolve_device,
     suggested_threads,
 )
-from napari_tiltgen.methods.recon_names import BACKENDS, METHODS
 from napari_tiltgen.progress import Progress, ProgressGen, run
 
 __all__ = [
@@ -298,18 +299,6 @@ def sirt_iter(
 
 
 # ---------------------------------------------------------------------------- SART
-def _subsets(tilt_angles_deg: np.ndarray, n_subsets: int) -> list[np.ndarray]:
-    """Tilt indices sorted by angle and dealt into ``n_subsets`` interleaved subsets."""
-    order = np.argsort(np.asarray(tilt_angles_deg), kind="stable")
-    n = int(min(max(1, n_subsets), order.size))
-    return [order[s::n] for s in range(n)]
-
-
-def _interleaved_order(tilt_angles_deg: np.ndarray, n_subsets: int = 8) -> np.ndarray:
-    """All tilt indices, subset after subset of :func:`_subsets` (an order for per-tilt SART)."""
-    return np.concatenate(_subsets(tilt_angles_deg, n_subsets))
-
-
 def sart_iter(
     projector: Projector,
     data: Any,
@@ -339,7 +328,7 @@ def sart_iter(
     iterations = _check_iterations(iterations)
     b = _as_data(projector, data)
     n_sub = int(min(max(1, n_subsets), projector.n_tilts))
-    subsets = _subsets(projector.tilt_angles_deg, n_sub)
+    subsets = ordered_subsets(projector.tilt_angles_deg, n_sub)
     x = (torch.zeros(projector.volume_shape, dtype=projector.dtype, device=projector.device)
          if x0 is None else torch.as_tensor(x0).to(projector.device, projector.dtype).clone())
     ops = []

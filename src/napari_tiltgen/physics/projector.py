@@ -7,20 +7,15 @@ axis_offset``, ``v = y + dy``, all in pixels from the grid centre).
 
 Discretisation
 --------------
-Every y-slice of the volume sees the same 2-D geometry (the tilt axis is y), so for each tilt the
-map from an ``(nz, nx)`` slice to a detector row is one small linear operator shared by all
-slices. It is built once per geometry as a sparse CSR matrix ``A`` of shape
-``(n_tilts * n_det, nz * nx)`` and applied to a chunk of y-slices at once as one sparse-dense
-matrix product (one column per slice). The forward model is Joseph's ray-driven method: a ray is
-sampled once per voxel row along its main direction with linear interpolation across it and
-weighted by the step length, ``1 / max(|cos|, |sin|)`` pixels (ASTRA's ``linear`` projector is
-the same). The adjoint uses the explicitly transposed matrix, so ``<A x, y> = <x, A^T y>`` holds
-to rounding error. For symmetric tilt schemes only half of the matrix is stored (see
-:class:`Projector`).
+Joseph's ray-driven method (:mod:`~napari_tiltgen.physics.operators`): one sparse CSR block per
+tilt maps an ``(nz, nx)`` slice to a detector row; the blocks of all tilts are stacked into
+``A`` ``(n_tilts * n_det, nz * nx)`` and applied to a chunk of y-slices at once (one column per
+slice). The adjoint uses the explicitly transposed matrix, so ``<A x, y> = <x, A^T y>`` holds to
+rounding error. For symmetric tilt schemes only half of ``A`` is stored (see :class:`Projector`).
 
-Sub-pixel ``dy`` shifts are a 2-tap linear interpolation along the detector rows applied after
-the slice projections (its transpose in the adjoint); ``dx`` and the tilt-axis offset enter the
-operator itself.
+Sub-pixel ``dy`` shifts follow :mod:`~napari_tiltgen.physics.shifts` (2-tap linear interpolation
+along the detector rows, zero outside, after the slice projections; its transpose in the
+adjoint); ``dx`` and the tilt-axis offset enter the operator itself.
 
 :func:`forward_project` and :func:`back_project` are differentiable (autograd calls the adjoint
 for the gradient), work on any torch device (operators are built on the CPU once, then moved) and
@@ -39,7 +34,6 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -48,7 +42,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from napari_tiltgen.physics.geometry import centered_coords
+from napari_tiltgen.physics.geometry import Geometry
+from napari_tiltgen.physics.operators import (
+    LinearMap,
+    block_csr,
+    joseph_triplets,
+    pixel_driven_triplets,
+    to_torch_csr,
+)
+from napari_tiltgen.physics.shifts import linear_taps
 
 __all__ = ["Projector", "back_project", "forward_project", "get_projector", "resolve_device",
            "suggested_threads"]
@@ -98,110 +100,6 @@ def _as_shifts(shifts_px: Any, n: int) -> np.ndarray:
     if s.shape != (n, 2):
         raise ValueError(f"shifts_px must have shape ({n}, 2) as (dy, dx); got {s.shape}")
     return s
-
-
-def _joseph_triplets(theta_deg: float, nz: int, nx: int, n_det: int,
-                     u_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (detector bin), columns (``k * nx + j``) and weights of one tilt's ray-driven operator."""
-    t = math.radians(theta_deg)
-    c, s = math.cos(t), math.sin(t)
-    u = centered_coords(n_det) - u_shift  # detector bin centres, shift removed
-    if abs(c) >= abs(s):
-        # march along z: one sample per voxel row k, interpolate along x
-        z = centered_coords(nz)
-        pos = (u[:, None] - z[None, :] * s) / c + (nx - 1) / 2.0  # fractional x index (m, k)
-        lo = np.floor(pos)
-        frac = pos - lo
-        lo = lo.astype(np.int64)
-        major = np.broadcast_to(np.arange(nz)[None, :], pos.shape)
-        step = 1.0 / abs(c)
-        col_lo, col_hi = major * nx + lo, major * nx + lo + 1
-        ok_lo, ok_hi = (lo >= 0) & (lo < nx), (lo + 1 >= 0) & (lo + 1 < nx)
-    else:
-        # march along x: one sample per voxel column j, interpolate along z
-        x = centered_coords(nx)
-        pos = (u[:, None] - x[None, :] * c) / s + (nz - 1) / 2.0  # fractional z index (m, j)
-        lo = np.floor(pos)
-        frac = pos - lo
-        lo = lo.astype(np.int64)
-        major = np.broadcast_to(np.arange(nx)[None, :], pos.shape)
-        step = 1.0 / abs(s)
-        col_lo, col_hi = lo * nx + major, (lo + 1) * nx + major
-        ok_lo, ok_hi = (lo >= 0) & (lo < nz), (lo + 1 >= 0) & (lo + 1 < nz)
-    rows = np.broadcast_to(np.arange(n_det)[:, None], pos.shape)
-    r = np.concatenate([rows[ok_lo], rows[ok_hi]])
-    cidx = np.concatenate([col_lo[ok_lo], col_hi[ok_hi]])
-    w = np.concatenate([(1.0 - frac)[ok_lo], frac[ok_hi]]) * step
-    keep = w > 0
-    return r[keep], cidx[keep], w[keep]
-
-
-def _pixel_driven_triplets(theta_deg: float, nz: int, nx: int, n_det: int,
-                           u_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-driven linear interpolation of one detector row at every voxel's ``u`` (for FBP).
-
-    Returns rows (voxel ``k * nx + j``), columns (detector bin) and weights.
-    """
-    t = math.radians(theta_deg)
-    x = centered_coords(nx)[None, :]
-    z = centered_coords(nz)[:, None]
-    pos = x * math.cos(t) + z * math.sin(t) + u_shift + (n_det - 1) / 2.0
-    lo = np.floor(pos)
-    frac = (pos - lo).reshape(-1)
-    lo = lo.astype(np.int64).reshape(-1)
-    vox = np.arange(nz * nx)
-    ok_lo, ok_hi = (lo >= 0) & (lo < n_det), (lo + 1 >= 0) & (lo + 1 < n_det)
-    r = np.concatenate([vox[ok_lo], vox[ok_hi]])
-    cidx = np.concatenate([lo[ok_lo], lo[ok_hi] + 1])
-    w = np.concatenate([1.0 - frac[ok_lo], frac[ok_hi]])
-    keep = w > 0
-    return r[keep], cidx[keep], w[keep]
-
-
-def _block_csr(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-               dtype: np.dtype) -> sp.csr_matrix:
-    """CSR block with int32 indices when they fit (built per tilt, so it stays small)."""
-    m = sp.csr_matrix((vals.astype(dtype), (rows, cols)), shape=shape)
-    m.sum_duplicates()
-    return m
-
-
-def _to_torch_csr(m: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Torch CSR tensor sharing ``m``'s arrays when the dtypes allow (no copy on the CPU)."""
-    m.sort_indices()
-    idx = np.int32 if m.nnz < 2**31 - 1 and max(m.shape) < 2**31 - 1 else np.int64
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        out = torch.sparse_csr_tensor(
-            torch.from_numpy(np.ascontiguousarray(m.indptr, dtype=idx)),
-            torch.from_numpy(np.ascontiguousarray(m.indices, dtype=idx)),
-            torch.from_numpy(np.ascontiguousarray(m.data)).to(dtype),
-            size=m.shape,
-        )
-    return out.to(device)
-
-
-# ---------------------------------------------------------------------------- autograd wrappers
-class _Forward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, volume: torch.Tensor, projector: Projector) -> torch.Tensor:
-        ctx.projector = projector
-        return projector._forward(volume)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return ctx.projector._adjoint(grad.contiguous()), None
-
-
-class _Adjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, projections: torch.Tensor, projector: Projector) -> torch.Tensor:
-        ctx.projector = projector
-        return projector._adjoint(projections)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return ctx.projector._forward(grad.contiguous()), None
 
 
 # ---------------------------------------------------------------------------- the projector
@@ -335,14 +233,14 @@ class Projector:
             nz, _, nx = self.volume_shape
             blocks = []
             for i in self._stored:
-                r, c, w = _joseph_triplets(self.tilt_angles_deg[i], nz, nx, self.n_det,
+                r, c, w = joseph_triplets(self.tilt_angles_deg[i], nz, nx, self.n_det,
                                            self._u_shift(i))
-                blocks.append(_block_csr((self.n_det, nz * nx), r, c, w, self._np_dtype()))
+                blocks.append(block_csr((self.n_det, nz * nx), r, c, w, self._np_dtype()))
             m = sp.vstack(blocks, format="csr")
             del blocks
-            self._matrix = _to_torch_csr(m, self.dtype, self.device)
+            self._matrix = to_torch_csr(m, self.dtype, self.device)
             m = m.T.tocsr()  # the transpose, stored explicitly: torch's transposed product is slow
-            self._matrix_t = _to_torch_csr(m, self.dtype, self.device)
+            self._matrix_t = to_torch_csr(m, self.dtype, self.device)
 
     def _ensure_fbp_matrix(self) -> None:
         with self._lock:
@@ -351,29 +249,41 @@ class Projector:
             nz, _, nx = self.volume_shape
             blocks = []
             for i, theta in enumerate(self.tilt_angles_deg):
-                r, c, w = _pixel_driven_triplets(theta, nz, nx, self.n_det, self._u_shift(i))
-                blocks.append(_block_csr((nz * nx, self.n_det), r, c, w, self._np_dtype()))
-            self._fbp_matrix = _to_torch_csr(sp.hstack(blocks, format="csr"), self.dtype,
+                r, c, w = pixel_driven_triplets(theta, nz, nx, self.n_det, self._u_shift(i))
+                blocks.append(block_csr((nz * nx, self.n_det), r, c, w, self._np_dtype()))
+            self._fbp_matrix = to_torch_csr(sp.hstack(blocks, format="csr"), self.dtype,
                                              self.device)
 
     def _build_row_shift(self) -> tuple[torch.Tensor, ...] | None:
-        """Detector row ``i`` reads volume row ``i - dy`` (linear interpolation, zero outside)."""
+        """Detector row ``i`` reads volume row ``i - dy``: the shift policy of :mod:`.shifts`."""
         dy = self.shifts_px[:, 0]
         if not np.any(dy):
             return None
-        ny = self.volume_shape[1]
-        pos = np.arange(ny)[None, :] - dy[:, None]  # (n_tilts, ny)
-        lo = np.floor(pos)
-        frac = pos - lo
-        lo = lo.astype(np.int64)
-        hi = lo + 1
-        w_lo = np.where((lo >= 0) & (lo < ny), 1.0 - frac, 0.0)
-        w_hi = np.where((hi >= 0) & (hi < ny), frac, 0.0)
+        lo, hi, w_lo, w_hi = linear_taps(self.volume_shape[1], dy)
+
         def t(a: np.ndarray, dt: torch.dtype) -> torch.Tensor:
             return torch.as_tensor(a, dtype=dt, device=self.device)
 
-        return (t(np.clip(lo, 0, ny - 1), torch.int64), t(np.clip(hi, 0, ny - 1), torch.int64),
-                t(w_lo, self.dtype), t(w_hi, self.dtype))
+        return (t(lo, torch.int64), t(hi, torch.int64), t(w_lo, self.dtype), t(w_hi, self.dtype))
+
+    @classmethod
+    def from_geometry(cls, geometry: Geometry, **kwargs: Any) -> Projector:
+        """The projector of a :class:`~.geometry.Geometry` (its in-plane tilt axis must be 0).
+
+        ``kwargs``: ``device``, ``dtype``, ``max_chunk_bytes``, ``use_symmetry``.
+        """
+        if geometry.tilt_axis_angle_deg != 0.0:
+            raise ValueError("the batched projector needs the tilt axis along y "
+                             f"(got {geometry.tilt_axis_angle_deg} deg); rotate the frames "
+                             "first or use the ray projector")
+        return cls(geometry.volume_shape, geometry.tilt_angles_deg, geometry.shifts_px,
+                   geometry.axis_offset_px, geometry.n_det, **kwargs)
+
+    @property
+    def geometry(self) -> Geometry:
+        """This projector's :class:`~.geometry.Geometry`."""
+        return Geometry(self.volume_shape, self.tilt_angles_deg, self.shifts_px,
+                        self.axis_offset_px, self.n_det)
 
     def to(self, device: str | torch.device) -> Projector:
         """A copy of this projector on ``device`` (operators are moved, not rebuilt)."""
@@ -519,7 +429,7 @@ class Projector:
         """Project ``volume`` ``(nz, ny, nx)`` to ``(n_tilts, ny, n_det)`` (differentiable)."""
         volume = self._check(torch.as_tensor(volume), self.volume_shape, "volume")
         if volume.requires_grad:
-            return _Forward.apply(volume, self)
+            return LinearMap.apply(volume, self._forward, self._adjoint)
         return self._forward(volume.contiguous())
 
     __call__ = forward
@@ -529,7 +439,7 @@ class Projector:
         projections = self._check(torch.as_tensor(projections), self.projection_shape,
                                   "projections")
         if projections.requires_grad:
-            return _Adjoint.apply(projections, self)
+            return LinearMap.apply(projections, self._adjoint, self._forward)
         return self._adjoint(projections.contiguous())
 
     def fbp_backproject(self, projections: torch.Tensor,

@@ -1,14 +1,14 @@
 """The "Time-resolved fit" dock widget: 4-D deep-image-prior reconstruction of a changing sample.
 
 Pick a tilt-series layer, the number of steps and the temporal smoothness, and press **Fit**. The
-fit (:func:`napari_tiltgen.methods.dip.fit_dip_iter`) runs in a background worker with a progress
+fit (:func:`napari_tiltgen.fits.dip.fit_dip_iter`) runs in a background worker with a progress
 bar, a live preview drawn inside the widget (central z-plane at the first, middle and last time,
 side by side) and a Cancel button (a checkpoint, if chosen, is saved on cancel and can be
 resumed). The result is one 4-D image layer ``(time, z, y, x)``; as the time slider moves, the
 slider label, a text overlay on the canvas and the widget's status say which time and tilt the volume belongs to, e.g.
 ``t = 812 s, tilt = +12.0 deg``.
 
-The science is in :mod:`napari_tiltgen.methods.dip`; this file only gathers choices and shows
+The science is in :mod:`napari_tiltgen.fits.dip`; this file only gathers choices and shows
 results.
 """
 
@@ -22,15 +22,12 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, 
 from qtpy.QtCore import QObject, Signal
 
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io.model import METADATA_KEY, TiltSeries
-from napari_tiltgen.methods.dip import DIPResult, acquisition_times, fit_dip_iter
+from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, VolumeSeries
+from napari_tiltgen.fits.dip import DIPResult, acquisition_times, fit_dip_iter
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget
 
 if TYPE_CHECKING:
     import napari
-
-#: ``kind`` stored in the metadata of the 4-D result layer.
-KIND_VOLUME_SERIES = "volume_series"
 
 #: Where the acquisition times come from: label -> (use recorded times, order).
 TIME_SOURCES: dict[str, tuple[bool, str | None]] = {
@@ -160,24 +157,14 @@ class DIPWidget(WorkerWidget):
     def _show_result(self, res: DIPResult, source_name: str) -> None:
         self.result = res
         self._new_result = True
-        vs = res.voxel_size_A or 1.0
-        meta = {METADATA_KEY: {
-            "kind": KIND_VOLUME_SERIES,
-            "times_s": res.times_s.tolist(),
-            "tilt_angles": res.tilt_angles.tolist(),
-            "voxel_size_A": res.voxel_size_A,
-            "provenance": res.provenance,
-        }}
-        self.result_layer = self.viewer.add_image(
-            res.volumes, name=f"DIP 4-D ({source_name})", scale=(1.0, vs, vs, vs),
-            axis_labels=("time", "z", "y", "x"), colormap="gray", metadata=meta)
+        data, kwargs, _ = res.volume_series().to_layer_data(name=f"DIP 4-D ({source_name})")
+        self.result_layer = self.viewer.add_image(data, **kwargs)
         self._update_time_label()
 
     def _time_layer(self) -> Any:
         """The selected 4-D result layer, else the top-most one, else ``None``."""
         def is_series(layer: Any) -> bool:
-            return ((getattr(layer, "metadata", {}) or {}).get(METADATA_KEY) or {}).get(
-                "kind") == KIND_VOLUME_SERIES
+            return VolumeSeries.is_layer_metadata(getattr(layer, "metadata", {}))
 
         active = self.viewer.layers.selection.active
         if active is not None and is_series(active):

@@ -3,13 +3,13 @@
 Pick a tilt-series layer, the number of steps, the learning rate, whether to refine the poses
 (after how many warm-up steps, and whether to start from a measured tilt-axis angle), and the
 device. **Fit** runs
-:func:`napari_tiltgen.methods.inr.fit_inr_iter` in a background worker: the progress bar and
+:func:`napari_tiltgen.fits.inr.fit_inr_iter` in a background worker: the progress bar and
 status line follow the steps, a small loss curve is drawn in the widget, the central z-slice of
 the current volume is shown live in the widget, and **Cancel** stops the fit at the next step. The
 result is added as a volume layer whose metadata carries the fitted poses (and, with pose
 refinement, the tilt series with the fitted geometry as a second layer).
 
-The science is in :mod:`napari_tiltgen.methods.inr`; this file only gathers choices and shows
+The science is in :mod:`napari_tiltgen.fits.inr`; this file only gathers choices and shows
 results.
 """
 
@@ -22,7 +22,7 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.inr import INRResult, fit_inr_iter
+from napari_tiltgen.fits.inr import INRResult, fit_inr_iter
 from napari_tiltgen.progress import Progress
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget
 

@@ -77,7 +77,7 @@ def _level_shapes(volume_shape: Sequence[int], cfg: FieldConfig) -> list[tuple[i
     for level in range(cfg.n_levels):
         frac = level / max(cfg.n_levels - 1, 1)
         res = coarsest * (finest / coarsest) ** frac
-        shapes.append(tuple(max(2, int(round(res * n / longest))) for n in volume_shape))
+        shapes.append(tuple(max(2, round(res * n / longest)) for n in volume_shape))
     return shapes  # type: ignore[return-value]
 
 

@@ -1,20 +1,9 @@
 """Differentiable acquisition geometry: per-tilt poses and the rays they define.
 
-Geometry (that of :mod:`napari_tiltgen.physics.geometry` and :mod:`napari_tiltgen.io.model`)
-------------------------------------------------------------------------------------------------
-All lengths in pixels from the grid / frame centre, angles in degrees.
-
-* A recorded pixel ``(row, col)`` sits at ``p_r = (u_r, v_r) = (col - (nx-1)/2, row - (ny-1)/2)``.
-* ``shifts_px[i] = (dy, dx)``: the projection appears shifted by ``+(dx, dy)`` in recorded frame
-  ``i`` (the ``TiltSeries`` convention; shifts live in the recorded frame).
-* ``tilt_axis_angle_deg = phi``: the tilt axis runs along ``(x, y) = (-sin phi, cos phi)`` in the
-  recorded frame (IMOD: counter-clockwise from image Y, ``x`` = column, ``y`` = row index). The
-  axis-aligned frame is the recorded one rotated by ``-phi`` (as
-  :func:`napari_tiltgen.methods.alignment.rotate_tilt_axis_to_vertical` does), so a recorded pixel
-  maps to ``(u, v) = Rot(-phi) (p_r - (dx, dy))``.
-* At tilt ``theta`` the ray through ``(u, v)`` is ``x = u cos(theta) - t sin(theta)``,
-  ``y = v``, ``z = u sin(theta) + t cos(theta)``: every point of it lands on ``u`` since
-  ``x cos + z sin = u`` (the projector's ``u = x cos(theta) + z sin(theta) + dx``).
+The rays these poses define are cast by :func:`napari_tiltgen.physics.rays.cast_rays` (the
+package's differentiable-pose ray projector; geometry and boundary are documented there). Shifts
+``(dy, dx)`` live in the recorded frame (the ``TiltSeries`` convention), the tilt axis angle is
+IMOD's (counter-clockwise from image Y).
 
 Gauge
 -----
@@ -33,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["PoseModel", "RayBatch"]
+from napari_tiltgen.physics.rays import RayBatch, cast_rays
+
+__all__ = ["POSE_PARAMETERS", "PoseModel"]
 
 POSE_PARAMETERS = ("shifts", "tilt_angles", "tilt_axis")
 
@@ -43,22 +34,6 @@ def _complement_projector(basis: np.ndarray) -> torch.Tensor:
     n = basis.shape[0]
     p = np.eye(n) - basis @ np.linalg.pinv(basis)
     return torch.as_tensor(p, dtype=torch.float32)
-
-
-class RayBatch:
-    """Sample points of a batch of rays.
-
-    Attributes
-    ----------
-    points
-        ``(B, S, 3)`` positions ``(x, y, z)`` in pixels from the grid centre.
-    step
-        ``(B,)`` distance between consecutive samples along each ray, pixels.
-    """
-
-    def __init__(self, points: torch.Tensor, step: torch.Tensor):
-        self.points = points
-        self.step = step
 
 
 class PoseModel(nn.Module):
@@ -123,58 +98,12 @@ class PoseModel(nn.Module):
              frame_shape: tuple[int, int], volume_shape: tuple[int, int, int], n_samples: int,
              jitter: torch.Tensor | None, trainable: frozenset[str] | set[str],
              pixel_offset: torch.Tensor | None = None) -> RayBatch:
-        """Sample points of the rays through recorded pixels ``(tilt, row, col)`` (each ``(B,)``).
-
-        Rays are clipped to the reconstruction box ``|x| <= nx/2, |z| <= nz/2`` and sampled at
-        ``n_samples`` evenly spaced points (stratified with ``jitter`` in [0, 1) of shape
-        ``(B, n_samples)``, else at the interval midpoints). A ray that misses the box, or whose
-        ``y`` lies outside ``|y| <= ny/2``, gets step length 0 (it integrates to zero).
-        """
-        ny_f, nx_f = frame_shape
-        nz, ny, nx = volume_shape
+        """Rays through recorded pixels ``(tilt, row, col)`` (each ``(B,)``) with the current
+        poses: :func:`napari_tiltgen.physics.rays.cast_rays` (box clipping, sampling, units)."""
         shifts, angles, axis = self.current(trainable)
-        dev = shifts.device
-        u_r = col.to(torch.float32) - (nx_f - 1) / 2.0 - shifts[tilt, 1]
-        v_r = row.to(torch.float32) - (ny_f - 1) / 2.0 - shifts[tilt, 0]
-        if pixel_offset is not None:  # a point of the pixel's footprint instead of its centre
-            u_r = u_r + pixel_offset[:, 1]
-            v_r = v_r + pixel_offset[:, 0]
-        phi = torch.deg2rad(axis)
-        c_phi, s_phi = torch.cos(phi), torch.sin(phi)
-        # Rot(-phi) applied to (u_r, v_r)
-        u = u_r * c_phi + v_r * s_phi
-        v = -u_r * s_phi + v_r * c_phi
-        theta = torch.deg2rad(angles[tilt])
-        c, s = torch.cos(theta), torch.sin(theta)
-        # slab intersection of x = u c - t s, z = u s + t c with the box
-        big = torch.full_like(u, 1e6)
-        hx, hz = nx / 2.0, nz / 2.0
-        tiny = 1e-9
-        s_safe = torch.where(s.abs() < tiny, torch.full_like(s, tiny), s)
-        c_safe = torch.where(c.abs() < tiny, torch.full_like(c, tiny), c)
-        # x-slab: |u c - t s| <= hx  -> t in [(u c - hx)/s, (u c + hx)/s] (ordered)
-        tx1, tx2 = (u * c - hx) / s_safe, (u * c + hx) / s_safe
-        tx_lo = torch.where(s.abs() < tiny, -big, torch.minimum(tx1, tx2))
-        tx_hi = torch.where(s.abs() < tiny, big, torch.maximum(tx1, tx2))
-        inside_x = (s.abs() >= tiny) | ((u * c).abs() <= hx)
-        # z-slab: |u s + t c| <= hz -> t in [(-hz - u s)/c, (hz - u s)/c]
-        tz1, tz2 = (-hz - u * s) / c_safe, (hz - u * s) / c_safe
-        tz_lo = torch.where(c.abs() < tiny, -big, torch.minimum(tz1, tz2))
-        tz_hi = torch.where(c.abs() < tiny, big, torch.maximum(tz1, tz2))
-        inside_z = (c.abs() >= tiny) | ((u * s).abs() <= hz)
-        t0 = torch.maximum(tx_lo, tz_lo)
-        t1 = torch.minimum(tx_hi, tz_hi)
-        length = torch.clamp(t1 - t0, min=0.0)
-        valid = inside_x & inside_z & (v.abs() <= ny / 2.0)
-        length = torch.where(valid, length, torch.zeros_like(length))
-        step = length / n_samples
-        k = torch.arange(n_samples, device=dev, dtype=torch.float32)[None, :]
-        offs = k + (jitter if jitter is not None else 0.5)
-        t = t0[:, None] + offs * step[:, None]  # (B, S)
-        x = u[:, None] * c[:, None] - t * s[:, None]
-        z = u[:, None] * s[:, None] + t * c[:, None]
-        y = v[:, None].expand_as(x)
-        return RayBatch(torch.stack([x, y, z], dim=-1), step)
+        return cast_rays(tilt, row, col, shifts=shifts, angles=angles, axis_deg=axis,
+                         frame_shape=frame_shape, volume_shape=volume_shape,
+                         n_samples=n_samples, jitter=jitter, pixel_offset=pixel_offset)
 
     def as_numpy(self) -> dict[str, Any]:
         """Fitted poses as plain numbers (all updates included)."""
@@ -188,12 +117,4 @@ class PoseModel(nn.Module):
             "tilt_angle_offsets_deg": a - a0,
             "tilt_axis_angle_deg": float(axis),
         }
-
-
-def to_normalised(points: torch.Tensor, volume_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Pixel positions ``(..., 3)`` as ``(x, y, z)`` -> the field's normalised coordinates."""
-    nz, ny, nx = volume_shape
-    half = torch.tensor([max((nx - 1) / 2.0, 0.5), max((ny - 1) / 2.0, 0.5),
-                         max((nz - 1) / 2.0, 0.5)], device=points.device, dtype=points.dtype)
-    return points / half
 
