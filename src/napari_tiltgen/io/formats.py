@@ -113,7 +113,7 @@ def _pick_signal(signals: list[dict[str, Any]], path: Path, ndim: int) -> tuple[
     if not cands:
         shapes = ", ".join(f"{tuple(np.shape(s['data']))} ({len(_axes(s)[1])} signal axes)"
                            for s in signals)
-        what = "an image stack (tilts x y x x)" if ndim == 3 else "one 2-D image"
+        what = "image stack (tilts x y x x)" if ndim == 3 else "2-D image"
         raise TiltgenError(f"the file holds no {what}: it holds {shapes}. Tilt series are "
                            "image stacks (spectra and 4-D data are not).", path)
     pick = next((s for s in cands if "haadf" in _title(s).lower()), cands[0])
