@@ -240,3 +240,100 @@ def test_user_errors():
         A.center_of_mass(TiltSeries(np.zeros_like(ts.data), tilt_angles=ANGLES))
     with pytest.raises(TiltgenError, match="at least 4"):
         A.fit_center_of_mass(ts.subset(slice(0, 3)))
+
+
+# --------------------------------------------------------------------------- full-range tilt axis
+RAW_ANGLES = np.arange(-60.0, 60.1, 4.0)  # 31 tilts
+
+
+def raw_series(phi: float, seed: int = 2, size: int = 48, shift: float = 10.0,
+               counts: float = 300.0, offset: float = -31900.0, angles=RAW_ANGLES,
+               spheres: np.ndarray | None = None) -> tuple[TiltSeries, np.ndarray]:
+    """What a microscope writes: a particle jittered by up to +-``shift`` px per frame, the tilt
+    axis at ``phi`` (IMOD convention), Poisson noise at ``counts`` (peak), a vacuum ``offset``,
+    int16 storage, no tilt axis in the metadata. Frames are cut from a larger canvas, so there
+    are no empty corners. Returns the series and the true shifts (before the rotation)."""
+    rng = np.random.default_rng(seed)
+    big = 2 * size
+    sph = random_spheres(int(0.55 * size), 10, seed) if spheres is None else spheres
+    proj = project_spheres(sph, angles, (big, big), supersample=1).astype(np.float64)
+    shifts = rng.uniform(-shift, shift, (len(angles), 2))
+    o = (big - size) // 2
+    out = []
+    for f, s in zip(proj, shifts):
+        f = ndimage.shift(f, s, order=1)
+        f = ndimage.rotate(f, -phi, reshape=False, order=1)
+        out.append(f[o:o + size, o:o + size])
+    d = np.clip(np.array(out), 0, None)
+    d = rng.poisson(d * counts / d.max()) + offset
+    ts = TiltSeries(d.astype(np.int16), tilt_angles=angles,
+                    provenance={"source": None,
+                                "tilt_axis_source": "not recorded in the file (unknown)"})
+    return ts, shifts
+
+
+@pytest.mark.parametrize("phi", [0.4, 44.0, 89.7, 91.5, 135.0, 179.6])
+def test_find_tilt_axis_over_the_full_range(phi):
+    ts, _ = raw_series(phi)
+    assert not A.tilt_axis_known(ts)
+    est = A.find_tilt_axis(ts)
+    # the axis is a line: compare modulo 180 degrees (89.7 and -90.3 are the same axis)
+    err = A.wrap_axis_deg(est.angle_deg - phi)
+    assert abs(err) < 0.75  # measured at most 0.41 deg over these six (48 px, +-10 px jitter)
+    assert -90.0 <= est.angle_deg < 90.0  # full search: the branch nearest image Y
+    assert est.full_range and est.confidence > 0.5  # measured 0.73-0.80
+    assert est.costs.size == 90  # 2-degree coarse grid over 180 degrees
+
+
+def test_find_tilt_axis_near_a_recorded_value_keeps_its_branch():
+    ts, _ = raw_series(100.0)
+    est = A.find_tilt_axis(ts, around_deg=97.0, search_range_deg=6.0)
+    assert est.angle_deg == pytest.approx(100.0, abs=0.75) and not est.full_range
+
+
+def test_round_object_gives_a_low_confidence():
+    ball = np.array([[0.0, 0.0, 0.0, 12.0, 1.0]])  # a sphere has no preferred axis
+    ts, _ = raw_series(30.0, spheres=ball)
+    assert A.find_tilt_axis(ts).confidence < 0.5
+
+
+def test_turning_by_quarter_turns_is_exact_and_keeps_handedness():
+    ts, _ = raw_series(90.0, shift=0.0, counts=1e4, offset=0.0)
+    turned = A.turn_tilt_axis_to_vertical(ts, 90.0, "test")
+    assert turned.tilt_axis_angle_deg == 0.0 and A.tilt_axis_known(turned)
+    # the same as rotating by the full angle with interpolation (ndimage.rotate(+90) == rot90)
+    assert np.array_equal(turned.data, np.rot90(np.asarray(ts.data), 1, axes=(1, 2)))
+    assert [h["step"] for h in turned.provenance["history"]][0] == "rot90"
+
+
+def test_align_estimates_an_unknown_axis_over_the_full_range():
+    ts, _ = raw_series(120.0, shift=3.0)
+    al = A.align(ts, steps=("axis_angle",))
+    entry = al.provenance["history"]
+    assert "full 0-180 deg" in entry[-1]["angle_source"]
+    total = sum(90.0 * (h["quarter_turns_clockwise"] if h["quarter_turns_clockwise"] <= 2
+                        else h["quarter_turns_clockwise"] - 4)
+                for h in entry if h["step"] == "rot90")
+    total += sum(h["angle_deg"] for h in entry if h["step"] == "rotate_tilt_axis_to_vertical"
+                 and "note" not in h)
+    assert A.wrap_axis_deg(total - 120.0) == pytest.approx(0.0, abs=0.75)
+
+
+# --------------------------------------------------------------------------- projection matching
+def test_projection_matching_reduces_reprojection_error_and_finds_shifts():
+    from napari_tiltgen.methods import projection_matching as PM
+
+    angles = np.arange(-60.0, 60.1, 4.0)
+    sph = random_spheres(26, 8, 5)
+    clean = project_spheres(sph, angles, (48, 48))
+    true = np.random.default_rng(5).normal(0.0, 2.0, (angles.size, 2))
+    data = np.stack([ndimage.shift(f, s, order=3) for f, s in zip(clean, true)])
+    ts = TiltSeries(data.astype(np.float32), tilt_angles=angles)
+    before = PM.reprojection_error(ts, iterations=15)
+    al = PM.projection_matching(ts, rounds=3, iterations=15)
+    errs = al.provenance["history"][-1]["reprojection_error_per_round"]
+    assert errs[0] == pytest.approx(before, rel=1e-3)
+    assert errs[-1] < 0.5 * before  # measured 0.47 -> 0.17 (3 rounds)
+    resid = PM._gauge_free(al.shifts_px - true, angles)  # what no alignment can know removed
+    assert np.sqrt(np.mean(resid**2)) < 0.3  # measured 0.13 px from a zero start
+    assert np.all(ts.shifts_px == 0)  # input untouched

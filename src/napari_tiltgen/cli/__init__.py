@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "info",
     "demo",
     "reconstruct",
+    "align",
     "interpolation",
     "simulate",
     "fit_inr",
@@ -168,13 +169,13 @@ def _is_oom(text: str) -> bool:
 
 def describe_os_error(exc: OSError) -> str:
     """``<file>: <problem>`` for an operating-system error (permission, disk full, ...)."""
-    from napari_tiltgen.io.output import _os_problem
+    from napari_tiltgen.io.output import os_problem
 
     name = exc.filename
     where = f"{os.fsdecode(name)}: " if name is not None else ""
     if exc.filename2 is not None:
         where = f"{os.fsdecode(name)} -> {os.fsdecode(exc.filename2)}: "
-    return f"{where}{_os_problem(exc)}."
+    return f"{where}{os_problem(exc)}."
 
 
 def log_folder() -> str:
@@ -232,11 +233,9 @@ def _range_text(lo: float | None, hi: float | None, lo_inc: bool, hi_inc: bool) 
 
 
 def _in_range(v: float, lo: float | None, hi: float | None, lo_inc: bool, hi_inc: bool) -> bool:
-    if lo is not None and (v < lo or (v == lo and not lo_inc)):
-        return False
-    if hi is not None and (v > hi or (v == hi and not hi_inc)):
-        return False
-    return True
+    below = lo is not None and (v < lo or (v == lo and not lo_inc))
+    above = hi is not None and (v > hi or (v == hi and not hi_inc))
+    return not (below or above)
 
 
 def finite_float(lo: float | None = None, hi: float | None = None, *, lo_inclusive: bool = True,
@@ -322,10 +321,24 @@ def add_angle_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tilt-file", metavar="FILE",
                    help="text file with one angle per line (.rawtlt/.tlt), overrides the file's")
     g.add_argument("--pixel-size", type=float, metavar="Å", help="pixel size in Å, overrides")
+    g = p.add_argument_group("tilt axis and intensities (applied after reading)")
+    g.add_argument("--tilt-axis", type=finite_float(-360.0, 360.0), metavar="DEG",
+                   help="tilt-axis angle, degrees counter-clockwise from the image Y axis (IMOD "
+                   "convention); overrides the file's. Default: the file's, else estimated from "
+                   "the data over 0-180 degrees (said on stderr)")
+    g.add_argument("--intensity", default="auto", choices=["auto", "none", "haadf", "bf"],
+                   help="auto (default): detect; haadf: subtract the vacuum level; bf: "
+                   "bright field, -log(I/I0); none: as recorded")
+    g.add_argument("--normalise", action="store_true",
+                   help="scale every frame to a common total signal (mass conservation)")
 
 
 def read_series_from_args(args: argparse.Namespace):
     """Read ``args.input`` as a tilt series, applying the angle options of :func:`add_angle_options`.
+
+    Then prepares it (:func:`napari_tiltgen.methods.prepare.prepare`: vacuum offset or
+    bright-field ``-log``, optional normalisation, tilt axis from ``--tilt-axis``, the file, or
+    estimated, and the frames turned so that it runs along y), saying each step on stderr.
 
     Then checks the options that depend on the data (``--axis-offset`` within the frame,
     ``--thickness``) and the job's estimated peak memory against what this machine has
@@ -341,6 +354,14 @@ def read_series_from_args(args: argparse.Namespace):
         pixel_size_A=getattr(args, "pixel_size", None),
     )
     check_job(args, ts)
+    if getattr(args, "intensity", None) is None:  # a parser without add_angle_options
+        return ts
+    from napari_tiltgen.methods.prepare import prepare
+
+    ts, notes = prepare(ts, tilt_axis=getattr(args, "tilt_axis", None), intensity=args.intensity,
+                        normalise=bool(getattr(args, "normalise", False)))
+    for note in notes:
+        print(f"tiltgen: note: {note}", file=sys.stderr)
     return ts
 
 

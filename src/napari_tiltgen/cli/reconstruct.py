@@ -16,9 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reconstruct",
         help="reconstruct a tilt series into a volume (WBP, SIRT, SART, TV)",
         description="Reconstruct a tilt series (MRC/TIFF, angles from the file, its sidecars or "
-        "--tilt-start/--tilt-step) into a volume written as MRC. The tilt axis must run along y; "
-        "a stack whose tilt axis is near horizontal is turned by 90 degrees first (said on "
-        "stderr). Per-tilt shifts stored with the series are applied.",
+        "--tilt-start/--tilt-step) into a volume written as MRC. First the series is prepared "
+        "(said on stderr): vacuum offset removed or bright field converted to -log(I/I0) "
+        "(--intensity), the tilt axis taken from --tilt-axis, the file, or estimated from the "
+        "data over 0-180 degrees, and the frames turned so that it runs along y; a jittered raw "
+        "stack is aligned (--align). Per-tilt shifts stored with the series are applied.",
     )
     p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
     p.add_argument("--out", required=True, metavar="VOL.mrc", help="output volume (MRC)")
@@ -46,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="volume thickness along the beam in pixels (default: frame width)")
     p.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
                    help="tilt-axis offset from the detector centre along x, pixels")
+    p.add_argument("--align", default="auto", choices=["auto", "yes", "no"],
+                   help="align before reconstructing (tilt-axis refinement, shifts, projection "
+                   "matching; see 'tiltgen align'): auto (default) aligns a raw stack whose "
+                   "frames are measurably jittered (centre-of-mass fit residual above 0.5 px) "
+                   "and no stored shifts; yes: always; no: never")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     ts, note = with_vertical_axis(read_series_from_args(args))
     if note:
         print(f"tiltgen: note: {note}", file=sys.stderr)
+    ts = _maybe_align(ts, args.align, args.thickness)
     vol = reconstruct(
         ts, args.method, args.iterations, backend=args.backend, device=args.device,
         filter=args.filter, relaxation=args.relaxation, positivity=args.positivity,
@@ -78,3 +86,46 @@ def run(args: argparse.Namespace) -> int:
           f"{p['method'].upper()}{f' {its} iterations' if its else ''} on {p['device']} "
           f"({p['backend']}) in {p['seconds']:.1f} s")
     return 0
+
+
+def _maybe_align(ts, mode: str, thickness: int | None):
+    """Align when asked, or (``auto``) when the frames are jittered and carry no shifts."""
+    import numpy as np
+
+    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.methods.alignment import fit_center_of_mass
+    from napari_tiltgen.methods.projection_matching import align_series
+
+    def say(text: str) -> None:
+        print(f"tiltgen: note: {text}", file=sys.stderr)
+
+    if mode == "no":
+        return ts
+    if mode == "auto":
+        if np.any(np.asarray(ts.shifts_px) != 0):
+            say("alignment: the series carries shifts (from its .xf or an earlier alignment); "
+                "used as they are (--align yes to realign)")
+            return ts
+        try:
+            fit = fit_center_of_mass(ts)
+        except TiltgenError as exc:
+            say(f"alignment: not automatic for this series ({exc}); run 'tiltgen align' or "
+                "give --align yes")
+            return ts
+        rms = float(np.sqrt(np.mean(fit.residuals_px ** 2)))
+        if fit.mass_variation > 0.1:
+            say(f"alignment: frame masses vary by {100 * fit.mass_variation:.0f} % (not one "
+                "compact object), so jitter cannot be judged from centres of mass; not aligned "
+                "(--align yes to align by cross-correlation and projection matching)")
+            return ts
+        if rms <= 0.5:
+            say(f"alignment: frames consistent with the tilt geometry (centre-of-mass residual "
+                f"{rms:.2f} px rms); not aligned")
+            return ts
+        say(f"alignment: frames jittered (centre-of-mass residual {rms:.2f} px rms); aligning")
+    aligned, report = align_series(ts, prepare_first=False, thickness_px=thickness)
+    for step in report.steps:
+        say(f"alignment: {step}")
+    say(f"alignment: reprojection error {report.reprojection_error_before:.4f} -> "
+        f"{report.reprojection_error_after:.4f}")
+    return aligned

@@ -1,0 +1,131 @@
+"""Intensity preparation (vacuum offset, bright field, normalisation) and the tilt-axis step of
+:func:`napari_tiltgen.methods.prepare.prepare`, on exact sphere-phantom projections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.methods import alignment as A
+from napari_tiltgen.methods.prepare import (
+    detect_contrast,
+    prepare,
+    prepare_intensity,
+    vacuum_levels,
+)
+from napari_tiltgen.simulate.phantoms import project_spheres, random_spheres
+
+ANGLES = np.arange(-60.0, 60.1, 6.0)  # 21 tilts
+
+
+@pytest.fixture(scope="module")
+def clean() -> np.ndarray:
+    return project_spheres(random_spheres(24, 8, 1), ANGLES, (40, 40)).astype(np.float64)
+
+
+def test_haadf_vacuum_offset_is_removed(clean):
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(clean * 400.0 / clean.max())
+    drift = np.linspace(-31900.0, -31880.0, ANGLES.size)  # vacuum level drifting by 20 counts
+    raw = (counts + drift[:, None, None]).astype(np.int16)
+    ts = TiltSeries(raw, tilt_angles=ANGLES, provenance={"source": None})
+    out, notes = prepare_intensity(ts)
+    assert detect_contrast(raw)[0] == "haadf"
+    levels = out.provenance["intensity"]["vacuum_levels"]
+    assert np.abs(np.asarray(levels) - drift).max() < 0.5  # measured < 0.1 counts
+    border = np.concatenate([out.data[:, :2].ravel(), out.data[:, -2:].ravel()])
+    assert abs(float(border.mean())) < 0.2  # vacuum at zero (Poisson noise of a zero mean)
+    # the object keeps its counts: the offset-free frames are the noisy counts
+    assert np.allclose(out.data, counts - (np.asarray(levels) - drift)[:, None, None], atol=1e-3)
+    assert "HAADF" in notes[0] and "subtracted" in notes[0]
+    assert out.provenance["history"][-1]["step"] == "prepare_intensity"
+    assert np.asarray(ts.data).dtype == np.float32 and float(ts.data.min()) < -31000  # untouched
+
+
+def test_noise_free_vacuum_level_is_exact(clean):
+    levels = vacuum_levels(clean + 7.25)
+    assert np.all(levels == 7.25)
+
+
+def test_bright_field_is_detected_and_converted_to_minus_log(clean):
+    rng = np.random.default_rng(1)
+    path = 1.2 * clean / clean.max()  # up to 1.2 mean free paths
+    i0 = 2000.0
+    raw = rng.poisson(i0 * np.exp(-path)).astype(np.uint16)
+    ts = TiltSeries(raw, tilt_angles=ANGLES)
+    assert detect_contrast(raw)[0] == "bf"
+    out, notes = prepare_intensity(ts)
+    assert "bright field" in notes[0] and "-log(I/I0)" in notes[0]
+    i0_found = np.asarray(out.provenance["intensity"]["i0_levels"])
+    assert np.abs(i0_found / i0 - 1).max() < 0.01
+    expected = -np.log(raw / i0_found[:, None, None])
+    np.testing.assert_allclose(out.data, expected, atol=1e-4)
+    assert abs(float(np.median(out.data[:, :2]))) < 0.01  # vacuum at 0
+    r = np.corrcoef(out.data.ravel(), path.ravel())[0, 1]
+    assert r > 0.98  # Poisson noise at 2000 counts is all that separates them
+    # forcing HAADF on bright-field data gives a negative object: that is what "bf" is for
+    forced, _ = prepare_intensity(ts, "haadf")
+    assert float(np.median(forced.data[:, 20, 20])) < 0
+
+
+def test_bright_field_with_a_negative_offset_is_refused(clean):
+    raw = 1000.0 * np.exp(-clean / clean.max()) - 1500.0
+    with pytest.raises(TiltgenError, match="above zero"):
+        prepare_intensity(TiltSeries(raw.astype(np.float32), tilt_angles=ANGLES), "bf")
+    with pytest.raises(TiltgenError, match="unknown intensity mode"):
+        prepare_intensity(TiltSeries(raw.astype(np.float32), tilt_angles=ANGLES), "dark")
+
+
+def test_per_frame_normalisation_restores_a_common_mass(clean):
+    gains = np.random.default_rng(2).uniform(0.7, 1.3, ANGLES.size)
+    ts = TiltSeries((clean * gains[:, None, None] + 100.0).astype(np.float32), tilt_angles=ANGLES)
+    out, notes = prepare_intensity(ts, "haadf", normalise=True)
+    totals = out.data.reshape(ANGLES.size, -1).sum(axis=1)
+    assert totals.std() / totals.mean() < 1e-3
+    assert out.provenance["intensity"]["normalise"]["model"] == "constant mass"
+    assert any("normalised" in n for n in notes)
+    # none: nothing changes, and it says so
+    same, notes = prepare_intensity(ts, "none")
+    assert same is ts and "as recorded" in notes[0]
+
+
+def _unknown_axis_series(clean: np.ndarray) -> TiltSeries:
+    # axis at 90 degrees (horizontal): the frames of a vertical-axis series turned a quarter
+    data = np.rot90(clean, -1, axes=(1, 2)) - 500.0
+    return TiltSeries(data.astype(np.float32), tilt_angles=ANGLES,
+                      provenance={"source": None,
+                                  "tilt_axis_source": "not recorded in the file (unknown)"})
+
+
+def test_prepare_estimates_an_unknown_axis_and_turns_the_frames(clean):
+    ts = _unknown_axis_series(clean)
+    out, notes = prepare(ts)
+    assert out.tilt_axis_angle_deg == 0.0 and A.tilt_axis_known(out)
+    assert "estimated from the data" in out.provenance["tilt_axis_source"]
+    est = out.provenance["tilt_axis_estimate"]
+    assert A.wrap_axis_deg(est["angle_deg"] - 90.0) == pytest.approx(0.0, abs=0.5)
+    assert any("not recorded" in n for n in notes) and any("quarter" in n for n in notes)
+    # turned back to the vertical-axis frames by exact quarter turns (a rest below 0.3 deg is
+    # not resampled). An axis at +90 and one at -90 degrees are the same line with opposite
+    # tilt handedness, which no data can tell apart: at exactly 90 degrees either answer is
+    # right, and they differ by a half turn of the frames (a point-mirrored volume).
+    err = min(np.abs(out.data - clean).max(), np.abs(out.data - clean[:, ::-1, ::-1]).max())
+    assert err < 1e-3
+
+
+def test_user_axis_overrides_and_known_axis_is_used(clean):
+    ts = _unknown_axis_series(clean)
+    out, notes = prepare(ts, tilt_axis=90.0, intensity="none")
+    assert notes[0] == "intensities left as recorded (--intensity none)"
+    assert "given by the user" in notes[1]
+    assert "user" in out.provenance["tilt_axis_source"]
+    np.testing.assert_allclose(out.data, clean - 500.0, atol=1e-3)
+    known = A.with_known_tilt_axis(ts, 90.0, "SerialEM mdoc (test)")
+    out, notes = prepare(known, intensity="none")
+    assert "SerialEM mdoc (test)" in notes[1]
+    np.testing.assert_allclose(out.data, clean - 500.0, atol=1e-3)
+    # estimation switched off: assumed vertical, and said
+    out, notes = prepare(ts, intensity="none", estimate_axis=False)
+    assert "assumed vertical" in notes[1] and out.data is ts.data
