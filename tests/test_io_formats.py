@@ -519,3 +519,37 @@ def test_tilt_series_json_info_of_a_folder(example_files: Path, tmp_path: Path,
     assert meta["tilt_angles"] == [-30.0, 0.0, 30.0]
     assert meta["tilt_axis_known"] is False
     assert meta["provenance"]["tilt_axis_source"].startswith("not recorded")
+
+
+def test_napari_opens_int16_stack_and_dm3_folder(make_napari_viewer, example_files: Path,
+                                                 tmp_path: Path) -> None:
+    """A real viewer: an int16 Inspect3D stack stays lazy in the layer, a folder is one layer,
+    and a bad file adds one notification and no layer."""
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    data = realistic_stack()
+    p = write_inspect3d_mrc(tmp_path / "needle.mrc", data, ANGLES)
+    (layer,) = viewer.open(str(p), plugin="napari-tiltgen")
+    assert isinstance(layer.data, LazyFrames)
+    viewer.dims.set_point(0, 7)
+    np.testing.assert_array_equal(np.asarray(layer.data[7]), data[7].astype(np.float32))
+    ts = TiltSeries.from_layer(layer)
+    assert ts.tilt_axis_angle_deg == pytest.approx(90.0) and ts.tilt_axis_known
+
+    folder = tmp_path / "tilts"
+    folder.mkdir()
+    for k, a in enumerate([10.0, -20.0, 0.0]):
+        _patch_stage_alpha(example_files / "dm3_2D_data/test_STEM_image.dm3",
+                           folder / f"{k}.dm3", a)
+    (fl,) = viewer.open(str(folder), plugin="napari-tiltgen")
+    assert fl.data.shape == (3, 68, 68)
+    np.testing.assert_allclose(TiltSeries.from_layer(fl).tilt_angles, [-20.0, 0.0, 10.0])
+
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"\x01" * 3000)
+    before = len(notification_manager.records)
+    out = viewer.open(str(bad), plugin="napari-tiltgen")
+    assert out == [] and len(viewer.layers) == 2
+    new = notification_manager.records[before:]
+    assert len(new) == 1 and "not a readable MRC file" in str(new[0].message)

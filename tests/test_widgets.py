@@ -42,7 +42,7 @@ def test_reader_bad_file_notifies_instead_of_crashing(make_napari_viewer, tmp_pa
     before = file_state(bad)
     read_fn = reader.napari_get_reader(str(bad))
     assert read_fn is not None
-    assert read_fn(str(bad)) == []
+    assert read_fn(str(bad)) == [(None,)]  # napari's "read, no layers": no second error
     assert len(shown) == 1 and "broken.mrc" in shown[0] and "shorter than an MRC header" in shown[0]
     assert len(viewer.layers) == 0
     assert file_state(bad) == before

@@ -67,7 +67,8 @@ def compact_summary(ts: TiltSeries) -> list[str]:
     px = "unknown" if ts.pixel_size_A is None else f"{ts.pixel_size_A:.4g} Å"
     lines.append(f"pixel size: {px}")
     lines.append(f"   from {p.get('pixel_size_source') or 'unknown'}")
-    lines.append(f"tilt axis: {ts.tilt_axis_angle_deg:.2f} deg from Y")
+    lines.append(f"tilt axis: {ts.tilt_axis_angle_deg:.2f} deg from Y" if ts.tilt_axis_known
+                 else "tilt axis: UNKNOWN (not recorded; estimate or set it)")  # tilt_axis_known
     lines.append(f"   from {p.get('tilt_axis_source', 'default (vertical)')}")
     return lines
 
@@ -208,8 +209,8 @@ class TiltSeriesWidget(Container):
             prov["pixel_size_source"] = "user"
         if ts.tilt_axis_angle_deg != self.axis_angle.value:
             prov["tilt_axis_source"] = "user"
-        new = replace(ts, pixel_size_A=self.pixel_size.value,
-                      tilt_axis_angle_deg=self.axis_angle.value, provenance=prov)
+        new = replace(ts, pixel_size_A=px, tilt_axis_angle_deg=axis, provenance=prov,
+                      tilt_axis_known=ts.tilt_axis_known or axis != ts.tilt_axis_angle_deg)
         self._store(new, "pixel size / tilt axis")
 
     def rotate_vertical(self) -> None:
