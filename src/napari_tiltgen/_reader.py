@@ -54,6 +54,14 @@ def read_layers(path: str | list[str], **_: Any) -> list[tuple]:
         except TiltgenError as exc:
             _notify_error(str(exc))
             continue
+        except OSError as exc:  # permission denied, symlink loop, I/O error: one notification
+            from napari_tiltgen.io.output import os_problem
+
+            _notify_error(f"{exc.filename or p}: cannot read ({os_problem(exc)}).")
+            continue
+        except MemoryError:
+            _notify_error(f"{p}: not enough memory to open this file.")
+            continue
         layers.append(obj.to_layer_data())
         name = Path(p).name
         if getattr(obj, "tilt_angles", 0) is None:

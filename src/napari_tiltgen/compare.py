@@ -267,10 +267,9 @@ def plot_comparison(report: ComparisonReport, path: str | os.PathLike | None = N
         ax_ssim.legend(fontsize=7)
     ax_ssim.set_title("per-slice SSIM vs reference" if has_ref else "no reference", fontsize=9)
     if path is not None:
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise TiltgenError("already exists; choose another name.", path)
-        fig.savefig(path, dpi=dpi)
+        from napari_tiltgen.io.output import write_file  # validated, atomic, exclusive
+
+        write_file(path, lambda tmp: fig.savefig(tmp, dpi=dpi), overwrite=overwrite)
     return fig
 
 
@@ -291,8 +290,6 @@ def _scalar(v: Any) -> Any:
 
 
 def _write_text(path: str | os.PathLike, text: str, overwrite: bool) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise TiltgenError("already exists; choose another name.", path)
-    path.write_text(text, encoding="utf-8")
-    return path
+    from napari_tiltgen.io.output import write_text  # validated, atomic, exclusive
+
+    return write_text(path, text, overwrite=overwrite)

@@ -26,7 +26,6 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Union
 
 from napari_tiltgen.errors import TiltgenError
 
@@ -42,7 +41,7 @@ DEFAULT_NAME_MAX = 255
 _TMP_PREFIX = ".tg-"
 _TMP_MARK = ".part"
 
-Content = Union[str, bytes, Callable[[Path], object]]
+Content = str | bytes | Callable[[Path], object]
 
 
 def _name_max(folder: Path) -> int:
@@ -52,7 +51,7 @@ def _name_max(folder: Path) -> int:
         return DEFAULT_NAME_MAX
 
 
-def _os_problem(exc: OSError) -> str:
+def os_problem(exc: OSError) -> str:
     """A short user-facing description of an OSError."""
     e = exc.errno
     if e in (errno.EACCES, errno.EPERM):
@@ -150,7 +149,7 @@ class OutputPlan:
             except NotADirectoryError:
                 raise TiltgenError("a part of the path is a file, not a folder.", t) from None
             except OSError as exc:
-                raise TiltgenError(f"cannot check the output ({_os_problem(exc)}).", t) from None
+                raise TiltgenError(f"cannot check the output ({os_problem(exc)}).", t) from None
             for f in families:
                 if _same_file(t, f):
                     what = ("an input file (data are read from it)" if f in self.inputs
@@ -185,7 +184,7 @@ class OutputPlan:
         try:
             is_dir = folder.is_dir()
         except OSError as exc:
-            raise TiltgenError(f"cannot use the output folder ({_os_problem(exc)}).",
+            raise TiltgenError(f"cannot use the output folder ({os_problem(exc)}).",
                                folder) from None
         if not is_dir:
             if os.path.lexists(folder):
@@ -197,7 +196,7 @@ class OutputPlan:
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise TiltgenError(f"cannot write in the output folder ({_os_problem(exc)}).",
+            raise TiltgenError(f"cannot write in the output folder ({os_problem(exc)}).",
                                folder) from None
         os.close(fd)
         try:
@@ -237,7 +236,7 @@ class OutputPlan:
                     else:
                         content(tmp)
                 except OSError as exc:
-                    raise TiltgenError(f"could not write the file ({_os_problem(exc)}); nothing "
+                    raise TiltgenError(f"could not write the file ({os_problem(exc)}); nothing "
                                        "was written.", final) from exc
                 except MemoryError:
                     raise TiltgenError("out of memory while writing the file; nothing was "
@@ -280,7 +279,7 @@ class OutputPlan:
                 continue
             except OSError as exc:
                 raise TiltgenError(f"cannot create a file in the output folder "
-                                   f"({_os_problem(exc)}); nothing was written.", final) from None
+                                   f"({os_problem(exc)}); nothing was written.", final) from None
             os.close(fd)
             return tmp
         raise TiltgenError("cannot create a temporary file in the output folder.", final)
@@ -313,7 +312,7 @@ class OutputPlan:
                 os.replace(tmp, final)
         except OSError as exc:
             raise TiltgenError(f"could not move the finished file into place "
-                               f"({_os_problem(exc)}); nothing was written.", final) from exc
+                               f"({os_problem(exc)}); nothing was written.", final) from exc
 
 
 def planned_outputs(
@@ -364,7 +363,7 @@ def planned_outputs(
         try:
             main.parent.mkdir(exist_ok=True)
         except OSError as exc:
-            raise TiltgenError(f"cannot create the output folder ({_os_problem(exc)}).",
+            raise TiltgenError(f"cannot create the output folder ({os_problem(exc)}).",
                                main.parent) from None
     paths = [main, *(Path(os.fspath(s)) for s in sidecars)]
     ins = [Path(os.fspath(i)) for i in inputs if i is not None and os.fspath(i) != ""]

@@ -295,6 +295,14 @@ class WorkerWidget(Container):
         self._set_status("failed")
         if isinstance(exc, TiltgenError):
             self.show_error(str(exc))
+        elif isinstance(exc, OSError):  # permission, full disk, ...: one plain line
+            from napari_tiltgen.io.output import os_problem
+
+            where = f"{exc.filename}: " if exc.filename else ""
+            self.show_error(f"{where}{os_problem(exc)}.")
+        elif isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+            self.show_error("out of memory: use smaller data (bin or crop the stack) or a "
+                            "larger machine.")
         else:
             self.show_error(f"{type(exc).__name__}: {exc}")
 

@@ -27,7 +27,6 @@ from magicgui.widgets import CheckBox, FileEdit, Label, PushButton, RadioButtons
 from napari_tiltgen.compare import ComparisonReport, compare_iter, plot_comparison
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import Volume
-from napari_tiltgen.io.writers import write_mrc
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget, image_layers, layer_kind
 
 if TYPE_CHECKING:
@@ -253,15 +252,29 @@ class CompareWidget(WorkerWidget):
         folder = Path(self.export_dir.value)
         if not folder.is_dir():
             raise TiltgenError("choose an existing folder to export to.", folder)
-        written = [self.report.save_csv(folder / "metrics.csv"),
-                   self.report.save_json(folder / "metrics.json")]
-        plot_comparison(self.report, folder / "comparison.png")
-        written.append(folder / "comparison.png")
+        from napari_tiltgen.io.output import planned_outputs
+        from napari_tiltgen.io.writers import file_contents
+
+        report = self.report
+        contents: dict = {  # every file checked first, then all written or none
+            folder / "metrics.csv": lambda tmp: report.save_csv(tmp, overwrite=True),
+            folder / "metrics.json": lambda tmp: report.save_json(tmp, overwrite=True),
+            folder / "comparison.png": lambda tmp: _close(plot_comparison(report, tmp,
+                                                                          overwrite=True)),
+        }
         for layer in self.candidates.value:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layer.name)
-            written.append(write_mrc(Volume.from_layer(layer), folder / f"{safe}.mrc"))
+            contents.update(file_contents(Volume.from_layer(layer), folder / f"{safe}.mrc"))
+        names = list(contents)
+        written = planned_outputs(names[0], names[1:]).commit(contents)
         self._set_status(f"exported {len(written)} files to {folder}")
         return written
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 __all__ = ["CompareWidget", "layer_kind"]
