@@ -427,14 +427,19 @@ def test_velox_ncem_emd_and_ser_emi(example_files: Path) -> None:
 
 
 def test_dm_tomography_tag_group() -> None:
-    tags = {"ImageList": {"TagGroup0": {"ImageTags": {"Tomography": {
-        "Tomography_setup": {"Tilt_angles": {"Start_tilt_angle": -60.0,
-                                             "Tilt_angle_step": 2.0},
-                             "Tilt axis rotation": 87.25}}}}}}
-    info = formats.tomography_tags(tags, 61)
-    np.testing.assert_allclose(info.tilt_angles, -60 + 2.0 * np.arange(61))
-    assert "Start_tilt_angle" in info.source
+    # Gatan tomography acquisition's tags (the layout etspy reads), as rosettasciio returns them
+    gms = {"ImageList": {"TagGroup0": {"ImageTags": {"Tomography": {"Tomography_setup": {
+        "Tilt_angles": {"Maximum_tilt_angle_deg": 66.0, "Minimum_tilt_angle_deg": -66.0,
+                        "Tilt_angle_step_deg": 6.0}, "Tilt_axis_rotation_deg": 87.25}}}}}}
+    info = formats.tomography_tags(gms, ANGLES.size)
+    np.testing.assert_allclose(info.tilt_angles, ANGLES)
+    assert "Minimum_tilt_angle_deg" in info.source and "Tilt_angle_step_deg" in info.source
     assert info.tilt_axis_angle_deg == pytest.approx(87.25)
+    wrong = formats.tomography_tags(gms, ANGLES.size - 2)  # the tags do not fit the stack
+    assert wrong.tilt_angles is None and "not used" in wrong.notes[0]
+    start_step = {"Tomography": {"Start_tilt_angle": -60.0, "Tilt_angle_step": 2.0}}
+    np.testing.assert_allclose(formats.tomography_tags(start_step, 61).tilt_angles,
+                               -60 + 2.0 * np.arange(61))
     per_frame = {"Tomography": {"Tilt angles": list(ANGLES)}}
     np.testing.assert_allclose(formats.tomography_tags(per_frame, ANGLES.size).tilt_angles,
                                ANGLES)
@@ -553,3 +558,36 @@ def test_napari_opens_int16_stack_and_dm3_folder(make_napari_viewer, example_fil
     assert out == [] and len(viewer.layers) == 2
     new = notification_manager.records[before:]
     assert len(new) == 1 and "not a readable MRC file" in str(new[0].message)
+
+
+def test_dm_stack_with_gatan_tomography_tags(example_files: Path, monkeypatch) -> None:
+    """The whole read path on a real DM3 stack whose tags carry Gatan's tomography set-up."""
+    path = example_files / "dm_stackbuilder_plugin/test_stackbuilder_imagestack.dm3"
+    real = formats.load_signals
+
+    def with_tags(p: Path) -> list[dict]:
+        sigs = real(p)
+        tags = sigs[0]["original_metadata"]["ImageList"]["TagGroup0"]["ImageTags"]
+        tags["Tomography"] = {"Tomography_setup": {"Tilt_angles": {
+            "Minimum_tilt_angle_deg": -30.0, "Maximum_tilt_angle_deg": 30.0,
+            "Tilt_angle_step_deg": 30.0}}}
+        return sigs
+
+    monkeypatch.setattr(formats, "load_signals", with_tags)
+    ts = read_tilt_series(path)
+    np.testing.assert_allclose(ts.tilt_angles, [-30.0, 0.0, 30.0])
+    assert ts.provenance["angles_source"].startswith("Gatan DM3 tags ImageList.TagGroup0")
+    assert ts.tilt_axis_known is False
+
+
+def test_random_extended_header_is_not_taken_for_angles(tmp_path: Path) -> None:
+    p = tmp_path / "odd.mrc"
+    with mrcfile.new(p) as m:
+        m.set_data(realistic_stack()[:6])
+        m.set_extended_header(np.random.default_rng(0).integers(0, 255, 6 * 128, np.uint8))
+    raw = bytearray(p.read_bytes())
+    raw[104:108] = b"\0\0\0\0"
+    raw[128:132] = struct.pack("<hh", 0, 32)
+    p.write_bytes(bytes(raw))
+    ts = read_tilt_series(p)
+    assert ts.tilt_angles is None and ts.tilt_axis_known is False

@@ -176,10 +176,13 @@ def _walk(d: Any, path: tuple[str, ...] = ()) -> Any:
 def tomography_tags(original: dict[str, Any], n: int) -> md.AngleInfo:
     """Tilt angles and axis from tag groups named ``Tomography`` (Gatan DM and others).
 
-    One angle per frame (a list of ``n`` numbers under a key naming tilts/angles/alpha), else a
-    start and a step (keys containing ``start`` and ``step``/``increment``); an ``axis`` number
-    gives the tilt axis. Returns an empty :class:`~napari_tiltgen.io.metadata.AngleInfo` when
-    nothing fits.
+    Gatan's tomography acquisition writes ``ImageList.TagGroup0.ImageTags.Tomography.
+    Tomography_setup.Tilt_angles`` with ``Minimum_tilt_angle_deg``, ``Maximum_tilt_angle_deg`` and
+    ``Tilt_angle_step_deg`` (the frames run from the minimum up, as etspy also reads them). Also
+    understood: one angle per frame (a list of ``n`` numbers under a key naming tilts/angles/alpha)
+    and a start + step pair; an ``axis`` number gives the tilt axis. Returns an empty
+    :class:`~napari_tiltgen.io.metadata.AngleInfo` when nothing fits, with a note when the
+    minimum/maximum/step do not give ``n`` frames.
     """
     info = md.AngleInfo()
     groups: list[tuple[tuple[str, ...], dict]] = []
@@ -193,24 +196,40 @@ def tomography_tags(original: dict[str, Any], n: int) -> md.AngleInfo:
 
     find(original, ())
     for gpath, group in groups:
-        start = step = None
+        start = step = lo = hi = None
         for kpath, v in _walk(group):
             key = kpath[-1].lower() if kpath else ""
             full = ".".join(gpath + kpath)
-            vec = _as_vector(v, n) if n > 1 else None
+            vec = _as_vector(v, n) if n > 1 and np.ndim(v) > 0 else None
             if info.tilt_angles is None and vec is not None and any(
                     t in key for t in ("tilt", "angle", "alpha")) and "axis" not in key:
                 info.tilt_angles, info.source = vec, f"tag {full}"
-            elif np.ndim(v) == 0 and isinstance(v, (int, float, np.number)):
+            elif np.ndim(v) == 0 and isinstance(v, (int, float, np.number)) \
+                    and not isinstance(v, bool):
                 if "axis" in key and info.tilt_axis_angle_deg is None:
                     info.tilt_axis_angle_deg, info.tilt_axis_source = float(v), f"tag {full}"
-                elif "start" in key:
-                    start = (float(v), full)
                 elif "step" in key or "increment" in key:
                     step = (float(v), full)
-        if info.tilt_angles is None and start is not None and step is not None:
+                elif "start" in key or "first" in key or "initial" in key:
+                    start = (float(v), full)
+                elif "minimum" in key or key.startswith("min"):
+                    lo = (float(v), full)
+                elif "maximum" in key or key.startswith("max"):
+                    hi = (float(v), full)
+        if info.tilt_angles is not None or step is None or step[0] == 0:
+            continue
+        if start is not None:
             info.tilt_angles = start[0] + step[0] * np.arange(n)
             info.source = f"tags {start[1]} + {step[1]} x frame"
+        elif lo is not None:
+            count = (hi[0] - lo[0]) / abs(step[0]) + 1 if hi is not None else n
+            if abs(count - n) < 0.01:
+                info.tilt_angles = lo[0] + abs(step[0]) * np.arange(n)
+                info.source = (f"tags {lo[1]} + {step[1]} x frame"
+                               + (f" (up to {hi[1]})" if hi is not None else ""))
+            else:
+                info.notes.append(f"tags {lo[1]}..{hi[1]} step {step[0]:g} give "  # type: ignore[index]
+                                  f"{count:.1f} tilts but the stack has {n} frames; not used")
     return info
 
 
@@ -269,6 +288,7 @@ def signal_info(sig: dict[str, Any], n: int) -> md.AngleInfo:
             info.notes.append("the file holds etspy alignment shifts (Tomography.shifts); they "
                               "are not applied (etspy stores them for its own aligned data)")
     tags = tomography_tags(sig.get("original_metadata", {}) or {}, n)
+    info.notes.extend(tags.notes)
     if info.tilt_angles is None and tags.tilt_angles is not None:
         info.tilt_angles, info.source = tags.tilt_angles, tags.source
     if info.tilt_axis_angle_deg is None and tags.tilt_axis_angle_deg is not None:

@@ -341,9 +341,11 @@ def old_fei_info(raw_header: bytes, ext: bytes, n_frames: int, byteorder: str,
     recs = np.frombuffer(ext, dtype=np.uint8, count=rec * n_frames).reshape(n_frames, rec)
     floats = recs[:, 4 * nint:].copy().view(f"{byteorder}f4").astype(np.float64)
     alpha = floats[:, 0]
-    if not np.all(np.isfinite(alpha)) or np.all(alpha == 0.0) and n_frames > 1:
+    if not np.all(np.isfinite(alpha)) or np.any(np.abs(alpha) > 180.0 + 1e-3):
         return None
-    if np.any(np.abs(alpha) > 180.0 + 1e-3) and not np.all(np.abs(alpha) <= 18000):
+    if np.any((alpha != 0.0) & (np.abs(alpha) < 1e-6)):  # denormal-like: not angles
+        return None
+    if n_frames > 2 and np.ptp(alpha) < 0.5:  # a tilt series' angles change
         return None
     info = AngleInfo(tilt_angles=alpha, source="old FEI extended header (a_tilt)")
     axis = float(floats[0, 10])
