@@ -52,7 +52,11 @@ def test_reader_bad_file_notifies_instead_of_crashing(make_napari_viewer, tmp_pa
 def test_sample_data_and_writer_round_trip(make_napari_viewer, tmp_path: Path) -> None:
     viewer = make_napari_viewer()
     viewer.open_sample("napari-tiltgen", "phantom")
-    assert [l.name for l in viewer.layers] == ["phantom tilt series", "phantom ground truth"]
+    # the tilt series stays; the ground-truth volume goes to the volumes window
+    from napari_tiltgen.widgets.views import workspace
+
+    assert [l.name for l in viewer.layers] == ["phantom tilt series"]
+    assert [l.name for l in workspace(viewer).volumes.layers] == ["phantom ground truth"]
     ts_layer = viewer.layers["phantom tilt series"]
     out = tmp_path / "saved.st"
     viewer.layers.selection = {ts_layer}
@@ -111,17 +115,19 @@ def test_screenshot_window_with_plugin_and_3d_volume(make_napari_viewer, tmp_pat
 
     from skimage.io import imsave
 
-    viewer = make_napari_viewer(show=True)
+    from napari_tiltgen.widgets.views import workspace
+
+    main = make_napari_viewer(show=True)
+    main.window._qt_window.resize(1400, 900)
+    main.open_sample("napari-tiltgen", "phantom")
+    dock(main, "Tilt series")
+    viewer = workspace(main).volumes  # the volume is rendered in the volumes window
     viewer.window._qt_window.resize(1400, 900)
-    viewer.open_sample("napari-tiltgen", "phantom")
     vol = viewer.layers["phantom ground truth"]
     vol.visible = True
     vol.rendering = "mip"
-    viewer.layers["phantom tilt series"].visible = False
-    dock(viewer, "Tilt series")
-    viewer.layers.selection.active = viewer.layers["phantom tilt series"]
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (15, 30, 60)
+    viewer.scene.camera.angles = (15, 30, 60)
     viewer.reset_view()
     qtbot.wait(300)
 
@@ -147,4 +153,5 @@ def test_workflow_widget_opens_steps_and_tracks_layers(make_napari_viewer) -> No
     assert w.status["tilt_series"].value == "done: phantom tilt series"
     opened = w.open("Compare")
     assert type(opened).__name__ == "CompareWidget"
-    assert "Compare (napari-tiltgen)" in viewer.window._dock_widgets
+    assert "Tomography (napari-tiltgen)" in viewer.window.dock_widgets  # a tab, not a dock
+    assert "Compare (napari-tiltgen)" not in viewer.window.dock_widgets

@@ -59,8 +59,10 @@ def image_layers(viewer: napari.Viewer, kinds: tuple[str | None, ...] | None = N
     """The viewer's 3-D grey-scale image layers, optionally only those of the given kinds."""
     from napari.layers import Image
 
+    from napari_tiltgen.widgets.views import workspace_layers
+
     out = []
-    for layer in viewer.layers:
+    for layer in workspace_layers(viewer):  # the tilt-series view and the volumes view
         if not isinstance(layer, Image) or layer.ndim != 3 or layer.rgb:
             continue
         if kinds is not None and layer_kind(layer) not in kinds:
@@ -70,7 +72,11 @@ def image_layers(viewer: napari.Viewer, kinds: tuple[str | None, ...] | None = N
 
 
 class LayerPicker(ComboBox):
-    """A combo box of the viewer's 3-D image layers, kept in sync with the layer list.
+    """A combo box of the workspace's 3-D image layers, kept in sync with the layer lists.
+
+    It follows napari's layer selection only until the user picks a layer in the box: from then
+    on the user's choice stays (a new result layer or a click in the layer list does not change
+    which layer the next action runs on), unless that layer is removed.
 
     Parameters
     ----------
@@ -83,23 +89,38 @@ class LayerPicker(ComboBox):
 
     def __init__(self, viewer: napari.Viewer, kinds: tuple[str | None, ...] | None = None,
                  label: str = "layer", nullable: bool = False, **kwargs: Any):
+        from napari_tiltgen.widgets.views import workspace
+
         self._viewer = viewer
         self._kinds = kinds
+        self.user_picked = False
         super().__init__(label=label, choices=self._choices, nullable=nullable, **kwargs)
-        ev = viewer.layers.events
-        for e in (ev.inserted, ev.removed, ev.reordered):
-            e.connect(self._refresh)
+        ws = workspace(viewer)  # volumes go to their own view; the picker lists both views
+        ws.changed.connect(self._refresh)
         viewer.layers.selection.events.active.connect(self._follow_selection)
+        self.native.activated.connect(self._on_user_pick)  # only user clicks emit "activated"
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in image_layers(self._viewer, self._kinds)]
 
     def _refresh(self, _event: Any = None) -> None:
-        self.reset_choices()
+        try:
+            self.reset_choices()
+        except RuntimeError:  # the Qt widget is gone (dock closed)
+            return
+        picked = getattr(self, "_picked", None)
+        if picked is None or not any(picked is c for _, c in self._choices()):
+            self.user_picked = False  # the picked layer was removed
+
+    def _on_user_pick(self, *_: Any) -> None:
+        self.user_picked = True
+        self._picked = self.value
 
     def _follow_selection(self, event: Any) -> None:
         layer = event.value
-        if layer is not None and any(layer is c for _, c in self._choices()):
+        if self.user_picked or layer is None:
+            return
+        if any(layer is c for _, c in self._choices()):
             self.value = layer
 
 

@@ -37,6 +37,18 @@ if TYPE_CHECKING:
     import napari
 
 
+#: Decimals shown and typed for the pixel size (Å) and the tilt-axis angle (degrees).
+PIXEL_SIZE_DECIMALS = 3
+AXIS_DECIMALS = 2
+
+
+def _edited(old: float | None, shown: float, decimals: int) -> float | None:
+    """``shown`` if the user changed the box, else the stored ``old`` value, unrounded."""
+    if old is not None and round(float(old), decimals) == round(float(shown), decimals):
+        return old
+    return float(shown)
+
+
 def format_angles(angles: np.ndarray | None) -> str:
     if angles is None:
         return ""
@@ -64,7 +76,7 @@ def compact_summary(ts: TiltSeries) -> list[str]:
         lines.append(f"angles: {s['min']:.2f} to {s['max']:.2f} deg, step {s['step']:.2f} deg "
                      f"({s['count']}), wedge {s['missing_wedge_deg']:.1f} deg")
         lines.append(f"   from {p.get('angles_source', 'unknown')}")
-    px = "unknown" if ts.pixel_size_A is None else f"{ts.pixel_size_A:.4g} Å"
+    px = "unknown" if ts.pixel_size_A is None else f"{ts.pixel_size_A:.3f} Å"
     lines.append(f"pixel size: {px}")
     lines.append(f"   from {p.get('pixel_size_source') or 'unknown'}")
     lines.append(f"tilt axis: {ts.tilt_axis_angle_deg:.2f} deg from Y" if ts.tilt_axis_known
@@ -90,10 +102,14 @@ class TiltSeriesWidget(Container):
         self.angle_file = FileEdit(label="angle file", mode="r",
                                    filter="Tilt angles (*.rawtlt *.tlt *.txt)")
         self.apply_file = PushButton(text="Load angles from file")
-        self.pixel_size = FloatSpinBox(value=1.0, min=0.001, max=1e5, step=0.1,
+        self.pixel_size = FloatSpinBox(value=1.0, min=0.001, max=1e5, step=0.001,
                                        label="pixel size (Å)")
-        self.axis_angle = FloatSpinBox(value=0.0, min=-360.0, max=360.0, step=0.5,
+        self.pixel_size.native.setDecimals(PIXEL_SIZE_DECIMALS)
+        self.pixel_size.native.setSingleStep(0.01)
+        self.axis_angle = FloatSpinBox(value=0.0, min=-360.0, max=360.0, step=0.01,
                                        label="tilt axis (deg from Y)")
+        self.axis_angle.native.setDecimals(AXIS_DECIMALS)
+        self.axis_angle.native.setSingleStep(0.5)
         self.apply_geometry = PushButton(text="Set pixel size and tilt axis")
         self.make_vertical = PushButton(text="Rotate stack so the tilt axis is vertical")
         self.message = Label(value="")
@@ -205,9 +221,16 @@ class TiltSeriesWidget(Container):
 
         ts = self.current_series()
         prov = copy.deepcopy(ts.provenance)
-        if ts.pixel_size_A != self.pixel_size.value:
+        # A value the user did not change keeps its full precision: the boxes show it rounded
+        # (0.001 Å, 0.01 deg), and writing the rounded number back would change the data's
+        # geometry without anyone asking (0.2874 Å must not become 0.287 Å).
+        px = _edited(ts.pixel_size_A, self.pixel_size.value, PIXEL_SIZE_DECIMALS)
+        axis = _edited(ts.tilt_axis_angle_deg, self.axis_angle.value, AXIS_DECIMALS)
+        if ts.pixel_size_A is None and self.pixel_size.value == 1.0:
+            px = None  # the box's placeholder for "unknown", not a value the user typed
+        if px != ts.pixel_size_A:
             prov["pixel_size_source"] = "user"
-        if ts.tilt_axis_angle_deg != self.axis_angle.value:
+        if axis != ts.tilt_axis_angle_deg:
             prov["tilt_axis_source"] = "user"
         new = replace(ts, pixel_size_A=px, tilt_axis_angle_deg=axis, provenance=prov,
                       tilt_axis_known=ts.tilt_axis_known or axis != ts.tilt_axis_angle_deg)

@@ -1,6 +1,6 @@
 """The "Workflow" dock widget: the guided path load/simulate -> reconstruct -> enhance -> compare.
 
-Each step is a button that docks the widget doing that step, with a line saying what is done so
+Each step is a button that opens the step's tab in the Tomography panel, with a line saying what is done so
 far (which layers of that kind exist and which method and parameters made them, from the layers'
 metadata). Only steps whose widgets are installed are listed.
 """
@@ -60,17 +60,26 @@ class WorkflowWidget(Container):
             self.status[key] = Label(value="")
             self.status[key].native.setWordWrap(True)
             self.append(self.status[key])
-        for e in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            e.connect(self.refresh)
+        from napari_tiltgen.widgets.views import workspace
+
+        workspace(napari_viewer).changed.connect(self.refresh)  # both views' layers
         self.refresh()
 
     def open(self, name: str) -> Any:
-        """Dock the widget with display name ``name`` (or show it if already docked)."""
-        _, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, name)
-        return widget
+        """Show the step ``name`` in the Tomography panel (docked once, then its tab switched).
+
+        Returns the step's widget.
+        """
+        from napari_tiltgen.widgets.panel import open_panel
+
+        return open_panel(self.viewer, name).show_step(name)
 
     def refresh(self, *_: Any) -> None:
         """Say, for each step, which layers already exist and what made them."""
+        try:
+            self.native.isVisible()
+        except RuntimeError:  # the dock was closed
+            return
         series, conventional, enhanced = [], [], []
         for layer in image_layers(self.viewer):
             kind = layer_kind(layer)
