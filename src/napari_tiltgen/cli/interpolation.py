@@ -14,6 +14,7 @@ DEFAULT_ADAPT_SECONDS = 60.0  # = methods.interpolation.adapt.DEFAULT_ADAPT_SECO
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_data(sub)
     _register_train(sub)
     _register_eval(sub)
     _register_interpolate(sub)
@@ -61,8 +62,62 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    "their architecture replaces --channels / --decoder-channels")
     p.add_argument("--export", metavar="FILE.safetensors",
                    help="copy the best weights here when training stops")
+    p.add_argument("--crops", default="96,112,128",
+                   help="family pools: crop sizes in pixels, one per batch (default 96,112,128)")
+    p.add_argument("--val-crop", type=int, default=128,
+                   help="family pools: validation crop size in pixels (default 128)")
+    p.add_argument("--val-triplets", type=int, default=128,
+                   help="triplets in the fixed validation batch (default 128)")
+    p.add_argument("--reload-every", type=int, default=500,
+                   help="family pools: re-read a growing pool every N steps (default 500)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
+
+
+# ---------------------------------------------------------------------------- data
+def _register_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build-interpolation-data",
+        help="simulate a family pool (training data for transfer) for train-interpolation",
+        description="Simulate clean tilt-series windows (25 frames, 1 degree apart, random "
+        "start angle) of random volumes of the TRAINING object families "
+        "(napari_tiltgen.simulate.families), projected with the package's forward model, as "
+        "resumable .npz shards in OUT/train and OUT/val. Noise, jitter, tilt-axis error and "
+        "backgrounds are added at training time. Run it again to continue or to grow the pool.",
+    )
+    p.add_argument("out", metavar="OUT", help="pool folder")
+    p.add_argument("--series", type=int, default=512, help="training series (default 512)")
+    p.add_argument("--val-series", type=int, default=48, help="validation series (default 48)")
+    p.add_argument("--sizes", default="128", help="frame sizes, e.g. 128,160 (default 128)")
+    p.add_argument("--shard-size", type=int, default=16, help="series per shard (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_data)
+
+
+def run_data(args: argparse.Namespace) -> int:
+    import torch
+
+    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.methods.interpolation.data import build_family_pool_iter
+    from napari_tiltgen.progress import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
+    except ValueError:
+        raise TiltgenError(f"cannot read the sizes {args.sizes!r}; use e.g. 128,160.") from None
+    if min(sizes) < 32:
+        raise TiltgenError("frame sizes must be at least 32 pixels.")
+    kw = {"sizes": sizes, "shard_size": args.shard_size, "seed": args.seed}
+    run(build_family_pool_iter(args.out, args.val_series, split="val", **kw),
+        show=not args.quiet, desc="val pool")
+    run(build_family_pool_iter(args.out, args.series, split="train", **kw),
+        show=not args.quiet, desc="train pool")
+    print(f"family pool in {args.out}")
+    return 0
 
 
 def _ints(text: str) -> tuple[int, int, int, int]:
@@ -91,6 +146,8 @@ def run_train(args: argparse.Namespace) -> int:
                       decoder_channels=_ints(args.decoder_channels)),
         init=args.init,
         command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        crops=tuple(int(c) for c in args.crops.split(",")), val_crop=args.val_crop,
+        val_triplets=args.val_triplets, reload_every=args.reload_every,
     )
     summary = train(cfg, show_progress=not args.quiet)
     print(json.dumps(summary, indent=2))

@@ -21,7 +21,8 @@ import torch
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.methods.interpolation.network import normalise_pair
 
-__all__ = ["FrameBank", "Triplets", "load_frame_bank", "object_radius_px"]
+__all__ = ["FamilyPool", "FamilyTriplets", "FrameBank", "Triplets", "build_family_pool_iter",
+           "is_family_pool", "load_family_pool", "load_frame_bank", "object_radius_px"]
 
 
 @dataclass
@@ -247,3 +248,232 @@ class Triplets:
 def describe_bank(bank: FrameBank) -> str:
     """One-line JSON summary (for logs)."""
     return json.dumps(bank.summary())
+
+
+# ---------------------------------------------------------------------------- family pools
+#: Frames per series window in a family pool (1-degree steps: gaps up to 24 degrees).
+POOL_WINDOW = 25
+POOL_FORMAT = "napari-tiltgen interpolation family pool v1"
+
+
+def pool_shard_path(out_dir: str | Path, split: str, shard: int) -> Path:
+    return Path(out_dir) / split / f"pool-{shard:05d}.npz"
+
+
+def _pool_series(rng: np.random.Generator, families: tuple[str, ...], size: int,
+                 window: int, step_deg: float) -> tuple[np.ndarray, np.ndarray, str, float]:
+    from napari_tiltgen.simulate.families import tilt_series
+
+    family = str(families[int(rng.integers(len(families)))])
+    span = (window - 1) * step_deg
+    start = float(rng.uniform(-78.0, 78.0 - span))
+    angles = start + step_deg * np.arange(window)
+    frames, info = tilt_series(family, size, angles, rng)
+    return frames, angles, family, float(info["pixel_size_A"])
+
+
+def build_family_pool_iter(out_dir: str | Path, n_series: int, *, split: str = "train",
+                           families: tuple[str, ...] | None = None,
+                           sizes: tuple[int, ...] = (128,), shard_size: int = 16,
+                           window: int = POOL_WINDOW, step_deg: float = 1.0, seed: int = 0):
+    """Write clean tilt-series windows of random family volumes as ``.npz`` shards (resumable).
+
+    Each shard holds ``shard_size`` series of ``window`` frames 1 degree apart (a random start
+    in -78..78 degrees, so any angle), frames stored float16 (relative precision 1e-3, far
+    below the noise added at training time). Shard ``i`` is made from
+    ``default_rng([seed, split_code, i])``, so an interrupted run continues where it stopped and
+    makes the same data. Noise, jitter and the other degradations are drawn at training time
+    (:class:`FamilyTriplets`), fresh for every triplet.
+
+    Parameters
+    ----------
+    out_dir
+        Pool folder (``OUT/<split>/pool-*.npz`` and ``OUT/pool.json``).
+    n_series
+        Series to have in this split when done (rounded up to whole shards).
+    split
+        ``"train"`` or ``"val"`` (same families, other seeds).
+    families
+        Object families (default :data:`~napari_tiltgen.simulate.families.TRAIN_FAMILIES`).
+    sizes
+        Frame sizes in pixels (one per shard, in turn).
+    """
+    from napari_tiltgen.progress import Progress
+    from napari_tiltgen.simulate.families import TRAIN_FAMILIES
+
+    fams = tuple(families or TRAIN_FAMILIES)
+    out = Path(out_dir)
+    (out / split).mkdir(parents=True, exist_ok=True)
+    meta = {"format": POOL_FORMAT, "families": list(fams), "sizes": list(sizes),
+            "window": window, "step_deg": step_deg, "seed": seed, "shard_size": shard_size}
+    mpath = out / "pool.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        if old != meta:
+            raise TiltgenError("this pool folder was made with other settings; use a new "
+                               "folder.", mpath)
+    else:
+        mpath.write_text(json.dumps(meta, indent=2))
+    code = {"train": 0, "val": 1}.get(split, 2)
+    n_shards = -(-int(n_series) // shard_size)
+    for i in range(n_shards):
+        path = pool_shard_path(out, split, i)
+        if path.is_file():
+            continue
+        rng = np.random.default_rng([seed, code, i])
+        size = int(sizes[i % len(sizes)])
+        frames, angles, fams_i, px = [], [], [], []
+        for _ in range(shard_size):
+            f, a, fam, p = _pool_series(rng, fams, size, window, step_deg)
+            frames.append(f.astype(np.float16))
+            angles.append(a)
+            fams_i.append(fam)
+            px.append(p)
+        tmp = path.with_name(path.stem + ".part.npz")
+        np.savez(tmp, frames=np.stack(frames), angles=np.stack(angles),
+                 families=np.array(fams_i), pixel_size_A=np.array(px))
+        tmp.replace(path)
+        yield Progress((i + 1) / n_shards, f"{split} shard {i + 1}/{n_shards} ({size} px)")
+
+
+def is_family_pool(folder: str | Path) -> bool:
+    """True when ``folder`` is a family pool (``pool.json``), not a simulate-dataset folder."""
+    return (Path(folder) / "pool.json").is_file()
+
+
+@dataclass
+class FamilyPool:
+    """Clean series windows of a pool, grouped by frame size: ``stacks[size]`` is ``(M, W, S,
+    S)`` float16; ``families[size]`` the family of each series."""
+
+    stacks: dict[int, np.ndarray]
+    families: dict[int, list[str]]
+    pixel_size_A: dict[int, np.ndarray]
+    step_deg: float
+    n_shards: int
+
+    def __len__(self) -> int:
+        return sum(int(s.shape[0]) for s in self.stacks.values())
+
+    def summary(self) -> dict[str, Any]:
+        fams: dict[str, int] = {}
+        for lst in self.families.values():
+            for f in lst:
+                fams[f] = fams.get(f, 0) + 1
+        px = np.concatenate(list(self.pixel_size_A.values()))
+        return {"kind": "family pool", "n_series": len(self),
+                "frames_per_series": int(next(iter(self.stacks.values())).shape[1]),
+                "frame_px": sorted(self.stacks), "tilt_step_deg": self.step_deg,
+                "families": fams,
+                "pixel_size_A": [float(px.min()), float(px.max())]}
+
+
+def load_family_pool(folders: list[str | Path] | str | Path, split: str = "train",
+                     max_series: int | None = None) -> FamilyPool:
+    """Read every complete shard of ``split`` of one or more pool folders."""
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
+    by: dict[int, list[np.ndarray]] = {}
+    fams: dict[int, list[str]] = {}
+    pxs: dict[int, list[float]] = {}
+    step = None
+    n_shards = 0
+    total = 0
+    for folder in folders:
+        meta = json.loads((Path(folder) / "pool.json").read_text())
+        if step is None:
+            step = float(meta["step_deg"])
+        elif abs(step - float(meta["step_deg"])) > 1e-9:
+            raise TiltgenError("all pools must share the same tilt step.", folder)
+        for path in sorted((Path(folder) / split).glob("pool-[0-9]*.npz")):
+            if ".part" in path.name:
+                continue
+            with np.load(path) as z:
+                fr = z["frames"]
+                size = int(fr.shape[-1])
+                by.setdefault(size, []).append(fr)
+                fams.setdefault(size, []).extend(str(f) for f in z["families"])
+                pxs.setdefault(size, []).extend(float(p) for p in z["pixel_size_A"])
+            n_shards += 1
+            total += int(fr.shape[0])
+            if max_series is not None and total >= max_series:
+                break
+    if not by or step is None:
+        raise TiltgenError(f"no {split} shards in the family pool(s) "
+                           f"{', '.join(map(str, folders))}; build one first "
+                           "(tiltgen build-interpolation-data).")
+    return FamilyPool({s: np.concatenate(v) for s, v in by.items()}, fams,
+                      {s: np.asarray(v) for s, v in pxs.items()}, step, n_shards)
+
+
+class FamilyTriplets:
+    """Degraded training triplets from a :class:`FamilyPool`: noisy, jittered inputs, CLEAN
+    target.
+
+    For each triplet the three clean frames go through
+    :func:`~napari_tiltgen.simulate.degrade.degrade` with parameters drawn by
+    :func:`~napari_tiltgen.simulate.degrade.sample_params` (``level``): the two known frames
+    are the degraded ones (shot, read and scan-line noise, their own jitter), the target is the
+    clean reference (same tilt-axis error and background, no noise, no jitter). A random
+    square crop (one size per batch, from ``crops``) and mirror / swap augmentation follow;
+    everything is normalised by the noisy pair's range.
+    """
+
+    def __init__(self, pool: FamilyPool, gap_range_deg: tuple[float, float] = (2.0, 12.0),
+                 crops: tuple[int, ...] = (96, 112, 128), augment: bool = True,
+                 level: str = "train"):
+        self.pool = pool
+        self.step_deg = pool.step_deg
+        lo = max(2, round(gap_range_deg[0] / pool.step_deg))
+        hi = round(gap_range_deg[1] / pool.step_deg)
+        window = min(int(s.shape[1]) for s in pool.stacks.values())
+        if hi < lo or hi >= window:
+            raise TiltgenError(f"gap range {gap_range_deg} degrees does not fit windows of "
+                               f"{window} frames {pool.step_deg:g} degrees apart.")
+        self.gaps = np.arange(lo, hi + 1)
+        self.crops = tuple(int(c) for c in crops)
+        self.augment = augment
+        self.level = level
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        """A batch; same keys as :meth:`Triplets.sample`."""
+        from napari_tiltgen.simulate.degrade import degrade, sample_params
+
+        sizes = sorted(self.pool.stacks)
+        weights = np.array([self.pool.stacks[s].shape[0] for s in sizes], float)
+        size = int(sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))])
+        stacks = self.pool.stacks[size]
+        crops = [c for c in self.crops if c <= size] or [size]
+        crop = int(rng.choice(crops))
+        img0, img1, tgt, ts, gaps = [], [], [], [], []
+        for _ in range(batch_size):
+            j = int(rng.integers(stacks.shape[0]))
+            g = int(rng.choice(self.gaps))
+            k = int(rng.integers(1, g))
+            start = int(rng.integers(0, stacks.shape[1] - g))
+            three = stacks[j, [start, start + k, start + g]].astype(np.float32)
+            noisy, ref = degrade(three, rng, sample_params(rng, self.level), return_clean=True)
+            a = int(rng.integers(0, size - crop + 1))
+            b = int(rng.integers(0, size - crop + 1))
+            sl = (slice(a, a + crop), slice(b, b + crop))
+            f0, f1, ft = noisy[0][sl], noisy[2][sl], ref[1][sl]
+            t = k / g
+            if self.augment:
+                if rng.random() < 0.5:
+                    f0, f1, ft = f0[:, ::-1], f1[:, ::-1], ft[:, ::-1]
+                if rng.random() < 0.5:
+                    f0, f1, ft = f0[::-1], f1[::-1], ft[::-1]
+                if rng.random() < 0.5:
+                    f0, f1, t = f1, f0, 1.0 - t
+            img0.append(np.ascontiguousarray(f0))
+            img1.append(np.ascontiguousarray(f1))
+            tgt.append(np.ascontiguousarray(ft))
+            ts.append(t)
+            gaps.append(g * self.step_deg)
+        x0 = torch.from_numpy(np.stack(img0))[:, None]
+        x1 = torch.from_numpy(np.stack(img1))[:, None]
+        xt = torch.from_numpy(np.stack(tgt))[:, None]
+        lo, scale = normalise_pair(x0, x1)
+        return {"img0": (x0 - lo) / scale, "img1": (x1 - lo) / scale, "target": (xt - lo) / scale,
+                "t": torch.tensor(ts, dtype=torch.float32),
+                "gap_deg": torch.tensor(gaps, dtype=torch.float32)}

@@ -10,6 +10,13 @@ Output folder::
 
 Each step's batch is drawn from ``numpy.random.default_rng([seed, step])``, so an interrupted
 run resumed from its checkpoint sees the same batches as an uninterrupted one.
+
+Two kinds of data: ``simulate-dataset`` folders (clean cluster frames, :class:`Triplets`), or
+family pools written by ``tiltgen build-interpolation-data``
+(:func:`~napari_tiltgen.methods.interpolation.data.build_family_pool_iter`): clean series
+windows of many object families, degraded on the fly (noisy, jittered inputs; clean targets;
+:class:`FamilyTriplets`). A pool may still be growing while the run trains: its shards are
+re-read every ``reload_every`` steps (batches then depend on how far the pool had grown).
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ import numpy as np
 import torch
 
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.methods.interpolation.data import FrameBank, Triplets, load_frame_bank
+from napari_tiltgen.methods.interpolation.data import (
+    FamilyTriplets,
+    FrameBank,
+    Triplets,
+    is_family_pool,
+    load_family_pool,
+    load_frame_bank,
+    object_radius_px,
+)
 from napari_tiltgen.methods.interpolation.network import (
     NetConfig,
     TiltInterpNet,
@@ -87,6 +102,12 @@ class TrainConfig:
         replaces ``net``; its training record is kept in the new weights' metadata.
     command
         The command line that started the run (recorded in the weights' metadata).
+    crops
+        Family pools: square crop sizes (pixels, one per batch, multiples of 16).
+    val_crop
+        Family pools: crop size of the validation triplets.
+    reload_every
+        Family pools: re-read the pool's shards every this many steps (a pool being built).
     """
 
     data: list[str]
@@ -110,11 +131,15 @@ class TrainConfig:
     net: NetConfig = field(default_factory=NetConfig)
     init: str | None = None
     command: str = ""
+    crops: tuple[int, ...] = (96, 112, 128)
+    val_crop: int = 128
+    reload_every: int = 500
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["net"] = self.net.to_dict()
         d["gap_range_deg"] = list(self.gap_range_deg)
+        d["crops"] = list(self.crops)
         return d
 
 
@@ -208,16 +233,38 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
     t_start = time.perf_counter()
 
     yield Progress(0.0, "loading training frames")
-    bank = load_frame_bank(cfg.data, "train")
-    try:
-        val_bank: FrameBank = load_frame_bank(cfg.data, "val")
-        train_bank = bank
-    except TiltgenError:
-        train_bank, val_bank = bank.split(min(cfg.val_series, max(1, len(bank) // 8)))
-    sampler = Triplets(train_bank, cfg.gap_range_deg)
-    val_batch = Triplets(val_bank, cfg.gap_range_deg, augment=False).sample(
-        np.random.default_rng([cfg.seed, 10**9]), cfg.val_triplets)
-    data_summary = train_bank.summary()
+    pools = [is_family_pool(d) for d in cfg.data]
+    if any(pools) and not all(pools):
+        raise TiltgenError("train either on family pools or on simulate-dataset folders, not "
+                           "on both at once.")
+    use_pool = all(pools)
+    sampler: Triplets | FamilyTriplets
+    if use_pool:
+        pool = load_family_pool(cfg.data, "train")
+        sampler = FamilyTriplets(pool, cfg.gap_range_deg, crops=cfg.crops)
+        val_batch = FamilyTriplets(load_family_pool(cfg.data, "val"), cfg.gap_range_deg,
+                                   crops=(cfg.val_crop,), augment=False).sample(
+            np.random.default_rng([cfg.seed, 10**9]), cfg.val_triplets)
+
+        def pool_summary(p: Any) -> dict[str, Any]:
+            summ = p.summary()
+            radii = [object_radius_px(s.astype(np.float32))
+                     for st in p.stacks.values() for s in st[:32, ::6]]
+            summ["object_radius_px"] = [float(np.min(radii)), float(np.percentile(radii, 95))]
+            return summ
+
+        data_summary = pool_summary(pool)
+    else:
+        bank = load_frame_bank(cfg.data, "train")
+        try:
+            val_bank: FrameBank = load_frame_bank(cfg.data, "val")
+            train_bank = bank
+        except TiltgenError:
+            train_bank, val_bank = bank.split(min(cfg.val_series, max(1, len(bank) // 8)))
+        sampler = Triplets(train_bank, cfg.gap_range_deg)
+        val_batch = Triplets(val_bank, cfg.gap_range_deg, augment=False).sample(
+            np.random.default_rng([cfg.seed, 10**9]), cfg.val_triplets)
+        data_summary = train_bank.summary()
 
     torch.manual_seed(cfg.seed)
     init_info: dict[str, Any] | None = None
@@ -267,6 +314,12 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                     time.perf_counter() - t_start > 60.0 * cfg.max_minutes:
                 stopped = "max_minutes"
                 break
+            if use_pool and step % cfg.reload_every == 0 and step > 0:
+                fresh = load_family_pool(cfg.data, "train")
+                if fresh.n_shards > sampler.pool.n_shards:  # type: ignore[union-attr]
+                    sampler = FamilyTriplets(fresh, cfg.gap_range_deg, crops=cfg.crops)
+                    data_summary = pool_summary(fresh)
+                    log.write(json.dumps({"step": step, "pool_series": len(fresh)}) + "\n")
             lr = _lr_at(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
