@@ -365,7 +365,14 @@ def test_etspy_hspy_tilts_and_axis_in_metadata(tmp_path: Path) -> None:
     ts = read_tilt_series(p)
     np.testing.assert_allclose(ts.tilt_angles, ANGLES, atol=1e-9)  # radians recognised
     assert "Tomography.tilts" in ts.provenance["angles_source"]
-    assert ts.tilt_axis_known and ts.tilt_axis_angle_deg == pytest.approx(-3.5)
+    raw = _hspy(tmp_path / "raw.hspy", data, {"name": "Projections", "scale": 1.0,
+                                              "offset": 0.0, "units": ""},
+                {"Tomography": {"tilts": ANGLES, "tiltaxis": 0.0}})
+    assert read_tilt_series(raw).tilt_axis_known is False  # etspy never aligned it
+    assert "Tomography.tilts" in ts.provenance["angles_source"]
+    # etspy's tiltaxis is the rotation it already applied: the frames' axis is now vertical
+    assert ts.tilt_axis_known and ts.tilt_axis_angle_deg == 0.0
+    assert "already rotated by -3.50 deg" in ts.provenance["tilt_axis_source"]
     notes = " ".join(ts.provenance["notes"])
     assert "radians" in notes and "etspy alignment shifts" in notes
 
@@ -591,3 +598,15 @@ def test_random_extended_header_is_not_taken_for_angles(tmp_path: Path) -> None:
     p.write_bytes(bytes(raw))
     ts = read_tilt_series(p)
     assert ts.tilt_angles is None and ts.tilt_axis_known is False
+
+
+def test_two_frames_at_one_tilt_are_one_view_not_a_wedge(tmp_path: Path) -> None:
+    """The report: a SerialEM file with 2 frames at one tilt showed 'step 0.00, 180 deg missing'."""
+    frames = realistic_stack(ANGLES[:2])
+    p = _write_serialem(tmp_path, frames, _mdoc(np.array([12.0, 12.02]), 85.3, None))
+    ts = read_tilt_series(p)
+    assert ts.n_tilts == 1 and ts.tilt_angles[0] == pytest.approx(12.0)
+    np.testing.assert_allclose(ts.data[0], frames.astype(np.float64).mean(axis=0), atol=1e-3)
+    summary = ts.summary()
+    assert "a single view, not a tilt series" in summary
+    assert "step 0.00" not in summary and "180.0 deg missing" not in summary

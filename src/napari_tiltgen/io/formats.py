@@ -16,8 +16,10 @@ returns and translates its axes and metadata into this package's terms:
   ``Tomography`` holding one angle per frame or a start and step, or a per-frame
   ``Stage Alpha``/``tilt_alpha`` array. A single stage alpha for a whole stack is not a series of
   angles (note).
-* **tilt axis**: ``metadata.Tomography.tiltaxis`` (etspy), or an ``axis`` entry of a DM
-  ``Tomography`` group; otherwise not recorded.
+* **tilt axis**: etspy's ``metadata.Tomography.tiltaxis`` is the rotation etspy has already
+  applied to the frames, so a non-zero value means the axis is now vertical (0 deg, known; 0 means
+  etspy never aligned the stack: not recorded); an ``axis`` entry of a DM ``Tomography`` group;
+  otherwise not recorded.
 * **times**: a navigation axis in seconds (Velox ``Time``) gives acquisition times.
 
 For one image per tilt (a folder or glob of DM3/DM4/SER/EMD files), :func:`read_image` returns
@@ -280,10 +282,13 @@ def signal_info(sig: dict[str, Any], n: int) -> md.AngleInfo:
                 info.tilt_angles, info.source = a, "metadata Tomography.tilts (etspy/HyperSpy)"
     tomo = _get(meta, "Tomography")
     if isinstance(tomo, dict):
+        # etspy records in ``tiltaxis`` the rotation it has ALREADY applied to the frames to make
+        # the axis vertical (trans_stack(angle=...) adds it up); 0 means "never aligned".
         ax = tomo.get("tiltaxis", tomo.get("tilt_axis"))
-        if isinstance(ax, (int, float, np.number)) and np.isfinite(ax):
-            info.tilt_axis_angle_deg = float(ax)
-            info.tilt_axis_source = "metadata Tomography.tiltaxis (etspy/HyperSpy)"
+        if isinstance(ax, (int, float, np.number)) and np.isfinite(ax) and ax != 0:
+            info.tilt_axis_angle_deg = 0.0
+            info.tilt_axis_source = (f"metadata Tomography.tiltaxis (etspy): frames already "
+                                     f"rotated by {float(ax):.2f} deg to make the axis vertical")
         if tomo.get("shifts") is not None:
             info.notes.append("the file holds etspy alignment shifts (Tomography.shifts); they "
                               "are not applied (etspy stores them for its own aligned data)")

@@ -470,8 +470,11 @@ def normalise_angles(a: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return a, notes
 
 
-def duplicate_angle_groups(a: np.ndarray, tol_deg: float = 0.01) -> list[np.ndarray] | None:
+def duplicate_angle_groups(a: np.ndarray, tol_deg: float = 0.05) -> list[np.ndarray] | None:
     """Groups of frames recorded at the same tilt (within ``tol_deg``), in first-seen order.
+
+    0.05 degrees: frames of one tilt read back from the stage differ by a few hundredths, while
+    tilt steps below 0.1 degrees are not used for tomography.
 
     ``None`` when every frame has its own angle.
     """

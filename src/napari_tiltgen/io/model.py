@@ -268,11 +268,16 @@ class TiltSeries:
             lines.append("tilt angles: UNKNOWN - give --tilt-start/--tilt-step or a .rawtlt file")
         else:
             s = self.angle_stats()
-            lines.append(
-                f"tilt angles: {s['count']} from {s['min']:.2f} to {s['max']:.2f} deg, step "
-                f"{s['step']:.2f} deg"
-            )
-            lines.append(f"  wedge:     {s['missing_wedge_deg']:.1f} deg missing")
+            if s["max"] - s["min"] < 1e-6:
+                lines.append(
+                    f"tilt angles: all {s['count']} frame(s) at {s['min']:.2f} deg - a single "
+                    "view, not a tilt series (a reconstruction needs several tilts)")
+            else:
+                lines.append(
+                    f"tilt angles: {s['count']} from {s['min']:.2f} to {s['max']:.2f} deg, step "
+                    f"{s['step']:.2f} deg"
+                )
+                lines.append(f"  wedge:     {s['missing_wedge_deg']:.1f} deg missing")
         lines.append(f"  from:      {p.get('angles_source', 'unknown')}")
         px = "unknown" if self.pixel_size_A is None else f"{self.pixel_size_A:.4g} Å"
         lines.append(f"pixel size:  {px}")
