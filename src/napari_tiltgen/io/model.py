@@ -256,13 +256,18 @@ class TiltSeries:
 
     def summary(self) -> str:
         """Multi-line human-readable description (used by ``tiltgen info``)."""
+        from napari_tiltgen.io.lazy import LazyFrames
+
         p = self.provenance
+        conv = ""
+        if p.get("file_dtype", "float32") != "float32":
+            conv = (" (kept on disk, converted to float32 per frame)"
+                    if isinstance(self.data, LazyFrames) else " (converted to float32)")
         lines = [
             "kind:        tilt series",
-            f"shape:       {self.n_tilts} tilts x {self.shape[1]} x {self.shape[2]} px "
-            f"(n_tilts, ny, nx)",
-            f"dtype:       {p.get('file_dtype', str(self.data.dtype))}"
-            + (" (converted to float32)" if p.get("file_dtype", "float32") != "float32" else ""),
+            (f"shape:       {self.n_tilts} tilts x {self.shape[1]} x {self.shape[2]} px "
+             "(n_tilts, ny, nx)"),
+            f"dtype:       {p.get('file_dtype', str(self.data.dtype))}{conv}",
         ]
         if self.tilt_angles is None:
             lines.append("tilt angles: UNKNOWN - give --tilt-start/--tilt-step or a .rawtlt file")
