@@ -610,3 +610,33 @@ def test_two_frames_at_one_tilt_are_one_view_not_a_wedge(tmp_path: Path) -> None
     summary = ts.summary()
     assert "a single view, not a tilt series" in summary
     assert "step 0.00" not in summary and "180.0 deg missing" not in summary
+
+
+def test_folder_of_tiff_and_mrc_images_angles_from_names(tmp_path: Path) -> None:
+    import tifffile
+
+    data = realistic_stack(ANGLES[:4])
+    tif = tmp_path / "tif"
+    tif.mkdir()
+    order = [2, 0, 3, 1]
+    for k in order:  # written out of order, names carry the angle
+        tifffile.imwrite(tif / f"tilt_{ANGLES[k]:+.1f}.tif", data[k])
+    ts = read_tilt_series(tif)
+    np.testing.assert_allclose(ts.tilt_angles, ANGLES[:4])
+    np.testing.assert_array_equal(np.asarray(ts.data), data.astype(np.float32))
+    assert "file names" in ts.provenance["angles_source"]
+    mrc = tmp_path / "mrc"
+    mrc.mkdir()
+    for k in range(4):
+        with mrcfile.new(mrc / f"img{k:02d}.mrc") as m:
+            m.set_data(data[k])
+            m.voxel_size = 3.1
+    ts = read(mrc)  # names hold only frame numbers: name order, no angles, said
+    assert ts.tilt_angles is None and ts.pixel_size_A == pytest.approx(3.1)
+    np.testing.assert_array_equal(np.asarray(ts.data), data.astype(np.float32))
+    assert any("no tilt angle in their metadata or names" in n for n in ts.provenance["notes"])
+    with mrcfile.new(mrc / "img99.mrc") as m:  # one image of another size
+        m.set_data(data[0][:, :20])
+    with pytest.raises(TiltgenError, match="every tilt must have the same size") as e:
+        read(mrc)
+    assert "img99.mrc" in str(e.value)
