@@ -102,3 +102,10 @@ def fei_stack(tmp_path: Path) -> Path:
         m.set_extended_header(ext)
         m.header.exttyp = b"FEI1"
     return p
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that open a napari viewer are GUI tests (CI's gui lane): marked here, not by hand."""
+    for item in items:
+        if "make_napari_viewer" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gui)

@@ -123,6 +123,7 @@ def fitted(dynamic):
                        **{**FAST, "slices_per_step": SIZE, "learning_rate": 0.01})
 
 
+@pytest.mark.slow
 def test_dip_beats_static_sirt_on_a_changing_particle(dynamic, fitted) -> None:
     ts, truth = dynamic
     res = fitted
@@ -149,6 +150,7 @@ def test_dip_beats_static_sirt_on_a_changing_particle(dynamic, fitted) -> None:
     assert res.label(0) == f"t = 0 s, tilt = {ts.tilt_angles[order][0]:+.1f} deg"
 
 
+@pytest.mark.slow
 def test_model_evaluates_any_time(fitted) -> None:
     model = fitted.model
     np.testing.assert_allclose(model.volumes_at(fitted.times_s[[3, 7]]),

@@ -108,6 +108,7 @@ def test_gauge_patterns_are_removed_from_pose_updates() -> None:
 
 
 # ----------------------------------------------------------------------------- quality
+@pytest.mark.slow
 def test_inr_beats_backprojection_and_matches_sirt(phantom20) -> None:
     ts, truth = phantom20
     res = fit_inr(ts, steps=300, optimize_pose=False, seed=0, show=False, **TINY)
@@ -134,6 +135,7 @@ def test_thickness_sets_nz(phantom20) -> None:
 
 
 # ----------------------------------------------------------------------------- poses
+@pytest.mark.slow
 def test_recovers_known_shifts(phantom20) -> None:
     ts, _ = phantom20
     true = np.zeros((ts.n_tilts, 2))
@@ -190,6 +192,7 @@ def test_recorded_with_axis_helper_matches_phantom() -> None:
     np.testing.assert_allclose(_recorded_with_axis(12, 3, 30.0, 0.0).data, ts.data, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_recovers_tilt_axis_rotation() -> None:
     """A 5 degree tilt-axis error (the issue's case): common-line start, INR refinement holds it.
 
@@ -225,6 +228,7 @@ def test_poses_stay_put_without_pose_optimisation(phantom20) -> None:
 
 
 # ----------------------------------------------------------------------------- runs
+@pytest.mark.slow
 def test_same_seed_same_result_on_cpu(phantom20) -> None:
     ts, _ = phantom20
     kw = dict(steps=40, pose_warmup_steps=10, show=False, **TINY)
@@ -237,6 +241,7 @@ def test_same_seed_same_result_on_cpu(phantom20) -> None:
     assert not np.array_equal(a.volume.data, c.volume.data)
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_matches_uninterrupted_run(phantom20, tmp_path: Path) -> None:
     ts, _ = phantom20
     kw = dict(steps=40, pose_warmup_steps=10, seed=2, **TINY)
@@ -341,6 +346,7 @@ def test_cli_fit_inr_with_ddp_single_process(phantom20, tmp_path: Path) -> None:
     assert main(args) == 2
 
 
+@pytest.mark.slow
 def test_sparse_atomic_cluster_does_not_collapse_to_zero() -> None:
     """A mostly empty box (atoms) must not drive the softplus field into its dead zone.
 

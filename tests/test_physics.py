@@ -149,3 +149,29 @@ def test_linear_taps_zero_outside() -> None:
     a = np.array([1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(w_lo[0] * a[lo[0]] + w_hi[0] * a[hi[0]], [0.75, 1.75, 2.75, 3.75])
     np.testing.assert_allclose(w_lo[1] * a[lo[1]] + w_hi[1] * a[hi[1]], [4 * 0.5, 0, 0, 0])
+
+
+# ---------------------------------------------------------------------------- CUDA (gpu lane)
+@pytest.mark.gpu
+def test_forward_models_on_cuda_match_the_cpu() -> None:
+    """Run where a CUDA device exists (``-m gpu``); CPU-only CI deselects this test."""
+    assert torch.cuda.is_available(), "the gpu lane needs a CUDA device"
+    dev = torch.device("cuda")
+    vol = _smooth_volume(16)
+    g = Geometry(tuple(vol.shape), ANGLES, SHIFTS, axis_offset_px=0.5)
+    cpu = Projector.from_geometry(g).forward(vol)
+    gpu = Projector.from_geometry(g, device=dev).forward(vol.to(dev)).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
+    p = torch.rand(cpu.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(Projector.from_geometry(g, device=dev).adjoint(p.to(dev)).cpu(),
+                               Projector.from_geometry(g).adjoint(p), rtol=1e-4, atol=1e-4)
+    images = vol.permute(1, 0, 2)[:, None].expand(-1, 3, -1, -1).contiguous()  # (ny, 3, nz, nx)
+    frames_cpu = FrameProjector(g.subset([0, 1, 2]))(images, [0, 1, 2])
+    x = images.to(dev).requires_grad_(True)
+    frames_gpu = FrameProjector(g.subset([0, 1, 2]), device=dev)(x, [0, 1, 2])
+    torch.testing.assert_close(frames_gpu.detach().cpu(), frames_cpu, rtol=1e-4, atol=1e-4)
+    frames_gpu.sum().backward()  # the transposed CUDA product
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    rays_cpu = RayProjector(g, n_samples=24).project_volume(vol)
+    rays_gpu = RayProjector(g, n_samples=24).project_volume(vol.to(dev)).cpu()
+    torch.testing.assert_close(rays_gpu, rays_cpu, rtol=1e-3, atol=1e-3)

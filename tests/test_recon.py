@@ -279,6 +279,7 @@ def test_orient_slices_finds_the_engine_orientation(phantom, sirt50) -> None:
 
 
 # ---------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_reconstruct(tmp_path: Path, capsys) -> None:
     from napari_tiltgen.cli import main
 

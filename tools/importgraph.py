@@ -41,7 +41,8 @@ def _modules(root: Path = ROOT) -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
     return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
@@ -163,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modules", action="store_true", help="list every module's imports")
     ap.add_argument("--dot", action="store_true", help="print the graph in graphviz dot")
-    ap.add_argument("--check", action="store_true",
-                    help=f"exit 1 on an import cycle or a module over {MAX_LINES} lines")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit 1 on an import cycle or a module over {MAX_LINES} lines",
+    )
     args = ap.parse_args(argv)
     graph = module_graph()
     if args.dot:

@@ -6,8 +6,9 @@ The public API works without Qt or napari::
     ts = read_tilt_series("tomo.st")      # angles from .rawtlt / .mdoc / extended header
     print(ts.summary())
 
-Layers (dependencies point downwards only): ``widgets`` (Qt/napari) -> ``cli`` ->
-``methods`` -> ``physics`` -> ``simulate`` -> ``io`` -> ``metrics``.
+Layers (dependencies point downwards only; docs/architecture.md, ``python tools/importgraph.py``):
+``widgets`` (Qt/napari) -> ``cli`` -> ``fits`` / ``methods`` -> ``simulate`` -> ``physics`` ->
+``io``. ``__version__`` below is the package's only version number (pyproject reads it).
 """
 
 from napari_tiltgen.errors import TiltgenError

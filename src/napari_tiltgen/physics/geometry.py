@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 
-def detector_u(x: np.ndarray, z: np.ndarray, theta_deg: float, dx: float = 0.0,
-               axis_offset: float = 0.0) -> np.ndarray:
+def detector_u(
+    x: np.ndarray, z: np.ndarray, theta_deg: float, dx: float = 0.0, axis_offset: float = 0.0
+) -> np.ndarray:
     """Detector coordinate ``u`` (pixels from the centre) of points ``(x, z)`` at ``theta_deg``."""
     t = np.deg2rad(theta_deg)
     return x * np.cos(t) + z * np.sin(t) + dx + axis_offset
@@ -105,8 +106,9 @@ class Geometry:
         else:
             shifts = np.asarray(self.shifts_px, dtype=np.float64)
             if shifts.shape != (n, 2):
-                raise ValueError(f"shifts_px must have shape ({n}, 2) as (dy, dx); got "
-                                 f"{shifts.shape}")
+                raise ValueError(
+                    f"shifts_px must have shape ({n}, 2) as (dy, dx); got {shifts.shape}"
+                )
         object.__setattr__(self, "volume_shape", shape)
         object.__setattr__(self, "tilt_angles_deg", angles)
         object.__setattr__(self, "shifts_px", shifts)
@@ -131,13 +133,59 @@ class Geometry:
     def subset(self, index: Any) -> Geometry:
         """The geometry of the tilts selected by ``index`` (an index array, slice or mask)."""
         idx = np.arange(self.n_tilts)[index]
-        return replace(self, tilt_angles_deg=self.tilt_angles_deg[idx],
-                       shifts_px=self.shifts_px[idx])  # type: ignore[index]
+        return replace(
+            self, tilt_angles_deg=self.tilt_angles_deg[idx], shifts_px=self.shifts_px[idx]
+        )  # type: ignore[index]
 
     @classmethod
-    def from_tilt_series(cls, ts: Any, *, thickness_px: int | None = None,
-                         axis_offset_px: float = 0.0) -> Geometry:
+    def from_tilt_series(
+        cls, ts: Any, *, thickness_px: int | None = None, axis_offset_px: float = 0.0
+    ) -> Geometry:
         """Geometry of a :class:`~napari_tiltgen.io.model.TiltSeries` (angles required)."""
         _, ny, nx = ts.data.shape
-        return cls((int(thickness_px) if thickness_px else nx, ny, nx), ts.require_angles(),
-                   ts.shifts_px, axis_offset_px, nx, ts.tilt_axis_angle_deg)
+        return cls(
+            (int(thickness_px) if thickness_px else nx, ny, nx),
+            ts.require_angles(),
+            ts.shifts_px,
+            axis_offset_px,
+            nx,
+            ts.tilt_axis_angle_deg,
+        )
+
+
+def mirror_pairs(
+    tilt_angles_deg: np.ndarray, u_shifts_px: np.ndarray, use_symmetry: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tilts ``+theta`` / ``-theta`` with the same ``u`` shift, whose operators mirror in z.
+
+    Returns ``(stored, mirrored, partner)``: tilts whose operator is stored, tilts computed from
+    a stored partner on the z-flipped volume, and for each mirrored tilt the position of its
+    partner among the stored ones. All tilts are stored (no pairs) unless at least 3/4 of the
+    stored ones have a partner (``use_symmetry=False``: never pair).
+    """
+    angles = np.asarray(tilt_angles_deg, dtype=np.float64).reshape(-1)
+    u = np.asarray(u_shifts_px, dtype=np.float64).reshape(-1)
+    n = angles.size
+    everything = (np.arange(n), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if not use_symmetry or n < 2:
+        return everything
+    free: dict[tuple[float, float], list[int]] = {}
+    for i in range(n):
+        free.setdefault((round(float(angles[i]), 9), round(float(u[i]), 9)), []).append(i)
+    stored, mirrored, partner, taken = [], [], [], set()
+    for i in range(n):
+        if i in taken:
+            continue
+        taken.add(i)
+        stored.append(i)
+        theta = round(float(angles[i]), 9)
+        if theta == 0.0:
+            continue
+        cands = [j for j in free.get((-theta, round(float(u[i]), 9)), []) if j not in taken]
+        if cands:
+            taken.add(cands[0])
+            mirrored.append(cands[0])
+            partner.append(len(stored) - 1)
+    if len(mirrored) < 0.75 * len(stored):  # too few pairs to be worth the shuffling
+        return everything
+    return np.asarray(stored), np.asarray(mirrored), np.asarray(partner)

@@ -28,12 +28,22 @@ import torch
 
 from napari_tiltgen.physics.geometry import centered_coords
 
-__all__ = ["LinearMap", "SparseMatmul", "SparseOperator", "block_csr", "block_diagonal", "joseph_matrix",
-           "joseph_triplets", "pixel_driven_triplets", "to_torch_csr"]
+__all__ = [
+    "LinearMap",
+    "SparseMatmul",
+    "SparseOperator",
+    "block_csr",
+    "block_diagonal",
+    "joseph_matrix",
+    "joseph_triplets",
+    "pixel_driven_triplets",
+    "to_torch_csr",
+]
 
 
-def joseph_triplets(theta_deg: float, nz: int, nx: int, n_det: int,
-                     u_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def joseph_triplets(
+    theta_deg: float, nz: int, nx: int, n_det: int, u_shift: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows (detector bin), columns (``k * nx + j``) and weights of one tilt's ray-driven operator."""
     t = math.radians(theta_deg)
     c, s = math.cos(t), math.sin(t)
@@ -68,8 +78,9 @@ def joseph_triplets(theta_deg: float, nz: int, nx: int, n_det: int,
     return r[keep], cidx[keep], w[keep]
 
 
-def pixel_driven_triplets(theta_deg: float, nz: int, nx: int, n_det: int,
-                           u_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pixel_driven_triplets(
+    theta_deg: float, nz: int, nx: int, n_det: int, u_shift: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel-driven linear interpolation of one detector row at every voxel's ``u`` (for FBP).
 
     Returns rows (voxel ``k * nx + j``), columns (detector bin) and weights.
@@ -90,8 +101,9 @@ def pixel_driven_triplets(theta_deg: float, nz: int, nx: int, n_det: int,
     return r[keep], cidx[keep], w[keep]
 
 
-def block_csr(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-               dtype: np.dtype) -> sp.csr_matrix:
+def block_csr(
+    shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, dtype: np.dtype
+) -> sp.csr_matrix:
     """CSR block with int32 indices when they fit (built per tilt, so it stays small)."""
     m = sp.csr_matrix((vals.astype(dtype), (rows, cols)), shape=shape)
     m.sum_duplicates()
@@ -113,8 +125,9 @@ def to_torch_csr(m: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> 
     return out.to(device)
 
 
-def joseph_matrix(theta_deg: float, nz: int, nx: int, n_det: int, u_shift_px: float = 0.0,
-                  dtype: Any = np.float32) -> sp.csr_matrix:
+def joseph_matrix(
+    theta_deg: float, nz: int, nx: int, n_det: int, u_shift_px: float = 0.0, dtype: Any = np.float32
+) -> sp.csr_matrix:
     """One tilt's operator ``(n_det, nz * nx)``: an ``(nz, nx)`` slice -> one detector row.
 
     Parameters
@@ -152,8 +165,10 @@ def block_diagonal(blocks: list[sp.csr_matrix]) -> sp.csr_matrix:
         indices.append(blk.indices.astype(np.int64) + i * cols)
         data.append(blk.data)
         offset += blk.nnz
-    return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
-                         shape=(len(blocks) * rows, len(blocks) * cols))
+    return sp.csr_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
+        shape=(len(blocks) * rows, len(blocks) * cols),
+    )
 
 
 class SparseOperator:
@@ -164,8 +179,12 @@ class SparseOperator:
     product is slow).
     """
 
-    def __init__(self, matrix: sp.csr_matrix, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         self.device = torch.device(device)
         self.dtype = dtype
         self.shape = matrix.shape

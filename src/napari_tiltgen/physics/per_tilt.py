@@ -55,8 +55,10 @@ class FrameProjector:
         self.n_det = int(geometry.n_det)  # type: ignore[arg-type]
         self.device = torch.device(device)
         # per-frame CSR pieces, to assemble block-diagonal operators of any subset of frames
-        self._blocks = [joseph_matrix(a, nz, nx, self.n_det, u)
-                        for a, u in zip(geometry.tilt_angles_deg, geometry.u_shifts_px)]
+        self._blocks = [
+            joseph_matrix(a, nz, nx, self.n_det, u)
+            for a, u in zip(geometry.tilt_angles_deg, geometry.u_shifts_px)
+        ]
         self._cache: tuple[bytes, SparseOperator] | None = None
 
     def block(self, k: int) -> sp.csr_matrix:
@@ -79,8 +81,10 @@ class FrameProjector:
         frames = np.asarray(frames, dtype=np.int64).reshape(-1)
         b, f, nz, nx = images.shape
         if f != frames.size or (nz, nx) != self.slice_shape:
-            raise ValueError(f"images of shape {tuple(images.shape)} do not match {frames.size} "
-                             f"frames of {self.slice_shape} slices")
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} do not match {frames.size} "
+                f"frames of {self.slice_shape} slices"
+            )
         cols = images.permute(1, 2, 3, 0).reshape(f * nz * nx, b)
         out = SparseMatmul.apply(cols.contiguous(), self._operator(frames))
         return out.view(f, self.n_det, b).permute(0, 2, 1)

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from napari_tiltgen.physics.geometry import Geometry
+from napari_tiltgen.physics.geometry import Geometry, mirror_pairs
 from napari_tiltgen.physics.operators import (
     LinearMap,
     block_csr,
@@ -50,10 +50,16 @@ from napari_tiltgen.physics.operators import (
     pixel_driven_triplets,
     to_torch_csr,
 )
-from napari_tiltgen.physics.shifts import linear_taps
+from napari_tiltgen.physics.shifts import apply_taps, apply_taps_adjoint, linear_taps
 
-__all__ = ["Projector", "back_project", "forward_project", "get_projector", "resolve_device",
-           "suggested_threads"]
+__all__ = [
+    "Projector",
+    "back_project",
+    "forward_project",
+    "get_projector",
+    "resolve_device",
+    "suggested_threads",
+]
 
 #: Default bound (bytes) on the temporary arrays of one chunk of slices. Small chunks keep the
 #: operand of the sparse product in cache (measured fastest at 32-64 slices of 256^2 on a Xeon).
@@ -86,22 +92,6 @@ def suggested_threads(volume_shape: Sequence[int], n_tilts: int) -> int | None:
 
 
 # ---------------------------------------------------------------------------- operator building
-def _as_angles(tilt_angles_deg: Any) -> np.ndarray:
-    a = np.asarray(tilt_angles_deg, dtype=np.float64).reshape(-1)
-    if a.size == 0:
-        raise ValueError("at least one tilt angle is needed")
-    return a
-
-
-def _as_shifts(shifts_px: Any, n: int) -> np.ndarray:
-    if shifts_px is None:
-        return np.zeros((n, 2), dtype=np.float64)
-    s = np.asarray(shifts_px, dtype=np.float64)
-    if s.shape != (n, 2):
-        raise ValueError(f"shifts_px must have shape ({n}, 2) as (dy, dx); got {s.shape}")
-    return s
-
-
 # ---------------------------------------------------------------------------- the projector
 class Projector:
     """Forward projector ``A`` and its adjoint ``A^T`` for one fixed geometry.
@@ -155,15 +145,10 @@ class Projector:
         max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         use_symmetry: bool = True,
     ):
-        nz, ny, nx = (int(s) for s in volume_shape)
-        if min(nz, ny, nx) < 1:
-            raise ValueError(f"volume_shape must be positive; got {tuple(volume_shape)}")
-        self.volume_shape = (nz, ny, nx)
-        self.tilt_angles_deg = _as_angles(tilt_angles_deg)
-        self.n_tilts = int(self.tilt_angles_deg.size)
-        self.shifts_px = _as_shifts(shifts_px, self.n_tilts)
-        self.axis_offset_px = float(axis_offset_px)
-        self.n_det = int(n_det) if n_det is not None else nx
+        g = Geometry(volume_shape, tilt_angles_deg, shifts_px, axis_offset_px, n_det)  # checks
+        self.volume_shape, self.tilt_angles_deg = g.volume_shape, g.tilt_angles_deg
+        self.n_tilts, self.shifts_px, self.axis_offset_px = g.n_tilts, g.shifts_px, g.axis_offset_px
+        self.n_det = int(g.n_det)  # type: ignore[arg-type]
         self.device = resolve_device(device)
         self.dtype = dtype
         self.max_chunk_bytes = int(max_chunk_bytes)
@@ -173,11 +158,14 @@ class Projector:
         self._fbp_matrix: torch.Tensor | None = None
         self._row_shift = self._build_row_shift()
         self.use_symmetry = bool(use_symmetry)
-        self._stored, self._mirrored, self._partner = self._pairs(self.use_symmetry)
+        self._stored, self._mirrored, self._partner = mirror_pairs(
+            self.tilt_angles_deg, self.shifts_px[:, 1] + self.axis_offset_px, self.use_symmetry
+        )
         self._plain = self._mirrored.size == 0  # all tilts stored in order: no index shuffling
         self._stored_t, self._mirrored_t, self._partner_t = (
             torch.as_tensor(a, dtype=torch.int64, device=self.device)
-            for a in (self._stored, self._mirrored, self._partner))
+            for a in (self._stored, self._mirrored, self._partner)
+        )
 
     # ------------------------------------------------------------------ public shapes
     @property
@@ -186,42 +174,14 @@ class Projector:
         return (self.n_tilts, self.volume_shape[1], self.n_det)
 
     def __repr__(self) -> str:
-        return (f"Projector(volume_shape={self.volume_shape}, n_tilts={self.n_tilts}, "
-                f"n_det={self.n_det}, device={self.device}, dtype={self.dtype})")
+        return (
+            f"Projector(volume_shape={self.volume_shape}, n_tilts={self.n_tilts}, "
+            f"n_det={self.n_det}, device={self.device}, dtype={self.dtype})"
+        )
 
     # ------------------------------------------------------------------ operators
     def _u_shift(self, i: int) -> float:
         return float(self.shifts_px[i, 1]) + self.axis_offset_px
-
-    def _pairs(self, use_symmetry: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tilts whose operator is stored, tilts mirrored from a stored partner, and for each
-        mirrored tilt the position of its partner among the stored ones."""
-        n = self.n_tilts
-        everything = (np.arange(n), np.zeros(0, np.int64), np.zeros(0, np.int64))
-        if not use_symmetry or n < 2:
-            return everything
-        u = self.shifts_px[:, 1] + self.axis_offset_px
-        free: dict[tuple[float, float], list[int]] = {}
-        for i in range(n):
-            free.setdefault((round(float(self.tilt_angles_deg[i]), 9), round(float(u[i]), 9)),
-                            []).append(i)
-        stored, mirrored, partner, taken = [], [], [], set()
-        for i in range(n):
-            if i in taken:
-                continue
-            taken.add(i)
-            stored.append(i)
-            theta = round(float(self.tilt_angles_deg[i]), 9)
-            if theta == 0.0:
-                continue
-            cands = [j for j in free.get((-theta, round(float(u[i]), 9)), []) if j not in taken]
-            if cands:
-                taken.add(cands[0])
-                mirrored.append(cands[0])
-                partner.append(len(stored) - 1)
-        if len(mirrored) < 0.75 * len(stored):  # too few pairs to be worth the shuffling
-            return everything
-        return np.asarray(stored), np.asarray(mirrored), np.asarray(partner)
 
     def _np_dtype(self) -> np.dtype:
         return np.dtype(np.float64 if self.dtype == torch.float64 else np.float32)
@@ -233,8 +193,9 @@ class Projector:
             nz, _, nx = self.volume_shape
             blocks = []
             for i in self._stored:
-                r, c, w = joseph_triplets(self.tilt_angles_deg[i], nz, nx, self.n_det,
-                                           self._u_shift(i))
+                r, c, w = joseph_triplets(
+                    self.tilt_angles_deg[i], nz, nx, self.n_det, self._u_shift(i)
+                )
                 blocks.append(block_csr((self.n_det, nz * nx), r, c, w, self._np_dtype()))
             m = sp.vstack(blocks, format="csr")
             del blocks
@@ -251,8 +212,9 @@ class Projector:
             for i, theta in enumerate(self.tilt_angles_deg):
                 r, c, w = pixel_driven_triplets(theta, nz, nx, self.n_det, self._u_shift(i))
                 blocks.append(block_csr((nz * nx, self.n_det), r, c, w, self._np_dtype()))
-            self._fbp_matrix = to_torch_csr(sp.hstack(blocks, format="csr"), self.dtype,
-                                             self.device)
+            self._fbp_matrix = to_torch_csr(
+                sp.hstack(blocks, format="csr"), self.dtype, self.device
+            )
 
     def _build_row_shift(self) -> tuple[torch.Tensor, ...] | None:
         """Detector row ``i`` reads volume row ``i - dy``: the shift policy of :mod:`.shifts`."""
@@ -273,26 +235,43 @@ class Projector:
         ``kwargs``: ``device``, ``dtype``, ``max_chunk_bytes``, ``use_symmetry``.
         """
         if geometry.tilt_axis_angle_deg != 0.0:
-            raise ValueError("the batched projector needs the tilt axis along y "
-                             f"(got {geometry.tilt_axis_angle_deg} deg); rotate the frames "
-                             "first or use the ray projector")
-        return cls(geometry.volume_shape, geometry.tilt_angles_deg, geometry.shifts_px,
-                   geometry.axis_offset_px, geometry.n_det, **kwargs)
+            raise ValueError(
+                "the batched projector needs the tilt axis along y "
+                f"(got {geometry.tilt_axis_angle_deg} deg); rotate the frames "
+                "first or use the ray projector"
+            )
+        return cls(
+            geometry.volume_shape,
+            geometry.tilt_angles_deg,
+            geometry.shifts_px,
+            geometry.axis_offset_px,
+            geometry.n_det,
+            **kwargs,
+        )
 
     @property
     def geometry(self) -> Geometry:
         """This projector's :class:`~.geometry.Geometry`."""
-        return Geometry(self.volume_shape, self.tilt_angles_deg, self.shifts_px,
-                        self.axis_offset_px, self.n_det)
+        return Geometry(
+            self.volume_shape, self.tilt_angles_deg, self.shifts_px, self.axis_offset_px, self.n_det
+        )
 
     def to(self, device: str | torch.device) -> Projector:
         """A copy of this projector on ``device`` (operators are moved, not rebuilt)."""
         device = resolve_device(device)
         if device == self.device:
             return self
-        new = Projector(self.volume_shape, self.tilt_angles_deg, self.shifts_px,
-                        self.axis_offset_px, self.n_det, device, self.dtype, self.max_chunk_bytes,
-                        self.use_symmetry)
+        new = Projector(
+            self.volume_shape,
+            self.tilt_angles_deg,
+            self.shifts_px,
+            self.axis_offset_px,
+            self.n_det,
+            device,
+            self.dtype,
+            self.max_chunk_bytes,
+            self.use_symmetry,
+        )
         for name in ("_matrix", "_matrix_t", "_fbp_matrix"):
             m = getattr(self, name)
             if m is not None:
@@ -302,17 +281,27 @@ class Projector:
     def subset(self, index: Any) -> Projector:
         """Projector for the tilts selected by ``index`` (e.g. an ordered subset for SART)."""
         idx = np.arange(self.n_tilts)[index]
-        return Projector(self.volume_shape, self.tilt_angles_deg[idx], self.shifts_px[idx],
-                         self.axis_offset_px, self.n_det, self.device, self.dtype,
-                         self.max_chunk_bytes, self.use_symmetry)
+        return Projector(
+            self.volume_shape,
+            self.tilt_angles_deg[idx],
+            self.shifts_px[idx],
+            self.axis_offset_px,
+            self.n_det,
+            self.device,
+            self.dtype,
+            self.max_chunk_bytes,
+            self.use_symmetry,
+        )
 
     def memory_bytes(self) -> int:
         """Bytes held by the operators built so far."""
         total = 0
         for m in (self._matrix, self._matrix_t, self._fbp_matrix):
             if m is not None:
-                total += sum(t.numel() * t.element_size()
-                             for t in (m.crow_indices(), m.col_indices(), m.values()))
+                total += sum(
+                    t.numel() * t.element_size()
+                    for t in (m.crow_indices(), m.col_indices(), m.values())
+                )
         return total
 
     # ------------------------------------------------------------------ chunking
@@ -371,8 +360,9 @@ class Projector:
             return torch.mm(self._matrix_t, cols).view(nz, nx, yc)
 
         out = back(projections.index_select(0, self._stored_t))
-        partners = torch.zeros((n_s, yc, self.n_det), dtype=projections.dtype,
-                               device=projections.device)
+        partners = torch.zeros(
+            (n_s, yc, self.n_det), dtype=projections.dtype, device=projections.device
+        )
         partners.index_copy_(0, self._partner_t, projections.index_select(0, self._mirrored_t))
         reverse = torch.arange(nz - 1, -1, -1, device=out.device)
         out.index_add_(0, reverse, back(partners))  # adds the z-mirrored part without a copy
@@ -392,13 +382,13 @@ class Projector:
         for y0, y1 in self.chunks():
             out[:, y0:y1, :] = self.forward_slices(volume[:, y0:y1, :])
         if self._row_shift is not None:
-            out = self._shift_rows(out)
+            out = apply_taps(self._row_shift, out)
         return out
 
     def _adjoint(self, projections: torch.Tensor) -> torch.Tensor:
         self._ensure_matrices()
         if self._row_shift is not None:
-            projections = self._shift_rows_adjoint(projections)
+            projections = apply_taps_adjoint(self._row_shift, projections)
         return self._apply_back(self.adjoint_slices, projections)
 
     def _apply_back(self, back: Any, projections: torch.Tensor) -> torch.Tensor:
@@ -406,22 +396,6 @@ class Projector:
         out = torch.empty(self.volume_shape, dtype=self.dtype, device=self.device)
         for y0, y1 in self.chunks():
             out[:, y0:y1, :] = back(projections[:, y0:y1, :])
-        return out
-
-    def _shift_rows(self, p: torch.Tensor) -> torch.Tensor:
-        lo, hi, w_lo, w_hi = self._row_shift  # type: ignore[misc]
-        out = torch.empty_like(p)
-        for i in range(self.n_tilts):
-            out[i] = (p[i].index_select(0, lo[i]) * w_lo[i, :, None]
-                      + p[i].index_select(0, hi[i]) * w_hi[i, :, None])
-        return out
-
-    def _shift_rows_adjoint(self, p: torch.Tensor) -> torch.Tensor:
-        lo, hi, w_lo, w_hi = self._row_shift  # type: ignore[misc]
-        out = torch.zeros_like(p)
-        for i in range(self.n_tilts):
-            out[i].index_add_(0, lo[i], p[i] * w_lo[i, :, None])
-            out[i].index_add_(0, hi[i], p[i] * w_hi[i, :, None])
         return out
 
     # ------------------------------------------------------------------ public maps
@@ -436,14 +410,16 @@ class Projector:
 
     def adjoint(self, projections: torch.Tensor) -> torch.Tensor:
         """Exact adjoint ``A^T``: ``(n_tilts, ny, n_det)`` -> ``(nz, ny, nx)`` (differentiable)."""
-        projections = self._check(torch.as_tensor(projections), self.projection_shape,
-                                  "projections")
+        projections = self._check(
+            torch.as_tensor(projections), self.projection_shape, "projections"
+        )
         if projections.requires_grad:
             return LinearMap.apply(projections, self._adjoint, self._forward)
         return self._adjoint(projections.contiguous())
 
-    def fbp_backproject(self, projections: torch.Tensor,
-                        weights: Sequence[float] | np.ndarray | None = None) -> torch.Tensor:
+    def fbp_backproject(
+        self, projections: torch.Tensor, weights: Sequence[float] | np.ndarray | None = None
+    ) -> torch.Tensor:
         """Voxel-driven backprojection for filtered backprojection (not the adjoint).
 
         Each voxel takes the linearly interpolated detector value at its own ``u`` (and ``v``) in
@@ -451,15 +427,17 @@ class Projector:
         :meth:`adjoint` this has no ray-sampling weights, which is what FBP's inversion formula
         needs. Not differentiable.
         """
-        projections = self._check(torch.as_tensor(projections), self.projection_shape,
-                                  "projections")
+        projections = self._check(
+            torch.as_tensor(projections), self.projection_shape, "projections"
+        )
         self._ensure_fbp_matrix()
         if weights is not None:
-            w = torch.as_tensor(np.asarray(weights, dtype=np.float64), dtype=self.dtype,
-                                device=self.device)
+            w = torch.as_tensor(
+                np.asarray(weights, dtype=np.float64), dtype=self.dtype, device=self.device
+            )
             projections = projections * w[:, None, None]
         if self._row_shift is not None:
-            projections = self._shift_rows_adjoint(projections)
+            projections = apply_taps_adjoint(self._row_shift, projections)
         return self._apply_back(lambda p: self._back_slices(self._fbp_matrix, p), projections)
 
     def row_sums(self) -> torch.Tensor:
@@ -470,8 +448,9 @@ class Projector:
         """
         nz, _ny, nx = self.volume_shape
         if self._row_shift is None:
-            return self.forward_slices(torch.ones((nz, 1, nx), dtype=self.dtype,
-                                                  device=self.device)).contiguous()
+            return self.forward_slices(
+                torch.ones((nz, 1, nx), dtype=self.dtype, device=self.device)
+            ).contiguous()
         return self._forward(torch.ones(self.volume_shape, dtype=self.dtype, device=self.device))
 
     def column_sums(self) -> torch.Tensor:
@@ -483,8 +462,9 @@ class Projector:
         if self._row_shift is None:
             ones = torch.ones((self.n_tilts, 1, self.n_det), dtype=self.dtype, device=self.device)
             return self.adjoint_slices(ones).contiguous()
-        return self._adjoint(torch.ones(self.projection_shape, dtype=self.dtype,
-                                        device=self.device))
+        return self._adjoint(
+            torch.ones(self.projection_shape, dtype=self.dtype, device=self.device)
+        )
 
     def norm_estimate(self, iterations: int = 20, seed: int = 0) -> float:
         """Largest singular value of ``A`` by power iteration (an estimate from below)."""
@@ -507,16 +487,28 @@ _CACHE_SIZE = 4
 _CACHE_LOCK = threading.Lock()
 
 
-def get_projector(volume_shape: Sequence[int], tilt_angles_deg: Any, shifts_px: Any = None,
-                  axis_offset_px: float = 0.0, n_det: int | None = None,
-                  device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> Projector:
+def get_projector(
+    volume_shape: Sequence[int],
+    tilt_angles_deg: Any,
+    shifts_px: Any = None,
+    axis_offset_px: float = 0.0,
+    n_det: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Projector:
     """A :class:`Projector` for this geometry, reused from a small cache (last 4 geometries)."""
-    angles = _as_angles(tilt_angles_deg)
-    shifts = _as_shifts(shifts_px, angles.size)
+    g = Geometry(volume_shape, tilt_angles_deg, shifts_px, axis_offset_px, n_det)  # checks
+    angles, shifts = g.tilt_angles_deg, g.shifts_px
     dev = resolve_device(device)
-    key = (tuple(int(s) for s in volume_shape), angles.tobytes(), shifts.tobytes(),
-           float(axis_offset_px), n_det, str(dev), dtype)
+    key = (
+        tuple(int(s) for s in volume_shape),
+        angles.tobytes(),
+        shifts.tobytes(),
+        float(axis_offset_px),
+        n_det,
+        str(dev),
+        dtype,
+    )
     with _CACHE_LOCK:
         proj = _CACHE.get(key)
         if proj is not None:
@@ -561,8 +553,9 @@ def forward_project(
     """
     volume = torch.as_tensor(volume)
     dtype = volume.dtype if volume.dtype in (torch.float32, torch.float64) else torch.float32
-    proj = get_projector(volume.shape, tilt_angles_deg, shifts_px, axis_offset_px, n_det,
-                         volume.device, dtype)
+    proj = get_projector(
+        volume.shape, tilt_angles_deg, shifts_px, axis_offset_px, n_det, volume.device, dtype
+    )
     return proj.forward(volume)
 
 
@@ -590,8 +583,16 @@ def back_project(
         ``(nz, ny, nx)`` with ``<forward_project(x), p> == <x, back_project(p)>``; differentiable.
     """
     projections = torch.as_tensor(projections)
-    dtype = (projections.dtype if projections.dtype in (torch.float32, torch.float64)
-             else torch.float32)
-    proj = get_projector(volume_shape, tilt_angles_deg, shifts_px, axis_offset_px,
-                         int(projections.shape[-1]), projections.device, dtype)
+    dtype = (
+        projections.dtype if projections.dtype in (torch.float32, torch.float64) else torch.float32
+    )
+    proj = get_projector(
+        volume_shape,
+        tilt_angles_deg,
+        shifts_px,
+        axis_offset_px,
+        int(projections.shape[-1]),
+        projections.device,
+        dtype,
+    )
     return proj.adjoint(projections)

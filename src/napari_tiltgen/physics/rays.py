@@ -59,11 +59,21 @@ class RayBatch:
         return density.sum(dim=1) * self.step
 
 
-def cast_rays(tilt: torch.Tensor, row: torch.Tensor, col: torch.Tensor, *,
-              shifts: torch.Tensor, angles: torch.Tensor, axis_deg: torch.Tensor,
-              frame_shape: tuple[int, int], volume_shape: tuple[int, int, int], n_samples: int,
-              jitter: torch.Tensor | None = None, pixel_offset: torch.Tensor | None = None,
-              axis_offset_px: float = 0.0) -> RayBatch:
+def cast_rays(
+    tilt: torch.Tensor,
+    row: torch.Tensor,
+    col: torch.Tensor,
+    *,
+    shifts: torch.Tensor,
+    angles: torch.Tensor,
+    axis_deg: torch.Tensor,
+    frame_shape: tuple[int, int],
+    volume_shape: tuple[int, int, int],
+    n_samples: int,
+    jitter: torch.Tensor | None = None,
+    pixel_offset: torch.Tensor | None = None,
+    axis_offset_px: float = 0.0,
+) -> RayBatch:
     """Sample points of the rays through recorded pixels ``(tilt, row, col)`` (each ``(B,)``).
 
     Parameters
@@ -137,8 +147,11 @@ def cast_rays(tilt: torch.Tensor, row: torch.Tensor, col: torch.Tensor, *,
 def to_normalised(points: torch.Tensor, volume_shape: tuple[int, int, int]) -> torch.Tensor:
     """Pixel positions ``(..., 3)`` as ``(x, y, z)`` -> normalised ``[-1, 1]`` at voxel centres."""
     nz, ny, nx = volume_shape
-    half = torch.tensor([max((nx - 1) / 2.0, 0.5), max((ny - 1) / 2.0, 0.5),
-                         max((nz - 1) / 2.0, 0.5)], device=points.device, dtype=points.dtype)
+    half = torch.tensor(
+        [max((nx - 1) / 2.0, 0.5), max((ny - 1) / 2.0, 0.5), max((nz - 1) / 2.0, 0.5)],
+        device=points.device,
+        dtype=points.dtype,
+    )
     return points / half
 
 
@@ -148,8 +161,13 @@ def sample_volume(volume: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Zero outside the grid (interpolated towards zero beyond the outer voxel centres). Returns
     ``(B, S)``; differentiable in ``volume`` and ``q``.
     """
-    return F.grid_sample(volume[None, None], q.reshape(1, 1, 1, -1, 3), mode="bilinear",
-                         padding_mode="zeros", align_corners=True).reshape(q.shape[:2])
+    return F.grid_sample(
+        volume[None, None],
+        q.reshape(1, 1, 1, -1, 3),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    ).reshape(q.shape[:2])
 
 
 class RayProjector:
@@ -172,31 +190,49 @@ class RayProjector:
         nz, _, nx = geometry.volume_shape
         self.n_samples = int(n_samples) if n_samples else max(nz, nx)
 
-    def pose_tensors(self, device: Any = "cpu"
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pose_tensors(self, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The geometry's ``(shifts, angles, axis)`` as float32 tensors."""
         g = self.geometry
-        return (torch.as_tensor(g.shifts_px, dtype=torch.float32, device=device),
-                torch.as_tensor(g.tilt_angles_deg, dtype=torch.float32, device=device),
-                torch.tensor(float(g.tilt_axis_angle_deg), device=device))
+        return (
+            torch.as_tensor(g.shifts_px, dtype=torch.float32, device=device),
+            torch.as_tensor(g.tilt_angles_deg, dtype=torch.float32, device=device),
+            torch.tensor(float(g.tilt_axis_angle_deg), device=device),
+        )
 
-    def rays(self, tilt: torch.Tensor, row: torch.Tensor, col: torch.Tensor, *,
-             poses: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-             jitter: torch.Tensor | None = None,
-             pixel_offset: torch.Tensor | None = None) -> RayBatch:
+    def rays(
+        self,
+        tilt: torch.Tensor,
+        row: torch.Tensor,
+        col: torch.Tensor,
+        *,
+        poses: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        jitter: torch.Tensor | None = None,
+        pixel_offset: torch.Tensor | None = None,
+    ) -> RayBatch:
         """Rays through pixels ``(tilt, row, col)`` with ``poses`` (default: the geometry's)."""
         shifts, angles, axis = poses if poses is not None else self.pose_tensors(tilt.device)
         g = self.geometry
-        return cast_rays(tilt, row, col, shifts=shifts, angles=angles, axis_deg=axis,
-                         frame_shape=g.frame_shape, volume_shape=g.volume_shape,
-                         n_samples=self.n_samples, jitter=jitter, pixel_offset=pixel_offset,
-                         axis_offset_px=g.axis_offset_px)
+        return cast_rays(
+            tilt,
+            row,
+            col,
+            shifts=shifts,
+            angles=angles,
+            axis_deg=axis,
+            frame_shape=g.frame_shape,
+            volume_shape=g.volume_shape,
+            n_samples=self.n_samples,
+            jitter=jitter,
+            pixel_offset=pixel_offset,
+            axis_offset_px=g.axis_offset_px,
+        )
 
     def all_pixels(self, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(tilt, row, col)`` of every recorded pixel, flattened in stack order."""
         ny, n_det = self.geometry.frame_shape
-        grids = np.meshgrid(np.arange(self.geometry.n_tilts), np.arange(ny), np.arange(n_det),
-                            indexing="ij")
+        grids = np.meshgrid(
+            np.arange(self.geometry.n_tilts), np.arange(ny), np.arange(n_det), indexing="ij"
+        )
         return tuple(torch.from_numpy(a.ravel()).to(device) for a in grids)  # type: ignore
 
     def project_volume(self, volume: torch.Tensor, *, batch: int = 1 << 16) -> torch.Tensor:
@@ -208,7 +244,6 @@ class RayProjector:
         tilt, row, col = self.all_pixels(volume.device)
         out = []
         for i in range(0, tilt.numel(), batch):
-            r = self.rays(tilt[i:i + batch], row[i:i + batch], col[i:i + batch])
-            out.append(r.integrate(sample_volume(volume, to_normalised(r.points,
-                                                                       g.volume_shape))))
+            r = self.rays(tilt[i : i + batch], row[i : i + batch], col[i : i + batch])
+            out.append(r.integrate(sample_volume(volume, to_normalised(r.points, g.volume_shape))))
         return torch.cat(out).reshape(g.n_tilts, *g.frame_shape)

@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["linear_taps", "shift_frames", "unshift_frames"]
+__all__ = ["apply_taps", "apply_taps_adjoint", "linear_taps", "shift_frames", "unshift_frames"]
 
 
 def linear_taps(n: int, shifts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -56,8 +57,7 @@ def _shift_axis(data: np.ndarray, shifts: np.ndarray, axis: int) -> np.ndarray:
     shape[axis] = n_pix
     lo, hi = lo.reshape(shape), hi.reshape(shape)
     w_lo, w_hi = (w.reshape(shape).astype(data.dtype, copy=False) for w in (w_lo, w_hi))
-    return (np.take_along_axis(data, lo, axis) * w_lo
-            + np.take_along_axis(data, hi, axis) * w_hi)
+    return np.take_along_axis(data, lo, axis) * w_lo + np.take_along_axis(data, hi, axis) * w_hi
 
 
 def shift_frames(data: Any, dy: Any = None, dx: Any = None) -> np.ndarray:
@@ -87,3 +87,25 @@ def unshift_frames(data: Any, dy: Any = None, dx: Any = None) -> np.ndarray:
     """Undo recorded shifts: frame ``k`` moved by ``-(dy[k], dx[k])`` (same policy)."""
     neg = [None if s is None else -np.asarray(s, dtype=np.float64) for s in (dy, dx)]
     return shift_frames(data, *neg)
+
+
+def apply_taps(taps: tuple[torch.Tensor, ...], p: torch.Tensor) -> torch.Tensor:
+    """Rows of each frame of ``p`` ``(n, ny, nx)`` shifted by :func:`linear_taps` (as tensors)."""
+    lo, hi, w_lo, w_hi = taps
+    out = torch.empty_like(p)
+    for i in range(p.shape[0]):
+        out[i] = (
+            p[i].index_select(0, lo[i]) * w_lo[i, :, None]
+            + p[i].index_select(0, hi[i]) * w_hi[i, :, None]
+        )
+    return out
+
+
+def apply_taps_adjoint(taps: tuple[torch.Tensor, ...], p: torch.Tensor) -> torch.Tensor:
+    """Transpose of :func:`apply_taps` (the adjoint of the row shift)."""
+    lo, hi, w_lo, w_hi = taps
+    out = torch.zeros_like(p)
+    for i in range(p.shape[0]):
+        out[i].index_add_(0, lo[i], p[i] * w_lo[i, :, None])
+        out[i].index_add_(0, hi[i], p[i] * w_hi[i, :, None])
+    return out

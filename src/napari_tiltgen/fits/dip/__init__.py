@@ -54,7 +54,8 @@ projector, ``dy`` is removed from the data by the package's one shift policy
 (:func:`napari_tiltgen.physics.shifts.unshift_frames`: linear, zero outside the frame, as the
 batched projector), so DIP and SIRT see the same data near frame edges.
 
-Modules: :mod:`.times` (acquisition times), :mod:`.network` (:class:`DIPNetwork`), :mod:`.model`
+Modules: :mod:`.times` (acquisition times), :mod:`.plan` (checks before the fit), :mod:`.network`
+(:class:`DIPNetwork`), :mod:`.model`
 (:class:`DIPModel`, :class:`DIPResult`, checkpoints), :mod:`.fit` (the fit), :mod:`.baseline`
 (sliding-window SIRT).
 

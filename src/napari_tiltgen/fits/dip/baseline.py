@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.fits.dip.fit import check_int, resolve_fit_device
+from napari_tiltgen.fits.dip.plan import check_int, resolve_fit_device
 from napari_tiltgen.fits.dip.times import acquisition_times
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.physics.projector import Projector
@@ -60,16 +60,22 @@ def sliding_window_sirt_iter(
     data = np.asarray(ts.data, dtype=np.float32)
     _, ny, nx = data.shape
     nz = int(thickness_px) if thickness_px else nx
-    out_times = times[np.argsort(times)] if output_times_s is None else np.sort(
-        np.asarray(output_times_s, dtype=np.float64).reshape(-1))
+    out_times = (
+        times[np.argsort(times)]
+        if output_times_s is None
+        else np.sort(np.asarray(output_times_s, dtype=np.float64).reshape(-1))
+    )
     out = np.empty((out_times.size, nz, ny, nx), dtype=np.float32)
     for i, t in enumerate(out_times):
         idx = np.sort(np.argsort(np.abs(times - t), kind="stable")[:window])
-        proj = Projector((nz, ny, nx), ts.tilt_angles[idx], ts.shifts_px[idx], axis_offset_px,
-                         nx, dev)
+        proj = Projector(
+            (nz, ny, nx), ts.tilt_angles[idx], ts.shifts_px[idx], axis_offset_px, nx, dev
+        )
         out[i] = sirt(proj, data[idx], iterations).detach().float().cpu().numpy()
-        yield Progress((i + 1) / out_times.size,
-                       f"sliding-window SIRT {i + 1}/{out_times.size} ({window} frames)")
+        yield Progress(
+            (i + 1) / out_times.size,
+            f"sliding-window SIRT {i + 1}/{out_times.size} ({window} frames)",
+        )
     return out
 
 

@@ -1,7 +1,7 @@
 """The time-resolved DIP fit: checks, warm start, self-supervised steps, result.
 
 :func:`fit_dip_iter` checks the settings and the series and sorts the frames by time
-(:func:`_plan` -> :class:`_FitPlan`), then runs :func:`_fit` on one device (restarting on the
+(:func:`~.plan.plan_fit` -> :class:`~.plan.FitPlan`), then runs :func:`_fit` on one device (restarting on the
 CPU after a GPU out-of-memory error). :func:`_fit` is three stages: :func:`_warm_start` (static
 SIRT, then the network fitted to it), :func:`_train` (the self-supervised steps through the
 per-tilt projector, with checkpoints) and the evaluation of the output volumes.
@@ -10,13 +10,10 @@ per-tilt projector, with checkpoints) and the evaluation of the output volumes.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,194 +25,27 @@ from napari_tiltgen.fits.dip.model import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DIPModel,
     DIPResult,
-    _load_checkpoint,
     _save_checkpoint,
     to_cpu,
 )
 from napari_tiltgen.fits.dip.network import DIPNetwork
-from napari_tiltgen.fits.dip.times import acquisition_times
+from napari_tiltgen.fits.dip.plan import FitPlan, Settings, plan_fit, resolve_fit_device
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.methods._torch import flush_denormals, num_threads
 from napari_tiltgen.physics.geometry import Geometry
 from napari_tiltgen.physics.per_tilt import FrameProjector
-from napari_tiltgen.physics.projector import Projector, resolve_device
+from napari_tiltgen.physics.projector import Projector
 from napari_tiltgen.physics.shifts import unshift_frames
 from napari_tiltgen.progress import Progress, ProgressGen, run
 
-__all__ = ["check_int", "fit_dip", "fit_dip_iter", "resolve_fit_device"]
+__all__ = ["fit_dip", "fit_dip_iter"]
 
 _SMOOTH_TIMES = 16  # times per step at which the temporal-smoothness penalty is evaluated
 _LR_WARMUP_STEPS = 20  # linear learning-rate warm-up after the warm start
 
 
-# ============================================================================ helpers
-def check_int(name: str, value: Any, lo: int) -> int:
-    v = int(value)
-    if v < lo:
-        raise TiltgenError(f"{name} must be at least {lo}; got {value}.")
-    return v
-
-
-def resolve_fit_device(device: str) -> torch.device:
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as exc:
-        raise TiltgenError(f"unknown device {device!r} ({exc}); use auto, cpu or cuda.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TiltgenError("device 'cuda' was asked for but no CUDA GPU is available; use "
-                           "device 'auto' or 'cpu'.")
-    if dev.type not in ("cpu", "cuda"):
-        raise TiltgenError(f"device {device!r} is not supported; use auto, cpu or cuda.")
-    return dev
-
-
-def _fingerprint(data: np.ndarray, angles: np.ndarray, times: np.ndarray, shifts: np.ndarray,
-                 config: dict[str, Any]) -> str:
-    h = hashlib.sha256()
-    for a in (data, angles, times, shifts):
-        h.update(np.ascontiguousarray(a).tobytes())
-    h.update(json.dumps(config, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Settings:
-    """The keyword arguments of :func:`fit_dip_iter`, as given (checked by :func:`_plan`)."""
-
-    steps: Any
-    temporal_smoothness: Any
-    times_s: Any
-    order: Any
-    frame_time_s: Any
-    output_times_s: Any
-    n_components: Any
-    channels: Any
-    time_frequencies: Any
-    latent_stride: Any
-    slices_per_step: Any
-    frames_per_step: Any
-    learning_rate: Any
-    lr_half_life_steps: Any
-    warm_start_steps: Any
-    sirt_iterations: Any
-    thickness_px: Any
-    axis_offset_px: Any
-    device: Any
-    seed: Any
-    checkpoint: Any
-    checkpoint_every: Any
-    resume: Any
-    preview_every: Any
-    max_output_bytes: Any
-    n_threads: Any
-
-
-@dataclass(frozen=True, kw_only=True)
-class _FitPlan:
-    """A checked fit: data and frames sorted by time, network and fit settings, resume state."""
-
-    ts: TiltSeries
-    data: np.ndarray  # (n_frames, ny, nx) float32, stack order
-    order_t: np.ndarray  # stack indices of the frames sorted by time
-    f_times: np.ndarray  # frame times (s), sorted
-    f_angles: np.ndarray  # frame angles (deg), in time order
-    f_shifts: np.ndarray  # frame shifts (dy, dx) px, in time order
-    s_frames: np.ndarray  # normalised frame times in [0, 1]
-    out_times: np.ndarray  # output times (s), sorted
-    nz: int
-    arch: dict[str, Any]  # DIPNetwork keyword arguments
-    params: dict[str, Any]  # fit settings (provenance, checkpoints)
-    state: dict[str, Any] | None  # checkpoint to resume, else None
-    fingerprint: str
-    checkpoint: Path | None
-    max_output_bytes: int
-    preview_every: int
-
-
-def _plan(ts: TiltSeries, cfg: _Settings) -> _FitPlan:
-    """Check the settings and the series; sort the frames by time; read a checkpoint to resume."""
-    steps = check_int("the number of steps", cfg.steps, 0)
-    warm_start_steps = check_int("warm_start_steps", cfg.warm_start_steps, 0)
-    sirt_iterations = check_int("sirt_iterations", cfg.sirt_iterations, 1)
-    n_components = check_int("n_components", cfg.n_components, 1)
-    channels = check_int("channels", cfg.channels, 4)
-    slices_per_step = check_int("slices_per_step", cfg.slices_per_step, 1)
-    checkpoint_every = check_int("checkpoint_every", cfg.checkpoint_every, 1)
-    lr_half_life_steps = check_int("lr_half_life_steps", cfg.lr_half_life_steps, 0)
-    temporal_smoothness, learning_rate = cfg.temporal_smoothness, cfg.learning_rate
-    if not (np.isfinite(temporal_smoothness) and temporal_smoothness >= 0):
-        raise TiltgenError(f"temporal_smoothness must be 0 or positive; got "
-                           f"{temporal_smoothness}.")
-    if not (np.isfinite(learning_rate) and learning_rate > 0):
-        raise TiltgenError(f"learning_rate must be positive; got {learning_rate}.")
-    where = ts.provenance.get("source")
-    times = acquisition_times(ts, cfg.times_s, order=cfg.order, frame_time_s=cfg.frame_time_s)
-    axis = ((ts.tilt_axis_angle_deg + 90.0) % 180.0) - 90.0
-    if abs(axis) > 45.0:
-        raise TiltgenError(
-            f"the tilt axis is at {ts.tilt_axis_angle_deg:.1f} deg from the image Y axis (near "
-            "horizontal); the fit needs it along y. Rotate the stack first (Tilt series widget, "
-            "or TiltSeries.with_vertical_tilt_axis()).", where)
-    if ts.n_tilts < 2:
-        raise TiltgenError("a time-resolved fit needs at least 2 frames.", where)
-    data = np.asarray(ts.data, dtype=np.float32)
-    if not np.all(np.isfinite(data)):
-        raise TiltgenError("the tilt series contains NaN or infinite pixels; fix or crop them "
-                           "first.", where)
-    n_frames, ny, nx = data.shape
-    nz = int(cfg.thickness_px) if cfg.thickness_px else nx
-    if nz < 4 or nx < 4:
-        raise TiltgenError(f"the volume must be at least 4 voxels wide and thick; got nz={nz}, "
-                           f"nx={nx}.", where)
-    angles = ts.tilt_angles
-    order_t = np.argsort(times, kind="stable")  # frames sorted by time
-    f_times = times[order_t]
-    t_first, t_last = float(f_times[0]), float(f_times[-1])
-    out_times = f_times if cfg.output_times_s is None else np.sort(
-        np.asarray(cfg.output_times_s, dtype=np.float64).reshape(-1))
-    frames_per_step = n_frames if cfg.frames_per_step is None else min(
-        check_int("frames_per_step", cfg.frames_per_step, 1), n_frames)
-    slices_per_step = min(slices_per_step, ny)
-
-    arch = {"slice_shape": [nz, nx], "ny": ny, "n_components": n_components,
-            "channels": channels, "time_frequencies": int(cfg.time_frequencies),
-            "latent_stride": int(cfg.latent_stride)}
-    params = {"steps": steps, "temporal_smoothness": float(temporal_smoothness),
-              "warm_start_steps": warm_start_steps, "sirt_iterations": sirt_iterations,
-              "slices_per_step": slices_per_step, "frames_per_step": frames_per_step,
-              "learning_rate": float(learning_rate),
-              "lr_half_life_steps": lr_half_life_steps, "thickness_px": nz,
-              "axis_offset_px": float(cfg.axis_offset_px), "seed": int(cfg.seed),
-              "checkpoint_every": checkpoint_every, **arch}
-    # what a checkpoint must agree on to be resumed (not the step count)
-    same = {k: v for k, v in params.items() if k not in ("steps", "checkpoint_every")}
-    fingerprint = _fingerprint(data, angles, times, ts.shifts_px, same)
-    ckpt = Path(cfg.checkpoint) if cfg.checkpoint is not None else None
-    if ckpt is not None and not ckpt.parent.is_dir():
-        raise TiltgenError("the folder of the checkpoint file does not exist.", ckpt.parent)
-    state = None
-    if cfg.resume:
-        if ckpt is None:
-            raise TiltgenError("resume needs a checkpoint file.")
-        if ckpt.exists():
-            state = _load_checkpoint(ckpt)
-            if state.get("fingerprint") != fingerprint:
-                raise TiltgenError(
-                    "this checkpoint belongs to other data or other fit settings (only 'steps' "
-                    "may change when resuming); use another checkpoint file or start afresh.",
-                    ckpt)
-    elif ckpt is not None and ckpt.exists():
-        raise TiltgenError("the checkpoint file already exists; resume from it, delete it or "
-                           "choose another name.", ckpt)
-    return _FitPlan(ts=ts, data=data, order_t=order_t, f_times=f_times, f_angles=angles[order_t],
-                    f_shifts=ts.shifts_px[order_t],
-                    s_frames=(f_times - t_first) / (t_last - t_first), out_times=out_times,
-                    nz=nz, arch=arch, params=params, state=state, fingerprint=fingerprint,
-                    checkpoint=ckpt, max_output_bytes=cfg.max_output_bytes,
-                    preview_every=cfg.preview_every)
-
-
 # ============================================================================ the fit
+
 
 def fit_dip_iter(
     ts: TiltSeries,
@@ -315,7 +145,7 @@ def fit_dip_iter(
     -------
     DIPResult
     """
-    settings = _Settings(
+    settings = Settings(
         steps=steps,
         temporal_smoothness=temporal_smoothness,
         times_s=times_s,
@@ -344,19 +174,22 @@ def fit_dip_iter(
         n_threads=n_threads,
     )
     dev = resolve_fit_device(device)
-    plan = _plan(ts, settings)
+    plan = plan_fit(ts, settings)
     t0 = time.perf_counter()
     with num_threads(n_threads), flush_denormals():
         try:
             result = yield from _fit(plan, dev)
         except Exception as exc:
             oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
-                isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+                isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+            )
             if not oom:
                 raise
             if dev.type != "cuda":
-                raise TiltgenError("out of memory: lower slices_per_step or frames_per_step, "
-                                   "or bin the tilt series.") from None
+                raise TiltgenError(
+                    "out of memory: lower slices_per_step or frames_per_step, "
+                    "or bin the tilt series."
+                ) from None
             torch.cuda.empty_cache()
             yield Progress(0.0, "GPU out of memory; restarting the fit on the CPU")
             result = yield from _fit(plan, torch.device("cpu"))
@@ -364,7 +197,7 @@ def fit_dip_iter(
     return result
 
 
-def _fit(plan: _FitPlan, dev: torch.device) -> ProgressGen[DIPResult]:
+def _fit(plan: FitPlan, dev: torch.device) -> ProgressGen[DIPResult]:
     """The fit proper, on one device (see :func:`fit_dip_iter`)."""
     params, state = plan.params, plan.state
     w_sirt = 0.0 if state is not None else 0.1
@@ -385,14 +218,25 @@ def _fit(plan: _FitPlan, dev: torch.device) -> ProgressGen[DIPResult]:
     prov_in = plan.ts.provenance
     history_in = copy.deepcopy(prov_in.get("history", []))
     history_in.append({"step": "fit_dip", **params})
-    provenance = {"method": "dip", "parameters": params, "device": str(dev),
-                  "input": prov_in.get("source"), "history": history_in}
+    provenance = {
+        "method": "dip",
+        "parameters": params,
+        "device": str(dev),
+        "input": prov_in.get("source"),
+        "history": history_in,
+    }
     yield Progress(1.0, "done")
-    return DIPResult(volumes=volumes, times_s=out_times.copy(),
-                     tilt_angles=run_.model.angles_at(out_times), loss_history=h[:, 0].copy(),
-                     loss_terms={"data": h[:, 1].copy(), "smoothness": h[:, 2].copy()},
-                     model=run_.model, static_sirt=run_.sirt_vol,
-                     voxel_size_A=plan.ts.pixel_size_A, provenance=provenance)
+    return DIPResult(
+        volumes=volumes,
+        times_s=out_times.copy(),
+        tilt_angles=run_.model.angles_at(out_times),
+        loss_history=h[:, 0].copy(),
+        loss_terms={"data": h[:, 1].copy(), "smoothness": h[:, 2].copy()},
+        model=run_.model,
+        static_sirt=run_.sirt_vol,
+        voxel_size_A=plan.ts.pixel_size_A,
+        provenance=provenance,
+    )
 
 
 @dataclass(kw_only=True)
@@ -412,7 +256,7 @@ class _Run:
     perm: torch.Tensor | None = None  # slices not yet visited in the current pass over y
 
     @classmethod
-    def new(cls, plan: _FitPlan, dev: torch.device) -> _Run:
+    def new(cls, plan: FitPlan, dev: torch.device) -> _Run:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(plan.params["seed"])
             net = DIPNetwork(**plan.arch)
@@ -429,34 +273,48 @@ class _Run:
         self.done = int(state["step"])
         self.history = [list(map(float, h)) for h in state["history"].tolist()]
 
-    def checkpoint_state(self, plan: _FitPlan, step: int) -> dict[str, Any]:
+    def checkpoint_state(self, plan: FitPlan, step: int) -> dict[str, Any]:
         nz, ny, nx = self.model.volume_shape  # type: ignore[union-attr]
         f_times, f_angles = plan.f_times, plan.f_angles
         return {
-            "format": CHECKPOINT_FORMAT, "fingerprint": plan.fingerprint, "step": step,
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": plan.fingerprint,
+            "step": step,
             "architecture": {**plan.arch, "slice_shape": tuple(plan.arch["slice_shape"])},
             "network": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "optimizer": to_cpu(self.opt.state_dict()), "generator": self.gen.get_state(),
+            "optimizer": to_cpu(self.opt.state_dict()),
+            "generator": self.gen.get_state(),
             "slice_queue": self.perm.clone(),  # type: ignore[union-attr]
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3),
-            "ms_sirt": self.ms_sirt, "params": plan.params,
-            "model": {"scale": self.scale, "t_first_s": float(f_times[0]),
-                      "t_last_s": float(f_times[-1]), "frame_times_s": f_times.tolist(),
-                      "frame_angles_deg": f_angles.tolist(), "volume_shape": [nz, ny, nx],
-                      "voxel_size_A": plan.ts.pixel_size_A},
+            "ms_sirt": self.ms_sirt,
+            "params": plan.params,
+            "model": {
+                "scale": self.scale,
+                "t_first_s": float(f_times[0]),
+                "t_last_s": float(f_times[-1]),
+                "frame_times_s": f_times.tolist(),
+                "frame_angles_deg": f_angles.tolist(),
+                "volume_shape": [nz, ny, nx],
+                "voxel_size_A": plan.ts.pixel_size_A,
+            },
         }
 
 
-def _warm_start(plan: _FitPlan, run_: _Run, w_sirt: float, w_warm: float) -> ProgressGen[None]:
+def _warm_start(plan: FitPlan, run_: _Run, w_sirt: float, w_warm: float) -> ProgressGen[None]:
     """Static SIRT of all tilts (intensity scale), then the network fitted to it at all times."""
     from napari_tiltgen.methods.recon import sirt_iter
 
     ts, params, dev = plan.ts, plan.params, run_.dev
     _, ny, nx = plan.data.shape
-    geometry = Geometry((plan.nz, ny, nx), ts.tilt_angles, ts.shifts_px, params["axis_offset_px"],
-                        nx)
-    it = sirt_iter(Projector.from_geometry(geometry, device=dev), plan.data,
-                   params["sirt_iterations"], preview_every=0)
+    geometry = Geometry(
+        (plan.nz, ny, nx), ts.tilt_angles, ts.shifts_px, params["axis_offset_px"], nx
+    )
+    it = sirt_iter(
+        Projector.from_geometry(geometry, device=dev),
+        plan.data,
+        params["sirt_iterations"],
+        preview_every=0,
+    )
     while True:
         try:
             ev = next(it)
@@ -467,11 +325,13 @@ def _warm_start(plan: _FitPlan, run_: _Run, w_sirt: float, w_warm: float) -> Pro
     run_.sirt_vol = sirt_t.detach().float().cpu().numpy()
     run_.scale = float(np.percentile(run_.sirt_vol, 99.9))
     if not run_.scale > 0:
-        raise TiltgenError("the static SIRT of this series is empty (all zero or negative): "
-                           "are the frames inverted or all background?",
-                           ts.provenance.get("source"))
+        raise TiltgenError(
+            "the static SIRT of this series is empty (all zero or negative): "
+            "are the frames inverted or all background?",
+            ts.provenance.get("source"),
+        )
     target = (sirt_t / run_.scale).permute(1, 0, 2).contiguous().to(dev)  # (ny, nz, nx)
-    run_.ms_sirt = float((target ** 2).mean())
+    run_.ms_sirt = float((target**2).mean())
     warm_steps, n_batch = params["warm_start_steps"], params["slices_per_step"]
     for i in range(warm_steps):
         y = torch.randperm(ny, generator=run_.gen)[:n_batch].to(dev)
@@ -481,9 +341,11 @@ def _warm_start(plan: _FitPlan, run_: _Run, w_sirt: float, w_warm: float) -> Pro
         run_.opt.zero_grad(set_to_none=True)
         loss.backward()
         run_.opt.step()
-        yield Progress(w_sirt + w_warm * (i + 1) / warm_steps,
-                       f"warm start: fitting the static SIRT {i + 1}/{warm_steps}",
-                       values={"warm_loss": loss.detach().item()})
+        yield Progress(
+            w_sirt + w_warm * (i + 1) / warm_steps,
+            f"warm start: fitting the static SIRT {i + 1}/{warm_steps}",
+            values={"warm_loss": loss.detach().item()},
+        )
     run_.opt = torch.optim.Adam(run_.net.parameters(), lr=params["learning_rate"])
 
 
@@ -498,30 +360,40 @@ def _lr_at(params: dict[str, Any], step: int) -> float:
     return params["learning_rate"] * warm * decay
 
 
-def _train(plan: _FitPlan, run_: _Run, w0: float, w_main: float) -> ProgressGen[None]:
+def _train(plan: FitPlan, run_: _Run, w0: float, w_main: float) -> ProgressGen[None]:
     """The self-supervised steps: slices at the frames' times, projected at the frames' tilts."""
     params, dev, net, gen = plan.params, run_.dev, run_.net, run_.gen
     n_frames, ny, nx = plan.data.shape
     steps, lam = params["steps"], params["temporal_smoothness"]
     n_batch, n_sel = params["slices_per_step"], params["frames_per_step"]
     f_times = plan.f_times
-    run_.model = model = DIPModel(network=net, scale=run_.scale, t_first_s=float(f_times[0]),
-                                  t_last_s=float(f_times[-1]), frame_times_s=f_times,
-                                  frame_angles_deg=plan.f_angles,
-                                  volume_shape=(plan.nz, ny, nx), voxel_size_A=plan.ts.pixel_size_A)
-    geometry = Geometry((plan.nz, ny, nx), plan.f_angles, plan.f_shifts,
-                        params["axis_offset_px"], nx)
+    run_.model = model = DIPModel(
+        network=net,
+        scale=run_.scale,
+        t_first_s=float(f_times[0]),
+        t_last_s=float(f_times[-1]),
+        frame_times_s=f_times,
+        frame_angles_deg=plan.f_angles,
+        volume_shape=(plan.nz, ny, nx),
+        voxel_size_A=plan.ts.pixel_size_A,
+    )
+    geometry = Geometry(
+        (plan.nz, ny, nx), plan.f_angles, plan.f_shifts, params["axis_offset_px"], nx
+    )
     op = FrameProjector(geometry, device=dev)
     b = unshift_frames(plan.data[plan.order_t], plan.f_shifts[:, 0]) / run_.scale
     b_t = torch.from_numpy(np.ascontiguousarray(b)).to(dev)  # (n_frames, ny, n_det)
-    ms_data = float((b_t ** 2).mean()) or 1.0
+    ms_data = float((b_t**2).mean()) or 1.0
     s_all = torch.as_tensor(plan.s_frames, dtype=torch.float32, device=dev)
     ds = float(np.median(np.diff(plan.s_frames)))  # one frame interval in normalised time
     ckpt, preview_every = plan.checkpoint, plan.preview_every
     # saved in checkpoints, so that a resumed fit draws the same batches as an uninterrupted one
     state = plan.state
-    run_.perm = (state["slice_queue"].long() if state is not None and "slice_queue" in state
-                 else torch.empty(0, dtype=torch.long))
+    run_.perm = (
+        state["slice_queue"].long()
+        if state is not None and "slice_queue" in state
+        else torch.empty(0, dtype=torch.long)
+    )
     step = run_.done
     try:
         net.train()
@@ -560,10 +432,12 @@ def _train(plan: _FitPlan, run_: _Run, w0: float, w_main: float) -> ProgressGen[
                 net.train()
             if ckpt is not None and (step % params["checkpoint_every"] == 0):
                 _save_checkpoint(ckpt, run_.checkpoint_state(plan, step))
-            yield Progress(w0 + w_main * step / max(steps, 1),
-                           f"DIP step {step}/{steps}: loss {lv:.4g}", preview=pv,
-                           values={"loss": lv, "data": dv, "smoothness": sv,
-                                   "step": float(step)})
+            yield Progress(
+                w0 + w_main * step / max(steps, 1),
+                f"DIP step {step}/{steps}: loss {lv:.4g}",
+                preview=pv,
+                values={"loss": lv, "data": dv, "smoothness": sv, "step": float(step)},
+            )
     except GeneratorExit:  # cancelled: keep what was done, to resume later
         if ckpt is not None and step > run_.done:
             _save_checkpoint(ckpt, run_.checkpoint_state(plan, step))
@@ -572,8 +446,13 @@ def _train(plan: _FitPlan, run_: _Run, w0: float, w_main: float) -> ProgressGen[
         _save_checkpoint(ckpt, run_.checkpoint_state(plan, step))
 
 
-def fit_dip(ts: TiltSeries, *, show: bool = False,
-            callback: Callable[[Progress], Any] | None = None, **kwargs: Any) -> DIPResult:
+def fit_dip(
+    ts: TiltSeries,
+    *,
+    show: bool = False,
+    callback: Callable[[Progress], Any] | None = None,
+    **kwargs: Any,
+) -> DIPResult:
     """:func:`fit_dip_iter` run to completion (tqdm bar on stderr when ``show``).
 
     Accepts every keyword of :func:`fit_dip_iter`.

@@ -18,8 +18,13 @@ from napari_tiltgen.fits.dip.times import nearest_frame
 from napari_tiltgen.io.model import Volume, VolumeSeries
 from napari_tiltgen.physics.projector import resolve_device
 
-__all__ = ["CHECKPOINT_FORMAT", "DEFAULT_MAX_OUTPUT_BYTES", "DIPModel", "DIPResult",
-           "load_dip_model"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DEFAULT_MAX_OUTPUT_BYTES",
+    "DIPModel",
+    "DIPResult",
+    "load_dip_model",
+]
 
 #: Tag stored in every checkpoint file (``torch.save`` of tensors and plain types only, read back
 #: with ``weights_only=True``).
@@ -84,11 +89,13 @@ class DIPModel:
             raise TiltgenError(
                 f"output times must lie within the acquisition, {self.t_first_s:g} to "
                 f"{self.t_last_s:g} s; got {t.min():g} to {t.max():g} s (the fit cannot "
-                "extrapolate).")
+                "extrapolate)."
+            )
         return t
 
-    def iter_volumes(self, times_s: Any, slices_per_chunk: int = 16
-                     ) -> Iterator[tuple[slice, np.ndarray]]:
+    def iter_volumes(
+        self, times_s: Any, slices_per_chunk: int = 16
+    ) -> Iterator[tuple[slice, np.ndarray]]:
         """Evaluate in chunks of slices: yields ``(y_slice, array (T, nz, chunk, nx))``.
 
         Memory per chunk: ``T * nz * chunk * nx`` floats; the caller assembles what it needs.
@@ -105,8 +112,9 @@ class DIPModel:
                 img = self.network(y, s) * self.scale  # (B, T, nz, nx)
                 yield slice(y0, y1), img.permute(1, 2, 0, 3).float().cpu().numpy()
 
-    def volumes_at(self, times_s: Any, *, max_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
-                   slices_per_chunk: int = 16) -> np.ndarray:
+    def volumes_at(
+        self, times_s: Any, *, max_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, slices_per_chunk: int = 16
+    ) -> np.ndarray:
         """Volumes ``(T, nz, ny, nx)`` float32 at times ``times_s`` (seconds).
 
         Raises :class:`TiltgenError` when the result would exceed ``max_bytes``; ask for fewer
@@ -119,7 +127,8 @@ class DIPModel:
             raise TiltgenError(
                 f"{t.size} volumes of {nz}x{ny}x{nx} need {need / 2**30:.2f} GiB, more than the "
                 f"limit of {max_bytes / 2**30:.2f} GiB; ask for fewer output times (e.g. every "
-                "n-th frame) or evaluate them in batches with DIPModel.volumes_at().")
+                "n-th frame) or evaluate them in batches with DIPModel.volumes_at()."
+            )
         out = np.empty((t.size, nz, ny, nx), dtype=np.float32)
         for ys, part in self.iter_volumes(t, slices_per_chunk):
             out[:, :, ys, :] = part
@@ -132,19 +141,24 @@ class DIPModel:
         vols = np.zeros((3, ny, nx), dtype=np.float32)
         net = self.network
         with torch.no_grad():
-            s = torch.as_tensor(self.normalized_time(picks), dtype=torch.float32, device=self.device)
+            s = torch.as_tensor(
+                self.normalized_time(picks), dtype=torch.float32, device=self.device
+            )
             for y0 in range(0, ny, 16):
                 y = torch.arange(y0, min(ny, y0 + 16), device=self.device)
-                basis = net.basis(y)[..., nz // 2: nz // 2 + 1, :]
+                basis = net.basis(y)[..., nz // 2 : nz // 2 + 1, :]
                 img = net.images(basis, net.weights(y, s))[:, :, 0, :]  # (B, 3, nx)
-                vols[:, y0:y0 + y.numel(), :] = img.permute(1, 0, 2).cpu().numpy() * self.scale
+                vols[:, y0 : y0 + y.numel(), :] = img.permute(1, 0, 2).cpu().numpy() * self.scale
         return np.concatenate(list(vols), axis=1)
 
     def volume_at(self, time_s: float) -> Volume:
         """The volume at one time (seconds) as a :class:`Volume`."""
         data = self.volumes_at([time_s])[0]
-        return Volume(data, self.voxel_size_A,
-                      provenance={"method": "dip", "parameters": {"time_s": float(time_s)}})
+        return Volume(
+            data,
+            self.voxel_size_A,
+            provenance={"method": "dip", "parameters": {"time_s": float(time_s)}},
+        )
 
 
 @dataclass
@@ -193,14 +207,22 @@ class DIPResult:
 
     def volume_series(self) -> VolumeSeries:
         """The volumes as the data model's :class:`~napari_tiltgen.io.model.VolumeSeries`."""
-        return VolumeSeries(self.volumes, self.times_s, self.tilt_angles, self.voxel_size_A,
-                            provenance=copy.deepcopy(self.provenance))
+        return VolumeSeries(
+            self.volumes,
+            self.times_s,
+            self.tilt_angles,
+            self.voxel_size_A,
+            provenance=copy.deepcopy(self.provenance),
+        )
 
     def volume(self, i: int) -> Volume:
         """Volume ``i`` as a :class:`Volume` with its time and angle in the provenance."""
         prov = copy.deepcopy(self.provenance)
-        prov["parameters"] = {**prov.get("parameters", {}), "time_s": float(self.times_s[i]),
-                              "tilt_angle_deg": float(self.tilt_angles[i])}
+        prov["parameters"] = {
+            **prov.get("parameters", {}),
+            "time_s": float(self.times_s[i]),
+            "tilt_angle_deg": float(self.tilt_angles[i]),
+        }
         return Volume(self.volumes[i], self.voxel_size_A, provenance=prov)
 
 
@@ -216,8 +238,11 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
-        raise TiltgenError(f"cannot read this checkpoint ({type(exc).__name__}: {exc}); delete "
-                           "it or choose another file.", path) from None
+        raise TiltgenError(
+            f"cannot read this checkpoint ({type(exc).__name__}: {exc}); delete "
+            "it or choose another file.",
+            path,
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TiltgenError("this file is not a napari-tiltgen DIP checkpoint.", path)
     return state
@@ -241,10 +266,16 @@ def load_dip_model(path: str | os.PathLike, device: str = "cpu") -> DIPModel:
     net.load_state_dict(st["network"])
     net.to(resolve_device(device))
     m = st["model"]
-    return DIPModel(network=net, scale=float(m["scale"]), t_first_s=float(m["t_first_s"]),
-                    t_last_s=float(m["t_last_s"]), frame_times_s=np.asarray(m["frame_times_s"]),
-                    frame_angles_deg=np.asarray(m["frame_angles_deg"]),
-                    volume_shape=tuple(m["volume_shape"]), voxel_size_A=m["voxel_size_A"])
+    return DIPModel(
+        network=net,
+        scale=float(m["scale"]),
+        t_first_s=float(m["t_first_s"]),
+        t_last_s=float(m["t_last_s"]),
+        frame_times_s=np.asarray(m["frame_times_s"]),
+        frame_angles_deg=np.asarray(m["frame_angles_deg"]),
+        volume_shape=tuple(m["volume_shape"]),
+        voxel_size_A=m["voxel_size_A"],
+    )
 
 
 def to_cpu(obj: Any) -> Any:

@@ -42,9 +42,17 @@ class DIPNetwork(nn.Module):
         Width of the mixing MLP.
     """
 
-    def __init__(self, slice_shape: tuple[int, int], ny: int, *, n_components: int = 8,
-                 channels: int = 32, time_frequencies: int = 8, latent_stride: int = 2,
-                 hidden: int = 64):
+    def __init__(
+        self,
+        slice_shape: tuple[int, int],
+        ny: int,
+        *,
+        n_components: int = 8,
+        channels: int = 32,
+        time_frequencies: int = 8,
+        latent_stride: int = 2,
+        hidden: int = 64,
+    ):
         super().__init__()
         nz, nx = (int(s) for s in slice_shape)
         self.slice_shape = (nz, nx)
@@ -58,14 +66,18 @@ class DIPNetwork(nn.Module):
         c = int(channels)
         self.latent = nn.Parameter(torch.randn(n_knots, c, h0, w0))
         self._sizes = [(2 * h0, 2 * w0), (nz, nx)]
-        self.convs = nn.ModuleList([
-            nn.Conv2d(c, c, 3, padding=1),
-            nn.Conv2d(c, c // 2, 3, padding=1),
-        ])
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c // 2, 3, padding=1)]
+        )
         self.head = nn.Conv2d(c // 2, self.n_components + 1, 1)
         n_in = 2 * (self.time_frequencies + self.y_frequencies)
-        self.mixer = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
-                                   nn.SiLU(), nn.Linear(hidden, self.n_components))
+        self.mixer = nn.Sequential(
+            nn.Linear(n_in, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, self.n_components),
+        )
         with torch.no_grad():
             self.mixer[-1].weight.mul_(0.1)
             self.mixer[-1].bias.zero_()
@@ -88,8 +100,13 @@ class DIPNetwork(nn.Module):
         """Mixing weights ``(n_slices, n_times, R)`` of slices ``y`` at normalised times ``s``."""
         fy = _fourier(self._y_norm(y), self.y_frequencies)  # (B, 2Fy)
         ft = _fourier(s.to(self.latent.dtype), self.time_frequencies)  # (T, 2Ft)
-        feats = torch.cat([fy[:, None, :].expand(-1, ft.shape[0], -1),
-                           ft[None, :, :].expand(fy.shape[0], -1, -1)], dim=-1)
+        feats = torch.cat(
+            [
+                fy[:, None, :].expand(-1, ft.shape[0], -1),
+                ft[None, :, :].expand(fy.shape[0], -1, -1),
+            ],
+            dim=-1,
+        )
         return self.mixer(feats)
 
     @staticmethod
@@ -101,5 +118,3 @@ class DIPNetwork(nn.Module):
     def forward(self, y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Slices ``(n_slices, n_times, nz, nx)`` of slices ``y`` at normalised times ``s``."""
         return self.images(self.basis(y), self.weights(y, s))
-
-

@@ -52,42 +52,57 @@ def acquisition_times(
         raise TiltgenError(
             "the time-resolved fit needs the tilt angle of every frame, and this series has none. "
             "Give them with a .rawtlt/.tlt/.mdoc file or a start and step (Tilt series widget, "
-            "or --tilt-start/--tilt-step).", where)
+            "or --tilt-start/--tilt-step).",
+            where,
+        )
     angles = ts.tilt_angles
     n = ts.n_tilts
     if order is not None and order not in ("angle", "stack"):
-        raise TiltgenError(f"unknown acquisition order {order!r}; use 'angle' (lowest to highest "
-                           "tilt) or 'stack' (the order of the frames in the file).", where)
+        raise TiltgenError(
+            f"unknown acquisition order {order!r}; use 'angle' (lowest to highest "
+            "tilt) or 'stack' (the order of the frames in the file).",
+            where,
+        )
     given = times_s if times_s is not None else ts.acquisition_times_s
     if given is None:
         if not (np.isfinite(frame_time_s) and frame_time_s > 0):
-            raise TiltgenError(f"the time per frame must be a positive number of seconds; got "
-                               f"{frame_time_s}.", where)
-        rank = (np.argsort(np.argsort(angles, kind="stable"), kind="stable")
-                if order in (None, "angle") else np.arange(n))
+            raise TiltgenError(
+                f"the time per frame must be a positive number of seconds; got {frame_time_s}.",
+                where,
+            )
+        rank = (
+            np.argsort(np.argsort(angles, kind="stable"), kind="stable")
+            if order in (None, "angle")
+            else np.arange(n)
+        )
         return rank.astype(np.float64) * float(frame_time_s)
     t = np.asarray(given, dtype=np.float64).reshape(-1)
     if t.size != n:
-        raise TiltgenError(f"{t.size} acquisition times were given for {n} frames; give one time "
-                           "(seconds) per frame, in the order of the stack.", where)
+        raise TiltgenError(
+            f"{t.size} acquisition times were given for {n} frames; give one time "
+            "(seconds) per frame, in the order of the stack.",
+            where,
+        )
     if not np.all(np.isfinite(t)):
         raise TiltgenError("the acquisition times contain NaN or infinite values.", where)
     if np.unique(t).size != n:
-        raise TiltgenError("two or more frames have the same acquisition time; every frame needs "
-                           "its own time (seconds). Check the .mdoc file or the times you gave.",
-                           where)
+        raise TiltgenError(
+            "two or more frames have the same acquisition time; every frame needs "
+            "its own time (seconds). Check the .mdoc file or the times you gave.",
+            where,
+        )
     if order is not None:
         seq = np.argsort(angles, kind="stable") if order == "angle" else np.arange(n)
         if np.any(np.diff(t[seq]) <= 0):
             raise TiltgenError(
                 f"the acquisition times do not increase in the acquisition order '{order}' "
                 f"({'lowest to highest tilt' if order == 'angle' else 'stack order'}); leave the "
-                "order unset to use the times as they are, or fix the times.", where)
+                "order unset to use the times as they are, or fix the times.",
+                where,
+            )
     return t
 
 
 def nearest_frame(times_s: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
     """Index of the frame recorded nearest in time to each of ``times_s``."""
     return np.abs(np.asarray(times_s)[:, None] - frame_times[None, :]).argmin(axis=1)
-
-

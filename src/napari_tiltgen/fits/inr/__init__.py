@@ -10,14 +10,17 @@ Public API: :func:`fit_inr_iter` (progress generator for napari workers), :func:
 """
 
 from napari_tiltgen.fits.inr.field import DensityField, FieldConfig
-from napari_tiltgen.fits.inr.fit import (
-    SAMPLING,
-    INRResult,
-    fit_inr,
-    fit_inr_iter,
-    load_checkpoint,
-)
+from napari_tiltgen.fits.inr.fit import SAMPLING, INRResult, fit_inr, fit_inr_iter, load_checkpoint
 from napari_tiltgen.fits.inr.poses import POSE_PARAMETERS, PoseModel
 
-__all__ = ["POSE_PARAMETERS", "SAMPLING", "DensityField", "FieldConfig", "INRResult", "PoseModel",
-           "fit_inr", "fit_inr_iter", "load_checkpoint"]
+__all__ = [
+    "POSE_PARAMETERS",
+    "SAMPLING",
+    "DensityField",
+    "FieldConfig",
+    "INRResult",
+    "PoseModel",
+    "fit_inr",
+    "fit_inr_iter",
+    "load_checkpoint",
+]

@@ -77,7 +77,7 @@ def _level_shapes(volume_shape: Sequence[int], cfg: FieldConfig) -> list[tuple[i
     for level in range(cfg.n_levels):
         frac = level / max(cfg.n_levels - 1, 1)
         res = coarsest * (finest / coarsest) ** frac
-        shapes.append(tuple(max(2, round(res * n / longest)) for n in volume_shape))
+        shapes.append(tuple(max(2, int(round(res * n / longest))) for n in volume_shape))
     return shapes  # type: ignore[return-value]
 
 
@@ -86,8 +86,9 @@ def voxel_coordinates(shape: Sequence[int], device: torch.device | str = "cpu") 
     nz, ny, nx = (int(s) for s in shape)
 
     def axis(n: int) -> torch.Tensor:
-        return torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1,
-                                                                                      device=device)
+        return (
+            torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device)
+        )
 
     z, y, x = torch.meshgrid(axis(nz), axis(ny), axis(nx), indexing="ij")
     return torch.stack([x, y, z], dim=-1)
@@ -107,8 +108,12 @@ class DensityField(nn.Module):
         ``1 / (typical path length)`` so that initial projections have the data's scale).
     """
 
-    def __init__(self, volume_shape: Sequence[int], config: FieldConfig | None = None,
-                 density_scale: float = 1.0):
+    def __init__(
+        self,
+        volume_shape: Sequence[int],
+        config: FieldConfig | None = None,
+        density_scale: float = 1.0,
+    ):
         super().__init__()
         self.config = cfg = config or FieldConfig()
         if cfg.n_levels < 1 or cfg.features_per_level < 1 or cfg.hidden < 1:
@@ -116,10 +121,12 @@ class DensityField(nn.Module):
         self.volume_shape = tuple(int(s) for s in volume_shape)
         self.level_shapes = _level_shapes(self.volume_shape, cfg)
         self.density_scale = float(density_scale)
-        self.grids = nn.ParameterList([
-            nn.Parameter(torch.randn(1, cfg.features_per_level, *s) * cfg.init_std)
-            for s in self.level_shapes
-        ])
+        self.grids = nn.ParameterList(
+            [
+                nn.Parameter(torch.randn(1, cfg.features_per_level, *s) * cfg.init_std)
+                for s in self.level_shapes
+            ]
+        )
         width = cfg.n_levels * cfg.features_per_level
         layers: list[nn.Module] = []
         for _ in range(cfg.hidden_layers):
@@ -155,29 +162,33 @@ class DensityField(nn.Module):
         out = self.mlp(features).squeeze(-1)
         return F.softplus(out.float()) * self.density_scale
 
-    def features(self, points: torch.Tensor, level_weights: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+    def features(
+        self, points: torch.Tensor, level_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Concatenated level features ``(P, L*F)`` at normalised ``points`` ``(P, 3)``."""
         p = points.reshape(1, 1, 1, -1, 3).to(self.grids[0].dtype)
         feats = []
         for level, grid in enumerate(self.grids):
-            f = F.grid_sample(grid, p, mode="bilinear", padding_mode="border",
-                              align_corners=True)
+            f = F.grid_sample(grid, p, mode="bilinear", padding_mode="border", align_corners=True)
             f = f.reshape(grid.shape[1], -1)
             if level_weights is not None:
                 f = f * level_weights[level]
             feats.append(f)
         return torch.cat(feats, dim=0).t()
 
-    def forward(self, points: torch.Tensor, level_weights: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self, points: torch.Tensor, level_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Density at normalised ``(x, y, z)`` points ``(..., 3)``; returns shape ``(...)``."""
         shape = points.shape[:-1]
         return self._decode(self.features(points, level_weights)).reshape(shape)
 
-    def decode_volume(self, shape: Sequence[int] | None = None,
-                      level_weights: torch.Tensor | None = None,
-                      chunk_voxels: int = 1 << 20) -> torch.Tensor:
+    def decode_volume(
+        self,
+        shape: Sequence[int] | None = None,
+        level_weights: torch.Tensor | None = None,
+        chunk_voxels: int = 1 << 20,
+    ) -> torch.Tensor:
         """Density on every voxel centre of ``shape`` (default: the field's volume) ``(nz, ny, nx)``.
 
         Each level is upsampled to the voxel grid with trilinear interpolation (exactly the
@@ -197,11 +208,12 @@ class DensityField(nn.Module):
         feats = torch.cat(ups, dim=0).reshape(len(ups) * ups[0].shape[0], -1).t()
         n = feats.shape[0]
         step = max(1, int(chunk_voxels))
-        out = [self._decode(feats[i:i + step]) for i in range(0, n, step)]
+        out = [self._decode(feats[i : i + step]) for i in range(0, n, step)]
         return torch.cat(out).reshape(shape)
 
-    def tv(self, points: torch.Tensor, step: torch.Tensor,
-           level_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def tv(
+        self, points: torch.Tensor, step: torch.Tensor, level_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean anisotropic total variation ``sum_i |rho(p + h e_i) - rho(p)|`` at ``points``.
 
         ``step`` holds the normalised length of one voxel along ``(x, y, z)``.

@@ -223,8 +223,9 @@ def fit_inr_iter(
         raise TiltgenError(f"unknown loss {loss!r}; choose smooth_l1 or mse.")
     unknown = set(pose_parameters) - set(POSE_PARAMETERS)
     if unknown:
-        raise TiltgenError(f"unknown pose parameters {sorted(unknown)}; choose from "
-                           f"{', '.join(POSE_PARAMETERS)}.")
+        raise TiltgenError(
+            f"unknown pose parameters {sorted(unknown)}; choose from {', '.join(POSE_PARAMETERS)}."
+        )
     if tilt_axis_init is None or tilt_axis_init == "recorded":
         axis_init, axis_source = float(ts.tilt_axis_angle_deg), "recorded"
     elif tilt_axis_init == "estimate":
@@ -238,12 +239,16 @@ def fit_inr_iter(
         except (TypeError, ValueError):
             axis_init = float("nan")
         if not math.isfinite(axis_init):
-            raise TiltgenError(f"tilt_axis_init must be 'recorded', 'estimate' or an angle in "
-                               f"degrees; got {tilt_axis_init!r}.")
+            raise TiltgenError(
+                f"tilt_axis_init must be 'recorded', 'estimate' or an angle in "
+                f"degrees; got {tilt_axis_init!r}."
+            )
         axis_source = "given"
     if abs(((axis_init + 90.0) % 180.0) - 90.0) > 45.0:
-        raise TiltgenError(f"the starting tilt axis ({axis_init:.1f} deg from image Y) is near "
-                           "horizontal; the INR fit needs it within 45 degrees of y.")
+        raise TiltgenError(
+            f"the starting tilt axis ({axis_init:.1f} deg from image Y) is near "
+            "horizontal; the INR fit needs it within 45 degrees of y."
+        )
     if sampling not in SAMPLING:
         raise TiltgenError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING)}.")
     nz = int(thickness_px) if thickness_px else nx
@@ -265,32 +270,53 @@ def fit_inr_iter(
     if distributed is None:
         distributed = dist.is_available() and dist.is_initialized()
     if distributed and not (dist.is_available() and dist.is_initialized()):
-        raise TiltgenError("distributed=True needs an initialised torch.distributed process "
-                           "group (launch with torchrun and use the CLI's --ddp).")
+        raise TiltgenError(
+            "distributed=True needs an initialised torch.distributed process "
+            "group (launch with torchrun and use the CLI's --ddp)."
+        )
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     dev = _resolve_device(device, bool(distributed))
     if sampling == "auto":
         # a refined tilt axis needs direct queries: the voxel grid's trilinear interpolation
         # favours rays through voxel centres (axis 0) and pulls the axis back (docs/inr.md)
-        sampling = ("voxel" if dev.type == "cpu" and nz * ny * nx <= _VOXEL_AUTO_MAX
-                    and "tilt_axis" not in trainable_pose else "direct")
+        sampling = (
+            "voxel"
+            if dev.type == "cpu"
+            and nz * ny * nx <= _VOXEL_AUTO_MAX
+            and "tilt_axis" not in trainable_pose
+            else "direct"
+        )
     amp = bool(mixed_precision) and dev.type == "cuda"
 
     scale = float(np.percentile(np.abs(data), 99.9))
     if not scale > 0:
-        raise TiltgenError("the tilt series is all zeros; there is nothing to fit.",
-                           ts.provenance.get("source"))
+        raise TiltgenError(
+            "the tilt series is all zeros; there is nothing to fit.", ts.provenance.get("source")
+        )
     params: dict[str, Any] = {
-        "steps": steps, "batch_size": int(batch_size), "samples_per_ray": n_samples,
-        "learning_rate": float(learning_rate), "optimize_pose": bool(optimize_pose),
-        "pose_parameters": sorted(trainable_pose), "pose_warmup_steps": warmup,
-        "pose_learning_rate": float(pose_learning_rate), "coarse_to_fine_steps": c2f,
-        "pixel_footprint": bool(pixel_footprint), "tilt_axis_init_deg": round(axis_init, 6), "tilt_axis_init": axis_source,
-        "tv_weight": float(tv_weight), "loss": loss, "smooth_l1_beta": float(smooth_l1_beta),
-        "thickness_px": nz, "field": (field_config or FieldConfig()).to_dict(),
-        "sampling": sampling, "seed": int(seed), "checkpoint_every": int(checkpoint_every),
-        "preview_every": int(preview_every), "log_every": int(log_every),
+        "steps": steps,
+        "batch_size": int(batch_size),
+        "samples_per_ray": n_samples,
+        "learning_rate": float(learning_rate),
+        "optimize_pose": bool(optimize_pose),
+        "pose_parameters": sorted(trainable_pose),
+        "pose_warmup_steps": warmup,
+        "pose_learning_rate": float(pose_learning_rate),
+        "coarse_to_fine_steps": c2f,
+        "pixel_footprint": bool(pixel_footprint),
+        "tilt_axis_init_deg": round(axis_init, 6),
+        "tilt_axis_init": axis_source,
+        "tv_weight": float(tv_weight),
+        "loss": loss,
+        "smooth_l1_beta": float(smooth_l1_beta),
+        "thickness_px": nz,
+        "field": (field_config or FieldConfig()).to_dict(),
+        "sampling": sampling,
+        "seed": int(seed),
+        "checkpoint_every": int(checkpoint_every),
+        "preview_every": int(preview_every),
+        "log_every": int(log_every),
         "n_threads": n_threads,
     }
     fingerprint = _fingerprint(data, params, world)
@@ -299,31 +325,47 @@ def fit_inr_iter(
     ckpt: dict[str, Any] | None = None
     if ckpt_path is not None and ckpt_path.exists():
         if not resume:
-            raise TiltgenError("a checkpoint already exists here; resume from it (resume=True, "
-                               "--resume) or choose another file.", ckpt_path)
+            raise TiltgenError(
+                "a checkpoint already exists here; resume from it (resume=True, "
+                "--resume) or choose another file.",
+                ckpt_path,
+            )
         ckpt = load_checkpoint(ckpt_path)
         diff = _fingerprint_mismatch(ckpt["fingerprint"], fingerprint)
         if diff:
-            raise TiltgenError("this checkpoint belongs to another fit; it differs in "
-                               + "; ".join(diff[:4]) + ". Use the same data and settings, or a "
-                               "new checkpoint file.", ckpt_path)
+            raise TiltgenError(
+                "this checkpoint belongs to another fit; it differs in "
+                + "; ".join(diff[:4])
+                + ". Use the same data and settings, or a "
+                "new checkpoint file.",
+                ckpt_path,
+            )
 
     with num_threads(n_threads), flush_denormals():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            field_ = DensityField(vol_shape, field_config,
-                                  density_scale=1.0 / max(0.25 * max(nz, nx), 1.0))
+            field_ = DensityField(
+                vol_shape, field_config, density_scale=1.0 / max(0.25 * max(nz, nx), 1.0)
+            )
         poses = PoseModel(angles, ts.shifts_px, axis_init)
         model = _RayModel(field_, poses, (ny, nx), vol_shape, n_samples, sampling).to(dev)
         grid_params = list(field_.grids.parameters())
-        opt = torch.optim.Adam([
-            {"params": grid_params, "lr": learning_rate, "name": "grids"},
-            {"params": list(field_.mlp.parameters()), "lr": learning_rate, "name": "mlp"},
-            {"params": [poses.d_shifts, poses.d_axis], "lr": pose_learning_rate,
-             "name": "shifts_axis"},
-            {"params": [poses.d_angles], "lr": pose_learning_rate * ANGLE_LR_FACTOR,
-             "name": "tilt_angles"},
-        ])
+        opt = torch.optim.Adam(
+            [
+                {"params": grid_params, "lr": learning_rate, "name": "grids"},
+                {"params": list(field_.mlp.parameters()), "lr": learning_rate, "name": "mlp"},
+                {
+                    "params": [poses.d_shifts, poses.d_axis],
+                    "lr": pose_learning_rate,
+                    "name": "shifts_axis",
+                },
+                {
+                    "params": [poses.d_angles],
+                    "lr": pose_learning_rate * ANGLE_LR_FACTOR,
+                    "name": "tilt_angles",
+                },
+            ]
+        )
         history = torch.zeros(steps, dtype=torch.float32)
         start = 0
         if ckpt is not None:
@@ -337,7 +379,8 @@ def fit_inr_iter(
             from torch.nn.parallel import DistributedDataParallel
 
             runner = DistributedDataParallel(
-                model, device_ids=[dev.index] if dev.type == "cuda" else None)
+                model, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
 
         target = torch.from_numpy(data / scale).to(dev).reshape(-1)
         hist_dev = history.to(dev)
@@ -346,27 +389,40 @@ def fit_inr_iter(
         gen = torch.Generator(device=dev)
         if ckpt is None:
             _match_initial_density(model, target, (ny, nx), batch, seed, dev)
-        base_lrs = [learning_rate, learning_rate, pose_learning_rate,
-                    pose_learning_rate * ANGLE_LR_FACTOR]
+        base_lrs = [
+            learning_rate,
+            learning_rate,
+            pose_learning_rate,
+            pose_learning_rate * ANGLE_LR_FACTOR,
+        ]
         beta = float(smooth_l1_beta)
         all_levels = torch.ones(field_.n_levels, device=dev)
 
         def save(step_done: int) -> None:
             if ckpt_path is None or rank != 0:
                 return
-            _atomic_save({
-                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step_done,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(), "loss_history": hist_dev.detach().cpu(),
-                "fingerprint": fingerprint,
-            }, ckpt_path)
+            _atomic_save(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "version": CHECKPOINT_VERSION,
+                    "step": step_done,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": opt.state_dict(),
+                    "loss_history": hist_dev.detach().cpu(),
+                    "fingerprint": fingerprint,
+                },
+                ckpt_path,
+            )
 
         k = start
         while k < steps:
             pose_on = bool(trainable_pose) and k >= warmup
             trainable = trainable_pose if pose_on else frozenset()
-            lw = (coarse_to_fine_weights(field_.n_levels, (k + 1) / c2f).to(dev) if k < c2f
-                  else all_levels)
+            lw = (
+                coarse_to_fine_weights(field_.n_levels, (k + 1) / c2f).to(dev)
+                if k < c2f
+                else all_levels
+            )
             f = _lr_factor(k, steps)
             pose_f = _lr_factor(k - warmup, steps - warmup) if pose_on else 0.0
             for group, base, fac in zip(opt.param_groups, base_lrs, (f, f, pose_f, pose_f)):
@@ -374,8 +430,9 @@ def fit_inr_iter(
             gen.manual_seed(_step_seed(seed, rank, k))
             idx = torch.randint(0, n_pixels, (batch,), device=dev, generator=gen)
             jitter = torch.rand((batch, n_samples), device=dev, generator=gen)
-            offset = (torch.rand((batch, 2), device=dev, generator=gen) - 0.5
-                      if pixel_footprint else None)
+            offset = (
+                torch.rand((batch, 2), device=dev, generator=gen) - 0.5 if pixel_footprint else None
+            )
             tv_pts = None
             if tv_weight > 0:
                 tv_pts = torch.rand((batch // 4 + 1, 3), device=dev, generator=gen) * 2 - 1
@@ -393,9 +450,11 @@ def fit_inr_iter(
                 opt.step()
             except torch.cuda.OutOfMemoryError:
                 if batch <= 256:
-                    raise TiltgenError("out of GPU memory even with 256 rays per step; use "
-                                       "device 'cpu', bin the tilt series or fewer samples per "
-                                       "ray.") from None
+                    raise TiltgenError(
+                        "out of GPU memory even with 256 rays per step; use "
+                        "device 'cpu', bin the tilt series or fewer samples per "
+                        "ray."
+                    ) from None
                 torch.cuda.empty_cache()
                 batch //= 2
                 yield Progress(k / steps, f"GPU out of memory: batch reduced to {batch} rays")
@@ -409,15 +468,22 @@ def fit_inr_iter(
                 values = {"loss": float(hist_dev[lo:k].mean()), "step": float(k)}
                 if pose_on and "tilt_axis" in trainable:
                     values["tilt_axis_deg"] = float(poses.current(trainable)[2].detach())
-                msg += f": loss {values['loss']:.4g}" + ("" if pose_on or not trainable_pose
-                                                        else " (poses frozen)")
+                msg += f": loss {values['loss']:.4g}" + (
+                    "" if pose_on or not trainable_pose else " (poses frozen)"
+                )
             preview = None
             if preview_every and (k % int(preview_every) == 0 or k == steps) and rank == 0:
                 preview = _central_slice(model, scale, lw)
-            if monitor is not None and monitor_every and (k % int(monitor_every) == 0
-                                                         or k == steps):
-                values = {**values, **monitor(_render(field_, vol_shape, scale, dev)),
-                          "step": float(k)}
+            if (
+                monitor is not None
+                and monitor_every
+                and (k % int(monitor_every) == 0 or k == steps)
+            ):
+                values = {
+                    **values,
+                    **monitor(_render(field_, vol_shape, scale, dev)),
+                    "step": float(k),
+                }
             if ckpt_path is not None and checkpoint_every and k % int(checkpoint_every) == 0:
                 save(k)
             yield Progress(k / steps, msg, preview=preview, values=values)
@@ -445,33 +511,60 @@ def fit_inr_iter(
     hist = copy.deepcopy(prov_in.get("history", []))
     hist.append(history_entry)
     provenance = {
-        "method": "inr", "parameters": params, "device": str(dev), "seconds": seconds,
-        "input": prov_in.get("source"), "history": hist,
-        "poses": {k_: (v.tolist() if isinstance(v, np.ndarray) else v)
-                  for k_, v in pose_dict.items()},
-        "final_loss": float(np.mean(history_np[-max(1, min(50, steps)):])),
+        "method": "inr",
+        "parameters": params,
+        "device": str(dev),
+        "seconds": seconds,
+        "input": prov_in.get("source"),
+        "history": hist,
+        "poses": {
+            k_: (v.tolist() if isinstance(v, np.ndarray) else v) for k_, v in pose_dict.items()
+        },
+        "final_loss": float(np.mean(history_np[-max(1, min(50, steps)) :])),
     }
     volume = Volume(vol, voxel_size_A=ts.pixel_size_A, provenance=provenance)
     new_angles = np.clip(fitted["tilt_angles_deg"], -90.0, 90.0)
     ts_prov = copy.deepcopy(prov_in)
     ts_prov.setdefault("history", []).append(
-        {"step": "fit_inr poses", "optimize_pose": bool(optimize_pose),
-         "pose_parameters": sorted(trainable_pose)})
+        {
+            "step": "fit_inr poses",
+            "optimize_pose": bool(optimize_pose),
+            "pose_parameters": sorted(trainable_pose),
+        }
+    )
     if axis_source != "recorded":
         ts_prov["tilt_axis_source"] = f"{axis_source}: {axis_init:.3f} deg"
     if optimize_pose:
-        ts_prov["tilt_axis_source"] = ("INR pose fit" if axis_source == "recorded" else
-                                       f"INR pose fit from {axis_source} ({axis_init:.3f} deg)")
+        ts_prov["tilt_axis_source"] = (
+            "INR pose fit"
+            if axis_source == "recorded"
+            else f"INR pose fit from {axis_source} ({axis_init:.3f} deg)"
+        )
         ts_prov["angles_source"] = f"INR pose fit (from {prov_in.get('angles_source', '?')})"
-    aligned = replace(ts, tilt_angles=new_angles, shifts_px=fitted["shifts_px"],
-                      tilt_axis_angle_deg=fitted["tilt_axis_angle_deg"], provenance=ts_prov)
-    return INRResult(volume=volume, tilt_series_aligned=aligned, poses=pose_dict,
-                     loss_history=history_np, seconds=seconds,
-                     extra={"device": str(dev), "sampling": sampling, "world_size": world})
+    aligned = replace(
+        ts,
+        tilt_angles=new_angles,
+        shifts_px=fitted["shifts_px"],
+        tilt_axis_angle_deg=fitted["tilt_axis_angle_deg"],
+        provenance=ts_prov,
+    )
+    return INRResult(
+        volume=volume,
+        tilt_series_aligned=aligned,
+        poses=pose_dict,
+        loss_history=history_np,
+        seconds=seconds,
+        extra={"device": str(dev), "sampling": sampling, "world_size": world},
+    )
 
 
-def fit_inr(ts: TiltSeries, *, show: bool = True,
-            callback: Callable[[Progress], Any] | None = None, **kwargs: Any) -> INRResult:
+def fit_inr(
+    ts: TiltSeries,
+    *,
+    show: bool = True,
+    callback: Callable[[Progress], Any] | None = None,
+    **kwargs: Any,
+) -> INRResult:
     """:func:`fit_inr_iter` run to completion (tqdm bar on stderr when ``show``).
 
     Accepts every keyword of :func:`fit_inr_iter`.

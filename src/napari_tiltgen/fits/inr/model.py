@@ -67,8 +67,15 @@ class INRResult:
 class _RayModel(nn.Module):
     """Field + poses; ``forward`` maps recorded pixels to predicted (normalised) intensities."""
 
-    def __init__(self, field_: DensityField, poses: PoseModel, frame_shape: tuple[int, int],
-                 volume_shape: tuple[int, int, int], n_samples: int, sampling: str):
+    def __init__(
+        self,
+        field_: DensityField,
+        poses: PoseModel,
+        frame_shape: tuple[int, int],
+        volume_shape: tuple[int, int, int],
+        n_samples: int,
+        sampling: str,
+    ):
         super().__init__()
         self.field = field_
         self.poses = poses
@@ -77,14 +84,30 @@ class _RayModel(nn.Module):
         self.n_samples = n_samples
         self.sampling = sampling
 
-    def forward(self, tilt: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
-                jitter: torch.Tensor | None, level_weights: torch.Tensor,
-                trainable: frozenset[str], tv_points: torch.Tensor | None = None,
-                amp: bool = False, pixel_offset: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        tilt: torch.Tensor,
+        row: torch.Tensor,
+        col: torch.Tensor,
+        jitter: torch.Tensor | None,
+        level_weights: torch.Tensor,
+        trainable: frozenset[str],
+        tv_points: torch.Tensor | None = None,
+        amp: bool = False,
+        pixel_offset: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted intensities ``(B,)`` and the TV value (0 without ``tv_points``)."""
-        rays = self.poses.rays(tilt, row, col, self.frame_shape, self.volume_shape,
-                               self.n_samples, jitter, trainable, pixel_offset)
+        rays = self.poses.rays(
+            tilt,
+            row,
+            col,
+            self.frame_shape,
+            self.volume_shape,
+            self.n_samples,
+            jitter,
+            trainable,
+            pixel_offset,
+        )
         q = to_normalised(rays.points, self.volume_shape)
         tv = q.new_zeros(())
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -97,8 +120,10 @@ class _RayModel(nn.Module):
                 dens = self.field(q, level_weights).float()
                 if tv_points is not None:
                     nz, ny, nx = self.volume_shape
-                    h = torch.tensor([2.0 / max(nx - 1, 1), 2.0 / max(ny - 1, 1),
-                                      2.0 / max(nz - 1, 1)], device=q.device)
+                    h = torch.tensor(
+                        [2.0 / max(nx - 1, 1), 2.0 / max(ny - 1, 1), 2.0 / max(nz - 1, 1)],
+                        device=q.device,
+                    )
                     tv = self.field.tv(tv_points, h, level_weights).float()
         pred = rays.integrate(dens)
         if len(trainable) < len(POSE_PARAMETERS):
@@ -119,8 +144,9 @@ def _resolve_device(device: str | torch.device, distributed: bool) -> torch.devi
     except RuntimeError as exc:
         raise TiltgenError(f"unknown device {device!r} ({exc}); use auto, cpu or cuda.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TiltgenError("device 'cuda' was asked for but no CUDA GPU is available; use "
-                           "device 'auto' or 'cpu'.")
+        raise TiltgenError(
+            "device 'cuda' was asked for but no CUDA GPU is available; use device 'auto' or 'cpu'."
+        )
     return dev
 
 
@@ -137,11 +163,15 @@ def _checked(ts: TiltSeries) -> tuple[np.ndarray, np.ndarray]:
             f"the tilt axis is at {ts.tilt_axis_angle_deg:.1f} deg from the image Y axis (near "
             "horizontal); the INR fit needs it within 45 degrees of y. Rotate the stack first "
             "(Tilt series widget: 'Rotate stack so the tilt axis is vertical', or "
-            "TiltSeries.with_vertical_tilt_axis()).", where)
+            "TiltSeries.with_vertical_tilt_axis()).",
+            where,
+        )
     data = np.asarray(ts.data, dtype=np.float32)
     if not np.all(np.isfinite(data)):
-        raise TiltgenError("the tilt series contains NaN or infinite pixels; fix or crop them "
-                           "before fitting.", where)
+        raise TiltgenError(
+            "the tilt series contains NaN or infinite pixels; fix or crop them before fitting.",
+            where,
+        )
     return data, angles
 
 
@@ -159,8 +189,11 @@ def _fingerprint(data: np.ndarray, params: dict[str, Any], world_size: int) -> d
         "data_sum": float(np.round(d.sum(), 3)),
         "data_sumsq": float(np.round((d * d).sum(), 3)),
         "world_size": int(world_size),
-        **{k: v for k, v in params.items() if k not in ("checkpoint_every", "preview_every",
-                                                        "log_every", "n_threads")},
+        **{
+            k: v
+            for k, v in params.items()
+            if k not in ("checkpoint_every", "preview_every", "log_every", "n_threads")
+        },
     }
 
 
@@ -180,20 +213,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise TiltgenError(f"cannot read this checkpoint ({type(exc).__name__}: {exc}).",
-                           path) from None
+        raise TiltgenError(
+            f"cannot read this checkpoint ({type(exc).__name__}: {exc}).", path
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TiltgenError("this file is not a napari-tiltgen INR checkpoint.", path)
     if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
-        raise TiltgenError("this checkpoint was written by a newer napari-tiltgen; update the "
-                           "package to resume it.", path)
+        raise TiltgenError(
+            "this checkpoint was written by a newer napari-tiltgen; update the "
+            "package to resume it.",
+            path,
+        )
     return ckpt
 
 
 def _fingerprint_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     keys = sorted(set(saved) | set(now))
-    return [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in keys
-            if saved.get(k) != now.get(k)]
+    return [
+        f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
+        for k in keys
+        if saved.get(k) != now.get(k)
+    ]
 
 
 def _central_slice(model: _RayModel, scale: float, level_weights: torch.Tensor) -> np.ndarray:
@@ -204,16 +244,18 @@ def _central_slice(model: _RayModel, scale: float, level_weights: torch.Tensor) 
     return (img.float().cpu().numpy() * scale).astype(np.float32)
 
 
-def _render(field_: DensityField, shape: tuple[int, int, int], scale: float,
-            device: torch.device) -> np.ndarray:
+def _render(
+    field_: DensityField, shape: tuple[int, int, int], scale: float, device: torch.device
+) -> np.ndarray:
     ones = torch.ones(field_.n_levels, device=device)
     with torch.no_grad():
         vol = field_.decode_volume(shape, level_weights=ones, chunk_voxels=1 << 18)
     return (vol.float().cpu().numpy() * scale).astype(np.float32)
 
 
-def _pixel_index(idx: torch.Tensor, ny: int, nx: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pixel_index(
+    idx: torch.Tensor, ny: int, nx: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flat pixel indices of a ``(n_tilts, ny, nx)`` stack -> ``(tilt, row, col)``."""
     tilt = torch.div(idx, ny * nx, rounding_mode="floor")
     rem = idx - tilt * (ny * nx)
@@ -221,8 +263,14 @@ def _pixel_index(idx: torch.Tensor, ny: int, nx: int
     return tilt, row, rem - row * nx
 
 
-def _match_initial_density(model: _RayModel, target: torch.Tensor, frame_shape: tuple[int, int],
-                           batch: int, seed: int, dev: torch.device) -> None:
+def _match_initial_density(
+    model: _RayModel,
+    target: torch.Tensor,
+    frame_shape: tuple[int, int],
+    batch: int,
+    seed: int,
+    dev: torch.device,
+) -> None:
     """Scale the constant initial density so that the mean prediction equals the data's mean.
 
     Measured on a seeded batch of rays through the initial poses (same on every rank). The
@@ -232,8 +280,7 @@ def _match_initial_density(model: _RayModel, target: torch.Tensor, frame_shape: 
     ny, nx = frame_shape
     gen = torch.Generator(device=dev)
     gen.manual_seed(_step_seed(seed, 0, 2**32 - 1))  # a stream no step uses
-    idx = torch.randint(0, target.numel(), (min(batch, target.numel()),), device=dev,
-                        generator=gen)
+    idx = torch.randint(0, target.numel(), (min(batch, target.numel()),), device=dev, generator=gen)
     ones = torch.ones(model.field.n_levels, device=dev)
     with torch.no_grad():
         pred, _ = model(*_pixel_index(idx, ny, nx), None, ones, frozenset())

@@ -72,8 +72,9 @@ class PoseModel(nn.Module):
     def n_tilts(self) -> int:
         return int(self.angles0.numel())
 
-    def current(self, trainable: frozenset[str] | set[str] = frozenset(POSE_PARAMETERS)
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def current(
+        self, trainable: frozenset[str] | set[str] = frozenset(POSE_PARAMETERS)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(shifts (n, 2) as (dy, dx) px, angles (n,) deg, axis () deg)`` with the updates.
 
         Updates of parameters not in ``trainable`` are left out entirely (so they get no
@@ -94,16 +95,34 @@ class PoseModel(nn.Module):
             angles = angles + self.gauge_const @ self.d_angles
         return shifts, angles, axis
 
-    def rays(self, tilt: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
-             frame_shape: tuple[int, int], volume_shape: tuple[int, int, int], n_samples: int,
-             jitter: torch.Tensor | None, trainable: frozenset[str] | set[str],
-             pixel_offset: torch.Tensor | None = None) -> RayBatch:
+    def rays(
+        self,
+        tilt: torch.Tensor,
+        row: torch.Tensor,
+        col: torch.Tensor,
+        frame_shape: tuple[int, int],
+        volume_shape: tuple[int, int, int],
+        n_samples: int,
+        jitter: torch.Tensor | None,
+        trainable: frozenset[str] | set[str],
+        pixel_offset: torch.Tensor | None = None,
+    ) -> RayBatch:
         """Rays through recorded pixels ``(tilt, row, col)`` (each ``(B,)``) with the current
         poses: :func:`napari_tiltgen.physics.rays.cast_rays` (box clipping, sampling, units)."""
         shifts, angles, axis = self.current(trainable)
-        return cast_rays(tilt, row, col, shifts=shifts, angles=angles, axis_deg=axis,
-                         frame_shape=frame_shape, volume_shape=volume_shape,
-                         n_samples=n_samples, jitter=jitter, pixel_offset=pixel_offset)
+        return cast_rays(
+            tilt,
+            row,
+            col,
+            shifts=shifts,
+            angles=angles,
+            axis_deg=axis,
+            frame_shape=frame_shape,
+            volume_shape=volume_shape,
+            n_samples=n_samples,
+            jitter=jitter,
+            pixel_offset=pixel_offset,
+        )
 
     def as_numpy(self) -> dict[str, Any]:
         """Fitted poses as plain numbers (all updates included)."""
@@ -117,4 +136,3 @@ class PoseModel(nn.Module):
             "tilt_angle_offsets_deg": a - a0,
             "tilt_axis_angle_deg": float(axis),
         }
-
