@@ -199,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                         qa = json.loads(qa_file.read_text())
                         row[f"{m}_chose"] = qa.get("method")
                         row[f"{m}_qa"] = qa
+                    chosen = [ln for ln in err.splitlines() if ln.startswith("tiltgen: method")]
                     print(f"{case} gap {gap:g} {m}: clean {row[f'{m}_clean']:.2f} dB, "
                           f"noisy {row[f'{m}_noisy']:.2f} dB, {secs:.0f} s "
-                          + (err.strip().splitlines()[-1] if err.strip() else ""),
-                          file=sys.stderr, flush=True)
+                          + (chosen[0] if chosen else ""), file=sys.stderr, flush=True)
                 rows.append(row)
     head = ["case", "gap (deg)", "truth"] + methods + ["auto - linear (dB)", "auto chose"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -1,4 +1,5 @@
-"""The "Interpolate" dock widget: interpolation with marked frames, refusal, QA panel."""
+"""The "Interpolate" dock widget: interpolation with marked frames, refusal, QA panel with
+pretrained / adapted / linear side by side, auto method, cancel."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from napari.layers import Layer
 
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.widgets.interpolate import COUNT_MODE, InterpolateWidget
+from napari_tiltgen.widgets.interpolate import COUNT_MODE, QA_COLUMNS, InterpolateWidget
 
 pytestmark = pytest.mark.gui
 
@@ -35,6 +36,10 @@ def test_interpolate_marks_predicted_frames(make_napari_viewer, qtbot) -> None:
     _, w = viewer.window.add_plugin_dock_widget("napari-tiltgen", "Interpolate")
     assert isinstance(w, InterpolateWidget)
     assert w.layer.value.name == "sparse"
+    # adaptation on by default: method auto, its time budget shown
+    assert w.method.value == "auto" and not w.adapt_seconds.native.isHidden()
+    w.method.value = "pretrained"
+    assert w.adapt_seconds.native.isHidden()
     w.mode.value = COUNT_MODE
     w.frames_per_gap.value = 2
     w.device.value = "cpu"
@@ -59,7 +64,9 @@ def test_interpolate_marks_predicted_frames(make_napari_viewer, qtbot) -> None:
     viewer.dims.set_current_step(0, 3)
     assert overlay.text == "frame 4/25  -9.00 deg  real"
     viewer.layers.selection.active = viewer.layers["sparse"]
-    assert not overlay.visible  # only shown for interpolated layers
+    # the interpolation text is only shown for interpolated layers (another overlay may show
+    # the tilt of plain series)
+    assert not (overlay.visible and overlay.text.startswith("frame "))
 
 
 def test_gap_too_large_is_refused_with_a_notification(make_napari_viewer, qtbot,
@@ -72,6 +79,7 @@ def test_gap_too_large_is_refused_with_a_notification(make_napari_viewer, qtbot,
     errors: list[str] = []
     monkeypatch.setattr(w, "show_error", errors.append)
     w.device.value = "cpu"
+    w.method.value = "pretrained"
     _run(w, qtbot)
     assert errors and "trained on gaps of 2-12 degrees" in errors[0]
     assert len(viewer.layers) == 1  # nothing invented
@@ -81,20 +89,71 @@ def test_gap_too_large_is_refused_with_a_notification(make_napari_viewer, qtbot,
         "very sparse + linear (23 predicted)", "very sparse + linear (23 predicted) [predicted frames]"]
 
 
-def test_leave_one_out_panel(make_napari_viewer, qtbot) -> None:
+@pytest.mark.slow
+def test_leave_one_out_panel_shows_three_methods_on_real_frames(make_napari_viewer, qtbot
+                                                                  ) -> None:
+    viewer = make_napari_viewer()
+    ts = _series()  # 9 real frames every 3 degrees
+    viewer.add_layer(Layer.create(*ts.to_layer_data(name="real")))
+    w = InterpolateWidget(viewer)
+    w.device.value = "cpu"
+    w.adapt_seconds.value = 1.0
+    _run(w, qtbot, w.qa_button)
+    assert w.status.value == "done"
+    sel = w.selection
+    assert sel is not None and sel.method in ("pretrained", "adapted", "linear")
+    table = w.qa_table.value
+    assert list(table["columns"]) == QA_COLUMNS
+    assert len(table["data"]) == len(sel.rows()) >= 1
+    row = table["data"][0]
+    assert row[0] == 6.0  # twice the 3-degree step
+    assert all(np.isfinite(v) for v in row[2:5])  # PSNR pretrained, adapted, linear
+    assert all(0 < v <= 1 for v in row[5:8])
+    assert w.qa_summary.value.startswith(sel.message)
+    chosen = sel.method
+    names = [layer.name for layer in viewer.layers]
+    assert names[1:] == ["real QA real", f"real QA predicted ({chosen})", "real QA difference"]
+    held = sel.qa[1][chosen].indices
+    np.testing.assert_array_equal(viewer.layers["real QA real"].data, ts.data[held])
+    diff = viewer.layers["real QA difference"].data
+    np.testing.assert_allclose(diff, viewer.layers[f"real QA predicted ({chosen})"].data
+                               - ts.data[held], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_auto_interpolation_then_qa_uses_only_the_real_frames(make_napari_viewer, qtbot
+                                                              ) -> None:
+    viewer = make_napari_viewer()
+    ts = _series()
+    viewer.add_layer(Layer.create(*ts.to_layer_data(name="sparse")))
+    w = InterpolateWidget(viewer)
+    w.device.value = "cpu"
+    w.adapt_seconds.value = 1.0
+    w.mode.value = COUNT_MODE
+    w.frames_per_gap.value = 1
+    _run(w, qtbot)
+    assert w.status.value == "done"
+    res = w.result
+    assert res.selection is not None and res.method == res.selection.method
+    assert w.note.value.startswith(f"inserted 8 frames ({res.method}); 17 in all")
+    assert len(w.qa_table.value["data"]) >= 1
+    assert w.qa_summary.value.startswith(res.selection.message)
+    # QA on the interpolated layer runs on its 9 real frames, never on predicted ones
+    layer = viewer.layers[f"sparse + {res.method} (8 predicted)"]
+    w.layer.value = layer
+    np.testing.assert_array_equal(w.qa_series().data, ts.data)
+
+
+def test_cancel_stops_the_adaptation(make_napari_viewer, qtbot) -> None:
     viewer = make_napari_viewer()
     ts = _series()
     viewer.add_layer(Layer.create(*ts.to_layer_data(name="real")))
     w = InterpolateWidget(viewer)
     w.device.value = "cpu"
-    _run(w, qtbot, w.qa_button)
-    names = [layer.name for layer in viewer.layers]
-    assert names[1:] == ["real QA real", "real QA predicted (pretrained)", "real QA difference"]
-    np.testing.assert_array_equal(viewer.layers["real QA real"].data, ts.data[1:-1])
-    diff = viewer.layers["real QA difference"].data
-    np.testing.assert_allclose(diff, viewer.layers["real QA predicted (pretrained)"].data
-                               - ts.data[1:-1], atol=1e-6)
-    table = w.qa_table.value
-    assert list(table["index"]) == [f"frame {i}" for i in range(1, 8)]
-    assert table["data"][0][:2] == [-9.0, 6.0] and 0 < table["data"][0][3] <= 1
-    assert w.qa_summary.value.startswith("pretrained: mean PSNR")
+    w.adapt_seconds.value = 600.0
+    w.qa_button.native.click()
+    qtbot.waitUntil(lambda: w.status.value.startswith("adapting: step"), timeout=60000)
+    w.cancel()
+    qtbot.waitUntil(lambda: not w.running, timeout=20000)
+    assert w.status.value == "cancelled"
+    assert len(viewer.layers) == 1 and w.selection is None

@@ -1,16 +1,23 @@
 """The "Interpolate" dock widget: insert frames into a tilt series, and leave-one-out QA.
 
 Pick a tilt-series layer, how many frames to insert (a target step in degrees or a number of
-frames per gap), the method (pretrained network, linear, SIRT reprojection) and the device, then
-**Interpolate**. The result is a new tilt-series layer with the new angles; predicted frames are
+frames per gap), the method and the device, then **Interpolate**. The default method, ``auto``,
+fine-tunes a copy of the network on the layer's real frames for "adapt (s)" seconds, scores
+pretrained, adapted and linear interpolation by leave-one-out on held-out real frames, and uses
+the best (the adapted network is used when the QA says it helps; linear when no network beats
+it); the QA table and the decision are shown in the QA panel. ``pretrained``, ``adapted``,
+``linear`` and ``reprojection`` force a method. The result is a new tilt-series layer with the new angles; predicted frames are
 
 * named in the layer's metadata (``metadata["interpolation"]["predicted_indices"]`` and the
   tilt-series provenance),
 * marked by a points layer with a "PREDICTED" label that shows on exactly those frames, and
 * announced in the viewer's text overlay while scrolling ("frame 12/61  +24.0 deg  PREDICTED").
 
-**Leave-one-out QA** hides each real frame of the selected series, predicts it from its two
-neighbours, and adds real / predicted / difference stacks as layers with a PSNR/SSIM table.
+**Leave-one-out QA** always runs on the *real* frames of the selected layer (frames an earlier
+interpolation predicted are dropped): it adapts the network, then hides held-out real frames,
+predicts them from their neighbours with pretrained, adapted and linear interpolation, shows the
+three side by side (PSNR, SSIM, per gap) with the method it would choose, and adds real /
+predicted / difference stacks of the chosen method as layers.
 
 Out-of-range input (gap larger than the model was trained for) is refused with a notification
 unless "allow out-of-range" is ticked; other warnings appear as notifications and in the status.
@@ -34,12 +41,17 @@ from magicgui.widgets import (
 )
 
 from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.methods.interpolation.adapt import (
+    DEFAULT_ADAPT_SECONDS,
+    Selection,
+    adapt_and_select,
+)
 from napari_tiltgen.methods.interpolation.api import (
-    METHODS,
+    SERIES_METHODS,
     InterpolationResult,
     LeaveOneOutResult,
     interpolate_series,
-    leave_one_out,
+    real_frames,
 )
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget
 
@@ -47,7 +59,8 @@ if TYPE_CHECKING:
     import napari
 
 STEP_MODE = "target step (deg)"
-QA_COLUMNS = ["angle (deg)", "gap (deg)", "PSNR (dB)", "SSIM"]
+QA_COLUMNS = ["gap (deg)", "frames", "PSNR pretrained", "PSNR adapted", "PSNR linear",
+              "SSIM pretrained", "SSIM adapted", "SSIM linear"]
 COUNT_MODE = "frames per gap"
 
 
@@ -61,25 +74,31 @@ class InterpolateWidget(WorkerWidget):
         self.target_step = FloatSpinBox(value=1.0, min=0.05, max=30.0, step=0.5,
                                         label="target step (deg)")
         self.frames_per_gap = SpinBox(value=1, min=1, max=50, label="frames per gap")
-        self.method = ComboBox(choices=list(METHODS), value="pretrained", label="method")
+        self.method = ComboBox(choices=list(SERIES_METHODS), value="auto", label="method")
+        self.adapt_seconds = FloatSpinBox(value=DEFAULT_ADAPT_SECONDS, min=1.0, max=3600.0,
+                                          step=10.0, label="adapt (s)",
+                                          tooltip="fine-tuning budget of auto / adapted, seconds")
         self.device = ComboBox(choices=["auto", "cpu", "cuda"], value="auto", label="device")
         self.allow_out_of_range = CheckBox(value=False, text="allow out-of-range (not advised)")
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
-        self.qa_button = PushButton(text="Leave-one-out QA (selected series)")
+        self.qa_button = PushButton(text="Leave-one-out QA: pretrained / adapted / linear")
         self.qa_summary = Label(value="")
         self.qa_table = Table(value={"data": [], "index": [], "columns": QA_COLUMNS})
         self.qa_table.native.setMinimumHeight(120)
         for i, w in enumerate([self.layer, self.mode, self.target_step, self.frames_per_gap,
-                               self.method, self.device, self.allow_out_of_range]):
+                               self.method, self.adapt_seconds, self.device,
+                               self.allow_out_of_range]):
             self.insert(i, w)
         self.extend([self.note, Container(widgets=[self.qa_button, self.qa_summary, self.qa_table],
                                label="QA")])
         self.mode.changed.connect(self._sync_mode)
+        self.method.changed.connect(self._sync_mode)
         self.qa_button.changed.connect(lambda *_: self._safe(self.run_qa))
         self._sync_mode()
         self.result: InterpolationResult | None = None
         self.qa: LeaveOneOutResult | None = None
+        self.selection: Selection | None = None
         self._marked: dict[str, dict[str, Any]] = {}
         napari_viewer.dims.events.current_step.connect(self._update_overlay)
         napari_viewer.layers.selection.events.active.connect(self._update_overlay)
@@ -89,6 +108,7 @@ class InterpolateWidget(WorkerWidget):
         step = self.mode.value == STEP_MODE
         self.target_step.visible = step
         self.frames_per_gap.visible = not step
+        self.adapt_seconds.visible = self.method.value in ("auto", "adapted")
 
     def _safe(self, action: Any) -> None:
         from napari_tiltgen.errors import TiltgenError
@@ -107,8 +127,11 @@ class InterpolateWidget(WorkerWidget):
         return TiltSeries.from_layer(layer)
 
     def _options(self) -> dict[str, Any]:
-        return {"method": self.method.value, "device": self.device.value,
+        opts = {"method": self.method.value, "device": self.device.value,
                 "allow_out_of_range": bool(self.allow_out_of_range.value)}
+        if self.method.value in ("auto", "adapted"):
+            opts["adapt_seconds"] = float(self.adapt_seconds.value)
+        return opts
 
     # ---------------------------------------------------------------- interpolate
     def _on_run(self) -> None:
@@ -135,6 +158,8 @@ class InterpolateWidget(WorkerWidget):
         self.note.value = (f"inserted {len(res.predicted_indices)} frames ({res.method}); "
                            f"{res.tilt_series.n_tilts} in all"
                            + (f"; {len(res.warnings)} warning(s)" if res.warnings else ""))
+        if res.selection is not None:
+            self._show_selection(res.selection)
         self.viewer.layers.selection.active = layer
         self._update_overlay()
 
@@ -182,20 +207,43 @@ class InterpolateWidget(WorkerWidget):
         return self.viewer.text_overlay  # pragma: no cover - older napari
 
     # ---------------------------------------------------------------- QA
-    def run_qa(self) -> None:
-        """Leave-one-out QA on the selected series with the selected method."""
-        ts = self.current_series()
+    def qa_series(self) -> TiltSeries:
+        """The real frames of the selected layer (predicted frames of an earlier interpolation
+        are dropped: QA never scores invented frames)."""
+        ts = real_frames(self.current_series())
         ts.require_angles()
-        name = self.layer.value.name
-        opts = self._options()
-        self.start(lambda: leave_one_out(ts, **opts),
-                   on_result=lambda qa: self._show_qa(qa, name, ts))
+        return ts
 
-    def _show_qa(self, qa: LeaveOneOutResult, source_name: str, ts: TiltSeries) -> None:
+    def run_qa(self) -> None:
+        """Adapt, then leave-one-out QA of pretrained / adapted / linear on the real frames."""
+        ts = self.qa_series()
+        name = self.layer.value.name
+        requested = "adapted" if self.method.value == "adapted" else "auto"
+        seconds = float(self.adapt_seconds.value)
+        device = self.device.value
+        self.start(lambda: adapt_and_select(ts, requested=requested, seconds=seconds,
+                                            device=device),
+                   on_result=lambda sel: self._show_qa(sel, name, ts))
+
+    def _show_selection(self, sel: Selection) -> None:
+        """Fill the QA table (three methods side by side) and the decision line."""
+        self.selection = sel
+        rows = [[round(r["gap_deg"], 2), r["frames"]]
+                + [round(r[f"psnr_{m}"], 2) for m in ("pretrained", "adapted", "linear")]
+                + [round(r[f"ssim_{m}"], 4) for m in ("pretrained", "adapted", "linear")]
+                for r in sel.rows()]
+        self.qa_table.value = {"data": rows, "index": [f"x{2 * r['k']} step" for r in sel.rows()],
+                               "columns": QA_COLUMNS}
+        self.qa_summary.value = sel.message + "".join(f"\n{n}" for n in sel.notes)
+
+    def _show_qa(self, sel: Selection, source_name: str, ts: TiltSeries) -> None:
+        self._show_selection(sel)
+        k = min(sel.qa)
+        qa = sel.qa[k][sel.method]
         self.qa = qa
         px = ts.pixel_size_A or 1.0
         common = {"scale": (1.0, px, px), "colormap": "gray",
-                  "metadata": {"qa": qa.as_dict()}}
+                  "metadata": {"qa": qa.as_dict(), "selection": sel.as_dict()}}
         lo, hi = np.percentile(qa.real, (0.5, 99.5))
         self.viewer.add_image(qa.real, name=f"{source_name} QA real",
                               contrast_limits=(float(lo), float(hi) or 1.0), **common)
@@ -204,14 +252,6 @@ class InterpolateWidget(WorkerWidget):
         d = float(np.percentile(np.abs(qa.difference), 99.5)) or 1.0
         self.viewer.add_image(qa.difference, name=f"{source_name} QA difference",
                               contrast_limits=(-d, d), **{**common, "colormap": "PiYG"})
-        rows = [[round(float(a), 2), round(float(g), 2), round(float(p), 2), round(float(s), 4)]
-                for a, g, p, s in zip(qa.tilt_angles, qa.gaps_deg, qa.psnr, qa.ssim)]
-        self.qa_table.value = {"data": rows, "index": [f"frame {int(i)}" for i in qa.indices],
-                               "columns": QA_COLUMNS}
-        self.qa_summary.value = (f"{qa.method}: mean PSNR {np.mean(qa.psnr):.2f} dB, "
-                                 f"SSIM {np.mean(qa.ssim):.3f} over {len(qa.indices)} frames")
-        for w in qa.warnings:
-            self.show_warning(w)
 
     def show_warning(self, message: str) -> None:
         from napari.utils.notifications import show_warning

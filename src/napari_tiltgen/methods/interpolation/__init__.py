@@ -6,6 +6,8 @@ interpolation and SIRT reprojection are baselines behind the same API.
 
 Modules: :mod:`.network` (model, losses, safetensors I/O), :mod:`.data` (training triplets),
 :mod:`.train` (resumable training), :mod:`.api` (inference, checks, leave-one-out QA),
+:mod:`.adapt` (test-time fine-tuning on the user's stack and the choice pretrained / adapted /
+linear by leave-one-out QA: ``interpolate_series(ts, method="auto")``),
 :mod:`.evaluate` (the benchmark of ``tiltgen eval-interpolation``).
 
 Example
@@ -16,9 +18,17 @@ Example
 >>> res.tilt_series.tilt_angles, res.predicted_indices                   # doctest: +SKIP
 """
 
+from napari_tiltgen.methods.interpolation.adapt import (
+                                                      AdaptConfig,
+                                                      AdaptResult,
+                                                      Selection,
+                                                      adapt_and_select,
+                                                      adapt_iter,
+)
 from napari_tiltgen.methods.interpolation.api import (
                                                       DEFAULT_WEIGHTS,
                                                       METHODS,
+                                                      SERIES_METHODS,
                                                       InterpolationResult,
                                                       LeaveOneOutResult,
                                                       check_inputs,
@@ -29,6 +39,7 @@ from napari_tiltgen.methods.interpolation.api import (
                                                       linear_frames,
                                                       load_pretrained,
                                                       model_frames,
+                                                      real_frames,
                                                       reprojection_frames,
 )
 from napari_tiltgen.methods.interpolation.network import (
@@ -44,6 +55,12 @@ from napari_tiltgen.methods.interpolation.network import (
 __all__ = [
     "DEFAULT_WEIGHTS",
     "METHODS",
+    "SERIES_METHODS",
+    "AdaptConfig",
+    "AdaptResult",
+    "Selection",
+    "adapt_and_select",
+    "adapt_iter",
     "InterpolationResult",
     "LeaveOneOutResult",
     "NetConfig",
@@ -60,6 +77,7 @@ __all__ = [
     "load_model",
     "load_pretrained",
     "model_frames",
+    "real_frames",
     "reprojection_frames",
     "save_model",
 ]

@@ -112,7 +112,7 @@ class AdaptConfig:
     """
 
     seconds: float = DEFAULT_ADAPT_SECONDS
-    lr: float = 2e-4
+    lr: float = 5e-4
     batch_size: int = 8
     crop_px: int = 96
     max_neighbour: int = 2
