@@ -410,6 +410,13 @@ def test_folder_and_glob_of_one_dm3_per_tilt(example_files: Path, tmp_path: Path
     assert ts.pixel_size_A == pytest.approx(2.4853801727294922, rel=1e-6)
     assert any("ordered by tilt angle" in n for n in ts.provenance["notes"])
     assert ts.shape == (5, 68, 68)
+    same = tmp_path / "same"
+    same.mkdir()
+    for k in range(3):  # a stage that did not report its angle: not 3 frames at one tilt
+        shutil.copy(src, same / f"s{k}.dm3")
+    s3 = read_tilt_series(same)
+    assert s3.n_tilts == 3 and s3.tilt_angles is None
+    assert any("same stage alpha (24.9505 deg)" in n for n in s3.provenance["notes"])
     g = read_tilt_series(str(folder / "scan_*.dm3"))
     np.testing.assert_allclose(g.tilt_angles, sorted(angles))
     np.testing.assert_array_equal(np.asarray(g.data), np.asarray(ts.data))

@@ -417,6 +417,12 @@ def _read_file_set(files: list[Path], where: Path) -> tuple[np.ndarray, dict[str
     info = md.AngleInfo()
     alphas = [m["alpha"] for m in metas]
     named = [_angle_from_name(f.stem) for f in files]
+    if len(files) > 1 and all(a is not None for a in alphas) and len(set(alphas)) == 1:
+        notes.append(f"every file has the same stage alpha ({alphas[0]:g} deg): not used as "
+                     "tilt angles")
+        alphas = [None] * len(files)
+    if len(files) > 1 and all(a is not None for a in named) and len(set(named)) == 1:
+        named = [None] * len(files)
     if all(a is not None for a in alphas):
         angles = np.asarray(alphas, dtype=np.float64)
         info.source = f"per-file {metas[0]['alpha_source']} ({len(files)} files)"
