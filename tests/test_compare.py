@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_state
 from scipy.ndimage import gaussian_filter
 
-from conftest import file_state
 from napari_tiltgen import TiltgenError, Volume, read_volume
 from napari_tiltgen.compare import compare, plot_comparison
 from napari_tiltgen.simulate import sphere_phantom
@@ -22,7 +22,7 @@ def volumes() -> dict[str, Volume]:
     rng = np.random.default_rng(0)
     noisy = truth.data + rng.normal(0, 0.05, truth.shape).astype(np.float32)
     blurred = gaussian_filter(truth.data, 2.0)
-    mk = lambda d, m: Volume(d, voxel_size_A=2.0, provenance={"method": m})  # noqa: E731
+    mk = lambda d, m: Volume(d, voxel_size_A=2.0, provenance={"method": m})
     return {"truth": truth, "noisy": mk(noisy, "noise"), "blurred": mk(blurred, "blur")}
 
 
@@ -38,7 +38,8 @@ def test_compare_ranks_and_exports(volumes, tmp_path: Path) -> None:
     text = r.table_text()
     assert "PSNR (dB)" in text and "noisy" in text
     r.save_csv(tmp_path / "m.csv")
-    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    with open(tmp_path / "m.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [row["name"] for row in rows] == ["noisy", "blurred"]
     assert float(rows[0]["psnr_db"]) == pytest.approx(by["noisy"]["psnr_db"])
     doc = json.loads(r.save_json(tmp_path / "m.json").read_text())
@@ -67,26 +68,76 @@ def test_half_maps_give_reference_free_resolution(volumes) -> None:
     assert 4.0 <= row["half_fsc_0.143_A"] < 40.0  # between Nyquist (2 x 2 Å) and the box
 
 
+def test_half_set_fsc_is_computed_from_even_and_odd_tilts() -> None:
+    """The half-set column is filled: the series' even and odd tilts, remade with WBP."""
+    from napari_tiltgen.methods import recon
+
+    ts, truth = sphere_phantom(size=32, tilt_range=(-60, 60), tilt_step=3.0, n_spheres=8,
+                               seed=4, dose_e_per_A2=50.0)
+    full = recon.reconstruct(ts, "wbp", show=False)
+    r = compare(truth, {"WBP": full}, tilt_series=ts,
+                half_set={"WBP": {"method": "wbp", **full.provenance["parameters"]}})
+    row = r.rows[0]
+    assert set(r.half_fsc) == {"WBP"}
+    assert 2 * 2.0 <= row["half_fsc_0.143_A"] < 32 * 2.0  # Nyquist .. box, in Å
+    assert "-" not in r.table_rows()[1][5]  # the half-set column shows a number
+    with pytest.raises(TiltgenError, match="tilt series"):
+        compare(truth, {"WBP": full}, half_set={"WBP": {"method": "wbp"}})
+
+
+def test_export_names_drop_the_file_extension() -> None:
+    from napari_tiltgen.compare import export_stem
+
+    assert export_stem("sirt.mrc") == "sirt"
+    assert export_stem("tomo.rec") == "tomo"
+    assert export_stem("phantom tilt series SIRT 100") == "phantom_tilt_series_SIRT_100"
+    assert export_stem("a/b.MRC") == "a_b"
+    assert export_stem("...") == "volume"
+
+
+def test_comparison_figure_fills_every_panel_with_scale_bars(volumes) -> None:
+    from napari_tiltgen.compare import nice_scale_bar_A
+
+    r = compare(volumes["truth"], {"noisy": volumes["noisy"], "blurred": volumes["blurred"]},
+                reference_name="ground truth")
+    fig = plot_comparison(r)
+    empty = [ax for ax in fig.axes if ax.axison and not (ax.images or ax.lines or ax.tables)]
+    assert not empty
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    titles = [ax.get_title() for ax in fig.axes]
+    # 3 volumes x (xy, xz, difference) images, each with a scale bar (32 px x 2 Å = 6.4 nm)
+    assert sum(t == "1 nm" for t in texts) == 9
+    assert any("noisy" in t and "PSNR" in t and "dB" in t for t in titles)
+    assert any(ax.tables for ax in fig.axes)  # the metric numbers
+    assert nice_scale_bar_A(64.0) == 10.0 and nice_scale_bar_A(300.0) == 50.0
+
+
 @pytest.mark.gui
 def test_compare_widget(make_napari_viewer, qtbot, volumes, tmp_path: Path) -> None:
+    from napari_tiltgen.widgets.views import workspace
+
     viewer = make_napari_viewer()
     for name, v in volumes.items():
         viewer.add_layer(_layer(v, name))
     _, w = viewer.window.add_plugin_dock_widget("napari-tiltgen", "Compare")
-    w.reference.value = viewer.layers["truth"]
-    w.candidates.value = [viewer.layers["noisy"], viewer.layers["blurred"]]
+    vv = workspace(viewer).volumes  # volumes live in the volumes window
+    assert len(viewer.layers) == 0 and len(vv.layers) == 3
+    w.reference.value = vv.layers["truth"]
+    w.candidates.value = [vv.layers["noisy"], vv.layers["blurred"]]
     assert "noisy: noise" in w.provenance.value
 
     w.show_side_by_side()
     from napari_tiltgen.widgets.compare import _grid
 
-    assert _grid(viewer).enabled and viewer.dims.ndisplay == 2
-    names = [l.name for l in viewer.layers]
+    assert _grid(vv).enabled and vv.dims.ndisplay == 2
+    names = [l.name for l in vv.layers]
     assert names[:3] == ["truth", "noisy", "blurred"]  # the grid's first cell is the reference
+    assert all(vv.layers[n].name_overlay.visible for n in names[:3])  # labelled cells
 
     w.add_differences()
-    diff = viewer.layers["noisy - truth"].data
+    diff = vv.layers["noisy - truth"].data
     np.testing.assert_allclose(diff, volumes["noisy"].data - volumes["truth"].data, atol=1e-6)
+    assert vv.layers["noisy - truth"].name_overlay.visible
 
     with qtbot.waitSignal(w.progress.native.valueChanged, timeout=5000):
         w._on_run()
@@ -98,6 +149,7 @@ def test_compare_widget(make_napari_viewer, qtbot, volumes, tmp_path: Path) -> N
                                                                      abs=1e-3)
 
     w.export_dir.value = tmp_path
+    vv.layers["noisy"].name = "noisy.mrc"  # a volume opened from a file keeps its name
     written = w.export_all()
     assert {p.name for p in written} == {"metrics.csv", "metrics.json", "comparison.png",
                                          "noisy.mrc", "blurred.mrc"}

@@ -118,9 +118,11 @@ def compare_iter(reference: Volume | np.ndarray | None,
                  candidates: dict[str, Volume | np.ndarray], *,
                  reference_name: str = "reference", voxel_size_A: float | None = None,
                  fit_scale: bool = False,
-                 half_maps: dict[str, tuple[Any, Any]] | None = None
+                 half_maps: dict[str, tuple[Any, Any]] | None = None,
+                 tilt_series: Any = None,
+                 half_set: dict[str, dict[str, Any]] | None = None,
                  ) -> ProgressGen[ComparisonReport]:
-    """Generator twin of :func:`compare`: yields one progress event per candidate."""
+    """Generator twin of :func:`compare`: yields progress per candidate (and per half set)."""
     if not candidates:
         raise TiltgenError("choose at least one volume to compare.")
     vs = voxel_size_A
@@ -137,8 +139,19 @@ def compare_iter(reference: Volume | np.ndarray | None,
                 f"{k!r} has shape {v.shape} but the reference {reference_name!r} has {ref.shape};"
                 " compare volumes reconstructed on the same grid.")
     report = ComparisonReport(reference_name if ref is not None else None, ref, cands, vs)
+    half_maps = dict(half_maps or {})
+    todo = {k: v for k, v in (half_set or {}).items() if k in cands and k not in half_maps}
+    if todo and tilt_series is None:
+        raise TiltgenError("a half-set FSC needs the tilt series the volumes were made from.")
+    # half sets first (the long part): 80 % of the bar when there are any
+    share = 0.8 if todo else 0.0
+    for i, (name, params) in enumerate(todo.items()):
+        lo, hi = share * i / len(todo), share * (i + 1) / len(todo)
+        halves = yield from _scaled(half_set_reconstructions_iter(tilt_series, **params), lo, hi,
+                                    f"{name}: ")
+        half_maps[name] = halves
     for i, (name, vol) in enumerate(cands.items()):
-        yield Progress(i / len(cands), f"metrics of {name}")
+        yield Progress(share + (1 - share) * i / len(cands), f"metrics of {name}")
         row: dict[str, Any] = {"name": name}
         if ref is not None:
             m = metrics.compare_volumes(ref, vol, voxel_size_A=vs, fit_scale=fit_scale)
@@ -146,7 +159,7 @@ def compare_iter(reference: Volume | np.ndarray | None,
             row.update(m)
         if half_maps and name in half_maps:
             h1, h2 = (_array(h, name) for h in half_maps[name])
-            curve = metrics.fsc(h1, h2, voxel_size_A=vs)
+            curve = metrics.fsc(h1, h2, voxel_size_A=vs, mask="auto")
             report.half_fsc[name] = curve
             r = curve.resolution_0143
             row["half_fsc_0.143_A"] = r if vs else None
@@ -154,6 +167,62 @@ def compare_iter(reference: Volume | np.ndarray | None,
         report.rows.append(row)
     yield Progress(1.0, "metrics done")
     return report
+
+
+def half_set_reconstructions_iter(ts: Any, method: str = "sirt", **params: Any
+                                  ) -> ProgressGen[tuple[np.ndarray, np.ndarray]]:
+    """Reconstruct the even and the odd tilts of ``ts`` separately (for a half-set FSC).
+
+    Frames are taken in order of increasing angle; "even" is frames 0, 2, 4, ... and "odd" 1, 3,
+    5, ... (as :func:`napari_tiltgen.metrics.fsc_half_series`). ``method`` and ``params`` are
+    those of :func:`napari_tiltgen.methods.recon.reconstruct_iter` (use the ones the full
+    volume was made with). Returns the two volumes as arrays.
+    """
+    from napari_tiltgen.methods import recon
+
+    angles = ts.require_angles()
+    if ts.n_tilts < 4:
+        raise TiltgenError(f"a half-set FSC needs at least 4 tilts; this series has "
+                           f"{ts.n_tilts}.")
+    order = np.argsort(angles, kind="stable")
+    keep = {k: v for k, v in params.items() if k in _RECON_KEYS and v is not None}
+    keep.setdefault("preview_every", 0)
+    out = []
+    for j, (label, idx) in enumerate((("even tilts", order[0::2]), ("odd tilts", order[1::2]))):
+        vol = yield from _scaled(recon.reconstruct_iter(ts.subset(idx), method, **keep),
+                                 j / 2, (j + 1) / 2, f"{method.upper()} of the {label}: ")
+        out.append(vol.data)
+    return out[0], out[1]
+
+
+#: Keywords of reconstruct_iter a volume's recorded parameters may carry over.
+_RECON_KEYS = {"iterations", "backend", "device", "filter", "relaxation", "positivity",
+               "n_subsets", "tv_weight", "tv_dims", "thickness_px", "axis_offset_px",
+               "preview_every"}
+
+
+def _scaled(gen: Any, lo: float, hi: float, prefix: str = "") -> Any:
+    """Re-yield a progress generator's events mapped to [lo, hi]; return its result."""
+    try:
+        ev = next(gen)
+        while True:
+            frac = lo + (hi - lo) * min(max(ev.fraction, 0.0), 1.0)
+            sent = yield Progress(frac, prefix + (ev.message or ""))
+            ev = gen.send(sent)
+    except StopIteration as stop:
+        return stop.value
+
+
+def export_stem(name: str) -> str:
+    """A file name stem for a layer name: known volume/stack extensions dropped, unsafe
+    characters replaced ("sirt.mrc" -> "sirt", "a/b c" -> "a_b_c")."""
+    stem = name.strip()
+    for ext in (".mrc", ".mrcs", ".rec", ".st", ".ali", ".preali", ".tif", ".tiff", ".map"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._")
+    return safe or "volume"
 
 
 def compare(reference: Volume | np.ndarray | None, candidates: dict[str, Volume | np.ndarray],
@@ -177,6 +246,10 @@ def compare(reference: Volume | np.ndarray | None, candidates: dict[str, Volume 
     half_maps
         Optional ``{name: (half1, half2)}`` reconstructions from even/odd half-series, for the
         reference-free FSC resolution of that candidate (``half_fsc_0.143_A`` / ``_px``).
+    tilt_series, half_set
+        Or let the comparison make those halves: ``half_set={name: {"method": "sirt",
+        "iterations": 100, ...}}`` reconstructs the even and the odd tilts of ``tilt_series``
+        with the recipe the candidate was made with (:func:`half_set_reconstructions_iter`).
     """
     return run(compare_iter(reference, candidates, **kwargs), show=False)
 
@@ -197,9 +270,60 @@ def line_profile(volume: np.ndarray, axis: int = 2, center: tuple[int, int, int]
     return np.asarray(volume[tuple(idx)], dtype=np.float64)
 
 
+def nice_scale_bar_A(field_A: float) -> float:
+    """A round scale-bar length (1, 2 or 5 x 10^k Å) of about a quarter of ``field_A``."""
+    target = max(field_A, 1e-9) / 4.0
+    k = 10 ** math.floor(math.log10(target))
+    for m in (5, 2, 1):
+        if m * k <= target:
+            return m * k
+    return k  # pragma: no cover
+
+
+def draw_scale_bar(ax: Any, width_px: int, height_px: int, voxel_size_A: float | None,
+                   fontsize: float = 9, color: str = "white") -> str | None:
+    """Draw a white scale bar with its length in the lower right of an image axes.
+
+    Drawn by hand with matplotlib (a rectangle and a label; no extra dependency). Lengths of
+    10 Å and more are written in nm. Returns the label, or ``None`` without a voxel size.
+    """
+    from matplotlib.patches import Rectangle
+
+    if not voxel_size_A:
+        return None
+    length_A = nice_scale_bar_A(width_px * voxel_size_A)
+    length_px = length_A / voxel_size_A
+    label = f"{length_A / 10:g} nm" if length_A >= 10 else f"{length_A:g} Å"
+    x1 = width_px - 0.06 * width_px
+    x0 = x1 - length_px
+    y = height_px - 0.08 * height_px
+    bar_h = max(0.02 * height_px, 1.0)
+    ax.add_patch(Rectangle((x0 - 0.5, y - 0.5), length_px, bar_h, color=color, lw=0))
+    ax.text((x0 + x1) / 2 - 0.5, y - 0.02 * height_px - 0.5, label, color=color,
+            ha="center", va="bottom", fontsize=fontsize, fontweight="bold")
+    return label
+
+
+def _metric_line(row: dict[str, Any] | None) -> str:
+    if not row:
+        return ""
+    parts = []
+    if row.get("psnr_db") is not None:
+        parts.append(f"PSNR {row['psnr_db']:.1f} dB")
+    if row.get("ssim") is not None:
+        parts.append(f"SSIM {row['ssim']:.3f}")
+    return ", ".join(parts)
+
+
 def plot_comparison(report: ComparisonReport, path: str | os.PathLike | None = None, *,
                     overwrite: bool = False, dpi: int = 110):
     """Comparison figure: orthoslices (and differences) of each volume, FSC curves, profiles.
+
+    One column per volume (reference first): the central xy slice with the volume's name and its
+    PSNR / SSIM against the reference, the central xz slice (the plane holding the missing
+    wedge), and with a reference the difference xz slice; scale bars on every image when the
+    voxel size is known. The last row spans the whole width: FSC curves, a line profile,
+    per-slice SSIM and the metrics table, so no panel is left empty.
 
     Returns the matplotlib Figure; writes a PNG when ``path`` is given (no overwrite unless
     asked). Uses the non-interactive Agg canvas, so it works without a display.
@@ -211,66 +335,132 @@ def plot_comparison(report: ComparisonReport, path: str | os.PathLike | None = N
     if report.reference is not None:
         vols[report.reference_name or "reference"] = report.reference
     vols.update(report.candidates)
+    rows_by_name = {r.get("name"): r for r in report.rows}
     n = len(vols)
     has_ref = report.reference is not None
-    n_rows = 3 if has_ref else 2
-    fig = Figure(figsize=(2.6 * max(n, 3), 2.5 * (n_rows + 1)), layout="constrained")
+    n_img_rows = 3 if has_ref else 2
+    n_cols = max(n, 4)
+    fig = Figure(figsize=(2.9 * n_cols, 2.9 * n_img_rows + 3.6), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(n_rows + 1, max(n, 3))
+    outer = fig.add_gridspec(2, 1, height_ratios=[n_img_rows, 1.25])
+    grid = outer[0].subgridspec(n_img_rows, n_cols)
+    bottom = outer[1].subgridspec(1, 4, width_ratios=[1.0, 1.0, 1.0, 1.25])
     ref = report.reference
+    vs = report.voxel_size_A
     palette = [f"C{i}" for i in range(10)]
     color = {name: palette[i % 10] for i, name in enumerate(vols)}
-    lo = min(float(v.min()) for v in vols.values())
+    lo = min(float(np.percentile(v, 0.1)) for v in vols.values())
     hi = max(float(np.percentile(v, 99.9)) for v in vols.values())
+    title_fs, label_fs, tick_fs = 11, 10, 9
     for j, (name, v) in enumerate(vols.items()):
         ax = fig.add_subplot(grid[0, j])
         ax.imshow(v[v.shape[0] // 2], cmap="gray", vmin=lo, vmax=hi)
-        ax.set_title(f"{name}\nxy (z = {v.shape[0] // 2})", fontsize=9)
+        sub = "reference" if has_ref and j == 0 else _metric_line(rows_by_name.get(name))
+        ax.set_title(f"{name}\n{sub}" if sub else name, fontsize=title_fs)
+        draw_scale_bar(ax, v.shape[2], v.shape[1], vs)
+        ax.text(0.02, 0.98, "xy", transform=ax.transAxes, color="yellow", va="top",
+                fontsize=label_fs)
         ax.axis("off")
         ax = fig.add_subplot(grid[1, j])
         ax.imshow(v[:, v.shape[1] // 2, :], cmap="gray", vmin=lo, vmax=hi)
-        ax.set_title("xz (missing-wedge plane)", fontsize=9)
+        draw_scale_bar(ax, v.shape[2], v.shape[0], vs)
+        ax.text(0.02, 0.98, "xz (missing wedge)", transform=ax.transAxes, color="yellow",
+                va="top", fontsize=label_fs)
         ax.axis("off")
-        if has_ref and j > 0:
-            d = difference(ref, v)[:, v.shape[1] // 2, :]
-            lim = float(np.abs(d).max()) or 1.0
+        if has_ref:
             ax = fig.add_subplot(grid[2, j])
+            d = difference(ref, v)[:, v.shape[1] // 2, :]
+            lim = float(np.percentile(np.abs(difference(ref, v)), 99.9)) or 1.0
             ax.imshow(d, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            ax.set_title(f"{name} - {report.reference_name}", fontsize=9)
+            draw_scale_bar(ax, v.shape[2], v.shape[0], vs, color="black")
+            ax.set_title("difference: 0 (reference)" if j == 0
+                         else f"{name} - reference (xz)", fontsize=label_fs)
             ax.axis("off")
-    # plots row
-    ax_fsc = fig.add_subplot(grid[n_rows, 0])
-    unit = "1/Å" if report.voxel_size_A else "1/px"
+    # empty image cells (fewer than 4 volumes): say why rather than leave a blank
+    for j in range(n, n_cols):
+        for r in range(n_img_rows):
+            ax = fig.add_subplot(grid[r, j])
+            ax.axis("off")
+        if j == n:
+            ax = fig.add_subplot(grid[0, j])
+            ax.axis("off")
+            ax.text(0.0, 0.5, "\n".join(f"{k}: {_describe_array(v, vs)}"
+                                         for k, v in vols.items()),
+                    fontsize=label_fs, va="center", transform=ax.transAxes, wrap=True)
+    # bottom row: four plots spanning the whole width
+    ax_fsc = fig.add_subplot(bottom[0, 0])
+    unit = "1/Å" if vs else "1/px"
     for name, c in report.fsc_curves.items():
         ax_fsc.plot(c.frequency, c.fsc, color=color[name], label=f"{name} vs reference")
     for name, c in report.half_fsc.items():
         ax_fsc.plot(c.frequency, c.fsc, color=color[name], ls="--", label=f"{name} half sets")
-    ax_fsc.axhline(0.143, color="k", lw=0.6, ls=":")
-    ax_fsc.axhline(0.5, color="k", lw=0.6, ls="--")
-    ax_fsc.set_xlabel(f"spatial frequency ({unit})")
-    ax_fsc.set_ylabel("FSC")
-    ax_fsc.set_title("FSC", fontsize=9)
+    ax_fsc.axhline(0.143, color="k", lw=0.8, ls=":")
+    ax_fsc.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax_fsc.set_xlabel(f"spatial frequency ({unit})", fontsize=label_fs)
+    ax_fsc.set_ylabel("FSC (soft mask)", fontsize=label_fs)
+    ax_fsc.set_title("Fourier shell correlation", fontsize=title_fs)
+    ax_fsc.set_ylim(-0.2, 1.05)
     if report.fsc_curves or report.half_fsc:
-        ax_fsc.legend(fontsize=7)
-    ax_prof = fig.add_subplot(grid[n_rows, 1])
+        ax_fsc.legend(fontsize=tick_fs)
+    ax_prof = fig.add_subplot(bottom[0, 1])
     for name, v in vols.items():
-        ax_prof.plot(line_profile(v, axis=0), color=color[name], label=name)
-    ax_prof.set_xlabel("z (voxels, beam direction)")
-    ax_prof.set_title("line profile through the centre", fontsize=9)
-    ax_prof.legend(fontsize=7)
-    ax_ssim = fig.add_subplot(grid[n_rows, 2])
+        prof = line_profile(v, axis=0)
+        z = np.arange(prof.size) * (vs / 10.0 if vs else 1.0)
+        ax_prof.plot(z, prof, color=color[name], label=name,
+                     lw=2.0 if has_ref and name == next(iter(vols)) else 1.2)
+    ax_prof.set_xlabel("z, beam direction (nm)" if vs else "z (voxels, beam direction)",
+                       fontsize=label_fs)
+    ax_prof.set_title("profile through the centre", fontsize=title_fs)
+    ax_prof.legend(fontsize=tick_fs)
+    ax_ssim = fig.add_subplot(bottom[0, 2])
     if has_ref:
         for name, v in report.candidates.items():
             ax_ssim.plot(metrics.ssim_per_slice(ref, v, axis=1), color=color[name], label=name)
-        ax_ssim.set_xlabel("y slice (tilt axis)")
-        ax_ssim.set_ylabel("SSIM")
-        ax_ssim.legend(fontsize=7)
-    ax_ssim.set_title("per-slice SSIM vs reference" if has_ref else "no reference", fontsize=9)
+        ax_ssim.set_xlabel("y slice (along the tilt axis)", fontsize=label_fs)
+        ax_ssim.set_ylabel("SSIM", fontsize=label_fs)
+        ax_ssim.legend(fontsize=tick_fs)
+        ax_ssim.set_title("per-slice SSIM vs reference", fontsize=title_fs)
+    else:
+        ax_ssim.axis("off")
+        ax_ssim.text(0.5, 0.5, "no reference:\nno SSIM", ha="center", va="center",
+                     fontsize=label_fs, transform=ax_ssim.transAxes)
+    ax_tab = fig.add_subplot(bottom[0, 3])
+    ax_tab.axis("off")
+    table = report.table_rows()
+    keep = [i for i in range(1, len(table[0]))
+            if any(r[i] != "-" for r in table[1:])]  # columns with at least one number
+    tab = ax_tab.table(cellText=[[r[i] for i in keep] for r in table[1:]],
+                       rowLabels=[r[0] for r in table[1:]],
+                       colLabels=[_SHORT.get(table[0][i], table[0][i]) for i in keep],
+                       loc="center", cellLoc="center")
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(tick_fs)
+    tab.scale(1.0, 1.5)
+    for (r, _c), cell in tab.get_celld().items():
+        if r == 0:
+            cell.set_height(cell.get_height() * 1.8)  # two-line headers
+    ax_tab.set_title("metrics vs " + (report.reference_name or "no reference"),
+                     fontsize=title_fs)
+    for ax in (ax_fsc, ax_prof, ax_ssim):
+        ax.tick_params(labelsize=tick_fs)
     if path is not None:
         from napari_tiltgen.io.output import write_file  # validated, atomic, exclusive
 
         write_file(path, lambda tmp: fig.savefig(tmp, dpi=dpi), overwrite=overwrite)
     return fig
+
+
+#: Short column headers for the figure's table (volumes down, metrics across).
+_SHORT = {"PSNR (dB)": "PSNR\n(dB)", "FSC0.5 vs ref (Å)": "FSC0.5\n(Å)",
+          "half-set FSC0.143 (Å)": "half-set\nFSC (Å)", "Chamfer (Å)": "Chamfer\n(Å)",
+          "RMS surface (Å)": "RMS surf.\n(Å)"}
+
+
+def _describe_array(v: np.ndarray, vs: float | None) -> str:
+    size = " x ".join(str(x) for x in v.shape)
+    if vs:
+        return f"{size} voxels of {vs:.3f} Å"
+    return f"{size} voxels"
 
 
 # ---------------------------------------------------------------------------- helpers

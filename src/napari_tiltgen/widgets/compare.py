@@ -3,9 +3,13 @@
 Pick a reference (ground truth when simulated, else e.g. SIRT, or none) and one or more volumes
 to judge. The widget
 
-* shows them side by side in napari's grid mode (one camera and one set of sliders for all, so
-  views and slices stay linked), in 2-D orthoslices or 3-D;
+* shows them side by side in the volumes window's grid mode (one camera and one set of sliders
+  for all, so views and slices stay linked), each cell labelled with its layer's name, in 2-D
+  orthoslices or 3-D;
 * adds difference maps (volume - reference) as layers;
+* with a tilt series chosen, reconstructs its even and odd tilts separately with the recipe of
+  each WBP/SIRT/SART/TV volume and fills the half-set FSC column (resolution without a
+  reference);
 * computes the metrics table (PSNR, SSIM, NRMSE vs the reference; FSC resolution; Chamfer / RMS
   surface distance after Otsu) in a background worker and draws FSC curves, line profiles and
   per-slice SSIM with matplotlib inside the widget;
@@ -17,22 +21,23 @@ The science is in :mod:`napari_tiltgen.compare`; this file only gathers choices 
 
 from __future__ import annotations
 
-import numpy as np
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import CheckBox, FileEdit, Label, PushButton, RadioButtons, Select
 
-from napari_tiltgen.compare import ComparisonReport, compare_iter, plot_comparison
+from napari_tiltgen.compare import ComparisonReport, compare_iter, export_stem, plot_comparison
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io.model import Volume
+from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget, image_layers, layer_kind
 
 if TYPE_CHECKING:
     import napari
 
 VOLUME_KINDS = ("volume", None)
+#: Methods whose volumes can be remade from the even and the odd tilts for a half-set FSC.
+HALF_SET_METHODS = ("wbp", "fbp", "sirt", "sart", "tv")
 
 
 def _describe(layer: Any) -> str:
@@ -75,6 +80,11 @@ class CompareWidget(WorkerWidget):
                                      nullable=True)
         self.candidates = Select(label="compare", choices=self._candidate_choices)
         self.candidates.native.setMaximumHeight(110)
+        self.half_source = LayerPicker(napari_viewer, kinds=("tilt_series",),
+                                       label="half-set FSC from", nullable=True,
+                                       tooltip="tilt series the WBP/SIRT volumes were made from:"
+                                       " their even and odd tilts are reconstructed separately")
+        self.half_source.value = None
         self.fit_scale = CheckBox(value=False, text="fit intensity scale to the reference")
         self.view_mode = RadioButtons(choices=["2D slices", "3D"], value="2D slices",
                                       orientation="horizontal", label="view")
@@ -84,8 +94,8 @@ class CompareWidget(WorkerWidget):
         self.export = PushButton(text="Export table, figure and volumes")
         self.provenance = Label(value="")
         self.provenance.native.setWordWrap(True)
-        for i, w in enumerate([self.reference, self.candidates, self.fit_scale, self.view_mode,
-                               self.side_by_side, self.differences]):
+        for i, w in enumerate([self.reference, self.candidates, self.half_source, self.fit_scale,
+                               self.view_mode, self.side_by_side, self.differences]):
             self.insert(i, w)
         self.extend([self.provenance, self.export_dir, self.export])
         self.report: ComparisonReport | None = None
@@ -93,9 +103,10 @@ class CompareWidget(WorkerWidget):
         self._canvas, self._figure = self._make_canvas()
         self.native.layout().addWidget(self._table)
         self.native.layout().addWidget(self._canvas)
-        ev = napari_viewer.layers.events
-        for e in (ev.inserted, ev.removed, ev.reordered):
-            e.connect(lambda *_: self.candidates.reset_choices())
+        from napari_tiltgen.widgets.views import workspace
+
+        self.workspace = workspace(napari_viewer)
+        self.workspace.changed.connect(self._reset_candidates)
         self.side_by_side.changed.connect(lambda *_: self._guard(self.show_side_by_side))
         self.differences.changed.connect(lambda *_: self._guard(self.add_differences))
         self.export.changed.connect(lambda *_: self._guard(self.export_all))
@@ -103,6 +114,17 @@ class CompareWidget(WorkerWidget):
         self.reference.changed.connect(self._update_provenance)
 
     # ---------------------------------------------------------------- choices
+    def _reset_candidates(self, *_: Any) -> None:
+        try:
+            self.candidates.reset_choices()
+        except RuntimeError:  # the dock was closed
+            pass
+
+    @property
+    def volumes_viewer(self) -> Any:
+        """The viewer the volumes are shown in (the volumes window)."""
+        return self.workspace.volumes
+
     def _candidate_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in image_layers(self.viewer, VOLUME_KINDS)]
 
@@ -130,23 +152,34 @@ class CompareWidget(WorkerWidget):
         """Grid mode with the reference first, then the chosen volumes; others hidden."""
         chosen = self.selected()
         shown = ([self.reference.value] if self.reference.value is not None else []) + chosen
-        for layer in self.viewer.layers:
-            layer.visible = any(layer is s for s in shown)
+        v = self.volumes_viewer
+        for layer in shown:  # volumes opened elsewhere join the volumes window
+            if layer not in v.layers:
+                for other in (self.viewer,):
+                    if layer in other.layers:
+                        other.layers.remove(layer)
+                v.add_layer(layer)
+        for layer in v.layers:
+            on = any(layer is s for s in shown)
+            layer.visible = on
+            _label(layer, on)  # each grid cell says which volume it shows
         # napari's grid fills its cells in layer-list order (index 0 first, shown at the bottom
         # of the list): put the reference first, then the candidates in the order chosen
         for i, layer in enumerate(shown):
-            self.viewer.layers.move(self.viewer.layers.index(layer), i)
+            v.layers.move(v.layers.index(layer), i)
         if shown:
             lo, hi = _common_limits([layer.data for layer in shown])
             for layer in shown:
                 layer.contrast_limits = (lo, hi)  # same grey scale for a fair comparison
-        grid = _grid(self.viewer)
+        grid = _grid(v)
         grid.enabled = True
         grid.stride = 1
-        self.viewer.dims.ndisplay = 3 if self.view_mode.value == "3D" else 2
-        if self.viewer.dims.ndisplay == 2:
-            self.viewer.dims.order = (1, 0, 2)  # show xz: the plane that holds the missing wedge
-        self.viewer.reset_view()
+        v.dims.ndisplay = 3 if self.view_mode.value == "3D" else 2
+        if v.dims.ndisplay == 2:
+            v.dims.order = (1, 0, 2)  # show xz: the plane that holds the missing wedge
+        v.reset_view()
+        if shown:
+            self.workspace.focus(shown[0])
 
     def add_differences(self) -> None:
         ref = self.reference.value
@@ -154,16 +187,19 @@ class CompareWidget(WorkerWidget):
             raise TiltgenError("choose a reference to compute difference maps.")
         from napari_tiltgen.compare import difference
 
+        v = self.volumes_viewer
         for layer in self.selected():
             d = difference(ref.data, layer.data)
             lim = float(abs(d).max()) or 1.0
             name = f"{layer.name} - {ref.name}"
-            if name in self.viewer.layers:
-                self.viewer.layers[name].data = d
+            if name in v.layers:
+                v.layers[name].data = d
                 continue
-            self.viewer.add_image(d, name=name, colormap="twilight_shifted",
-                                  contrast_limits=(-lim, lim), scale=layer.scale,
-                                  metadata={"tiltgen": {"kind": "difference"}})
+            diff = v.add_image(d, name=name, colormap="twilight_shifted",
+                               contrast_limits=(-lim, lim), scale=layer.scale,
+                               units=layer.units, axis_labels=layer.axis_labels,
+                               metadata={"tiltgen": {"kind": "difference"}})
+            _label(diff, True)
 
     # ---------------------------------------------------------------- metrics
     def _on_run(self) -> None:
@@ -173,8 +209,31 @@ class CompareWidget(WorkerWidget):
         cands = {layer.name: Volume.from_layer(layer) for layer in chosen}
         fit = self.fit_scale.value
         name = ref.name if ref is not None else "reference"
-        self.start(lambda: compare_iter(ref_vol, cands, reference_name=name, fit_scale=fit),
+        ts, half_set = self._half_set_plan(chosen)
+        self.start(lambda: compare_iter(ref_vol, cands, reference_name=name, fit_scale=fit,
+                                        tilt_series=ts, half_set=half_set),
                    on_result=self.show_report)
+
+    def _half_set_plan(self, chosen: list[Any]) -> tuple[Any, dict[str, dict[str, Any]]]:
+        """The tilt series and, per WBP/SIRT/SART/TV volume, the recipe to remake its halves."""
+        src = self.half_source.value
+        if src is None:
+            return None, {}
+        ts = TiltSeries.from_layer(src)
+        plan: dict[str, dict[str, Any]] = {}
+        for layer in chosen:
+            prov = (layer.metadata.get("tiltgen") or {}).get("provenance", {})
+            method = str(prov.get("method", "")).lower()
+            if method in HALF_SET_METHODS:
+                params = dict(prov.get("parameters") or {})
+                if prov.get("backend"):
+                    params["backend"] = prov["backend"]
+                plan[layer.name] = {"method": method, **params}
+        if not plan:
+            raise TiltgenError("none of the chosen volumes is a WBP/SIRT/SART/TV reconstruction "
+                               "made here, so there is no recipe to remake them from half of "
+                               "the tilts; clear 'half-set FSC from' or choose such a volume.")
+        return ts, plan
 
     def show_report(self, report: ComparisonReport) -> None:
         """Fill the table and redraw the plots."""
@@ -213,9 +272,9 @@ class CompareWidget(WorkerWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(5, 2.2), layout="constrained")
+        fig = Figure(figsize=(5, 5.4), layout="constrained")
         canvas = FigureCanvasQTAgg(fig)
-        canvas.setMinimumHeight(220)
+        canvas.setMinimumHeight(440)
         return canvas, fig
 
     def _draw_plots(self, report: ComparisonReport) -> None:
@@ -224,12 +283,18 @@ class CompareWidget(WorkerWidget):
 
         fig = self._figure
         fig.clear()
-        ax1, ax2, ax3 = fig.subplots(1, 3)
+        ax1, ax2, ax3 = fig.subplots(3, 1)  # stacked: readable in a narrow panel
         for name, c in report.fsc_curves.items():
             ax1.plot(c.frequency, c.fsc, label=name)
-        ax1.axhline(0.5, color="grey", lw=0.6, ls="--")
-        ax1.set_title("FSC vs reference", fontsize=8)
-        ax1.set_xlabel("1/Å" if report.voxel_size_A else "1/px", fontsize=7)
+        for name, c in report.half_fsc.items():
+            ax1.plot(c.frequency, c.fsc, ls="--", label=f"{name} (half sets)")
+        ax1.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax1.axhline(0.143, color="grey", lw=0.8, ls=":")
+        ax1.set_title("FSC (soft mask)", fontsize=10)
+        ax1.set_xlabel("spatial frequency (1/Å)" if report.voxel_size_A else "1/px",
+                       fontsize=9)
+        if report.fsc_curves or report.half_fsc:
+            ax1.legend(fontsize=8)
         if report.reference is not None:
             ax2.plot(line_profile(report.reference, axis=0), "k", lw=1.2,
                      label=report.reference_name)
@@ -237,11 +302,12 @@ class CompareWidget(WorkerWidget):
             ax2.plot(line_profile(v, axis=0), label=name)
             if report.reference is not None:
                 ax3.plot(metrics.ssim_per_slice(report.reference, v, axis=1), label=name)
-        ax2.set_title("profile along z", fontsize=8)
-        ax3.set_title("per-slice SSIM", fontsize=8)
+        ax2.set_title("profile along z (beam)", fontsize=10)
+        ax3.set_title("per-slice SSIM vs reference", fontsize=10)
+        ax3.set_xlabel("y slice", fontsize=9)
         for ax in (ax1, ax2, ax3):
-            ax.tick_params(labelsize=6)
-        ax2.legend(fontsize=6)
+            ax.tick_params(labelsize=8)
+        ax2.legend(fontsize=8)
         self._canvas.draw_idle()
 
     # ---------------------------------------------------------------- export
@@ -263,12 +329,21 @@ class CompareWidget(WorkerWidget):
                                                                           overwrite=True)),
         }
         for layer in self.candidates.value:
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layer.name)
-            contents.update(file_contents(Volume.from_layer(layer), folder / f"{safe}.mrc"))
+            contents.update(file_contents(Volume.from_layer(layer),
+                                          folder / f"{export_stem(layer.name)}.mrc"))
         names = list(contents)
         written = planned_outputs(names[0], names[1:]).commit(contents)
         self._set_status(f"exported {len(written)} files to {folder}")
         return written
+
+
+def _label(layer: Any, on: bool) -> None:
+    """Show or hide the layer's name in its grid cell (napari's layer-name overlay)."""
+    overlay = getattr(layer, "name_overlay", None)
+    if overlay is not None:
+        overlay.visible = on
+        if hasattr(overlay, "font_size"):
+            overlay.font_size = 12
 
 
 def _close(fig) -> None:
