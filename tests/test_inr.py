@@ -28,8 +28,9 @@ from napari_tiltgen.io import read_volume, write_mrc
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.methods.alignment import rotate_tilt_axis_to_vertical
 from napari_tiltgen.methods.recon import reconstruct
+from napari_tiltgen.physics.geometry import Geometry
 from napari_tiltgen.physics.projector import Projector
-from napari_tiltgen.physics.rays import to_normalised
+from napari_tiltgen.physics.rays import RayProjector, to_normalised
 from napari_tiltgen.simulate.phantoms import random_spheres, sphere_phantom
 
 TINY = {"batch_size": 512, "preview_every": 0, "device": "cpu", "n_threads": 1}
@@ -53,7 +54,9 @@ def _integrate(vol: torch.Tensor, poses: PoseModel, n_tilts: int, n_samples: int
     nz, ny, nx = vol.shape
     t, r, c = (torch.from_numpy(a.ravel()) for a in np.meshgrid(
         np.arange(n_tilts), np.arange(ny), np.arange(nx), indexing="ij"))
-    rays = poses.rays(t, r, c, (ny, nx), (nz, ny, nx), n_samples, None, frozenset())
+    shifts, angles, axis = poses.current(frozenset())
+    geometry = Geometry((nz, ny, nx), angles.numpy(), shifts.numpy(), n_det=nx)
+    rays = RayProjector(geometry, n_samples=n_samples).rays(t, r, c, poses=(shifts, angles, axis))
     q = to_normalised(rays.points, (nz, ny, nx))
     dens = F.grid_sample(vol[None, None], q.reshape(1, 1, 1, -1, 3), align_corners=True,
                          padding_mode="zeros").reshape(q.shape[:2])

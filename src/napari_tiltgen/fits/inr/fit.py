@@ -57,6 +57,7 @@ from napari_tiltgen.fits.inr.model import (
 from napari_tiltgen.fits.inr.poses import POSE_PARAMETERS, PoseModel
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.methods._torch import flush_denormals, num_threads
+from napari_tiltgen.physics.geometry import Geometry
 from napari_tiltgen.progress import Progress, ProgressGen, run
 
 __all__ = [
@@ -348,7 +349,8 @@ def fit_inr_iter(
                 vol_shape, field_config, density_scale=1.0 / max(0.25 * max(nz, nx), 1.0)
             )
         poses = PoseModel(angles, ts.shifts_px, axis_init)
-        model = _RayModel(field_, poses, (ny, nx), vol_shape, n_samples, sampling).to(dev)
+        geometry = Geometry(vol_shape, angles, ts.shifts_px, 0.0, nx, axis_init)
+        model = _RayModel(field_, poses, geometry, n_samples, sampling).to(dev)
         grid_params = list(field_.grids.parameters())
         opt = torch.optim.Adam(
             [

@@ -21,7 +21,8 @@ from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.fits.inr.field import DensityField, voxel_coordinates
 from napari_tiltgen.fits.inr.poses import POSE_PARAMETERS, PoseModel
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.physics.rays import sample_volume, to_normalised
+from napari_tiltgen.physics.geometry import Geometry
+from napari_tiltgen.physics.rays import RayProjector, sample_volume, to_normalised
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "INRResult", "load_checkpoint"]
 
@@ -65,22 +66,26 @@ class INRResult:
 
 # ---------------------------------------------------------------------------- the model
 class _RayModel(nn.Module):
-    """Field + poses; ``forward`` maps recorded pixels to predicted (normalised) intensities."""
+    """Field + poses; ``forward`` maps recorded pixels to predicted (normalised) intensities.
+
+    The rays are those of :class:`napari_tiltgen.physics.rays.RayProjector` on the fit's
+    :class:`~napari_tiltgen.physics.geometry.Geometry`, with the pose model's current poses.
+    """
 
     def __init__(
         self,
         field_: DensityField,
         poses: PoseModel,
-        frame_shape: tuple[int, int],
-        volume_shape: tuple[int, int, int],
+        geometry: Geometry,
         n_samples: int,
         sampling: str,
     ):
         super().__init__()
         self.field = field_
         self.poses = poses
-        self.frame_shape = frame_shape
-        self.volume_shape = volume_shape
+        self.projector = RayProjector(geometry, n_samples=n_samples)  # the package's ray model
+        self.frame_shape = geometry.frame_shape
+        self.volume_shape = geometry.volume_shape
         self.n_samples = n_samples
         self.sampling = sampling
 
@@ -97,16 +102,13 @@ class _RayModel(nn.Module):
         pixel_offset: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted intensities ``(B,)`` and the TV value (0 without ``tv_points``)."""
-        rays = self.poses.rays(
+        rays = self.projector.rays(
             tilt,
             row,
             col,
-            self.frame_shape,
-            self.volume_shape,
-            self.n_samples,
-            jitter,
-            trainable,
-            pixel_offset,
+            poses=self.poses.current(trainable),
+            jitter=jitter,
+            pixel_offset=pixel_offset,
         )
         q = to_normalised(rays.points, self.volume_shape)
         tv = q.new_zeros(())

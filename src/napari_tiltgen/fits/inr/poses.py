@@ -1,7 +1,8 @@
 """Differentiable acquisition geometry: per-tilt poses and the rays they define.
 
-The rays these poses define are cast by :func:`napari_tiltgen.physics.rays.cast_rays` (the
-package's differentiable-pose ray projector; geometry and boundary are documented there). Shifts
+The rays these poses define are cast by :class:`napari_tiltgen.physics.rays.RayProjector` (the
+package's differentiable-pose ray projector; geometry and boundary are documented there), which
+takes :meth:`PoseModel.current` as its poses. Shifts
 ``(dy, dx)`` live in the recorded frame (the ``TiltSeries`` convention), the tilt axis angle is
 IMOD's (counter-clockwise from image Y).
 
@@ -21,8 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-from napari_tiltgen.physics.rays import RayBatch, cast_rays
 
 __all__ = ["POSE_PARAMETERS", "PoseModel"]
 
@@ -94,35 +93,6 @@ class PoseModel(nn.Module):
         if "tilt_angles" in trainable:
             angles = angles + self.gauge_const @ self.d_angles
         return shifts, angles, axis
-
-    def rays(
-        self,
-        tilt: torch.Tensor,
-        row: torch.Tensor,
-        col: torch.Tensor,
-        frame_shape: tuple[int, int],
-        volume_shape: tuple[int, int, int],
-        n_samples: int,
-        jitter: torch.Tensor | None,
-        trainable: frozenset[str] | set[str],
-        pixel_offset: torch.Tensor | None = None,
-    ) -> RayBatch:
-        """Rays through recorded pixels ``(tilt, row, col)`` (each ``(B,)``) with the current
-        poses: :func:`napari_tiltgen.physics.rays.cast_rays` (box clipping, sampling, units)."""
-        shifts, angles, axis = self.current(trainable)
-        return cast_rays(
-            tilt,
-            row,
-            col,
-            shifts=shifts,
-            angles=angles,
-            axis_deg=axis,
-            frame_shape=frame_shape,
-            volume_shape=volume_shape,
-            n_samples=n_samples,
-            jitter=jitter,
-            pixel_offset=pixel_offset,
-        )
 
     def as_numpy(self) -> dict[str, Any]:
         """Fitted poses as plain numbers (all updates included)."""
