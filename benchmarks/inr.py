@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from napari_tiltgen import metrics
-from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.fits.inr import fit_inr
+from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.methods.recon import reconstruct
 from napari_tiltgen.physics.geometry import centered_coords, detector_u
 from napari_tiltgen.simulate.phantoms import random_spheres, sphere_phantom

@@ -133,10 +133,10 @@ def _read_times(path: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.fits.dip import acquisition_times, fit_dip, sliding_window_sirt
     from napari_tiltgen.io.model import Volume
     from napari_tiltgen.io.output import planned_outputs
     from napari_tiltgen.io.writers import file_contents
-    from napari_tiltgen.fits.dip import acquisition_times, fit_dip, sliding_window_sirt
     from napari_tiltgen.methods.recon import with_vertical_axis
 
     ts, note = with_vertical_axis(read_series_from_args(args))

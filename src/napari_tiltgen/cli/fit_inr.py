@@ -135,8 +135,8 @@ def _axis_init(text: str) -> str | float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.fits.inr import fit_inr
+    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.methods.recon import with_vertical_axis
 
     out = Path(args.out)

@@ -22,8 +22,8 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, 
 from qtpy.QtCore import QObject, Signal
 
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, VolumeSeries
 from napari_tiltgen.fits.dip import DIPResult, acquisition_times, fit_dip_iter
+from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, VolumeSeries
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from qtpy.QtCore import QObject, Signal
 
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.fits.inr import INRResult, fit_inr_iter
+from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.progress import Progress
 from napari_tiltgen.widgets._base import LayerPicker, WorkerWidget
 
