@@ -65,8 +65,11 @@ def test_physics_is_the_bottom_layer_and_fits_use_it() -> None:
             outside = {d for d in deps if not _in(d, ("napari_tiltgen.physics",))}
             assert outside == set(), m
     fit_deps = set().union(*(d for m, d in GRAPH.items() if _in(m, ("napari_tiltgen.fits",))))
-    assert {"napari_tiltgen.physics.rays", "napari_tiltgen.physics.per_tilt",
-            "napari_tiltgen.physics.shifts"} <= fit_deps
+    assert {
+        "napari_tiltgen.physics.rays",
+        "napari_tiltgen.physics.per_tilt",
+        "napari_tiltgen.physics.shifts",
+    } <= fit_deps
     assert not any(_in(d, ("napari_tiltgen.widgets", "napari_tiltgen.cli")) for d in fit_deps)
 
 

@@ -17,8 +17,9 @@ from napari_tiltgen.physics.rays import RayProjector
 from napari_tiltgen.physics.shifts import linear_taps, shift_frames, unshift_frames
 
 ANGLES = np.array([-60.0, -50.0, -20.0, 0.0, 35.0, 60.0, 75.0])
-SHIFTS = np.array([[0.5, -1.3], [0.0, 0.0], [1.2, 0.7], [-0.8, 2.1], [0.3, -0.4], [0.0, 1.0],
-                   [-0.5, 0.25]])
+SHIFTS = np.array(
+    [[0.5, -1.3], [0.0, 0.0], [1.2, 0.7], [-0.8, 2.1], [0.3, -0.4], [0.0, 1.0], [-0.5, 0.25]]
+)
 
 
 def _smooth_volume(n: int = 24) -> torch.Tensor:
@@ -51,8 +52,11 @@ def test_geometry_checks_and_round_trips_through_the_projector() -> None:
 def test_ordered_subsets_span_the_tilt_range() -> None:
     angles = np.array([10.0, -30.0, 0.0, 30.0, -10.0, 20.0, -20.0])
     subsets = ordered_subsets(angles, 3)
-    assert [angles[s].tolist() for s in subsets] == [[-30.0, 0.0, 30.0], [-20.0, 10.0],
-                                                     [-10.0, 20.0]]
+    assert [angles[s].tolist() for s in subsets] == [
+        [-30.0, 0.0, 30.0],
+        [-20.0, 10.0],
+        [-10.0, 20.0],
+    ]
     np.testing.assert_array_equal(interleaved_order(angles, 3), np.concatenate(subsets))
 
 
@@ -65,7 +69,7 @@ def test_per_tilt_operator_is_the_batched_projector_block_for_block() -> None:
     stacked = batched._matrix.to_dense().numpy()  # (n_tilts * n_det, nz * nx)
     frames = FrameProjector(g)
     for k in range(g.n_tilts):
-        np.testing.assert_array_equal(frames.block(k).toarray(), stacked[k * 13:(k + 1) * 13])
+        np.testing.assert_array_equal(frames.block(k).toarray(), stacked[k * 13 : (k + 1) * 13])
     # applied: frame k's slices projected at tilt k only equal the batched projection's frame k
     rng = np.random.default_rng(2)
     vols = torch.from_numpy(rng.random((g.n_tilts, 9, 5, 11), dtype=np.float32))
@@ -129,13 +133,16 @@ def test_one_shift_policy_near_frame_edges() -> None:
     # the projector's dy is the policy's shift, edge rows included
     np.testing.assert_allclose(shifted, shift_frames(plain, dy), rtol=1e-5, atol=1e-5)
     # ... which is SciPy's linear "grid-constant" shift (interpolated across the edge, zero out)
-    ref = np.stack([ndimage.shift(p, (d, 0.0), order=1, mode="grid-constant")
-                    for p, d in zip(plain, dy)])
+    ref = np.stack(
+        [ndimage.shift(p, (d, 0.0), order=1, mode="grid-constant") for p, d in zip(plain, dy)]
+    )
     np.testing.assert_allclose(shift_frames(plain, dy), ref, rtol=1e-5, atol=1e-5)
     assert abs(shifted[0, 0]).sum() > 0  # row 0 at dy = 0.3 keeps 70 % of volume row 0
     # the back-ends and DIP undo shifts with the same function
     dx = np.array([0.5, 0.0, -1.25])
-    np.testing.assert_array_equal(backends.unshift(shifted, dy, dx), unshift_frames(shifted, dy, dx))
+    np.testing.assert_array_equal(
+        backends.unshift(shifted, dy, dx), unshift_frames(shifted, dy, dx)
+    )
     back = unshift_frames(shifted, dy)  # the integer shift of frame 2 is undone exactly
     np.testing.assert_allclose(back[2, :8], plain[2, :8], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(back[2, 8:], 0.0)  # rows that came from outside the frame
@@ -163,8 +170,12 @@ def test_forward_models_on_cuda_match_the_cpu() -> None:
     gpu = Projector.from_geometry(g, device=dev).forward(vol.to(dev)).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
     p = torch.rand(cpu.shape, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(Projector.from_geometry(g, device=dev).adjoint(p.to(dev)).cpu(),
-                               Projector.from_geometry(g).adjoint(p), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        Projector.from_geometry(g, device=dev).adjoint(p.to(dev)).cpu(),
+        Projector.from_geometry(g).adjoint(p),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     images = vol.permute(1, 0, 2)[:, None].expand(-1, 3, -1, -1).contiguous()  # (ny, 3, nz, nx)
     frames_cpu = FrameProjector(g.subset([0, 1, 2]))(images, [0, 1, 2])
     x = images.to(dev).requires_grad_(True)
@@ -175,3 +186,21 @@ def test_forward_models_on_cuda_match_the_cpu() -> None:
     rays_cpu = RayProjector(g, n_samples=24).project_volume(vol)
     rays_gpu = RayProjector(g, n_samples=24).project_volume(vol.to(dev)).cpu()
     torch.testing.assert_close(rays_gpu, rays_cpu, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_fits_run_on_cuda() -> None:
+    """The INR and DIP fits on a CUDA device (bf16 autocast, torch CSR products) end to end."""
+    assert torch.cuda.is_available(), "the gpu lane needs a CUDA device"
+    from napari_tiltgen.fits.dip import fit_dip
+    from napari_tiltgen.fits.inr import fit_inr
+    from napari_tiltgen.simulate.phantoms import dynamic_sphere_phantom, sphere_phantom
+
+    ts, _ = sphere_phantom(size=16, tilt_step=10.0)
+    res = fit_inr(ts, steps=20, batch_size=1024, preview_every=0, device="cuda", show=False)
+    assert res.extra["device"].startswith("cuda") and res.volume.shape == (16, 16, 16)
+    assert np.all(np.isfinite(res.volume.data)) and np.isfinite(res.loss_history).all()
+    ts4, _ = dynamic_sphere_phantom(size=16, n_tilts=12)
+    dres = fit_dip(ts4, steps=10, warm_start_steps=5, sirt_iterations=5, device="cuda")
+    assert dres.provenance["device"].startswith("cuda") and dres.volumes.shape == (12, 16, 16, 16)
+    assert np.all(np.isfinite(dres.volumes)) and np.isfinite(dres.loss_history).all()

@@ -12,8 +12,13 @@ from napari_tiltgen.io.model import METADATA_KEY, Volume, VolumeSeries
 
 def _series() -> VolumeSeries:
     data = np.arange(3 * 4 * 5 * 6, dtype=np.float64).reshape(3, 4, 5, 6)
-    return VolumeSeries(data, [0.0, 10.0, 25.0], [-30.0, 0.0, 12.0], 2.5,
-                        provenance={"method": "dip", "parameters": {"steps": 5}})
+    return VolumeSeries(
+        data,
+        [0.0, 10.0, 25.0],
+        [-30.0, 0.0, 12.0],
+        2.5,
+        provenance={"method": "dip", "parameters": {"steps": 5}},
+    )
 
 
 def test_layer_data_round_trips() -> None:
@@ -45,15 +50,21 @@ def test_bad_series_are_refused() -> None:
     with pytest.raises(TiltgenError, match="tilt angles"):
         VolumeSeries(np.zeros((2, 3, 3, 3)), [0.0, 1.0], [3.0])
     with pytest.raises(TiltgenError, match="not a volume series"):
-        VolumeSeries.from_metadata(np.zeros((2, 3, 3, 3)),
-                                   {METADATA_KEY: Volume(np.zeros((3, 3, 3))).to_metadata()})
+        VolumeSeries.from_metadata(
+            np.zeros((2, 3, 3, 3)), {METADATA_KEY: Volume(np.zeros((3, 3, 3))).to_metadata()}
+        )
     assert VolumeSeries(np.zeros((1, 2, 2, 2)), [3.0]).label(0) == "t = 3 s"
 
 
 def test_dip_result_is_a_volume_series() -> None:
-    res = DIPResult(volumes=np.ones((2, 3, 4, 5), np.float32), times_s=np.array([1.0, 2.0]),
-                    tilt_angles=np.array([-10.0, 10.0]), loss_history=np.zeros(1),
-                    voxel_size_A=1.5, provenance={"method": "dip"})
+    res = DIPResult(
+        volumes=np.ones((2, 3, 4, 5), np.float32),
+        times_s=np.array([1.0, 2.0]),
+        tilt_angles=np.array([-10.0, 10.0]),
+        loss_history=np.zeros(1),
+        voxel_size_A=1.5,
+        provenance={"method": "dip"},
+    )
     vs = res.volume_series()
     assert vs.n_times == 2 and vs.voxel_size_A == 1.5
     assert vs.label(1) == res.label(1)
