@@ -257,20 +257,21 @@ class _MrcSlabWriter:
 
     def write(self, y0: int, slab: np.ndarray) -> None:
         nz, ny, nx = self.shape
-        slab = np.ascontiguousarray(slab, dtype="<f4")
-        r = slab.shape[1]
+        slab = np.asarray(slab, dtype="<f4")
         fd = os.open(self.path, os.O_WRONLY)
         try:
-            for z in range(nz):
-                os.pwrite(fd, slab[z].tobytes(), self.offset + ((z * ny + y0) * nx) * 4)
+            for z in range(nz):  # one plane at a time: no slab-sized temporaries
+                plane = np.ascontiguousarray(slab[z])
+                os.pwrite(fd, plane.tobytes(), self.offset + ((z * ny + y0) * nx) * 4)
+                if plane.size:
+                    p64 = plane.astype(np.float64)
+                    self.total += float(p64.sum())
+                    self.sq += float(np.dot(p64.ravel(), p64.ravel()))
+                    self.lo = min(self.lo, float(plane.min()))
+                    self.hi = max(self.hi, float(plane.max()))
         finally:
             os.close(fd)
         self.count += slab.size
-        self.total += float(slab.sum(dtype=np.float64))
-        self.sq += float(np.square(slab, dtype=np.float64).sum())
-        if slab.size:
-            self.lo, self.hi = min(self.lo, float(slab.min())), max(self.hi, float(slab.max()))
-        del r
 
     def finish(self) -> None:
         import mrcfile
