@@ -90,11 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _maybe_align(ts, mode: str, thickness: int | None):
     """Align when asked, or (``auto``) when the frames are jittered and carry no shifts."""
-    import numpy as np
-
-    from napari_tiltgen.errors import TiltgenError
-    from napari_tiltgen.methods.alignment import fit_center_of_mass
-    from napari_tiltgen.methods.projection_matching import align_series
+    from napari_tiltgen.methods.projection_matching import align_series, needs_alignment
 
     def say(text: str) -> None:
         print(f"tiltgen: note: {text}", file=sys.stderr)
@@ -102,27 +98,10 @@ def _maybe_align(ts, mode: str, thickness: int | None):
     if mode == "no":
         return ts
     if mode == "auto":
-        if np.any(np.asarray(ts.shifts_px) != 0):
-            say("alignment: the series carries shifts (from its .xf or an earlier alignment); "
-                "used as they are (--align yes to realign)")
+        yes, why = needs_alignment(ts)
+        say(f"alignment: {why}" + ("" if yes else " (--align yes to align anyway)"))
+        if not yes:
             return ts
-        try:
-            fit = fit_center_of_mass(ts)
-        except TiltgenError as exc:
-            say(f"alignment: not automatic for this series ({exc}); run 'tiltgen align' or "
-                "give --align yes")
-            return ts
-        rms = float(np.sqrt(np.mean(fit.residuals_px ** 2)))
-        if fit.mass_variation > 0.1:
-            say(f"alignment: frame masses vary by {100 * fit.mass_variation:.0f} % (not one "
-                "compact object), so jitter cannot be judged from centres of mass; not aligned "
-                "(--align yes to align by cross-correlation and projection matching)")
-            return ts
-        if rms <= 0.5:
-            say(f"alignment: frames consistent with the tilt geometry (centre-of-mass residual "
-                f"{rms:.2f} px rms); not aligned")
-            return ts
-        say(f"alignment: frames jittered (centre-of-mass residual {rms:.2f} px rms); aligning")
     aligned, report = align_series(ts, prepare_first=False, thickness_px=thickness)
     for step in report.steps:
         say(f"alignment: {step}")

@@ -42,6 +42,7 @@ from napari_tiltgen.progress import Progress, run
 
 __all__ = [
     "AlignmentReport",
+    "needs_alignment",
     "align_series",
     "align_series_iter",
     "projection_matching",
@@ -370,6 +371,33 @@ def align_series(ts: TiltSeries, **kwargs: Any) -> tuple[TiltSeries, AlignmentRe
         stack) and what was done and measured.
     """
     return run(align_series_iter(ts, **kwargs), show=False)
+
+
+def needs_alignment(ts: TiltSeries, *, max_residual_px: float = 0.5) -> tuple[bool, str]:
+    """Whether a (prepared) series should be aligned before reconstruction, and why.
+
+    No when it already carries shifts (an ``.xf`` or an earlier alignment) or when the centres
+    of mass of its frames follow the tilt geometry within ``max_residual_px`` (rms); yes when
+    they do not (jitter). Undecided (no) when the frames do not hold one compact object (frame
+    masses differ by more than 10 %): centres of mass then say nothing about jitter.
+    """
+    from napari_tiltgen.methods.alignment import fit_center_of_mass
+
+    if np.any(np.asarray(ts.shifts_px) != 0):
+        return False, ("the series carries shifts (from its .xf or an earlier alignment); used "
+                       "as they are")
+    try:
+        fit = fit_center_of_mass(ts)
+    except TiltgenError as exc:
+        return False, f"not judged automatically ({exc})"
+    if fit.mass_variation > 0.1:
+        return False, (f"frame masses vary by {100 * fit.mass_variation:.0f} % (not one compact "
+                       "object), so jitter cannot be judged from centres of mass; not aligned")
+    rms = float(np.sqrt(np.mean(fit.residuals_px ** 2)))
+    if rms <= max_residual_px:
+        return False, (f"frames consistent with the tilt geometry (centre-of-mass residual "
+                       f"{rms:.2f} px rms); not aligned")
+    return True, f"frames jittered (centre-of-mass residual {rms:.2f} px rms); aligning"
 
 
 def xf_lines(ts: TiltSeries, rotation_deg: float = 0.0) -> str:

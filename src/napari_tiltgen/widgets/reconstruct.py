@@ -5,15 +5,19 @@ Pick the tilt-series layer, the method and its settings, the engine (our torch p
 worker with a progress bar, a live preview of the central z-slice every few iterations, and a
 Cancel button that stops it between iterations. The result is added as a volume layer whose
 metadata records the method and parameters (so the Compare and Workflow widgets know what made
-it). A stack whose tilt axis is near horizontal is turned by 90 degrees first (said in the
-status line). The science is in :mod:`napari_tiltgen.methods.recon`.
+it). Before reconstructing, the series is prepared (vacuum offset removed or bright field
+converted to -log(I/I0); the tilt axis from the "tilt axis" box, the file, or estimated from the
+data over 0-180 degrees, and the frames turned so that it runs along y) and, when its frames are
+jittered and it carries no shifts, aligned (``align``: auto / yes / no); what was done is said
+under the result. The science is in :mod:`napari_tiltgen.methods.recon`,
+:mod:`~napari_tiltgen.methods.prepare` and :mod:`~napari_tiltgen.methods.projection_matching`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, FloatSpinBox, Label, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, LineEdit, SpinBox
 
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.methods import recon
@@ -61,11 +65,23 @@ class ReconstructWidget(WorkerWidget):
         self.preview_every = SpinBox(label="preview every", value=5, min=0, max=10_000,
                                      tooltip="iterations between previews of the central "
                                      "z-slice (0: none)")
+        self.prepare = CheckBox(text="prepare: vacuum offset / bright field, tilt axis",
+                                value=True, tooltip="remove the vacuum offset (or -log for "
+                                "bright field) and turn the frames so that the tilt axis runs "
+                                "along y: from the box below, the file, or estimated (0-180 deg)")
+        self.tilt_axis = LineEdit(label="tilt axis (deg)", value="",
+                                  tooltip="empty: from the file, else estimated from the data; "
+                                  "a number overrides (IMOD convention: counter-clockwise "
+                                  "from the image Y axis)")
+        self.align = ComboBox(label="align", value="auto", choices=["auto", "yes", "no"],
+                              tooltip="auto: align a jittered stack that carries no shifts "
+                              "(centre of mass / cross-correlation, projection matching)")
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
         for i, w in enumerate([self.layer, self.method, self.iterations, self.filter,
                                self.subsets, self.tv_weight, self.backend, self.device,
-                               self.thickness, self.preview_every, self.note]):
+                               self.thickness, self.preview_every, self.prepare,
+                               self.tilt_axis, self.align, self.note]):
             self.insert(i, w)
         self.method.changed.connect(self._update_enabled)
         self._update_enabled()
@@ -106,7 +122,14 @@ class ReconstructWidget(WorkerWidget):
         name = f"{layer.name} {method.upper()}"
         if method in _ITERATIVE:
             name += f" {params['iterations']}"
-        self.start(lambda: recon.reconstruct_iter(ts, method, **params),
+        text = str(self.tilt_axis.value).strip()
+        try:
+            axis = float(text) if text else None
+        except ValueError:
+            raise TiltgenError(f"tilt axis: {text!r} is not a number of degrees (leave it "
+                               "empty to take it from the file or estimate it).") from None
+        prepare, align = bool(self.prepare.value), str(self.align.value)
+        self.start(lambda: _prepared_reconstruction(ts, method, params, prepare, axis, align),
                    on_result=lambda vol: self._add_result(vol, name),
                    preview_name="central z-slice of the current estimate")
 
@@ -117,3 +140,32 @@ class ReconstructWidget(WorkerWidget):
         p = vol.provenance
         self.note.value = (f"{name}: {p['method'].upper()} on {p['device']} ({p['backend']}) in "
                            f"{p['seconds']:.1f} s")
+        notes = p.get("preparation_notes") or []
+        if notes:
+            self.note.value += "\n" + "\n".join(notes)
+
+
+def _prepared_reconstruction(ts: TiltSeries, method: str, params: dict[str, Any], prepare: bool,
+                             tilt_axis: float | None, align: str):
+    """Worker job: prepare (intensities, tilt axis), align if needed, reconstruct."""
+    from napari_tiltgen.methods.prepare import prepare_iter
+    from napari_tiltgen.methods.projection_matching import align_series_iter, needs_alignment
+
+    notes: list[str] = []
+    if prepare or tilt_axis is not None:
+        ts, notes = yield from prepare_iter(ts, tilt_axis=tilt_axis,
+                                            intensity="auto" if prepare else "none")
+    if align != "no" and ts.n_tilts >= 4:
+        yes, why = needs_alignment(ts) if align == "auto" else (True, "asked for")
+        notes.append(f"alignment: {why}")
+        if yes:
+            ts, report = yield from align_series_iter(ts, prepare_first=False,
+                                                      thickness_px=params.get("thickness_px"))
+            notes.append(f"alignment: reprojection error {report.reprojection_error_before:.4f}"
+                         f" -> {report.reprojection_error_after:.4f}")
+    ts, note = recon.with_vertical_axis(ts)
+    if note:
+        notes.append(note)
+    vol = yield from recon.reconstruct_iter(ts, method, **params)
+    vol.provenance["preparation_notes"] = notes
+    return vol
