@@ -79,12 +79,11 @@ def check_memory(needed_bytes: float, what: str, advice: str, path: str | None =
 
 def job_peak_bytes(command: str, n_tilts: int, ny: int, nx: int, *, thickness: int | None = None,
                    n_out_frames: int | None = None, n_times: int = 1,
-                   device_is_cuda: bool = False) -> float:
+                   device_is_cuda: bool = False, method: str | None = None) -> float:
     """Estimated peak host memory (bytes) of a CLI job on a ``(n_tilts, ny, nx)`` series.
 
-    Factors are measured upper bounds of the float32 working set (volume + projections):
-    the chunked projector peaks at ~2.9x volume + data for SIRT; WBP holds the filtered
-    projections and the volume; inpainting holds the WBP, SIRT and network output volumes; the
+    Factors are upper bounds of the float32 working set (volume + projections), measured with
+    ``benchmarks/memory_estimate.py``: SIRT peaks at ~2.3x volume + data, WBP at ~3.7x; inpainting holds the WBP, SIRT and network output volumes; the
     INR fit holds a voxel copy of the field and its gradient; DIP one volume per output time.
     On CUDA the volume lives on the GPU, so the host keeps about one copy.
     """
@@ -94,7 +93,8 @@ def job_peak_bytes(command: str, n_tilts: int, ny: int, nx: int, *, thickness: i
     if device_is_cuda:
         return vol + 2 * data
     if command == "reconstruct":
-        return 3.0 * (vol + data)
+        # measured (benchmarks/memory_estimate.py, 61 x 256^2 -> 256^3): WBP 3.7x, SIRT 2.3x
+        return (4.5 if (method or "").lower() in ("wbp", "fbp") else 3.0) * (vol + data)
     if command == "inpaint":
         return 5.0 * vol + 2 * data
     if command == "fit-inr":

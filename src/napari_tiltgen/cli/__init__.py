@@ -40,6 +40,7 @@ COMMAND_MODULES: list[str] = [
     "fit_inr",
     "inpainting",
     "fit_dip",
+    "batch",
 ]
 
 #: Range checks applied to every command's options of these names (argparse ``dest``):
@@ -385,7 +386,8 @@ def check_job(args: argparse.Namespace, ts: Any) -> None:
         n_times = len(str(getattr(args, "times", "") or "").split(",")) if getattr(
             args, "times", None) else -(-n // every)
     need = job_peak_bytes(command, n, ny, nx, thickness=getattr(args, "thickness", None),
-                          n_out_frames=n_out, n_times=n_times, device_is_cuda=on_cuda)
+                          n_out_frames=n_out, n_times=n_times, device_is_cuda=on_cuda,
+                          method=getattr(args, "method", None))
     check_memory(need, f"{command or 'this job'} on {n} x {ny} x {nx} px frames",
                  "bin the stack (e.g. IMOD newstack -bin 2), crop it, give a thinner "
                  "--thickness, or run on a machine with more memory.", args.input)

@@ -492,6 +492,7 @@ def _read_tiff(path: Path) -> tuple[Any, dict[str, Any]]:
     hdr: dict[str, Any] = {"file_dtype": file_dtype, "voxel_size_A": None, "notes": []}
     saved = (shaped or {}).get(METADATA_KEY)
     if isinstance(saved, dict):
+        saved = _checked_saved_metadata(saved, path, int(data.shape[0]) if data.ndim else 0)
         hdr["tiltgen_metadata"] = saved
         hdr["voxel_size_A"] = saved.get("pixel_size_A") or saved.get("voxel_size_A")
         hdr["is_volume"] = saved.get("kind") == "volume"
@@ -514,10 +515,43 @@ def _read_tiff(path: Path) -> tuple[Any, dict[str, Any]]:
     return data, hdr
 
 
+def _checked_saved_metadata(saved: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
+    """The package's own TIFF metadata with every numeric field checked (hand-edited files)."""
+
+    def bad(key: str, what: str) -> TiltgenError:
+        return TiltgenError(f"the napari-tiltgen metadata in this TIFF has an invalid {key!r} "
+                            f"({what}; got {str(saved.get(key))[:40]!r}). Fix or remove it.", path)
+
+    out = dict(saved)
+    for key in ("pixel_size_A", "voxel_size_A", "tilt_axis_angle_deg"):
+        v = saved.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise bad(key, "expected a finite number")
+        if key != "tilt_axis_angle_deg" and v <= 0:
+            raise bad(key, "expected a positive number of Å")
+    for key, per_frame in (("tilt_angles", 1), ("acquisition_times_s", 1), ("shifts_px", 2)):
+        v = saved.get(key)
+        if v is None:
+            continue
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise bad(key, "expected a list of numbers") from None
+        if a.dtype == object or (key == "shifts_px" and a.size != per_frame * n):
+            raise bad(key, f"expected {per_frame * n} numbers for {n} frames")
+        if key != "tilt_angles" and not np.all(np.isfinite(a)):
+            raise bad(key, "NaN or infinite values")
+    return out
+
+
 def _refuse_tiff_kind(series: Any, path: Path) -> None:
     """Refuse colour (RGB/RGBA samples) and complex-valued TIFFs, as complex MRC is refused."""
     axes = str(getattr(series, "axes", ""))
-    if "S" in axes and series.shape[axes.index("S")] > 1:
+    # Interleaved samples (..YXS) are colour pixels. Planar SYX is what tifffile makes of any
+    # 3- or 4-frame grey stack written without photometric='minisblack': read as frames.
+    if axes.endswith("S") and series.shape[-1] > 1:
         raise TiltgenError(
             f"the TIFF holds colour images (axes {axes}, shape {tuple(series.shape)}, "
             f"{series.shape[axes.index('S')]} samples per pixel); tilt series must be grey-scale. "

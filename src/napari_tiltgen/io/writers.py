@@ -191,7 +191,8 @@ def _tiff_writer(obj: TiltSeries | Volume) -> Callable[[Path], None]:
             per_cm = 1e8 / px
             kwargs = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
         meta = {METADATA_KEY: obj.to_metadata()}
+        # minisblack: a 3- or 4-frame stack is otherwise stored as one planar RGB image
         tifffile.imwrite(tmp, np.ascontiguousarray(obj.data, dtype=np.float32),
-                         metadata=meta, **kwargs)
+                         photometric="minisblack", metadata=meta, **kwargs)
 
     return write_data
