@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["flush_denormals", "num_threads"]
+from napari_tiltgen.physics.cpu import free_cpu_cores
+
+__all__ = ["flush_denormals", "free_cpu_cores", "num_threads"]
 
 
 @contextlib.contextmanager
