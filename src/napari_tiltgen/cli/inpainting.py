@@ -31,7 +31,7 @@ def _pair(text: str, what: str) -> tuple[float, float]:
 def _sources(text: str) -> dict[str, float]:
     from napari_tiltgen.errors import TiltgenError
 
-    known = ("phantom", "cluster", "natural")
+    known = ("phantom", "cluster", "natural", "family")
     out: dict[str, float] = {}
     for item in (t.strip() for t in text.split(",") if t.strip()):
         name, _, value = item.partition("=")
@@ -88,8 +88,18 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    help="stop after this much wall time (checkpoint and weights are written)")
     p.add_argument("--sources", default="phantom=0.5,cluster=0.25,natural=0.25",
                    metavar="NAME=W,...",
-                   help="share of phantom faces, cluster slices and natural images "
+                   help="share of phantom faces, cluster slices, natural images and slices of "
+                   "the training object families (family; simulate.families) "
                    "(default phantom=0.5,cluster=0.25,natural=0.25)")
+    p.add_argument("--noise-level", choices=["train", "realistic"], default=None,
+                   help="degrade the sinograms like a microscope (Poisson over a dose range, "
+                   "Gaussian, scan lines, offsets, ramps, jitter, blur; simulate.degrade) "
+                   "instead of 0-1 %% Gaussian noise")
+    p.add_argument("--group-size", type=int, default=4,
+                   help="slices sharing one wedge and tilt step (one projector) (default 4)")
+    p.add_argument("--weight-decay", type=float, default=1e-3,
+                   help="AdamW decoupled weight decay on convolution and linear weights "
+                   "(none on norms and biases; default 1e-3)")
     p.add_argument("--init", metavar="FILE.safetensors",
                    help="start from these generator weights (fine-tuning; e.g. the packaged "
                    "model, napari_tiltgen/models/inpainting.safetensors) instead of a fresh "
@@ -118,7 +128,8 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, threads=args.threads, max_minutes=args.max_minutes,
         net=GeneratorConfig(in_channels=channels, width=args.width,
                             residual_channel=len(channels) - 1),
-        source_weights=_sources(args.sources), init=args.init,
+        source_weights=_sources(args.sources), init=args.init, noise_level=args.noise_level,
+        group_size=args.group_size, weight_decay=args.weight_decay,
         command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     summary = train(cfg, show=not args.quiet)
@@ -210,7 +221,20 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="slices per network call")
     p.add_argument("--refine-iterations", type=int, default=10,
                    help="SIRT iterations started from the network's output, to make it agree "
-                   "with the measured frames (default 10; 0: the network's output as it is)")
+                   "with the measured frames: at least this many (default 10)")
+    p.add_argument("--max-refine-iterations", type=int, default=100,
+                   help="more data-consistency iterations, up to this many, while the result "
+                   "reprojects worse than SIRT at the measured angles; past them it is blended "
+                   "toward the SIRT volume (default 100)")
+    p.add_argument("--reference-iterations", type=int, default=100,
+                   help="iterations of the reference SIRT whose reprojection error the result "
+                   "must not exceed (default 100)")
+    p.add_argument("--soft-consistency", action="store_true",
+                   help="do not enforce 'never reprojects worse than SIRT': exactly "
+                   "--refine-iterations (0: the network's output as it is); still reported")
+    p.add_argument("--report", metavar="FILE.json",
+                   help="write the data-consistency report (reprojection errors of SIRT, the "
+                   "network alone and the result; iterations; blend toward SIRT) here")
     p.add_argument("--allow-out-of-range", action="store_true",
                    help="run even when the wedge lies outside the trained range (warns)")
     p.add_argument("--overwrite", action="store_true",
@@ -246,18 +270,39 @@ def run_inpaint(args: argparse.Namespace) -> int:
                                                 read_angle_file(args.tilt_file)]
     else:
         from napari_tiltgen.cli import read_series_from_args
+        from napari_tiltgen.methods.recon import with_vertical_axis
 
-        source = read_series_from_args(args)
+        source, turn = with_vertical_axis(read_series_from_args(args))
+        if turn:
+            print(f"note: {turn}", file=sys.stderr)
+    from napari_tiltgen.io.writers import plan_write, write
+
+    plan = plan_write(args.output, "volume", overwrite=args.overwrite, inputs=[args.input],
+                      extra=[args.report] if args.report else [])
     vol, notes = run(inpaint_iter(source, missing_wedge_deg=args.wedge, weights=args.weights,
                              device=args.device, batch_size=args.batch_size,
                              refine_iterations=args.refine_iterations,
+                             max_refine_iterations=args.max_refine_iterations,
+                             reference_iterations=args.reference_iterations,
+                             hard_consistency=not args.soft_consistency,
                              allow_out_of_range=args.allow_out_of_range),
                      show=not args.quiet, desc="inpaint")
     for n in notes:
         print(f"warning: {n}", file=sys.stderr)
-    from napari_tiltgen.io.writers import write
+    from napari_tiltgen.methods.inpainting.api import consistency_note
 
-    path = write(vol, args.output, overwrite=args.overwrite, inputs=[args.input])
+    dc = vol.provenance.get("data_consistency")
+    if dc:
+        print(consistency_note(dc), file=sys.stderr)
+    extra = {}
+    if args.report:
+        extra[Path(args.report)] = json.dumps(
+            {"input": str(args.input), "output": str(args.output),
+             "missing_wedge_deg": vol.provenance["parameters"]["missing_wedge_deg"],
+             "data_consistency": dc, "warnings": notes}, indent=2) + "\n"
+    path = write(vol, args.output, plan=plan, extra=extra)
+    if args.report:
+        print(f"wrote {args.report}", file=sys.stderr)
     print(f"wrote {path} ({vol.shape[0]} x {vol.shape[1]} x {vol.shape[2]}, "
           f"wedge {vol.provenance['parameters']['missing_wedge_deg']:.1f} deg)")
     return 0

@@ -13,11 +13,19 @@ of the missing wedge (degrees); its output, times the same scale, is the inpaint
   2 degree step built from ``missing_wedge_deg``), and WBP and SIRT are computed from those
   projections. For a WBP or SIRT volume these projections are close to the measured ones.
 
-The network's output is then made consistent with the measured data (``refine_iterations``,
-default :data:`REFINE_ITERATIONS`): SIRT started from the network's volume. SIRT's updates
-``A^T (b - A x)`` lie in the measured part of Fourier space, so they correct what the network
-got wrong where data exist and leave what it put into the missing wedge (up to the positivity
-clip). ``refine_iterations=0`` returns the network's output as it is.
+The network's output is then made consistent with the measured data, as a hard step
+(:func:`enforce_consistency`): SIRT started from the network's volume, at least
+``refine_iterations`` (default :data:`REFINE_ITERATIONS`) and more, up to
+``max_refine_iterations``, until it reprojects at the measured angles no worse than the
+reference SIRT (:data:`REFERENCE_SIRT_ITERATIONS` iterations, the same projector with the
+series' per-tilt shifts, the same relative error :func:`reprojection_error`); if it still does
+not, it is blended toward the SIRT volume just enough. SIRT's updates ``A^T (b - A x)`` lie in
+the measured part of Fourier space, so they correct what the network got wrong where data
+exist and leave what it put into the missing wedge (up to the positivity clip). The stopping
+rule is "not worse than SIRT", not "fit the data": iterations past that fit the noise. The
+errors (SIRT, network alone, final), the iterations and the blend are returned in the
+volume's ``provenance["data_consistency"]`` and in a note. ``hard_consistency=False`` runs
+exactly ``refine_iterations`` (0: the network's output as it is) and only reports.
 
 The trained wedge range is stored with the weights: wedges outside it are refused
 (:class:`~napari_tiltgen.errors.TiltgenError`) unless ``allow_out_of_range=True``, which turns
@@ -45,9 +53,9 @@ import torch
 
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries, Volume
+from napari_tiltgen.methods._torch import flush_denormals, num_threads
 from napari_tiltgen.methods.inpainting.data import (
     normalise_inputs,
-    sinogram_reconstructions,
     wedge_angles,
 )
 from napari_tiltgen.methods.inpainting.network import (
@@ -56,19 +64,25 @@ from napari_tiltgen.methods.inpainting.network import (
     load_generator,
     pad_to_multiple,
 )
-from napari_tiltgen.methods._torch import flush_denormals
+from napari_tiltgen.physics.projector import suggested_threads
 from napari_tiltgen.progress import Progress, run
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "MAX_REFINE_ITERATIONS",
     "METHODS",
+    "REFERENCE_SIRT_ITERATIONS",
     "REFINE_ITERATIONS",
     "check_wedge",
+    "consistency_note",
+    "enforce_consistency",
     "inpaint",
     "inpaint_iter",
     "inpaint_slices",
     "load_pretrained",
     "missing_wedge_of",
+    "network_volume",
+    "reprojection_error",
     "trained_wedge_range",
 ]
 
@@ -88,6 +102,11 @@ ASYMMETRY_WARN_DEG = 6.0
 #: 1.6 dB against the network alone, 10 are neutral (+0.05 dB); noise-free, 10 gain 0.4 dB,
 #: 100 gain 1.1 dB (see models/inpainting.md).
 REFINE_ITERATIONS = 10
+#: Bound on the data-consistency iterations when the result must reach SIRT's reprojection
+#: error (hard consistency); past it the result is blended toward the SIRT volume.
+MAX_REFINE_ITERATIONS = 100
+#: Iterations of the reference SIRT (the default of ``tiltgen reconstruct``).
+REFERENCE_SIRT_ITERATIONS = 100
 
 _CACHE: dict[tuple[str, str], tuple[UNetPP, dict[str, Any]]] = {}
 _CACHE_LOCK = threading.Lock()
@@ -285,66 +304,157 @@ def _scaled(gen: Generator[Progress, None, Any], lo: float, hi: float
         gen.close()
 
 
-def _volume_inputs(vol: np.ndarray, angles: np.ndarray, channels: Sequence[str],
-                   sirt_iterations: int, device: torch.device, chunk: int = 32
-                   ) -> Generator[Progress, None, dict[str, torch.Tensor]]:
-    """WBP and SIRT ``(ny, nz, nx)`` of a volume's own projections over ``angles``."""
+# ---------------------------------------------------------------------------- geometry
+def reprojection_error(projector: Any, data: torch.Tensor, volume: torch.Tensor) -> float:
+    """Relative reprojection error ``||b - A x|| / ||b||`` at the measured angles.
+
+    ``A`` is ``projector`` (with the series' per-tilt shifts, exactly as SIRT uses it), ``b``
+    the measured projections ``(n_tilts, ny, n_det)``, ``x`` the volume ``(nz, ny, nx)``. The
+    same definition is used for SIRT and for the inpainted volume.
+    """
+    x = torch.as_tensor(volume).to(projector.device, projector.dtype)
+    r = data - projector.forward(x)
+    return float(torch.linalg.vector_norm(r)) / max(float(torch.linalg.vector_norm(data)), 1e-30)
+
+
+def _geometry(source: TiltSeries | Volume, angles: np.ndarray, device: torch.device,
+              thickness_px: int | None) -> tuple[Any, torch.Tensor]:
+    """The projector and the measured projections of a series or of a volume.
+
+    A tilt series: one projector over the whole volume with the series' per-tilt ``(dy, dx)``
+    shifts, as :func:`~napari_tiltgen.methods.recon.reconstruct_iter` builds it, and the frames
+    as they are. (The step before this fix cut the volume into 32-slice chunks, each with the
+    full ``dy`` shifts: rows near the chunk edges were matched against detector rows of their
+    neighbours, or none, and the output fitted the wrong rows.) A volume: its own projections
+    over ``angles`` (no shifts).
+    """
+    from napari_tiltgen.methods.recon import _checked_series
     from napari_tiltgen.physics.projector import Projector
 
-    nz, ny, nx = vol.shape
-    recs = {c: torch.empty((ny, nz, nx)) for c in channels}
-    for y0 in range(0, ny, chunk):
-        y1 = min(ny, y0 + chunk)
-        proj = Projector((nz, y1 - y0, nx), angles, device=device)
-        part = torch.from_numpy(np.ascontiguousarray(vol[:, y0:y1, :])).to(device)
-        r = sinogram_reconstructions(proj, proj.forward(part), channels, sirt_iterations)
-        for c in channels:
-            recs[c][y0:y1] = r[c].cpu()
-        yield Progress(y1 / ny, f"re-projecting and reconstructing slices {y1}/{ny}")
-    return recs
+    if isinstance(source, TiltSeries):
+        data, _ = _checked_series(source)
+        _, ny, nx = data.shape
+        nz = int(thickness_px) if thickness_px else nx
+        if nz < 1:
+            raise TiltgenError(f"thickness must be at least 1 pixel; got {thickness_px}.")
+        proj = Projector((nz, ny, nx), angles, source.shifts_px, 0.0, nx, device)
+        return proj, torch.from_numpy(np.array(data, dtype=np.float32)).to(proj.device)
+    vol = np.asarray(source.data, dtype=np.float32)
+    proj = Projector(vol.shape, angles, device=device)
+    return proj, proj.forward(torch.from_numpy(np.ascontiguousarray(vol)).to(proj.device))
 
 
-def _series_inputs(ts: TiltSeries, channels: Sequence[str], sirt_iterations: int,
-                   device: str, thickness_px: int | None
-                   ) -> Generator[Progress, None, dict[str, torch.Tensor]]:
-    from napari_tiltgen.methods.recon import reconstruct_iter
+def _inputs(proj: Any, b: torch.Tensor, channels: Sequence[str], sirt_iterations: int,
+            reference_iterations: int) -> Generator[Progress, None, dict[str, torch.Tensor]]:
+    """WBP and SIRT inputs of the network ``(nz, ny, nx)``, and the reference SIRT (``"ref"``,
+    ``reference_iterations``; continued from the SIRT input, which is the same as running it
+    from zero)."""
+    from napari_tiltgen.methods.recon import sirt_iter, wbp
 
-    recs: dict[str, torch.Tensor] = {}
-    for k, c in enumerate(channels):
-        gen = reconstruct_iter(ts, c, iterations=sirt_iterations, device=device,
-                               thickness_px=thickness_px, preview_every=0)
-        v = yield from _scaled(gen, k / len(channels), (k + 1) / len(channels))
-        recs[c] = torch.from_numpy(v.data).permute(1, 0, 2).contiguous()
-    return recs
-
-
-def _refine(init: np.ndarray, source: TiltSeries | Volume, angles: np.ndarray,
-            iterations: int, device: torch.device, chunk: int = 32
-            ) -> Generator[Progress, None, np.ndarray]:
-    """SIRT started from the network's volume ``init`` ``(nz, ny, nx)``: against the measured
-    frames of a tilt series, or against a volume's own projections over ``angles``."""
-    from napari_tiltgen.methods.recon import sirt_iter
-    from napari_tiltgen.physics.projector import Projector
-
-    nz, ny, nx = init.shape
-    out = np.empty_like(init)
-    for y0 in range(0, ny, chunk):
-        y1 = min(ny, y0 + chunk)
-        x0 = torch.from_numpy(np.ascontiguousarray(init[:, y0:y1, :]))
-        if isinstance(source, TiltSeries):
-            proj = Projector((nz, y1 - y0, nx), angles, source.shifts_px, n_det=nx,
-                             device=device)
-            sino = torch.from_numpy(np.array(source.data[:, y0:y1, :], dtype=np.float32)
-                                    ).to(device)  # a copy: the frames may be read-only
-        else:
-            proj = Projector((nz, y1 - y0, nx), angles, device=device)
-            vol = np.array(source.data[:, y0:y1, :], dtype=np.float32)
-            sino = proj.forward(torch.from_numpy(vol).to(device))
-        x = yield from _scaled(sirt_iter(proj, sino, iterations, x0=x0, preview_every=0),
-                               y0 / ny, y1 / ny)
-        out[:, y0:y1, :] = x.detach().cpu().numpy()
-        yield Progress(y1 / ny, f"data consistency: slices {y1}/{ny}")
+    out: dict[str, torch.Tensor] = {}
+    if "wbp" in channels:
+        out["wbp"] = wbp(proj, b)
+    yield Progress(0.05, "WBP of the measured frames")
+    n_in = max(1, int(sirt_iterations))
+    n_ref = max(n_in, int(reference_iterations))
+    x = yield from _scaled(sirt_iter(proj, b, n_in, positivity=True, preview_every=0),
+                           0.05, 0.05 + 0.95 * n_in / n_ref)
+    out["sirt"] = x.clone()
+    if n_ref > n_in:
+        x = yield from _scaled(sirt_iter(proj, b, n_ref - n_in, positivity=True, x0=x,
+                                         preview_every=0), 0.05 + 0.95 * n_in / n_ref, 1.0)
+    out["ref"] = x
+    for c in channels:
+        if c not in out:
+            raise TiltgenError(f"the weights ask for an unknown input channel {c!r}.")
     return out
+
+
+def network_volume(model: UNetPP, recs: dict[str, torch.Tensor], channels: Sequence[str],
+                   missing_wedge_deg: float, batch_size: int = 8,
+                   device: str | torch.device = "cpu"
+                   ) -> Generator[Progress, None, torch.Tensor]:
+    """The network's volume ``(nz, ny, nx)`` (CPU) from the input reconstructions ``recs``
+    (``{channel: (nz, ny, nx)}``): slices ``vol[:, y, :]`` divided by their scale (at least 5 %
+    of the volume's), the network, the scale multiplied back."""
+    slices = {c: recs[c].permute(1, 0, 2).contiguous().cpu() for c in channels}
+    first = slices[channels[0]]
+    floor = 0.05 * float(torch.quantile(first.flatten()[:: max(1, first.numel() // 2_000_000)],
+                                        0.999))
+    x, scale = normalise_inputs(slices, channels, floor)
+    del slices
+    out = yield from inpaint_slices(model, x, missing_wedge_deg, batch_size, device)
+    return (out * scale[:, None, None]).permute(1, 0, 2).contiguous()
+
+
+def enforce_consistency(
+    proj: Any, b: torch.Tensor, x_net: torch.Tensor, x_sirt: torch.Tensor,
+    min_iterations: int = REFINE_ITERATIONS, max_iterations: int = MAX_REFINE_ITERATIONS,
+    block: int = 5, sirt_error: float | None = None, fallback: bool = True,
+) -> Generator[Progress, None, tuple[torch.Tensor, dict[str, Any]]]:
+    """Make the network's volume reproject no worse than SIRT at the measured angles (hard).
+
+    1. SIRT iterations started from ``x_net`` (at least ``min_iterations``), then more in
+       blocks of ``block`` while the reprojection error (:func:`reprojection_error`) is above
+       SIRT's, up to ``max_iterations``: the stopping rule is "not worse than SIRT", not "fit
+       the data" (long runs fit the noise).
+    2. If it is still above, the result is blended toward the SIRT volume,
+       ``(1 - t) x + t x_sirt`` with the smallest ``t`` in [0, 1] that meets SIRT's error
+       (the error of the blend is convex in ``t`` and equals SIRT's at ``t = 1``; bisection).
+       ``fallback=False`` skips this (the errors are still measured).
+
+    Returns
+    -------
+    (volume, report)
+        The final volume and a dict: ``sirt_error``, ``network_error``, ``final_error``
+        (relative, see :func:`reprojection_error`), ``iterations`` (DC iterations run),
+        ``blend_toward_sirt`` (``t``, 0 when no fallback was needed), ``fallback`` (bool),
+        ``met`` (final <= SIRT's, always true up to rounding).
+    """
+    from napari_tiltgen.methods.recon import sirt_iter
+
+    r_sirt = reprojection_error(proj, b, x_sirt) if sirt_error is None else float(sirt_error)
+    tol = 1e-6 * max(r_sirt, 1e-12)
+    r_net = reprojection_error(proj, b, x_net)
+    x = x_net.to(proj.device, proj.dtype)
+    done, r = 0, r_net
+    lo_it, hi_it = max(0, int(min_iterations)), max(int(min_iterations), int(max_iterations))
+    while done < lo_it or (r > r_sirt + tol and done < hi_it):
+        n = lo_it - done if done < lo_it else min(block, hi_it - done)
+        x = yield from _scaled(sirt_iter(proj, b, n, positivity=True, x0=x, preview_every=0),
+                               done / max(hi_it, 1), (done + n) / max(hi_it, 1))
+        done += n
+        r = reprojection_error(proj, b, x)
+        yield Progress(done / max(hi_it, 1), f"data consistency: {done} iterations, "
+                       f"reprojection error {r:.4f} (SIRT {r_sirt:.4f})")
+    t = 0.0
+    if fallback and r > r_sirt + tol:
+        xs = x_sirt.to(proj.device, proj.dtype)
+        lo, hi = 0.0, 1.0
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            if reprojection_error(proj, b, (1 - mid) * x + mid * xs) <= r_sirt + tol:
+                hi = mid
+            else:
+                lo = mid
+        t = hi
+        x = (1 - t) * x + t * xs
+        r = reprojection_error(proj, b, x)
+    report = {"sirt_error": r_sirt, "network_error": r_net, "final_error": r,
+              "iterations": done, "blend_toward_sirt": t, "fallback": t > 0,
+              "met": bool(r <= r_sirt + tol)}
+    return x, report
+
+
+def consistency_note(report: dict[str, Any]) -> str:
+    """One line for the user about the data-consistency step."""
+    text = (f"reprojection error at the measured angles: SIRT {report['sirt_error']:.4f}, "
+            f"network alone {report['network_error']:.4f}, final {report['final_error']:.4f} "
+            f"after {report['iterations']} data-consistency iterations")
+    if report.get("fallback"):
+        text += (f"; still worse than SIRT, so the result was blended "
+                 f"{100 * report['blend_toward_sirt']:.0f} % toward the SIRT volume")
+    return text
 
 
 def inpaint_iter(
@@ -361,14 +471,17 @@ def inpaint_iter(
     tv_weight: float = 0.01,
     tv_iterations: int = 100,
     refine_iterations: int = REFINE_ITERATIONS,
+    max_refine_iterations: int = MAX_REFINE_ITERATIONS,
+    reference_iterations: int = REFERENCE_SIRT_ITERATIONS,
+    hard_consistency: bool = True,
 ) -> Generator[Progress, None, tuple[Volume, list[str]]]:
     """Inpaint the missing wedge of a volume, slice by slice (progress generator).
 
     Parameters
     ----------
     source
-        A :class:`TiltSeries` with tilt angles (degrees; reconstructed first) or a reconstructed
-        :class:`Volume` ``(nz, ny, nx)`` (y = tilt axis).
+        A :class:`TiltSeries` with tilt angles (degrees; reconstructed first, its per-tilt
+        shifts applied) or a reconstructed :class:`Volume` ``(nz, ny, nx)`` (y = tilt axis).
     missing_wedge_deg
         Missing wedge in degrees, used for a volume that records no tilt angles (ignored when
         angles are known).
@@ -392,14 +505,25 @@ def inpaint_iter(
         Settings of ``method="tv"`` (see :func:`~napari_tiltgen.methods.recon.tv_iter`).
     refine_iterations
         SIRT iterations started from the network's output against the measured frames (or the
-        volume's own projections), to make it consistent with the data; 0: the network's output
-        as it is.
+        volume's own projections): at least this many.
+    max_refine_iterations
+        With ``hard_consistency``: more iterations, up to this many in all, while the result
+        reprojects worse than SIRT; then, if still worse, a blend toward the SIRT volume.
+    reference_iterations
+        Iterations of the reference SIRT whose reprojection error the result must not exceed
+        (default 100, as ``tiltgen reconstruct``); also the fallback volume.
+    hard_consistency
+        Enforce "never reprojects worse than SIRT" (see :func:`enforce_consistency`). Off:
+        exactly ``refine_iterations`` (0: the network's output as it is); the errors are
+        still measured and reported.
 
     Returns
     -------
     (Volume, list of str)
         The inpainted volume (same shape and voxel size, Å; provenance ``method="inpainting"``
-        with ``parameters``), and warnings for the user.
+        with ``parameters`` and ``data_consistency``: the reprojection errors of SIRT, of the
+        network alone and of the result, the iterations run and the blend toward SIRT; one
+        line for the user from :func:`consistency_note`), and warnings for the user.
 
     Raises
     ------
@@ -427,12 +551,9 @@ def inpaint_iter(
     sirt_it = int(info.get("sirt_iterations", 20))
     yield Progress(0.0, f"missing wedge {wedge:.1f} deg ({how})")
     if isinstance(source, TiltSeries):
-        recs = yield from _scaled(_series_inputs(source, channels, sirt_it, str(dev),
-                                                 thickness_px), 0.0, 0.4)
         voxel, prov_in, kind = source.pixel_size_A, source.provenance, "tilt series"
     else:
-        data = np.asarray(source.data, dtype=np.float32)
-        if not np.all(np.isfinite(data)):
+        if not np.all(np.isfinite(np.asarray(source.data))):
             raise TiltgenError("the volume contains NaN or infinite voxels; fix them first.",
                                source.provenance.get("source"))
         if angles is None:
@@ -440,35 +561,45 @@ def inpaint_iter(
             notes.append(f"the volume records no tilt angles; assumed {angles.min():.0f} to "
                          f"{angles.max():.0f} degrees in 2 degree steps for a {wedge:.1f} "
                          "degree wedge.")
-        recs = yield from _scaled(_volume_inputs(data, angles, channels, sirt_it, dev),
-                                  0.0, 0.4)
         voxel, prov_in, kind = source.voxel_size_A, source.provenance, "volume"
-    first = recs[channels[0]]
-    floor = 0.05 * float(torch.quantile(first.flatten()[:: max(1, first.numel() // 2_000_000)],
-                                        0.999))
-    x, scale = normalise_inputs(recs, channels, floor)
+    proj, b = _geometry(source, angles, dev, thickness_px)
+    ref_it = max(sirt_it, int(reference_iterations))
+    with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
+        recs = yield from _scaled(_inputs(proj, b, channels, sirt_it, ref_it), 0.0, 0.35)
+    x_ref = recs.pop("ref")
+    r_sirt = reprojection_error(proj, b, x_ref)
+    net = yield from _scaled(network_volume(model, recs, channels, wedge, batch_size, dev),
+                             0.35, 0.75)
     del recs
     refine = max(0, int(refine_iterations))
-    net_end = 0.8 if refine else 1.0
-    out = yield from _scaled(inpaint_slices(model, x, wedge, batch_size, dev), 0.4, net_end)
-    arr = (out * scale[:, None, None]).permute(1, 0, 2).contiguous().numpy()
-    del out, x
-    if refine:
-        if angles is None:  # a tilt series always has angles; a volume got assumed ones above
-            raise TiltgenError("internal error: no tilt angles for the data-consistency step.")
-        arr = yield from _scaled(_refine(arr, source, angles, refine, dev), net_end, 1.0)
-    params = {"inpainting_method": "pretrained", "missing_wedge_deg": round(wedge, 3), "wedge_source": how, "input": kind,
+    with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
+        if hard_consistency:
+            vol_t, report = yield from _scaled(
+                enforce_consistency(proj, b, net, x_ref, refine, max_refine_iterations,
+                                    sirt_error=r_sirt), 0.75, 1.0)
+        else:
+            vol_t, report = yield from _scaled(
+                enforce_consistency(proj, b, net, x_ref, refine, refine, sirt_error=r_sirt,
+                                    fallback=False), 0.75, 1.0)
+    report.update(hard=bool(hard_consistency), sirt_iterations=ref_it)
+    arr = vol_t.detach().to("cpu", torch.float32).numpy()
+    del vol_t, net, x_ref
+    params = {"inpainting_method": "pretrained", "missing_wedge_deg": round(wedge, 3),
+              "wedge_source": how, "input": kind,
               "weights": Path(weights).name if weights else DEFAULT_WEIGHTS.name,
               "trained_wedge_deg": list(trained_wedge_range(info)),
               "in_channels": channels, "sirt_iterations": sirt_it,
-              "refine_iterations": refine, "batch_size": int(batch_size)}
+              "refine_iterations": refine, "max_refine_iterations": int(max_refine_iterations),
+              "reference_iterations": ref_it, "hard_consistency": bool(hard_consistency),
+              "batch_size": int(batch_size)}
     history = copy.deepcopy(prov_in.get("history", []))
     history.append({"step": "inpaint", **params})
     prov = {"method": "inpainting", "parameters": params, "device": str(dev),
             "seconds": round(time.perf_counter() - t0, 3), "input": prov_in.get("source"),
+            "data_consistency": {k: (round(v, 6) if isinstance(v, float) else v)
+                                 for k, v in report.items()},
             "history": history}
-    if angles is not None:
-        prov["tilt_angles"] = [float(a) for a in angles]
+    prov["tilt_angles"] = [float(a) for a in angles]
     if notes:
         prov["warnings"] = list(notes)
     yield Progress(1.0, "inpainting done", preview=arr[:, arr.shape[1] // 2, :].copy())

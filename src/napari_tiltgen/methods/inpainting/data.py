@@ -27,6 +27,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,9 @@ __all__ = [
     "SOURCES",
     "WedgeBatch",
     "cluster_slice",
+    "degrade_sinogram",
     "disc_mask",
+    "family_slices",
     "make_image",
     "natural_image",
     "normalise_inputs",
@@ -217,6 +220,72 @@ def natural_image(size: int, rng: np.random.Generator,
     return _normalise(img * disc_mask(size, r, soft_px=rng.uniform(1.0, 4.0)))
 
 
+def family_slices(families: Sequence[str], size: int, n_volumes: int, per_volume: int,
+                  rng: np.random.Generator, min_mass: float = 0.02) -> tuple[np.ndarray, list[str]]:
+    """Planes perpendicular to the tilt axis through random volumes of object families.
+
+    For each of ``n_volumes`` volumes (families drawn in turn from ``families``, see
+    :mod:`napari_tiltgen.simulate.families`), ``per_volume`` random y-planes ``vol[:, y, :]``
+    that hold at least ``min_mass`` of the mean plane's mass are kept, each normalised to a
+    maximum of 1 and masked to the inscribed disc.
+
+    Returns
+    -------
+    (slices, names)
+        ``(n, size, size)`` float32 and the family of each slice.
+    """
+    from napari_tiltgen.simulate.families import make_sample
+
+    out, names = [], []
+    fams = list(families)
+    for k in range(int(n_volumes)):
+        fam = fams[k % len(fams)]
+        vol, _ = make_sample(fam, size, rng)
+        mass = vol.sum(axis=(0, 2))
+        ok = np.flatnonzero(mass > min_mass * max(float(mass.mean()), 1e-12))
+        if ok.size == 0:
+            continue
+        for y in rng.choice(ok, size=min(per_volume, ok.size), replace=False):
+            sl = _normalise(vol[:, int(y), :] * disc_mask(size))
+            if float(sl.max()) > 0:
+                out.append(sl)
+                names.append(fam)
+    return np.stack(out).astype(np.float32), names
+
+
+def degrade_sinogram(sino: torch.Tensor, rng: np.random.Generator, level: str = "train"
+                     ) -> torch.Tensor:
+    """A microscope's degradations on the sinograms of a group of slices ``(n_tilts, B, n_det)``.
+
+    :func:`napari_tiltgen.simulate.degrade.degrade` with parameters from its
+    ``sample_params(rng, level)``: Poisson noise over a dose range, Gaussian and scan-line
+    noise, vacuum offset and background ramp; residual jitter only along the detector (``dx``,
+    shared by the group as in one series: ``dy`` would mix the slices of different objects,
+    which are stacked along y here) and no tilt-axis error (a 2-D slice cannot show it); then
+    a Gaussian blur along the detector (probe and instrument, 0-1.2 px).
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    from napari_tiltgen.simulate.degrade import degrade, sample_params
+
+    params = sample_params(rng, level)
+    jitter = float(params.jitter_px)
+    params.jitter_px, params.axis_error_deg = 0.0, 0.0
+    a = sino.detach().cpu().numpy().astype(np.float32)
+    blur = float(rng.uniform(0.0, 1.2))
+    if blur > 0.05:
+        a = gaussian_filter1d(a, blur, axis=2, mode="constant")
+    if jitter > 0:  # frame k moved by dx[k] along the detector (linear, zero outside)
+        n_det = a.shape[2]
+        grid = np.arange(n_det, dtype=np.float64)
+        for k, d in enumerate(rng.normal(0.0, jitter, a.shape[0])):
+            a[k] = np.stack([np.interp(grid - d, grid, row, left=0.0, right=0.0)
+                             for row in a[k]])
+    if a.max() > 0:
+        a = degrade(a, rng, params)
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
 def make_image(source: str, size: int, rng: np.random.Generator, heldout: bool = False
                ) -> np.ndarray:
     """One ``(size, size)`` ground-truth image from ``source`` (``"phantom"``, ``"cluster"``,
@@ -278,13 +347,16 @@ def reconstructions(slices: torch.Tensor, tilt_angles_deg: np.ndarray,
     reconstruct them; returns ``{channel: (B, n, n)}``.
 
     ``noise`` is the standard deviation of Gaussian noise added to the sinogram, as a fraction of
-    the sinogram's maximum.
+    the sinogram's maximum, or a degradation level (``"train"``, ``"realistic"``) of
+    :func:`degrade_sinogram`.
     """
     b, n, _ = slices.shape
     vol = slices.permute(1, 0, 2).contiguous()  # (nz, ny=B, nx): slices stacked along the axis
     proj = Projector((n, b, n), tilt_angles_deg)
     sino = proj.forward(vol)
-    if noise > 0:
+    if isinstance(noise, str):  # a degradation level of simulate.degrade ("train", "realistic")
+        sino = degrade_sinogram(sino, rng or np.random.default_rng(), noise)
+    elif noise > 0:
         rng = rng or np.random.default_rng()
         sd = noise * float(sino.max())
         sino = sino + torch.from_numpy(rng.normal(0.0, sd, sino.shape).astype(np.float32))
@@ -340,7 +412,8 @@ def wedge_inputs(images: np.ndarray | torch.Tensor, missing_wedge_deg: Sequence[
     sirt_iterations
         SIRT iterations.
     noise
-        Sinogram noise, fraction of its maximum (one value or one per slice).
+        Sinogram noise, fraction of its maximum (one value or one per slice), or a degradation
+        level of :func:`degrade_sinogram` for every group (``"train"``, ``"realistic"``).
     rng
         Random generator for the noise.
     """
@@ -348,11 +421,13 @@ def wedge_inputs(images: np.ndarray | torch.Tensor, missing_wedge_deg: Sequence[
     b, n, _ = imgs.shape
     wedges = np.asarray(missing_wedge_deg, dtype=np.float64).reshape(-1)
     steps = np.broadcast_to(np.asarray(step_deg, dtype=np.float64), (b,))
-    noises = np.broadcast_to(np.asarray(noise, dtype=np.float64), (b,))
+    noises = (np.full(b, noise, dtype=object) if isinstance(noise, str)
+              else np.broadcast_to(np.asarray(noise, dtype=np.float64), (b,)))
     recs = {c: torch.empty((b, n, n)) for c in channels}
-    groups: dict[tuple[float, float, float], list[int]] = {}
+    groups: dict[tuple[float, float, Any], list[int]] = {}
     for i in range(b):
-        groups.setdefault((round(wedges[i], 4), round(steps[i], 4), float(noises[i])), []).append(i)
+        nz_i = noises[i] if isinstance(noises[i], str) else float(noises[i])
+        groups.setdefault((round(wedges[i], 4), round(steps[i], 4), nz_i), []).append(i)
     for (w, st, nz), idx in groups.items():
         r = reconstructions(imgs[idx], wedge_angles(w, st), channels, sirt_iterations, nz, rng)
         for c in channels:

@@ -37,6 +37,7 @@ import torch
 
 from napari_tiltgen.methods.inpainting.api import (
     REFINE_ITERATIONS,
+    enforce_consistency,
     inpaint_slices,
     load_pretrained,
 )
@@ -145,12 +146,12 @@ def _reconstruct_all(images: np.ndarray, wedge: float, cfg: EvalConfig, model: A
     x, s = normalise_inputs(inp, channels)
     out = run(inpaint_slices(model, x, wedge, 8, device), show=False) * s[:, None, None]
     recs["network"] = out.numpy()
-    if cfg.refine_iterations > 0:
-        x0 = out.permute(1, 0, 2).contiguous()
-        recs["inpainting"] = _slices(sirt(proj, sino, cfg.refine_iterations, x0=x0,
-                                          preview_every=0))
-    else:
-        recs["inpainting"] = recs["network"]
+    # the product's hard data-consistency step (the slices of a set form one volume)
+    x0 = out.permute(1, 0, 2).contiguous()
+    x_sirt = torch.from_numpy(recs["sirt"]).permute(1, 0, 2).contiguous()
+    x, _ = run(enforce_consistency(proj, sino, x0, x_sirt, cfg.refine_iterations),
+               show=False)
+    recs["inpainting"] = _slices(x)
     return recs, (time.perf_counter() - t0) / len(images)
 
 

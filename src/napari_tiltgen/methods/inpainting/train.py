@@ -30,7 +30,12 @@ import numpy as np
 import torch
 
 from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.methods.inpainting.data import HELDOUT_SEED, make_image, wedge_inputs
+from napari_tiltgen.methods.inpainting.data import (
+    HELDOUT_SEED,
+    family_slices,
+    make_image,
+    wedge_inputs,
+)
 from napari_tiltgen.methods.inpainting.network import (
     GeneratorConfig,
     PatchDiscriminator,
@@ -41,10 +46,13 @@ from napari_tiltgen.methods.inpainting.network import (
     save_generator,
 )
 from napari_tiltgen.progress import Progress
+from napari_tiltgen.simulate.families import TRAIN_FAMILIES
 
-__all__ = ["TrainConfig", "make_batch", "train", "train_iter", "validation_set"]
+__all__ = ["TrainConfig", "dead_fractions", "make_batch", "make_optimizer", "parameter_groups",
+           "revive_dead_blocks", "train", "train_iter", "validation_set"]
 
 VAL_SEED = HELDOUT_SEED + 1000  # validation images: neither training nor the evaluation set
+FAMILY_SLICES_PER_VOLUME = 8  # planes taken from each family volume of the bank
 
 
 @dataclass
@@ -69,14 +77,21 @@ class TrainConfig:
         Tilt increments drawn in training, degrees (uniform).
     noise_range
         Sinogram noise (Gaussian, fraction of the sinogram maximum), uniform in this range.
+    noise_level
+        Instead of ``noise_range``: a degradation level of
+        :func:`~napari_tiltgen.methods.inpainting.data.degrade_sinogram` (``"train"``: Poisson
+        over a dose range, Gaussian, scan lines, offsets, ramps, detector jitter, blur).
     source_weights
-        Share of phantom faces, cluster slices and natural images.
+        Share of phantom faces, cluster slices, natural images and ``family`` slices (planes
+        of volumes of :data:`~napari_tiltgen.simulate.families.TRAIN_FAMILIES`).
     bank_size
-        Cluster slices and natural images generated once (each).
+        Cluster slices, natural images and family slices generated once (each).
     sirt_iterations
         SIRT iterations of the SIRT input channel (inference uses the same number).
     lr, lr_min, weight_decay
-        Generator Adam learning rate (cosine decay to ``lr_min``) and weight decay.
+        Generator AdamW learning rate (cosine decay to ``lr_min``) and decoupled weight decay
+        (convolution and linear weights only; none on norms and biases, see
+        :func:`make_optimizer`).
     d_lr
         Discriminator RMSprop learning rate (paper: 1e-4).
     adv_weight
@@ -111,13 +126,14 @@ class TrainConfig:
     wedge_range_deg: tuple[float, float] = (20.0, 90.0)
     tilt_step_range_deg: tuple[float, float] = (1.0, 3.0)
     noise_range: tuple[float, float] = (0.0, 0.01)
+    noise_level: str | None = None
     source_weights: dict[str, float] = field(
         default_factory=lambda: {"phantom": 0.5, "cluster": 0.25, "natural": 0.25})
     bank_size: int = 256
     sirt_iterations: int = 30
     lr: float = 1e-3
     lr_min: float = 5e-5
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-3
     d_lr: float = 1e-4
     adv_weight: float = 0.003
     adv_start: float = 0.5
@@ -161,8 +177,15 @@ def _bank(cfg: TrainConfig, out: Path) -> dict[str, np.ndarray]:
     bank = {}
     for k, src in enumerate(sorted(need)):
         rng = np.random.default_rng([cfg.seed, 99, k])
-        bank[src] = np.stack([make_image(src, cfg.size, rng) for _ in range(cfg.bank_size)])
-    np.savez_compressed(path, **bank)
+        if src == "family":
+            bank[src], _ = family_slices(TRAIN_FAMILIES, cfg.size,
+                                         max(1, cfg.bank_size // FAMILY_SLICES_PER_VOLUME),
+                                         FAMILY_SLICES_PER_VOLUME, rng)
+        else:
+            bank[src] = np.stack([make_image(src, cfg.size, rng) for _ in range(cfg.bank_size)])
+    tmp = out / "bank.tmp.npz"
+    np.savez_compressed(tmp, **bank)
+    tmp.replace(path)
     return bank
 
 
@@ -188,17 +211,26 @@ def make_batch(cfg: TrainConfig, step: int, bank: dict[str, np.ndarray]):
     g_step = rng.uniform(*cfg.tilt_step_range_deg, n_groups)
     g_noise = rng.uniform(*cfg.noise_range, n_groups)
     grp = np.arange(cfg.batch_size) // cfg.group_size
+    noise = cfg.noise_level if cfg.noise_level else g_noise[grp]
     return wedge_inputs(np.stack(imgs), g_wedge[grp], g_step[grp], cfg.net.in_channels,
-                        cfg.sirt_iterations, g_noise[grp], rng)
+                        cfg.sirt_iterations, noise, rng)
 
 
 def validation_set(cfg: TrainConfig):
-    """Fixed validation batch: phantoms and clusters (training elements) from their own seed
-    stream, wedges spread evenly over the trained range, 2 degree tilt step, no noise."""
+    """Fixed validation batch, wedges spread evenly over the trained range, 2 degree tilt step:
+    with the ``family`` source, one slice of each of ``val_size`` volumes of the training
+    families with realistic degradations; otherwise phantoms and clusters (training elements),
+    no noise. Both from their own seed stream."""
     rng = np.random.default_rng(VAL_SEED)
+    wedges = np.linspace(*cfg.wedge_range_deg, cfg.val_size)
+    if cfg.source_weights.get("family", 0) > 0:
+        # training families (own seed stream), realistic degradations: the checkpoint is
+        # picked on the kind of data it will meet, never on held-out families
+        imgs, _ = family_slices(TRAIN_FAMILIES, cfg.size, cfg.val_size, 1, rng)
+        return wedge_inputs(imgs[:cfg.val_size], wedges[:len(imgs)], 2.0, cfg.net.in_channels,
+                            cfg.sirt_iterations, "realistic", rng)
     srcs = ["phantom", "cluster"] * (cfg.val_size // 2) + ["phantom"] * (cfg.val_size % 2)
     imgs = np.stack([make_image(s, cfg.size, rng) for s in srcs])
-    wedges = np.linspace(*cfg.wedge_range_deg, cfg.val_size)
     return wedge_inputs(imgs, wedges, 2.0, cfg.net.in_channels, cfg.sirt_iterations)
 
 
@@ -269,6 +301,91 @@ def _load_checkpoint(path: Path, G: UNetPP, D: PatchDiscriminator,
     return int(meta["step"]), float(meta["best"])
 
 
+# ---------------------------------------------------------------------------- optimiser
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: weights of convolutions and linear layers (decayed), and every norm
+    weight, bias and 1-D parameter (never decayed).
+
+    Decaying BatchNorm scales and biases pulls them to zero and, with a normalised optimiser,
+    switches whole blocks off; convolution weights in front of a BatchNorm are scale-invariant,
+    so decoupled decay on them only sets the effective step size.
+    """
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_norm = isinstance(module, torch.nn.modules.batchnorm._NormBase | torch.nn.GroupNorm
+                                 | torch.nn.LayerNorm)
+            (no_decay if is_norm or name == "bias" or p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": float(weight_decay)},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float
+                   ) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay, Loshchilov & Hutter) over :func:`parameter_groups`.
+
+    The shipped generator before this fix was trained with ``Adam(weight_decay=...)``, whose
+    decay is added to the gradient and then normalised by Adam's second moment: where a block's
+    gradient was small, the decay term dominated and drove its weights to zero at the full
+    learning rate per step, and 71 % of the parameters (blocks 4_0, 3_1, most of 2_2) ended
+    below 1e-30.
+    """
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=(0.9, 0.99))
+
+
+def dead_fractions(model: torch.nn.Module, threshold: float = 1e-30) -> dict[str, float]:
+    """Fraction of each generator block's parameters with ``|w| < threshold``.
+
+    Blocks are the U-Net++ nodes (``"4_0"``...), ``"embed"`` and ``"head"``; BatchNorm running
+    statistics are not parameters and are not counted.
+    """
+    counts: dict[str, list[int]] = {}
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        block = parts[1] if parts[0] == "nodes" else parts[0]
+        c = counts.setdefault(block, [0, 0])
+        c[0] += int((p.detach().abs() < threshold).sum())
+        c[1] += p.numel()
+    return {k: d / n for k, (d, n) in counts.items()}
+
+
+def revive_dead_blocks(model: torch.nn.Module, threshold: float = 1e-30,
+                       dead_fraction: float = 0.5, seed: int = 0) -> list[str]:
+    """Re-initialise every U-Net++ node with more than ``dead_fraction`` of its parameters
+    below ``threshold`` (fine-tuning from weights with dead blocks).
+
+    Convolutions get PyTorch's default initialisation, the first BatchNorm of the node scale 1,
+    the second scale 0.1 (a small, live contribution to the nodes downstream, which learnt to
+    do without it), FiLM the identity. Returns the names of the revived nodes.
+    """
+    revived = []
+    fr = dead_fractions(model, threshold)
+    gen = torch.Generator().manual_seed(int(seed))
+    for key, block in getattr(model, "nodes", {}).items():
+        if fr.get(key, 0.0) <= dead_fraction:
+            continue
+        norms = 0
+        with torch.no_grad():
+            for m in block.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    bound = 1.0 / math.sqrt(m.weight[0].numel())  # kaiming_uniform(a=sqrt 5)
+                    m.weight.copy_((torch.rand(m.weight.shape, generator=gen) * 2 - 1) * bound)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, torch.nn.BatchNorm2d):
+                    m.reset_running_stats()
+                    m.weight.fill_(1.0 if norms == 0 else 0.1)
+                    m.bias.zero_()
+                    norms += 1
+                elif isinstance(m, torch.nn.Linear):  # FiLM: identity
+                    m.weight.zero_()
+                    m.bias.zero_()
+        revived.append(key)
+    return revived
+
+
 # ---------------------------------------------------------------------------- training
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     warm = max(1, min(100, cfg.steps // 20))
@@ -281,6 +398,8 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 def _model_info(cfg: TrainConfig, step: int, val_psnr: float,
                 init_info: dict[str, Any] | None = None) -> dict[str, Any]:
     extra = {"initialised_from": init_info} if init_info is not None else {}
+    if cfg.source_weights.get("family", 0) > 0:
+        extra["train_families"] = list(TRAIN_FAMILIES)
     return {**extra,
         "trained_wedge_deg": list(cfg.wedge_range_deg),
         "trained_tilt_step_deg": list(cfg.tilt_step_range_deg),
@@ -291,6 +410,8 @@ def _model_info(cfg: TrainConfig, step: int, val_psnr: float,
         "batch_size": cfg.batch_size,
         "val_psnr_db": val_psnr,
         "sources": cfg.source_weights,
+        "noise": cfg.noise_level or f"gaussian {list(cfg.noise_range)}",
+        "weight_decay": f"AdamW {cfg.weight_decay:g} (none on norms and biases)",
         "command": cfg.command,
     }
 
@@ -333,10 +454,14 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
         G = UNetPP(cfg.net).to(device)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     D = PatchDiscriminator(len(cfg.net.in_channels) + 1, cfg.d_width).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
-                             weight_decay=cfg.weight_decay)
-    opt_d = torch.optim.RMSprop(D.parameters(), lr=cfg.d_lr, alpha=0.99,
-                                weight_decay=cfg.weight_decay)
+    if init_info is not None:
+        revived = revive_dead_blocks(G, seed=cfg.seed)
+        if revived:
+            init_info = {**init_info, "revived_blocks": revived}
+            yield Progress(0.0, f"re-initialised dead blocks of the start weights: {revived}")
+    opt_g = make_optimizer(G, cfg.lr, cfg.weight_decay)
+    # the discriminator: no weight decay at all (RMSprop's is coupled, like Adam's)
+    opt_d = torch.optim.RMSprop(D.parameters(), lr=cfg.d_lr, alpha=0.99)
     step, best = 0, -math.inf
     ckpt = out / "checkpoint.safetensors"
     if resume and ckpt.is_file():
