@@ -88,3 +88,26 @@ def test_budget_too_small_and_bad_output_are_clear(series, tmp_path):
     with pytest.raises(TiltgenError):
         reconstruct_to_file(series, out, "wbp")
     assert out.read_bytes() == b"user data"
+
+
+def test_cli_reconstruct_streams_when_over_budget(series, tmp_path, capsys):
+    from napari_tiltgen.cli import main
+    from napari_tiltgen.io.writers import write
+
+    src = tmp_path / "in.mrc"
+    write(series, src)
+    common = [str(src), "--method", "wbp", "--align", "no", "--intensity", "none",
+              "--tilt-axis", "0", "--quiet"]
+    assert main(["reconstruct", *common, "--out", str(tmp_path / "a.mrc")]) == 0
+    assert "out of core" not in capsys.readouterr().err
+    assert main(["reconstruct", *common, "--out", str(tmp_path / "b.mrc"),
+                 "--memory-budget", "0.0002"]) == 0
+    out = capsys.readouterr()
+    assert "above the memory budget" in out.err and "slabs" in out.out
+    a, b = mrcfile.read(tmp_path / "a.mrc"), mrcfile.read(tmp_path / "b.mrc")
+    assert np.abs(a - b).max() < 1e-5 * float(np.abs(a).max())
+    assert main(["reconstruct", *common, "--method", "sirt", "--iterations", "3",
+                 "--out", str(tmp_path / "c.mrc"), "--out-of-core", "yes",
+                 "--memory-budget", "0.00001"]) == 2
+    assert "too small" in capsys.readouterr().err
+    assert not (tmp_path / "c.mrc").exists()

@@ -93,6 +93,7 @@ OPTION_LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "seed": (0, 2**32 - 1, True, True),
     "size": (1, 16_384, True, True),
     "fourier_size": (0, 4096, True, True),
+    "memory_budget": (0, 1e6, False, True),
 }
 
 
@@ -388,6 +389,16 @@ def check_job(args: argparse.Namespace, ts: Any) -> None:
     need = job_peak_bytes(command, n, ny, nx, thickness=getattr(args, "thickness", None),
                           n_out_frames=n_out, n_times=n_times, device_is_cuda=on_cuda,
                           method=getattr(args, "method", None))
+    if command == "reconstruct" and getattr(args, "out_of_core", "no") != "no":
+        from napari_tiltgen.methods import outofcore
+
+        nz = int(getattr(args, "thickness", None) or nx)
+        stream, budget, _ = outofcore.choose(args.method, args.backend, n, ny, nx, nz,
+                                             mode=args.out_of_core,
+                                             memory_budget=getattr(args, "memory_budget_bytes",
+                                                                   None))
+        if stream:  # streamed: the prepared input + one slab's working set
+            need = outofcore.streamed_job_bytes(args.method, n, ny, nx, nz, budget)
     check_memory(need, f"{command or 'this job'} on {n} x {ny} x {nx} px frames",
                  "bin the stack (e.g. IMOD newstack -bin 2), crop it, give a thinner "
                  "--thickness, or run on a machine with more memory.", args.input)

@@ -53,7 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "matching; see 'tiltgen align'): auto (default) aligns a raw stack whose "
                    "frames are measurably jittered (centre-of-mass fit residual above 0.5 px) "
                    "and no stored shifts; yes: always; no: never")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default: 1 for small jobs, else the cores other "
+                   "processes leave free)")
+    g = p.add_argument_group("volumes larger than memory (WBP, SIRT)")
+    g.add_argument("--out-of-core", default="auto", choices=["auto", "yes", "no"],
+                   help="stream slabs of rows from the input to the MRC output: auto (default) "
+                   "when the in-memory estimate exceeds --memory-budget (said on stderr)")
+    g.add_argument("--memory-budget", type=float, metavar="GB",
+                   help="memory the reconstruction may use, GiB (default: 70%% of the "
+                   "available memory)")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="out of core: spread the slabs over N local Dask worker processes")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="out of core: spread the slabs over a running Dask scheduler")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_angle_options(p)
@@ -66,12 +79,15 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     # every output check (folder, extension, inputs, existing) before any compute
+    args.memory_budget_bytes = (args.memory_budget * 2**30) if args.memory_budget else None
     plan = plan_write(out, "volume", overwrite=args.overwrite,
                       inputs=[args.input, getattr(args, "tilt_file", None)])
     ts, note = with_vertical_axis(read_series_from_args(args))
     if note:
         print(f"tiltgen: note: {note}", file=sys.stderr)
     ts = _maybe_align(ts, args.align, args.thickness)
+    if _stream(args, ts, plan):
+        return 0
     vol = reconstruct(
         ts, args.method, args.iterations, backend=args.backend, device=args.device,
         filter=args.filter, relaxation=args.relaxation, positivity=args.positivity,
@@ -86,6 +102,52 @@ def run(args: argparse.Namespace) -> int:
           f"{p['method'].upper()}{f' {its} iterations' if its else ''} on {p['device']} "
           f"({p['backend']}) in {p['seconds']:.1f} s")
     return 0
+
+
+def _stream(args: argparse.Namespace, ts, plan) -> bool:
+    """Reconstruct out of core (slabs to the MRC output) when chosen; True when done so."""
+    from napari_tiltgen.methods import outofcore
+
+    n, ny, nx = (int(s) for s in ts.shape)
+    nz = int(args.thickness or nx)
+    stream, budget, why = outofcore.choose(args.method, args.backend, n, ny, nx, nz,
+                                           mode=args.out_of_core,
+                                           memory_budget=args.memory_budget_bytes)
+    if not stream:
+        if args.workers or args.scheduler:
+            print("tiltgen: note: --workers/--scheduler apply only out of core; ignored",
+                  file=sys.stderr)
+        return False
+    client = None
+    if args.workers or args.scheduler:
+        from napari_tiltgen.workflows.batch import make_client
+
+        client = make_client(args.workers, args.scheduler)
+        why += f"; {len(client.scheduler_info()['workers'])} Dask workers, dashboard " \
+               f"{client.dashboard_link}"
+    from napari_tiltgen.physics.projector import resolve_device
+
+    print(f"tiltgen: note: {why}", file=sys.stderr)
+    try:
+        res = outofcore.reconstruct_to_file(
+            ts, plan.main, args.method, args.iterations, memory_budget=budget,
+            thickness_px=args.thickness, axis_offset_px=args.axis_offset, filter=args.filter,
+            relaxation=args.relaxation, positivity=args.positivity,
+            device=str(resolve_device(args.device)), n_threads=args.threads, client=client,
+            plan=plan, show=not args.quiet)
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and args.workers:
+                cluster.close()
+    p = res.provenance
+    its = p["parameters"].get("iterations")
+    print(f"wrote {res.path}: {' x '.join(map(str, res.shape))} voxels (nz, ny, nx), "
+          f"{p['method'].upper()}{f' {its} iterations' if its else ''} out of core "
+          f"({len(res.slabs)} slabs of {res.slab_rows} rows) on {res.device} in "
+          f"{res.seconds:.1f} s")
+    return True
 
 
 def _maybe_align(ts, mode: str, thickness: int | None):

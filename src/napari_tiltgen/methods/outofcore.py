@@ -68,6 +68,10 @@ STREAM_METHODS = ("wbp", "sirt")
 _F32 = 4
 
 
+def _size(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB" if b >= 2**29 else f"{b / 2**20:.1f} MiB"
+
+
 def _method(method: str) -> str:
     m = str(method).lower()
     m = {"fbp": "wbp"}.get(m, m)
@@ -124,9 +128,9 @@ def plan_slabs(method: str, n_tilts: int, ny: int, nx: int, nz: int, memory_budg
     if rows < 1:
         need = (op + per_row * (1 + 2 * halo)) * max(1, in_flight)
         raise TiltgenError(
-            f"a memory budget of {memory_budget / 2**30:.2f} GiB is too small for out-of-core "
+            f"a memory budget of {_size(memory_budget)} is too small for out-of-core "
             f"{_method(method).upper()} of {nx} x {nz} px slices from {n_tilts} tilts: one slab "
-            f"needs about {need / 2**30:.2f} GiB"
+            f"needs about {_size(need)}"
             + (" (most of it the projector's operator; WBP needs none)" if op else "")
             + ". Give a larger --memory-budget, bin the stack or use a thinner volume.")
     rows = min(rows, ny)
@@ -454,3 +458,47 @@ def reconstruct_to_file(ts: TiltSeries, out: str | os.PathLike, method: str = "w
     """:func:`reconstruct_to_file_iter` run to completion."""
     return run(reconstruct_to_file_iter(ts, out, method, iterations, **kwargs), show=show,
                desc=f"{_method(method).upper()} (out of core)")
+
+
+# ---------------------------------------------------------------------------- choosing it
+def default_budget() -> int:
+    """Default memory budget: 70 % of the memory available now (:mod:`napari_tiltgen.resources`)."""
+    from napari_tiltgen.resources import available_memory
+
+    return int(0.7 * available_memory())
+
+
+def choose(method: str, backend: str, n_tilts: int, ny: int, nx: int, nz: int, *,
+           mode: str = "auto", memory_budget: float | None = None
+           ) -> tuple[bool, float, str]:
+    """Whether to stream: ``(stream, budget_bytes, reason)``.
+
+    ``mode``: ``"auto"`` streams WBP/SIRT on the torch backend when the in-memory estimate
+    exceeds the budget; ``"yes"`` always (those methods only); ``"no"`` never.
+    """
+    budget = float(memory_budget) if memory_budget else float(default_budget())
+    m = {"fbp": "wbp"}.get(str(method).lower(), str(method).lower())
+    need = in_memory_peak_bytes(m, n_tilts, ny, nx, nz)
+    can = m in STREAM_METHODS and str(backend).lower() == "torch"
+    gib = 2.0**30
+    if mode == "no":
+        return False, budget, "out of core: off (--out-of-core no)"
+    if mode == "yes":
+        if not can:
+            raise TiltgenError(f"--out-of-core yes: only {', '.join(STREAM_METHODS)} on the "
+                               f"torch backend stream; got {m} on {backend}.")
+        return True, budget, "out of core: asked (--out-of-core yes)"
+    if need <= budget:
+        return False, budget, ""
+    if not can:
+        return False, budget, ""
+    return True, budget, (f"the in-memory {m.upper()} needs about {need / gib:.1f} GiB, above "
+                          f"the memory budget of {budget / gib:.1f} GiB: streaming slabs "
+                          "(out of core)")
+
+
+def streamed_job_bytes(method: str, n_tilts: int, ny: int, nx: int, nz: int,
+                       memory_budget: float) -> float:
+    """Peak estimate of a streamed CLI job: the prepared input in memory + the working set."""
+    return 2.0 * _F32 * n_tilts * ny * nx + streaming_peak_bytes(method, n_tilts, ny, nx, nz,
+                                                                 memory_budget)
