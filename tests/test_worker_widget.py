@@ -91,3 +91,19 @@ def test_run_drives_generator_without_qt() -> None:
     events: list[float] = []
     assert run(c.work(4), show=False, callback=lambda e: events.append(e.fraction)) == 4
     assert events == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_messages_use_the_widget_users_words() -> None:
+    """API messages quote CLI flags; the widgets show the setting's name instead."""
+    from napari_tiltgen.widgets._base import plain_words
+
+    msg = ("no tilt angles. Give the wedge in degrees (--wedge / missing_wedge_deg) or the tilt "
+           "angles (--tilt-file / tilt_angles).")
+    out = plain_words(msg)
+    assert "--" not in out and "missing_wedge_deg" not in out
+    assert "(the \u201cmissing wedge (deg)\u201d setting)" in out
+    assert plain_words("use --method linear or pretrained.") == \
+        "use the \u201cmethod\u201d setting linear or pretrained."
+    assert plain_words("x (Override: allow_out_of_range / --allow-out-of-range.)") == \
+        "x (Override: the \u201callow wedges outside the trained range\u201d setting.)"
+    assert plain_words("3-5 min, a - b") == "3-5 min, a - b"  # nothing else touched

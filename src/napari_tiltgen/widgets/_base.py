@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,32 @@ class LayerPicker(ComboBox):
             return
         if any(layer is c for _, c in self._choices()):
             self.value = layer
+
+
+_FLAG_PAIR = re.compile(r"(--[a-z][a-z0-9-]*)\s*/\s*[a-z_][a-z0-9_]*(?:=\w+)?"
+                        r"|[a-z_][a-z0-9_]*(?:=\w+)?\s*/\s*(--[a-z][a-z0-9-]*)")
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?:\s+(?:DEG|DIR|FILE|PATH|N))?")
+
+
+def plain_words(message: str) -> str:
+    """A message from the API in the widget user's words: CLI flags become setting names.
+
+    ``"(--wedge / missing_wedge_deg)"`` -> ``"(the "wedge" setting)"``; ``"use --method
+    linear"`` -> ``"use the "method" setting linear"``.
+    """
+    message = _FLAG_PAIR.sub(lambda m: m.group(1) or m.group(2), message)
+
+    def name(m: re.Match) -> str:
+        flag = m.group(1)
+        return "the \u201c" + _SETTING_NAMES.get(flag, flag.replace("-", " ")) + "\u201d setting"
+
+    return _FLAG.sub(name, message)
+
+
+#: CLI flags whose widget setting has another name (the widget's label).
+_SETTING_NAMES = {"wedge": "missing wedge (deg)", "tilt-file": "tilt angles",
+                  "allow-out-of-range": "allow wedges outside the trained range",
+                  "tilt-axis": "tilt axis (deg from Y)", "sirt-iterations": "iterations"}
 
 
 @functools.cache
@@ -343,8 +370,13 @@ class WorkerWidget(Container):
         self.status.value = text
 
     def show_error(self, message: str) -> None:
-        """Show ``message`` as a napari error notification and in the status line."""
+        """Show ``message`` as a napari error notification and in the status line.
+
+        Command-line spellings in it (``--wedge / missing_wedge_deg``) become the setting's name
+        in words (:func:`plain_words`): the widget user never typed a flag.
+        """
         from napari.utils.notifications import show_error
 
+        message = plain_words(message)
         self.status.value = message if len(message) < 120 else message[:117] + "..."
         show_error(message)
