@@ -10,8 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="run the headless end-to-end demo (simulate, reconstruct, enhance, compare) into a folder",
         description="Simulate a small nanoparticle tilt series with ground truth, reconstruct it, "
-        "enhance it with every available method and write MRC volumes, a metrics table and a "
-        "comparison PNG into DIR.",
+        "enhance it with every available method (each where it is meant to help: interpolation "
+        "on every other tilt, inpainting on the missing wedge, the INR fit on frames with jitter "
+        "and an axis error, the 4-D fit on a changing particle) and write MRC volumes, a metrics "
+        "table and a comparison PNG into DIR. Progress is printed every few seconds; the last "
+        "lines say which enhanced result beat SIRT on the same data and which did not.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--size", type=int, default=64, help="volume edge in pixels (default 64)")
