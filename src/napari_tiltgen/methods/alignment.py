@@ -191,9 +191,17 @@ def _fourier_shift_1d(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return np.fft.irfft(P, 2 * L)[:, :L]
 
 
-def _axis_angle_cost(frames: np.ndarray, phi: float, radius: float, ref_index: int) -> float:
-    """1 - mean correlation of the shift-aligned axis profiles with their mean."""
-    prof = _unit(_axis_profiles(frames, phi, radius))
+def _axis_angle_cost(frames: np.ndarray, phi: float, radius: float, ref_index: int,
+                     derivative: bool = False) -> float:
+    """1 - mean correlation of the shift-aligned axis profiles with their mean.
+
+    ``derivative``: correlate the profiles' derivatives (weights fine detail, e.g. atomic
+    planes of a round cluster, over the object's outline).
+    """
+    prof = _axis_profiles(frames, phi, radius)
+    if derivative:
+        prof = np.gradient(prof, axis=1)
+    prof = _unit(prof)
     mean = _fourier_shift_1d(prof, -_lags(prof, prof[ref_index][None, :])).mean(axis=0)
     aligned = _fourier_shift_1d(prof, -_lags(prof, mean[None, :]))
     return float(1.0 - np.mean(aligned @ _unit(mean)))
@@ -389,6 +397,27 @@ def _circular_distance(a: np.ndarray, b: float) -> np.ndarray:
     return np.abs(((np.asarray(a) - b + 90.0) % 180.0) - 90.0)
 
 
+def _confidence(grid: np.ndarray, costs: np.ndarray, angle: float, full: bool
+                ) -> tuple[float, float]:
+    """(confidence, runner-up angle) of a coarse cost landscape with its minimum at ``angle``.
+
+    The runner-up is the deepest other local minimum (the grid is circular for a full search)
+    more than 10 degrees from ``angle``; confidence = its height above the minimum over the
+    median's height above the minimum (1 when there is none).
+    """
+    cmin = float(costs.min())
+    med = float(np.median(costs))
+    if full:
+        left, right = np.roll(costs, 1), np.roll(costs, -1)
+    else:
+        left = np.concatenate([[np.inf], costs[:-1]])
+        right = np.concatenate([costs[1:], [np.inf]])
+    minima = (costs <= left) & (costs <= right) & (_circular_distance(grid, angle) > 10.0)
+    if not minima.any():
+        return 1.0, float("nan")
+    j = int(np.flatnonzero(minima)[np.argmin(costs[minima])])
+    return float(np.clip((costs[j] - cmin) / max(med - cmin, 1e-12), 0.0, 1.0)), float(grid[j])
+
 def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
                         search_range_deg: float = 12.0, coarse_step_deg: float = 2.0,
                         max_size: int = 128, smooth_px: float = 1.0
@@ -397,7 +426,16 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
 
     if coarse_step_deg <= 0 or search_range_deg <= 0:
         raise TiltgenError("coarse_step_deg and search_range_deg must be positive.")
-    frames, radius, ref = _centred_axis_frames(ts, max_size, smooth_px)
+    # two views of the same common-line consistency: profiles of frames smoothed by
+    # ``smooth_px`` (the object's outline: robust for smooth objects at low dose) and
+    # derivatives of profiles of frames smoothed by half as much (fine detail: atomic clusters
+    # whose outline is nearly round). Both are searched; the one whose minimum stands out more
+    # (higher confidence) is refined.
+    views = [_centred_axis_frames(ts, max_size, smooth_px)[0],
+             _centred_axis_frames(ts, max_size, 0.5 * smooth_px)[0]]
+    radius = 0.5 * min(views[0].shape[1:]) - 1.0
+    angles_ = ts.tilt_angles
+    ref = int(np.argmin(np.abs(angles_))) if angles_ is not None else ts.n_tilts // 2
     full = around_deg is None
     if full:
         grid = np.arange(-90.0, 90.0, coarse_step_deg)
@@ -405,11 +443,16 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
         grid = float(around_deg) + np.arange(-search_range_deg,
                                              search_range_deg + coarse_step_deg / 2,
                                              coarse_step_deg)
-    costs = np.empty(grid.size)
+    pair = np.empty((2, grid.size))
     for i, phi in enumerate(grid):
-        costs[i] = _axis_angle_cost(frames, float(phi), radius, ref)
+        for v in range(2):
+            pair[v, i] = _axis_angle_cost(views[v], float(phi), radius, ref, derivative=v == 1)
         if i % 5 == 4 or i == grid.size - 1:
             yield Progress(0.7 * (i + 1) / grid.size, f"tilt axis: coarse search {phi:.0f} deg")
+    scored = [(*_confidence(grid, pair[v], float(grid[np.argmin(pair[v])]), full), v)
+              for v in range(2)]
+    conf, second, view = max(scored)
+    costs = pair[view]
     best = int(np.argmin(costs))
     coarse = float(grid[best])
     # fine: a 0.25-degree grid over +-4 degrees and a parabola through the +-3 degrees around
@@ -417,7 +460,7 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
     fine = coarse + np.arange(-4.0, 4.001, 0.25)
     fc = np.empty(fine.size)
     for i, phi in enumerate(fine):
-        fc[i] = _axis_angle_cost(frames, float(phi), radius, ref)
+        fc[i] = _axis_angle_cost(views[view], float(phi), radius, ref, derivative=view == 1)
         if i % 5 == 4 or i == fine.size - 1:
             yield Progress(0.7 + 0.3 * (i + 1) / fine.size, f"tilt axis: refining {phi:.2f} deg")
     k = int(np.argmin(fc))
@@ -426,24 +469,6 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
     angle = float(fine[k])
     if a2 > 0:
         angle = float(fine[k] + np.clip(-a1 / (2 * a2), -1.0, 1.0))
-    # confidence from the coarse landscape
-    # confidence from the coarse landscape: the runner-up is the deepest other local minimum
-    # (the grid is circular for a full search) more than 10 degrees from the answer
-    cmin = float(min(costs.min(), fc.min()))
-    med = float(np.median(costs))
-    if full:
-        left, right = np.roll(costs, 1), np.roll(costs, -1)
-    else:
-        left = np.concatenate([[np.inf], costs[:-1]])
-        right = np.concatenate([costs[1:], [np.inf]])
-    minima = (costs <= left) & (costs <= right) & (_circular_distance(grid, angle) > 10.0)
-    if minima.any():
-        j = int(np.flatnonzero(minima)[np.argmin(costs[minima])])
-        second = float(grid[j])
-        conf = float(np.clip((costs[j] - cmin) / max(med - cmin, 1e-12), 0.0, 1.0))
-    else:
-        second = float("nan")
-        conf = 1.0
     angle = wrap_axis_deg(angle, 0.0 if full else float(around_deg))
     return TiltAxisEstimate(angle_deg=angle, confidence=conf, coarse_deg=coarse,
                             second_deg=second, grid_deg=grid, costs=costs, full_range=full)
