@@ -279,9 +279,9 @@ def test_find_tilt_axis_over_the_full_range(phi):
     est = A.find_tilt_axis(ts)
     # the axis is a line: compare modulo 180 degrees (89.7 and -90.3 are the same axis)
     err = A.wrap_axis_deg(est.angle_deg - phi)
-    assert abs(err) < 0.75  # measured at most 0.41 deg over these six (48 px, +-10 px jitter)
+    assert abs(err) < 0.75  # measured at most 0.43 deg over these six (48 px, +-10 px jitter)
     assert -90.0 <= est.angle_deg < 90.0  # full search: the branch nearest image Y
-    assert est.full_range and est.confidence > 0.5  # measured 0.73-0.80
+    assert est.full_range and est.confidence > 0.5  # measured 0.87-0.95
     assert est.costs.size == 90  # 2-degree coarse grid over 180 degrees
 
 
@@ -294,7 +294,7 @@ def test_find_tilt_axis_near_a_recorded_value_keeps_its_branch():
 def test_round_object_gives_a_low_confidence():
     ball = np.array([[0.0, 0.0, 0.0, 12.0, 1.0]])  # a sphere has no preferred axis
     ts, _ = raw_series(30.0, spheres=ball)
-    assert A.find_tilt_axis(ts).confidence < 0.5
+    assert A.find_tilt_axis(ts).confidence < 0.5  # measured 0.12
 
 
 def test_turning_by_quarter_turns_is_exact_and_keeps_handedness():
