@@ -111,3 +111,28 @@ def test_cli_reconstruct_streams_when_over_budget(series, tmp_path, capsys):
                  "--memory-budget", "0.00001"]) == 2
     assert "too small" in capsys.readouterr().err
     assert not (tmp_path / "c.mrc").exists()
+
+
+def test_default_threads_follow_the_free_cores(monkeypatch):
+    import os
+
+    from napari_tiltgen.physics import cpu
+    from napari_tiltgen.physics.projector import suggested_threads
+
+    monkeypatch.delenv("TILTGEN_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only this process
+    assert cpu.free_cpu_cores() == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 3.0, 3.0))  # ~2 other busy processes
+    assert cpu.free_cpu_cores() == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (13.0, 13.0, 13.0))
+    assert cpu.free_cpu_cores() == 1
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # torch's default: all 4 cores
+    assert suggested_threads((256, 256, 256), 61) == 1  # busy cores: one thread
+    assert suggested_threads((8, 8, 8), 5) == 1  # small problems: one thread anyway
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert suggested_threads((256, 256, 256), 61) is None  # idle: torch's default, unchanged
+    monkeypatch.setenv("TILTGEN_THREADS", "3")
+    assert cpu.free_cpu_cores() == 3
