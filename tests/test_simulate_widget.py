@@ -26,18 +26,24 @@ def test_fast_mode_adds_series_and_ground_truth(make_napari_viewer, qtbot) -> No
     w.structure.value = "cuboctahedron"
     w.element.value = "Pt"
     w.shells.value = 4
-    w.size.value = 128  # 181 frames of 128 x 128 px (default tilts -90..90, 1 degree)
+    # the default tilt scheme is a realistic holder: -70..70 degrees in 2-degree steps
+    assert (w.tilt_start.value, w.tilt_end.value, w.tilt_step.value) == (-70.0, 70.0, 2.0)
+    w.tilt_start.value, w.tilt_end.value, w.tilt_step.value = -90.0, 90.0, 1.0
+    w.size.value = 128  # 181 frames of 128 x 128 px
     w.dose.value = 2e4
     w.seed.value = 5
     w.run_button.native.click()
     assert w.running
     qtbot.waitUntil(lambda: not w.running, timeout=120000)
     assert w.status.value == "done", w.status.value
-    names = [layer.name for layer in viewer.layers]
+    from napari_tiltgen.widgets.views import workspace
+
+    vv = workspace(viewer).volumes  # the ground truth goes to the volumes window
+    names = [layer.name for layer in viewer.layers] + [layer.name for layer in vv.layers]
     assert names == ["cuboctahedron Pt147 (solid, 4 shells, 16.6 Å) (fast)",
                      "cuboctahedron Pt147 (solid, 4 shells, 16.6 Å) ground truth"]
     ts = TiltSeries.from_layer(viewer.layers[0])
-    vol = Volume.from_layer(viewer.layers[1])
+    vol = Volume.from_layer(vv.layers[0])
     assert ts.shape == (181, 128, 128) and vol.shape == (128, 128, 128)
     np.testing.assert_allclose(ts.tilt_angles[[0, 90, -1]], [-90.0, 0.0, 90.0])
     assert ts.pixel_size_A == pytest.approx(vol.voxel_size_A)
@@ -57,14 +63,17 @@ def test_dynamic_phantom_gives_start_and_end_volumes(make_napari_viewer, qtbot) 
     assert w.frame_time.enabled and not w.variant.enabled
     w.shells.value = 3
     w.size.value = 48
-    w.tilt_step.value = 10.0
+    w.tilt_start.value, w.tilt_end.value, w.tilt_step.value = -90.0, 90.0, 10.0
     w.run_button.native.click()
     assert w.running
     qtbot.waitUntil(lambda: not w.running, timeout=120000)
     ts = TiltSeries.from_layer(viewer.layers[0])
     assert ts.acquisition_times_s is not None and ts.acquisition_times_s.max() == 18 * 20.0
-    v0 = viewer.layers["growth Au (55 atoms) ground truth t=0"].data
-    v1 = viewer.layers["growth Au (55 atoms) ground truth t=end"].data
+    from napari_tiltgen.widgets.views import workspace
+
+    vv = workspace(viewer).volumes
+    v0 = vv.layers["growth Au (55 atoms) ground truth t=0"].data
+    v1 = vv.layers["growth Au (55 atoms) ground truth t=end"].data
     assert v1.sum() > 2 * v0.sum()
 
 

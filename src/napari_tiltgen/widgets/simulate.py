@@ -55,15 +55,18 @@ class SimulateWidget(WorkerWidget):
                                 tooltip="a cluster that changes during the acquisition")
         self.frame_time = FloatSpinBox(label="frame time (s)", value=20.0, min=0.1, max=3600.0,
                                        step=1.0)
-        self.tilt_start = FloatSpinBox(label="first tilt (deg)", value=-90.0, min=-90.0, max=90.0,
+        # a realistic holder: +-70 degrees (a 40-degree missing wedge), 2-degree steps
+        self.tilt_start = FloatSpinBox(label="first tilt (deg)", value=-70.0, min=-90.0, max=90.0,
                                        step=1.0)
-        self.tilt_end = FloatSpinBox(label="last tilt (deg)", value=90.0, min=-90.0, max=90.0,
+        self.tilt_end = FloatSpinBox(label="last tilt (deg)", value=70.0, min=-90.0, max=90.0,
                                      step=1.0)
-        self.tilt_step = FloatSpinBox(label="tilt step (deg)", value=1.0, min=0.1, max=90.0,
+        self.tilt_step = FloatSpinBox(label="tilt step (deg)", value=2.0, min=0.1, max=90.0,
                                       step=0.5)
         self.size = SpinBox(label="frame size (px)", value=128, min=16, max=1024, step=16)
         self.pixel_size = FloatSpinBox(label="pixel size (Å)", value=0.0, min=0.0, max=10.0,
-                                       step=0.01, tooltip="0: automatic (cluster fills 75 %)")
+                                       step=0.001, tooltip="0: automatic (cluster fills 75 %)")
+        self.pixel_size.native.setDecimals(3)
+        self.pixel_size.native.setSingleStep(0.01)
         self.preset = ComboBox(label="optics", value="non_aberrated",
                                choices=[("35 mrad, no aberrations", "non_aberrated"),
                                         ("25 mrad, Cs 100 µm", "aberrated")])
