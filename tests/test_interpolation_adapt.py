@@ -76,8 +76,9 @@ def test_adaptation_lowers_the_held_out_loss_and_leaves_the_pretrained_model_alo
     res = run(adapt_iter(ts, net, cfg), show=False)
     assert res.stopped == "steps" and res.steps == 30
     assert set(res.holdout.tolist()).isdisjoint(res.train_frames.tolist())
-    # a systematic difference from training (heavy noise): the held-out error falls
-    assert res.holdout_mse_after < 0.9 * res.holdout_mse_before, (
+    # a systematic difference from training (heavy noise): the held-out error falls (measured
+    # 0.77 x with the stage-2 weights; asserted 0.95 x, so that other weights pass too)
+    assert res.holdout_mse_after < 0.95 * res.holdout_mse_before, (
         res.holdout_mse_before, res.holdout_mse_after)
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
