@@ -136,3 +136,14 @@ def test_default_threads_follow_the_free_cores(monkeypatch):
     assert suggested_threads((256, 256, 256), 61) is None  # idle: torch's default, unchanged
     monkeypatch.setenv("TILTGEN_THREADS", "3")
     assert cpu.free_cpu_cores() == 3
+
+
+def test_slabs_on_dask_workers_equal_in_memory(series, tmp_path):
+    from distributed import Client
+
+    ref = reconstruct(series, "sirt", 5, show=False, device="cpu").data
+    with Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=":0") as c:
+        res = reconstruct_to_file(series, tmp_path / "d.mrc", "sirt", 5, client=c,
+                                  memory_budget=_budget("sirt", series, 4))
+    assert len(res.slabs) == 6
+    assert np.abs(res.open() - ref).max() < 1e-5 * float(np.abs(ref).max())
