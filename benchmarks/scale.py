@@ -75,7 +75,8 @@ def child(argv: list[str]) -> dict:
     code = ("import json,resource,sys,time;from napari_tiltgen.cli import main;t=time.time();"
             "rc=main(sys.argv[1:]);print('@@'+json.dumps({'rc':rc,'s':time.time()-t,"
             "'rss':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024}))")
-    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                       check=False)
     for line in p.stdout.splitlines():
         if line.startswith("@@"):
             out = json.loads(line[2:])

@@ -102,9 +102,9 @@ def test_cli_batch_local_cluster_two_workers(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dashboard: http" in err and "broken.mrc: failed" in err
     assert sorted(p.name for p in out.glob("*.mrc")) == [f"series{i}.mrc" for i in range(3)]
-    table = list(csv.DictReader(open(out / "batch_report.csv", newline="")))
+    table = list(csv.DictReader((out / "batch_report.csv").read_text().splitlines()))
     assert [r["status"] for r in table] == ["done", "done", "done", "failed"]
     assert len({r["worker"] for r in table[:3]}) >= 1
     assert main(args) == 1
-    table = list(csv.DictReader(open(out / "batch_report.csv", newline="")))
+    table = list(csv.DictReader((out / "batch_report.csv").read_text().splitlines()))
     assert [r["status"] for r in table] == ["skipped", "skipped", "skipped", "failed"]

@@ -59,24 +59,30 @@ def voxel_backproject(
     angles = np.asarray(tilt_angles_deg, dtype=np.float64).reshape(-1)
     if angles.size != n_t:
         raise ValueError(f"{angles.size} tilt angles for {n_t} projections")
-    shifts = (np.zeros((n_t, 2)) if shifts_px is None
-              else np.asarray(shifts_px, dtype=np.float64).reshape(n_t, 2))
+    shifts = (
+        np.zeros((n_t, 2))
+        if shifts_px is None
+        else np.asarray(shifts_px, dtype=np.float64).reshape(n_t, 2)
+    )
     p = projections
     if weights is not None:
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64), dtype=p.dtype, device=p.device)
         p = p * w[:, None, None]
     if np.any(shifts[:, 0]):
         taps = linear_taps(rows, shifts[:, 0])
-        taps_t = tuple(torch.as_tensor(a, device=p.device, dtype=torch.int64 if i < 2 else p.dtype)
-                       for i, a in enumerate(taps))
+        taps_t = tuple(
+            torch.as_tensor(a, device=p.device, dtype=torch.int64 if i < 2 else p.dtype)
+            for i, a in enumerate(taps)
+        )
         p = apply_taps_adjoint(taps_t, p)
     x = centered_coords(nx)[None, :]
     z = centered_coords(nz)[:, None]
     out = torch.zeros((nz * nx, rows), dtype=p.dtype, device=p.device)
     for t in range(n_t):
         th = math.radians(angles[t])
-        pos = (x * math.cos(th) + z * math.sin(th) + shifts[t, 1] + axis_offset_px
-               + (n_det - 1) / 2.0).reshape(-1)
+        pos = (
+            x * math.cos(th) + z * math.sin(th) + shifts[t, 1] + axis_offset_px + (n_det - 1) / 2.0
+        ).reshape(-1)
         lo = np.floor(pos)
         frac = pos - lo
         lo = lo.astype(np.int64)
