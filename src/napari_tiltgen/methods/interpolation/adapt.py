@@ -153,7 +153,7 @@ def training_triplets(angles: np.ndarray, exclude: Sequence[int], max_neighbour:
     none of the three frames in ``exclude``; ``weight`` halves with every extra frame of distance
     so the smallest gaps (closest to the ones the user will ask for) are drawn most."""
     n = len(angles)
-    bad = set(int(j) for j in exclude)
+    bad = {int(j) for j in exclude}
     out = []
     for i in range(1, n - 1):
         if i in bad:
@@ -384,7 +384,6 @@ def adapt_iter(ts: TiltSeries, model: TiltInterpNet, config: AdaptConfig | None 
 
 def _adapt(ts: TiltSeries, model: TiltInterpNet, cfg: AdaptConfig, a: np.ndarray,
            hold: np.ndarray, bin_factor: int, dev: torch.device) -> ProgressGen:
-    n = ts.n_tilts
     triplets = training_triplets(a, hold, cfg.max_neighbour)
     used = sorted({j for tr in triplets for j in tr[:3]})
     t_start = time.perf_counter()
@@ -526,8 +525,8 @@ class Selection:
 
     def markdown(self) -> str:
         """The QA table as Markdown."""
-        lines = ["| gap (deg) | frames | PSNR pretrained | PSNR adapted | PSNR linear | "
-                 "SSIM pretrained | SSIM adapted | SSIM linear |", "|---" * 8 + "|"]
+        lines = [("| gap (deg) | frames | PSNR pretrained | PSNR adapted | PSNR linear | "
+                  "SSIM pretrained | SSIM adapted | SSIM linear |"), "|---" * 8 + "|"]
         for r in self.rows():
             lines.append(
                 f"| {r['gap_deg']:.2f} | {r['frames']} | {r['psnr_pretrained']:.2f} | "

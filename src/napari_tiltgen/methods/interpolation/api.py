@@ -502,7 +502,7 @@ def real_frames(ts: TiltSeries) -> TiltSeries:
     listed in its provenance, are dropped, so QA and adaptation never learn from or score
     invented frames."""
     rec = ts.provenance.get("interpolation") or {}
-    pred = set(int(i) for i in rec.get("predicted_indices", []))
+    pred = {int(i) for i in rec.get("predicted_indices", [])}
     if not pred:
         return ts
     keep = [i for i in range(ts.n_tilts) if i not in pred]
