@@ -261,6 +261,17 @@ def test_dead_blocks_are_revived_for_fine_tuning() -> None:
     assert dead_fractions(g)["3_1"] < 0.5 and _block_norms(g)["3_1"] > 0.1
 
 
+def test_shipped_generator_has_no_dead_blocks() -> None:
+    """Every block of the packaged generator is alive: under 2 % of its parameters below 1e-30
+    (the first shipped weights: 4_0 and 3_1 at 100 %, 2_2 at 97 %, 71 % of all)."""
+    from napari_tiltgen.methods.inpainting.train import dead_fractions
+
+    model, _ = api.load_pretrained()
+    fr = dead_fractions(model)
+    assert set(fr) >= {f"{i}_{j}" for j in range(5) for i in range(5 - j)}
+    assert max(fr.values()) < 0.02, {k: round(v, 3) for k, v in fr.items() if v >= 0.02}
+
+
 # ---------------------------------------------------------------------------- API
 def _series(n: int = 16, wedge: float = 60.0) -> tuple[TiltSeries, np.ndarray]:
     from napari_tiltgen.physics.projector import Projector
@@ -470,12 +481,13 @@ def test_cli_module_builds_its_parsers_without_torch() -> None:
 
 # ---------------------------------------------------------------------------- shipped model
 def test_shipped_weights_load_offline_and_beat_wbp() -> None:
-    """The packaged model fills a held-out phantom slice at a 60 degree wedge better than WBP.
+    """The packaged model fills a held-out phantom slice at a 60 degree wedge better than WBP
+    and than the SIRT-20 it gets as input (noise-free; phantom faces are 15 % of its training
+    data since stage 3, which trained on object families with noise).
 
-    Margins measured when the weights were shipped (stage 2, see models/inpainting.md): +11.5 dB
-    over WBP and +6.8 dB over the 20-iteration SIRT the network gets as input (stage 1: +9.6 and
-    +4.9); asserted with a 2 dB
-    safety margin (other CPUs / BLAS libraries round differently).
+    Measured with the shipped stage-3 weights (96 px phantom, models/inpainting.md): +6.50 dB
+    over WBP, +1.94 dB over SIRT-20 (stage 2, trained on noise-free phantoms: +11.5 and +6.8).
+    Asserted with a 2 dB and a 1 dB margin (other CPUs / BLAS libraries round differently).
     """
     assert api.DEFAULT_WEIGHTS.is_file()
     assert api.DEFAULT_WEIGHTS.stat().st_size < 8e6
@@ -490,18 +502,20 @@ def test_shipped_weights_load_offline_and_beat_wbp() -> None:
     truth = b.target[0, 0].numpy()
     gain_wbp = psnr(truth, out) - psnr(truth, b.inputs[0, 0].numpy())
     gain_sirt = psnr(truth, out) - psnr(truth, b.inputs[0, 1].numpy())
-    assert gain_wbp > 11.5 - 2.0, gain_wbp
-    assert gain_sirt > 6.8 - 2.0, gain_sirt
+    assert gain_wbp > 6.50 - 2.0, gain_wbp
+    assert gain_sirt > 1.94 - 1.0, gain_sirt
 
 
 def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
-    """Through the public API (tilt series in, WBP + SIRT-20, network, data consistency): a
-    4-slice held-out phantom series, 60 degree wedge, against SIRT-100 of the same series.
+    """Through the public API (tilt series in, WBP + SIRT-20, network, hard data consistency):
+    a 4-slice held-out phantom series, 64 px, 60 degree wedge, noise-free, against SIRT-100.
 
-    Measured with the shipped weights (stage 2, models/inpainting.md): SIRT-100 25.52 dB;
-    network alone 29.20 dB; with the default 10 data-consistency iterations 29.35 dB, with 100
-    29.69 dB. Asserted: +3.83 - 1 dB over SIRT for the default pipeline, and a gain from the
-    data-consistency step of at least half of the measured +0.15 dB (10) and +0.49 dB (100).
+    Measured with the shipped stage-3 weights (models/inpainting.md, "Where it loses"):
+    SIRT-100 25.52 dB; the network alone 25.37 dB (it loses to SIRT on noise-free phantom
+    faces: trained for noisy object families, it smooths); default pipeline 26.86 dB (40 DC
+    iterations to reach SIRT's reprojection error 0.0126: 0.0118); 100 DC iterations 27.24 dB.
+    Asserted: the default beats SIRT by half the measured +1.34 dB, the DC step adds at least
+    half of its measured +1.49 / +1.86 dB, and both reproject no worse than SIRT-100.
     """
     from napari_tiltgen.methods.recon import sirt
     from napari_tiltgen.physics.projector import Projector
@@ -518,13 +532,11 @@ def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
     for v in (full, long):  # never reprojects worse than SIRT-100
         dc = v.provenance["data_consistency"]
         assert dc["met"] and dc["final_error"] <= dc["sirt_error"] * (1 + 1e-4)
-    print("measured:", {k: v.provenance["data_consistency"] for k, v in
-                        (("full", full), ("long", long))})
     assert full.provenance["parameters"]["refine_iterations"] == api.REFINE_ITERATIONS == 10
+    assert full.provenance["data_consistency"]["iterations"] >= 10
     ref = sirt(proj, sino, 100, preview_every=0).numpy()
     p_sirt, p_net, p_full, p_long = (psnr(truth, v, data_range=1.0)
                                      for v in (ref, net.data, full.data, long.data))
-    print("measured PSNR: sirt", p_sirt, "net", p_net, "full", p_full, "long", p_long)
-    assert p_full - p_sirt > 3.83 - 1.0, (p_sirt, p_full)
-    assert p_full - p_net > 0.15 / 2, (p_net, p_full)
-    assert p_long - p_net > 0.49 / 2, (p_net, p_long)
+    assert p_full - p_sirt > 1.34 / 2, (p_sirt, p_full)
+    assert p_full - p_net > 1.49 / 2, (p_net, p_full)
+    assert p_long - p_net > 1.86 / 2, (p_net, p_long)
