@@ -23,11 +23,14 @@ from napari_tiltgen.methods.inpainting.api import (
                                                    DEFAULT_WEIGHTS,
                                                    METHODS,
                                                    check_wedge,
+                                                   consistency_note,
+                                                   enforce_consistency,
                                                    inpaint,
                                                    inpaint_iter,
                                                    inpaint_slices,
                                                    load_pretrained,
                                                    missing_wedge_of,
+                                                   reprojection_error,
                                                    trained_wedge_range,
 )
 
@@ -35,10 +38,13 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "METHODS",
     "check_wedge",
+    "consistency_note",
+    "enforce_consistency",
     "inpaint",
     "inpaint_iter",
     "inpaint_slices",
     "load_pretrained",
     "missing_wedge_of",
+    "reprojection_error",
     "trained_wedge_range",
 ]
