@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QSize
+from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_tiltgen.widgets.views import _unwrap, workspace
@@ -74,6 +74,66 @@ def panel_of(viewer: Any) -> TomographyPanel | None:
             return None
         return p
     return None
+
+
+class _HeightForWidth(QObject):
+    """Keeps a word-wrapped label as tall as its text needs at its current width.
+
+    Scroll areas do not pass height-for-width on to their contents, so without this a wrapped
+    label keeps the height of its unwrapped text and its last lines are cut off.
+    """
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # Qt API
+        if event.type() in (QEvent.Type.Resize, QEvent.Type.Show, QEvent.Type.Paint):
+            try:
+                need = obj.heightForWidth(obj.width())
+            except (AttributeError, RuntimeError):
+                return False
+            if need > 0 and obj.minimumHeight() != need:
+                obj.setMinimumHeight(need)
+        return False
+
+
+_HEIGHT_FOR_WIDTH = _HeightForWidth()
+
+
+def compact(root: Any, min_chars: int = 14) -> None:
+    """Let a step's widget fit the panel's width without hiding text that can wrap.
+
+    Drop-down boxes size to ``min_chars`` characters instead of their longest entry (the list
+    still shows every entry in full when opened, and the chosen one is the box's tooltip); long
+    labels wrap instead of widening the panel; a long "Action: detail" button keeps "Action" and
+    shows the detail as its tooltip.
+    """
+    from qtpy.QtWidgets import QComboBox, QHeaderView, QLabel, QPushButton, QTableView
+
+    for box in root.findChildren(QComboBox):
+        box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        box.setMinimumContentsLength(min_chars)
+
+        def _tip(_i: int = 0, box: Any = box) -> None:
+            box.setToolTip(box.currentText())
+
+        box.currentIndexChanged.connect(_tip)
+        _tip()
+    for button in root.findChildren(QPushButton):
+        text = button.text()
+        if ":" in text and button.sizeHint().width() > 240:  # "Action: detail" -> "Action"
+            button.setToolTip(text if not button.toolTip() else f"{text}\n{button.toolTip()}")
+            button.setText(text.split(":", 1)[0])
+    for table in root.findChildren(QTableView):  # columns as wide as their text (QA table)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    for label in root.findChildren(QLabel):
+        if label.objectName() == "tiltgen_fixed_text":  # laid out by its widget
+            continue
+        text = label.text()
+        widest = max((label.fontMetrics().horizontalAdvance(t) for t in text.split("\n")),
+                     default=0)
+        if text and not label.wordWrap() and widest > 260:
+            label.setWordWrap(True)
+        if label.wordWrap():
+            label.setMinimumWidth(1)  # a wrapping label never sets the panel's width
+            label.installEventFilter(_HEIGHT_FOR_WIDTH)  # ... and is always tall enough
 
 
 def _page_frame() -> tuple[Any, Any]:
@@ -176,6 +236,7 @@ class TomographyPanel(QWidget):
                 widget = cls(self.viewer)
                 native = getattr(widget, "native", widget)
                 native.setMaximumWidth(16777215)
+                compact(native)
                 lay.addWidget(native)
                 lay.addStretch(1)
                 entry["widget"] = widget
@@ -197,10 +258,10 @@ class TomographyPanel(QWidget):
                 return name
         return ""  # pragma: no cover
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def sizeHint(self) -> QSize:
         return QSize(PANEL_WIDTH, 560)
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def minimumSizeHint(self) -> QSize:
         return QSize(300, 240)
 
 
@@ -215,4 +276,4 @@ def open_panel(viewer: Any, page: str | None = None) -> Any:
     return panel
 
 
-__all__ = ["PANEL_WIDTH", "STEPS", "TomographyPanel", "open_panel", "panel_of"]
+__all__ = ["PANEL_WIDTH", "STEPS", "TomographyPanel", "compact", "open_panel", "panel_of"]

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     import napari
 
 
+#: Characters per line of the summary (monospace; fits the Tomography panel).
+SUMMARY_WIDTH = 40
+
 #: Decimals shown and typed for the pixel size (Å) and the tilt-axis angle (degrees).
 PIXEL_SIZE_DECIMALS = 3
 AXIS_DECIMALS = 2
@@ -89,7 +92,7 @@ class TiltSeriesWidget(Container):
     """Inspect and correct the geometry of a tilt-series layer."""
 
     def __init__(self, napari_viewer: napari.Viewer):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = napari_viewer
         self.layer = LayerPicker(napari_viewer, label="layer")
         self.info = Label(value="")
@@ -113,16 +116,24 @@ class TiltSeriesWidget(Container):
         self.apply_geometry = PushButton(text="Set pixel size and tilt axis")
         self.make_vertical = PushButton(text="Rotate stack so the tilt axis is vertical")
         self.message = Label(value="")
+        # the summary spans the whole width (above the form), so it is never squeezed into the
+        # form's value column and cut off
         self.extend([
-            self.layer, Container(widgets=[self.info], labels=False),
-            self.start, self.step,
-            self.apply_start_step, self.angle_text, self.apply_list,
-            self.angle_file, self.apply_file,
-            self.pixel_size, self.axis_angle, self.apply_geometry, self.make_vertical,
+            Container(widgets=[self.layer], labels=True),
+            self.info,
+            Container(widgets=[
+                self.start, self.step,
+                self.apply_start_step, self.angle_text, self.apply_list,
+                self.angle_file, self.apply_file,
+                self.pixel_size, self.axis_angle, self.apply_geometry, self.make_vertical,
+            ], labels=True),
             self.message,
         ])
-        self.info.native.setStyleSheet("font-family: monospace")
-        self.info.native.setWordWrap(True)
+        from qtpy.QtGui import QFontDatabase
+
+        # the fixed-width font set as a font (not a style sheet), so its metrics size the label
+        self.info.native.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.info.native.setObjectName("tiltgen_fixed_text")  # wrapped here, not by the panel
         self.angle_text.native.setMaximumHeight(72)
         self.message.native.setWordWrap(True)
         self.native.setMaximumWidth(520)
@@ -166,9 +177,19 @@ class TiltSeriesWidget(Container):
         lines = compact_summary(ts)
         if layer_kind(layer) != "tilt_series":
             lines.insert(0, "Not marked as a tilt series yet: set its angles below.")
-        self.info.value = "\n".join(lines)
+        # wrapped here at SUMMARY_WIDTH characters (monospace), so the label's height is known
+        # exactly and nothing is cut off, in the panel as in a dock of its own
+        import textwrap
+
+        wrapped = [part for line in lines for part in textwrap.wrap(
+            line, SUMMARY_WIDTH, subsequent_indent="     " if not line.startswith(" ") else
+            line[:len(line) - len(line.lstrip())] + "  ") or [""]]
+        self.info.value = "\n".join(wrapped)
         metrics = self.info.native.fontMetrics()
-        self.info.native.setMinimumHeight(metrics.lineSpacing() * (len(lines) + 3))
+        self.info.native.setMinimumHeight(metrics.lineSpacing() * len(wrapped)
+                                          + metrics.descent() + 12)
+        self.info.native.setMinimumWidth(
+            max(metrics.horizontalAdvance(line) for line in wrapped) + 8)
         self.angle_text.value = format_angles(ts.tilt_angles)
         if ts.tilt_angles is not None and ts.n_tilts > 1:
             self.start.value = float(ts.tilt_angles[0])
@@ -180,11 +201,14 @@ class TiltSeriesWidget(Container):
     def _guard(self, action: Any) -> None:
         from napari.utils.notifications import show_error
 
+        from napari_tiltgen.widgets._base import plain_words
+
         try:
             action()
         except TiltgenError as exc:
-            self.message.value = str(exc)
-            show_error(str(exc))
+            text = plain_words(str(exc))
+            self.message.value = text
+            show_error(text)
 
     def _store(self, ts: TiltSeries, what: str) -> None:
         layer = self.current_layer()
