@@ -32,7 +32,7 @@ if [ "$DEVICE" = cpu ]; then
 else
   export SIRT_N="${SIRT_N:-512}" WBP_N="${WBP_N:-1024}" TRAIN_PX="${TRAIN_PX:-128}" \
          INR_N="${INR_N:-128}" STEPS="${STEPS:-20}"
-  LIMIT_SETUP=150 LIMIT_TESTS=90 LIMIT_PART=60
+  LIMIT_SETUP=100 LIMIT_TESTS=60 LIMIT_PART=60  # + sirt/wbp 90 each: 460 s in all
 fi
 T0=$(date +%s)
 {
@@ -76,7 +76,7 @@ else
 fi
 
 # 2 SIRT on CUDA: ours vs ASTRA CUDA
-run_part sirt "$LIMIT_PART" $PY - <<'EOF'
+run_part sirt "$(( LIMIT_PART * 3 / 2 ))" $PY - <<'EOF'
 import os, time, numpy as np, torch
 from napari_tiltgen.methods.recon import sirt
 from napari_tiltgen.physics.projector import Projector
@@ -101,7 +101,7 @@ except Exception as exc:
 EOF
 
 # 3 WBP 1024^3 on CUDA (in memory), and out of core (1 GiB budget) for the peak memory
-run_part wbp "$LIMIT_PART" $PY - <<'EOF'
+run_part wbp "$(( LIMIT_PART * 3 / 2 ))" $PY - <<'EOF'
 import os, time, tempfile, resource, numpy as np
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.methods.recon import reconstruct
