@@ -82,10 +82,13 @@ def job_peak_bytes(command: str, n_tilts: int, ny: int, nx: int, *, thickness: i
                    device_is_cuda: bool = False, method: str | None = None) -> float:
     """Estimated peak host memory (bytes) of a CLI job on a ``(n_tilts, ny, nx)`` series.
 
-    Factors are upper bounds of the float32 working set (volume + projections), measured with
-    ``benchmarks/memory_estimate.py``: SIRT peaks at ~2.3x volume + data, WBP at ~3.7x; inpainting holds the WBP, SIRT and network output volumes; the
-    INR fit holds a voxel copy of the field and its gradient; DIP one volume per output time.
-    On CUDA the volume lives on the GPU, so the host keeps about one copy.
+    Linear in the float32 volume and projections, with factors above the growth measured by
+    ``benchmarks/memory_estimate.py`` (61 tilts, 128^3 and 224^3, real CLI processes):
+    WBP 3.7x and SIRT 2.2x of volume + data; fit-inr 54x the volume (the field decoded on the
+    voxel grid with its MLP activations) plus ~130 MiB; inpaint 18x the volume (WBP, SIRT and
+    network channels, slice batches). fit-dip and interpolate are not measured: one volume per
+    output time, and the output frames, with the same margin. On CUDA the volume lives on the
+    GPU, so the host keeps about one copy.
     """
     nz = int(thickness or nx)
     vol = 4.0 * nz * ny * nx
@@ -96,9 +99,9 @@ def job_peak_bytes(command: str, n_tilts: int, ny: int, nx: int, *, thickness: i
         # measured (benchmarks/memory_estimate.py, 61 x 256^2 -> 256^3): WBP 3.7x, SIRT 2.3x
         return (4.5 if (method or "").lower() in ("wbp", "fbp") else 3.0) * (vol + data)
     if command == "inpaint":
-        return 5.0 * vol + 2 * data
+        return 20.0 * vol + 3 * data
     if command == "fit-inr":
-        return 4.0 * vol + 3 * data
+        return 60.0 * vol + 3 * data + (256 << 20)
     if command == "fit-dip":
         return (n_times + 4.0) * vol + 3 * data
     if command == "interpolate":

@@ -3,7 +3,13 @@
 import argparse
 import sys
 
-from napari_tiltgen.models import SUMS_FILE, recorded_sums, sha256_of, shipped_files, update_checksums
+from napari_tiltgen.models import (
+    SUMS_FILE,
+    recorded_sums,
+    sha256_of,
+    shipped_files,
+    update_checksums,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
