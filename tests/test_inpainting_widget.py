@@ -62,13 +62,21 @@ def test_inpaint_volume_layer_from_the_plugin_menu(make_napari_viewer, qtbot, ti
     w.device.value = "cpu"
     _run(w, qtbot)
     assert w.status.value == "done"
-    names = [layer.name for layer in viewer.layers]
-    assert names == ["rec", "rec inpainted (pretrained)", "other"]  # right above the input
-    out = Volume.from_layer(viewer.layers["rec inpainted (pretrained)"])
+    from napari_tiltgen.widgets.views import volume_view, workspace_layers
+
+    names = [layer.name for layer in volume_view(viewer).layers]
+    assert names == ["rec", "rec inpainted (pretrained)"]  # right above the input, volumes view
+    assert workspace_layers(viewer)[0].name == "other"
+    out = Volume.from_layer(volume_view(viewer).layers["rec inpainted (pretrained)"])
     assert out.shape == vol.shape and out.voxel_size_A == 3.0
     assert out.provenance["method"] == "inpainting"
     assert out.provenance["parameters"]["missing_wedge_deg"] == pytest.approx(60.0)
     assert w.last_preview is not None and w.last_preview.shape == (16, 16)
+    # the data-consistency report is shown: SIRT's and the result's reprojection errors
+    dc = out.provenance["data_consistency"]
+    assert dc["final_error"] <= dc["sirt_error"] * (1 + 1e-4)
+    assert f"SIRT {dc['sirt_error']:.4f}" in w.note.value
+    assert f"final {dc['final_error']:.4f}" in w.note.value
 
 
 def test_tilt_series_is_reconstructed_first(make_napari_viewer, qtbot, tiny_model) -> None:
@@ -78,7 +86,9 @@ def test_tilt_series_is_reconstructed_first(make_napari_viewer, qtbot, tiny_mode
     w = InpaintWidget(viewer)
     w.device.value = "cpu"
     _run(w, qtbot)
-    out = Volume.from_layer(viewer.layers["series inpainted (pretrained)"])
+    from napari_tiltgen.widgets.views import volume_view
+
+    out = Volume.from_layer(volume_view(viewer).layers["series inpainted (pretrained)"])
     assert out.shape == (16, 4, 16)
     assert out.provenance["parameters"]["input"] == "tilt series"
     assert out.provenance["parameters"]["missing_wedge_deg"] == pytest.approx(50.0)
@@ -99,10 +109,12 @@ def test_out_of_range_wedge_is_refused_then_allowed(make_napari_viewer, qtbot, t
     assert "missing wedge 90.0 deg" in w.note.value and "trained range (30-80 deg)" in w.note.value
     _run(w, qtbot)
     assert "trained on wedges of 30-80 degrees" in errors[-1]
-    assert len(viewer.layers) == 1  # nothing added
+    from napari_tiltgen.widgets.views import workspace_layers
+
+    assert len(workspace_layers(viewer)) == 1  # nothing added
     w.allow_out_of_range.value = True
     _run(w, qtbot)
-    assert len(viewer.layers) == 2 and "may be wrong" in w.note.value
+    assert len(workspace_layers(viewer)) == 2 and "may be wrong" in w.note.value
 
 
 def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tiny_model) -> None:
@@ -120,5 +132,7 @@ def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tiny_model) -> None:
         w.cancel_button.native.click()
     assert w.status.value == "cancelled"
     assert w.progress.value < 900  # stopped well before the end (1000 = done)
-    assert [layer.name for layer in viewer.layers] == ["big"]  # no result layer
+    from napari_tiltgen.widgets.views import workspace_layers
+
+    assert [layer.name for layer in workspace_layers(viewer)] == ["big"]  # no result layer
     assert w.run_button.enabled

@@ -48,7 +48,8 @@ class InpaintWidget(WorkerWidget):
         self.refine = SpinBox(
             label="data-consistency iterations", value=api.REFINE_ITERATIONS, min=0, max=2000,
             tooltip="SIRT iterations started from the network's output, so that the result "
-            "agrees with the measured frames (0: the network's output as it is)")
+            "agrees with the measured frames: at least this many, and more (then a blend "
+            "toward SIRT) until it reprojects no worse than SIRT at the measured angles")
         self.allow_out_of_range = CheckBox(
             value=False, text="allow wedges outside the trained range",
             tooltip="run (with a warning) instead of refusing")
@@ -123,22 +124,40 @@ class InpaintWidget(WorkerWidget):
         if wedge is not None and isinstance(src, Volume):
             src.provenance.pop("tilt_angles", None)  # the user's wedge wins over old records
         name = f"{layer.name} inpainted ({params['method']})"
-        index = list(self.viewer.layers).index(layer) + 1
+        holder = self._holder(layer)
+        index = list(holder.layers).index(layer) + 1 if layer in holder.layers else None
         self.start(lambda: api.inpaint_iter(src, wedge, **params),
-                   on_result=lambda res: self._add_result(res, name, index),
+                   on_result=lambda res: self._add_result(res, name, index, holder),
                    preview_name="last inpainted slice (z, x)")
 
-    def _add_result(self, result: tuple[Volume, list[str]], name: str, index: int) -> None:
+    def _holder(self, layer: Any) -> Any:
+        """The view (tilt-series or volumes window) that shows ``layer``."""
+        from napari_tiltgen.widgets.views import workspace
+
+        ws = workspace(self.viewer)
+        if ws.has_volumes_view and layer in ws.volumes.layers:
+            return ws.volumes
+        return self.viewer
+
+    def _add_result(self, result: tuple[Volume, list[str]], name: str, index: int | None,
+                    holder: Any = None) -> None:
         from napari.layers import Layer
         from napari.utils.notifications import show_warning
 
         vol, notes = result
         layer = Layer.create(*vol.to_layer_data(name=name))
-        self.viewer.layers.insert(min(index, len(self.viewer.layers)), layer)
+        holder = holder if holder is not None else self.viewer
+        if index is None:  # a series in the tilt-series view: the volume goes to the volumes view
+            holder.add_layer(layer)
+        else:  # right above the input, in its view
+            holder.layers.insert(min(index, len(holder.layers)), layer)
         self.result_layer = layer
         p = vol.provenance
         text = (f"{name}: wedge {p['parameters']['missing_wedge_deg']:.1f} deg on "
                 f"{p.get('device', '?')} in {p.get('seconds', 0):.1f} s")
+        dc = p.get("data_consistency")
+        if dc:
+            text += ". " + api.consistency_note(dc)
         for n in notes:
             show_warning(n)
         self.note.value = text + ("; " + " ".join(notes) if notes else "")
