@@ -147,3 +147,14 @@ def test_slabs_on_dask_workers_equal_in_memory(series, tmp_path):
                                   memory_budget=_budget("sirt", series, 4))
     assert len(res.slabs) == 6
     assert np.abs(res.open() - ref).max() < 1e-5 * float(np.abs(ref).max())
+
+
+def test_no_disk_space_is_refused_before_work(series, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(TiltgenError, match="disk space"):
+        reconstruct_to_file(series, tmp_path / "v.mrc", "wbp")
+    assert list(tmp_path.iterdir()) == []

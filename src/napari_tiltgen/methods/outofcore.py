@@ -159,6 +159,20 @@ def _check_series(ts: TiltSeries) -> np.ndarray:
     return np.asarray(angles, dtype=np.float64)
 
 
+def _check_disk(out: Path, need: float) -> None:
+    """Refuse an output the output folder's file system has no room for."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(out.parent if str(out.parent) else ".").free
+    except OSError:
+        return
+    if need > free:
+        raise TiltgenError(f"the volume needs {_size(need)} of disk space but the output folder "
+                           f"has only {_size(free)} free; write it elsewhere, bin the stack or "
+                           "reconstruct a thinner volume.", out)
+
+
 def halo_rows(shifts_px: np.ndarray) -> int:
     """Rows of halo each slab needs for its ``dy`` shifts (0 without)."""
     dy = np.abs(np.asarray(shifts_px, dtype=np.float64)[:, 0])
@@ -350,6 +364,7 @@ def reconstruct_to_file_iter(
         workers = max(1, len(client.scheduler_info().get("workers", {})))
     slabs = plan_slabs(m, n_t, ny, nx, nz, memory_budget, halo=halo)
     shape = (nz, ny, nx)
+    _check_disk(out, 4.0 * nz * ny * nx)
     params = {"iterations": iterations if m == "sirt" else None, "thickness_px": nz,
               "axis_offset_px": float(axis_offset_px), "memory_budget_bytes": int(memory_budget),
               "slab_rows": max(b - a for a, b in slabs), "n_slabs": len(slabs)}
