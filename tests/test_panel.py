@@ -101,6 +101,25 @@ def test_plain_layers_in_frame_geometry_take_the_series_units(make_napari_viewer
     assert not [m for m in notes if UNIT_WARNING in m], notes
 
 
+def test_plain_volume_from_a_script_goes_to_the_volumes_window(make_napari_viewer, qtbot,
+                                                               notes) -> None:
+    """``viewer.add_image(vol, scale=..., units="angstrom")`` without our metadata: a volume."""
+    from napari_tiltgen.widgets.views import workspace
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.add_plugin_dock_widget("napari-tiltgen", "Tomography")
+    add(viewer, series(), "series")
+    vol = viewer.add_image(np.zeros((60, 60, 60), np.float32), scale=(0.287,) * 3,
+                           units="angstrom", name="from a script")
+    frames = viewer.add_image(np.zeros((21, 32, 32), np.float32), scale=(1.0, 0.287, 0.287),
+                              name="QA frames")
+    qtbot.wait(100)
+    assert vol in workspace(viewer).volumes.layers and vol not in viewer.layers
+    assert frames in viewer.layers  # frame geometry: stays with the tilt series
+    assert viewer.dims.range[0].stop == 20.0
+    assert not [m for m in notes if UNIT_WARNING in m], notes
+
+
 def test_volumes_window_closes_with_the_main_window(make_napari_viewer) -> None:
     from napari_tiltgen.widgets.views import workspace
 

@@ -149,12 +149,34 @@ class Workspace:
 
     # ---------------------------------------------------------------- routing
     def _insert_into_main(self, index: int, value: Any) -> None:
-        if not self._closing and _kind(value) in VOLUME_VIEW_KINDS:
+        if not self._closing and self._belongs_to_volumes(value):
             self.add_volume(value)
             return
-        if not self._closing:
-            self._adopt_units(value)
         self._insert(index, value)
+
+    def _belongs_to_volumes(self, layer: Any) -> bool:
+        """A volume, or a plain 3-D image that cannot share the tilt series' axes and units.
+
+        A plain image drawn in a tilt series' frame geometry (only a scale, same pixel size)
+        takes the series' units and stays; one whose units differ from the series' on any axis
+        (e.g. Å on all three, as a reconstruction opened by another reader) is a volume.
+        """
+        if _kind(layer) in VOLUME_VIEW_KINDS:
+            return True
+        self._adopt_units(layer)
+        if _kind(layer) is not None or getattr(layer, "ndim", 0) != 3:
+            return False
+        if getattr(layer, "rgb", False) or type(layer).__name__ != "Image":
+            return False
+        series = [lay for lay in self.main.layers if _kind(lay) == "tilt_series"]
+        if not series:
+            return False
+        ref = tuple(str(u) for u in series[-1].units)
+        try:
+            units = tuple(str(u) for u in layer.units)
+        except AttributeError:  # pragma: no cover - older napari
+            return False
+        return units != ref
 
     def _on_main_inserted(self, event: Any) -> None:
         self._emit_changed()
@@ -162,11 +184,9 @@ class Workspace:
 
     def _route(self, layer: Any) -> None:
         """Move a layer that is already in the tilt-series view where it belongs."""
-        if _kind(layer) in VOLUME_VIEW_KINDS:
+        if self._belongs_to_volumes(layer):
             self.main.layers.remove(layer)
             self.add_volume(layer)
-        else:
-            self._adopt_units(layer)
 
     def _adopt_units(self, layer: Any) -> None:
         """Give a plain layer in a tilt series' frame geometry the tilt series' units."""
@@ -226,6 +246,8 @@ class Workspace:
         active = self.main.layers.selection.active
         if active is not None and "interpolation" in (active.metadata or {}):
             return  # the Interpolate widget labels its own frames (real / predicted)
+        if active is not None and _kind(active) not in (None, "tilt_series"):
+            return  # e.g. a 4-D time series: the Time-resolved fit widget labels it
         overlay = text_overlay(self.main)
         text = self.angle_label()
         if text:
@@ -248,7 +270,7 @@ class Workspace:
             return None
 
         class _CloseFilter(QObject):
-            def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt API
+            def eventFilter(self, obj: Any, event: Any) -> bool:
                 if event.type() == QEvent.Type.Close:
                     callback()
                 return False
