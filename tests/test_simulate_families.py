@@ -50,7 +50,7 @@ def test_pixel_sizes_span_three_decades():
 
 
 def test_tilt_series_projects_with_the_forward_model():
-    frames, info = tilt_series("polyhedra", 32, [-30.0, 0.0, 30.0], np.random.default_rng(1))
+    frames, _ = tilt_series("polyhedra", 32, [-30.0, 0.0, 30.0], np.random.default_rng(1))
     assert frames.shape == (3, 32, 32)
     vol = make_volume("polyhedra", 32, np.random.default_rng(1))
     # line integrals: each frame's total equals the volume's total (object inside the field)
