@@ -66,15 +66,15 @@ def test_peak_memory_bounded_by_budget_not_volume(tmp_path):
     # a tall stack (ny 192): per-slice temporaries (nz x nx) are small against the volume
     ts = dataclasses.replace(ts, data=np.tile(np.asarray(ts.data), (1, 4, 1)))
     vol_bytes = 4 * 48 * 192 * 48
-    budget = _budget("wbp", ts, 24)
+    budget = _budget("wbp", ts, 12)  # too small for the FBP matrix: matrix-free
     tracemalloc.start()  # numpy-side allocations (torch's are bounded by the slab tensors)
     try:
         res = reconstruct_to_file(ts, tmp_path / "v.mrc", "wbp", memory_budget=budget)
         _, streamed_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(res.slabs) == 8
-    assert res.slab_rows == 24
+    assert len(res.slabs) == 16 and res.slab_rows == 12
+    assert res.provenance["parameters"]["backprojection"] == "matrix-free"
     assert streamed_peak < 0.3 * vol_bytes, (streamed_peak, vol_bytes)
 
 
@@ -158,3 +158,16 @@ def test_no_disk_space_is_refused_before_work(series, tmp_path, monkeypatch):
     with pytest.raises(TiltgenError, match="disk space"):
         reconstruct_to_file(series, tmp_path / "v.mrc", "wbp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_streamed_wbp_with_the_sparse_matrix_when_it_fits(series, tmp_path):
+    from napari_tiltgen.methods.outofcore import wbp_uses_matrix
+
+    n, _, nx = series.shape
+    budget = 2.2 * operator_bytes("wbp", n, nx, nx, memory_budget=1e12)  # the matrix fits
+    assert wbp_uses_matrix(n, nx, nx, budget) and not wbp_uses_matrix(n, nx, nx, budget / 3)
+    ref = reconstruct(series, "wbp", show=False, device="cpu").data
+    res = reconstruct_to_file(series, tmp_path / "m.mrc", "wbp", memory_budget=budget)
+    assert res.provenance["parameters"]["backprojection"] == "sparse matrix"
+    assert len(res.slabs) >= 2
+    assert np.abs(res.open() - ref).max() < 1e-5 * float(np.abs(ref).max())

@@ -82,17 +82,31 @@ def _method(method: str) -> str:
 
 
 # ---------------------------------------------------------------------------- memory model
-def operator_bytes(method: str, n_tilts: int, nz: int, nx: int, n_det: int | None = None) -> float:
+def wbp_uses_matrix(n_tilts: int, nz: int, nx: int, memory_budget: float | None) -> bool:
+    """Whether streamed WBP keeps the sparse FBP matrix (fast) within the budget.
+
+    The matrix has ``2 * nz * nx * n_tilts`` non-zeros (8 bytes each; twice that while it is
+    built: 254 MB, 1.15 GB resident peak measured for 61 x 1024 x 256). It is used when that
+    fits in half the budget; otherwise :func:`~napari_tiltgen.physics.backproject.voxel_backproject`
+    computes the same sums tilt by tilt (no operator; about 7x slower, measured under load).
+    """
+    return memory_budget is not None and 32.0 * nz * nx * n_tilts <= 0.5 * float(memory_budget)
+
+
+def operator_bytes(method: str, n_tilts: int, nz: int, nx: int, n_det: int | None = None,
+                   memory_budget: float | None = None) -> float:
     """Bytes of the projector's sparse operators (independent of the number of rows).
 
-    WBP streams without a stored operator (0). SIRT stores Joseph's operator and its transpose:
-    measured 479 MB for 61 tilts, nz 256, nx 1024 (symmetric tilts, half stored), i.e. about
-    ``16 * n_tilts * n_det * max(nz, nx) / 2`` bytes; 1.5x that is allowed for building.
+    WBP: the FBP matrix when :func:`wbp_uses_matrix`, else 0. SIRT stores Joseph's operator
+    and its transpose: measured 479 MB for 61 tilts, nz 256, nx 1024 (symmetric tilts, half
+    stored), i.e. about ``16 * n_tilts * n_det * max(nz, nx) / 2`` bytes; 1.5x that is allowed
+    for building.
     """
     if _method(method) == "wbp":
-        return 0.0
+        return 32.0 * nz * nx * n_tilts if wbp_uses_matrix(n_tilts, nz, nx, memory_budget) \
+            else 0.0
     n_det = int(n_det or nx)
-    return 1.5 * 16.0 * n_tilts * n_det * max(nz, nx) * 0.5 * 1.0
+    return 1.5 * 16.0 * n_tilts * n_det * max(nz, nx) * 0.5
 
 
 def row_bytes(method: str, n_tilts: int, nz: int, nx: int, n_det: int | None = None) -> float:
@@ -121,7 +135,7 @@ def plan_slabs(method: str, n_tilts: int, ny: int, nx: int, nz: int, memory_budg
     ``in_flight`` slabs are held at once (one per Dask worker on this machine). Raises
     :class:`TiltgenError` when not even one row fits (for SIRT: when the operator alone does not).
     """
-    op = operator_bytes(method, n_tilts, nz, nx)
+    op = operator_bytes(method, n_tilts, nz, nx, memory_budget=memory_budget)
     per_row = row_bytes(method, n_tilts, nz, nx)
     free = float(memory_budget) / max(1, in_flight) - op
     rows = int(free // per_row) - 2 * halo if free > 0 else 0
@@ -144,7 +158,8 @@ def streaming_peak_bytes(method: str, n_tilts: int, ny: int, nx: int, nz: int,
     """Estimated working set of the streamed reconstruction (at most about the budget)."""
     slabs = plan_slabs(method, n_tilts, ny, nx, nz, memory_budget)
     rows = max(b - a for a, b in slabs)
-    return operator_bytes(method, n_tilts, nz, nx) + rows * row_bytes(method, n_tilts, nz, nx)
+    return (operator_bytes(method, n_tilts, nz, nx, memory_budget=memory_budget)
+            + rows * row_bytes(method, n_tilts, nz, nx))
 
 
 def _check_series(ts: TiltSeries) -> np.ndarray:
@@ -202,10 +217,11 @@ def reconstruct_slab(rows: np.ndarray, tilt_angles_deg: Any, nz: int, method: st
                      iterations: int = 100, filter: str = "ramp", relaxation: float = 1.0,
                      positivity: bool = True, shifts_px: Any = None, axis_offset_px: float = 0.0,
                      keep: tuple[int, int] | None = None, device: str = "cpu",
-                     n_threads: int | None = None) -> np.ndarray:
+                     n_threads: int | None = None, use_matrix: bool = False) -> np.ndarray:
     """Reconstruct the rows ``(n_tilts, r, nx)`` of a tilt series into ``(nz, r, nx)`` float32.
 
-    ``keep = (a, b)`` returns only rows ``a:b`` of the slab (the rest is halo). This is the task
+    ``keep = (a, b)`` returns only rows ``a:b`` of the slab (the rest is halo); ``use_matrix``:
+    WBP through the projector's sparse FBP matrix (kept between slabs). This is the task
     each Dask worker runs; it is a plain function of arrays.
     """
     from napari_tiltgen.methods.recon import angular_weights, filter_projections, sirt_iter
@@ -222,8 +238,12 @@ def reconstruct_slab(rows: np.ndarray, tilt_angles_deg: Any, nz: int, method: st
         if m == "wbp":
             q = filter_projections(b, filter)
             del b
-            x = voxel_backproject(q, angles, nz, nx, weights=angular_weights(angles),
-                                  shifts_px=shifts, axis_offset_px=axis_offset_px)
+            if use_matrix:
+                proj = _projector((nz, r, nx), angles, shifts, axis_offset_px, device)
+                x = proj.fbp_backproject(q, angular_weights(angles))
+            else:
+                x = voxel_backproject(q, angles, nz, nx, weights=angular_weights(angles),
+                                      shifts_px=shifts, axis_offset_px=axis_offset_px)
         else:
             proj = _projector((nz, r, nx), angles, shifts, axis_offset_px, device)
             x = run(sirt_iter(proj, b, iterations, relaxation, positivity, preview_every=0),
@@ -372,9 +392,12 @@ def reconstruct_to_file_iter(
         params["filter"] = filter
     else:
         params.update(relaxation=float(relaxation), positivity=bool(positivity))
+    use_matrix = m == "wbp" and wbp_uses_matrix(n_t, nz, nx, memory_budget)
+    if m == "wbp":
+        params["backprojection"] = "sparse matrix" if use_matrix else "matrix-free"
     kwargs = dict(iterations=iterations, filter=filter, relaxation=relaxation,
                   positivity=positivity, axis_offset_px=axis_offset_px, device=device,
-                  n_threads=n_threads)
+                  n_threads=n_threads, use_matrix=use_matrix)
     t0 = time.perf_counter()
     yield Progress(0.0, f"{m.upper()} out of core: {len(slabs)} slabs of "
                         f"{params['slab_rows']} rows" + (f" on {workers} Dask workers"

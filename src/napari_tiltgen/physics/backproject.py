@@ -88,11 +88,11 @@ def voxel_backproject(
         lo = lo.astype(np.int64)
         col = p[t].t()  # (n_det, rows)
         for idx, wgt in ((lo, 1.0 - frac), (lo + 1, frac)):
-            ok = (idx >= 0) & (idx < n_det) & (wgt > 0)
-            if not ok.any():
+            # every voxel takes one tap: a dense gather, out-of-detector taps weighted 0
+            w = np.where((idx >= 0) & (idx < n_det), wgt, 0.0)
+            if not w.any():
                 continue
-            vox = torch.as_tensor(np.flatnonzero(ok), device=p.device)
-            vals = col.index_select(0, torch.as_tensor(idx[ok], device=p.device))
-            vals.mul_(torch.as_tensor(wgt[ok], dtype=p.dtype, device=p.device)[:, None])
-            out.index_add_(0, vox, vals)
+            taps = torch.as_tensor(np.clip(idx, 0, n_det - 1), device=p.device)
+            w_t = torch.as_tensor(w, dtype=p.dtype, device=p.device)
+            out.addcmul_(col.index_select(0, taps), w_t[:, None])
     return out.view(nz, nx, rows).permute(0, 2, 1)
