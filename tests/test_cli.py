@@ -14,9 +14,10 @@ from conftest import ANGLES, N, file_state, stack, write_plain_mrc
 from napari_tiltgen.io import read_volume
 
 
-def tiltgen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def tiltgen(*args: str, cwd: Path | None = None, timeout: float = 300
+            ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "napari_tiltgen.cli", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
 def test_info_imod(imod_stack: Path) -> None:
@@ -104,7 +105,7 @@ def test_demo_writes_outputs_and_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = tiltgen("demo", "--out", str(out), "--size", "32", "--tilt-step", "5",
                 "--sirt-iterations", "50", "--inr-steps", "30", "--dip-steps", "20",
-                "--device", "cpu")
+                "--device", "cpu", timeout=900)  # every step, on a busy 2-core machine
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [s["step"] for s in summary["steps"]] == [
