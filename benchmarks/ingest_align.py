@@ -78,9 +78,7 @@ def cases(quick: bool = False) -> list[Case]:
     plan = ([("spheres", 64)] * 6 + [("spheres", 96)] * 2 + [("haadf", 64)] * 6
             + [("haadf", 96)] * 2 + [("aggregate", 64)] * 2 + [("spheres", 64)] * 2)
     for i, (kind, size) in enumerate(plan):
-        if i >= 16 and kind == "spheres":
-            angles, fr = full, True
-        elif i in (6, 14):
+        if (i >= 16 and kind == "spheres") or i in (6, 14):
             angles, fr = full, True
         else:
             angles, fr = (wide if i % 3 == 0 else std), False
@@ -274,16 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     rel = np.array([r["n_auto"] / r["n_true"] - 1 for r in rows])
     summary = [
         "",
-        f"axis: |err| max {errs.max():.2f} deg, mean {errs.mean():.2f} deg; within 1 deg: "
-        f"{int((errs < 1).sum())}/{len(rows)}; after the refinement inside the alignment: max "
-        f"{finals.max():.2f} deg, within 1 deg {int((finals < 1).sum())}/{len(rows)}",
-        f"shifts: residual rms max {shifts.max():.2f} px, median {np.median(shifts):.2f} px; "
-        f"below 0.5 px: {int((shifts < 0.5).sum())}/{len(rows)}",
-        f"SIRT: auto vs true-geometry NRMSE relative difference max {100 * rel.max():+.1f} %, "
-        f"median {100 * np.median(rel):+.1f} %; within 5 %: {int((rel <= 0.05).sum())}/"
-        f"{len(rows)}",
-        f"angles read right (incl. 0..178 in the file): {sum(r['angles_ok'] for r in rows)}/"
-        f"{len(rows)}",
+        (f"axis: |err| max {errs.max():.2f} deg, mean {errs.mean():.2f} deg; within 1 deg: "
+         f"{int((errs < 1).sum())}/{len(rows)}; after the refinement inside the alignment: max "
+         f"{finals.max():.2f} deg, within 1 deg {int((finals < 1).sum())}/{len(rows)}"),
+        (f"shifts: residual rms max {shifts.max():.2f} px, median {np.median(shifts):.2f} px; "
+         f"below 0.5 px: {int((shifts < 0.5).sum())}/{len(rows)}"),
+        (f"SIRT: auto vs true-geometry NRMSE relative difference max {100 * rel.max():+.1f} %, "
+         f"median {100 * np.median(rel):+.1f} %; within 5 %: {int((rel <= 0.05).sum())}/"
+         f"{len(rows)}"),
+        (f"angles read right (incl. 0..178 in the file): {sum(r['angles_ok'] for r in rows)}/"
+         f"{len(rows)}"),
     ]
     for s in summary:
         print(s)

@@ -368,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                   ["method", "work", "best SSIM 3-D", "time s", "SSIM xz / note"], rows)
 
     report["load_end"] = load_note()
-    lines.extend(["", f"Machine: {report['load_start']} at start, {report['load_end']} at end; "
-                  f"torch {torch.__version__}, {report['threads']} thread(s)."])
+    lines.extend(["", (f"Machine: {report['load_start']} at start, {report['load_end']} at end; "
+                       f"torch {torch.__version__}, {report['threads']} thread(s).")])
     print(lines[-1])
     if args.json:
         def clean(o: Any) -> Any:

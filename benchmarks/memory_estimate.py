@@ -20,7 +20,6 @@ slips through) without refusing jobs that fit by a large factor.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -68,7 +67,7 @@ def main() -> None:
         tiny.with_suffix(".rawtlt").write_text(src.with_suffix(".rawtlt").read_text())
         rows = []
         for method, its in (("wbp", 1), ("sirt", 2)):
-            def job(series: Path, tag: str) -> list[str]:
+            def job(series: Path, tag: str, method: str = method, its: int = its) -> list[str]:
                 return [sys.executable, "-m", "napari_tiltgen.cli", "reconstruct", str(series),
                         "--out", str(Path(d) / f"{method}_{tag}.mrc"), "--method", method,
                         "--iterations", str(its), "--device", "cpu", "--quiet", "--align", "no"]
@@ -81,7 +80,8 @@ def main() -> None:
                                ("inpaint", ["--refine-iterations", "1",
                                             "--max-refine-iterations", "1",
                                             "--reference-iterations", "2"])):
-            def job2(series: Path, tag: str) -> list[str]:
+            def job2(series: Path, tag: str, command: str = command,
+                     extra: list[str] = extra) -> list[str]:
                 out = str(Path(d) / f"{command}_{tag}.mrc")
                 io = ["--out", out] if command == "fit-inr" else [out]
                 return [sys.executable, "-m", "napari_tiltgen.cli", command, str(series), *io,

@@ -38,7 +38,7 @@ def test_align_widget_aligns_plots_reports_and_undoes(make_napari_viewer, qtbot)
     from napari_tiltgen.widgets.align import AlignWidget
 
     viewer = make_napari_viewer()
-    layer, ts = _raw_layer(viewer)
+    layer, _ts = _raw_layer(viewer)
     before_data = np.array(layer.data)
     before_meta = dict(layer.metadata[METADATA_KEY])
     w = AlignWidget(viewer)

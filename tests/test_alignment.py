@@ -303,7 +303,7 @@ def test_turning_by_quarter_turns_is_exact_and_keeps_handedness():
     assert turned.tilt_axis_angle_deg == 0.0 and A.tilt_axis_known(turned)
     # the same as rotating by the full angle with interpolation (ndimage.rotate(+90) == rot90)
     assert np.array_equal(turned.data, np.rot90(np.asarray(ts.data), 1, axes=(1, 2)))
-    assert [h["step"] for h in turned.provenance["history"]][0] == "rot90"
+    assert next(h["step"] for h in turned.provenance["history"]) == "rot90"
 
 
 def test_align_estimates_an_unknown_axis_over_the_full_range():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ANGLES, N, file_state, stack, write_plain_mrc
+
 from napari_tiltgen.io import read_volume
 
 

@@ -8,8 +8,8 @@ import mrcfile
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import ANGLES, N, file_state, stack, write_plain_mrc
+
 from napari_tiltgen import TiltgenError, TiltSeries, Volume, read, read_tilt_series
 from napari_tiltgen.io import write_mrc, write_tiff
 

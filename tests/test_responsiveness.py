@@ -7,6 +7,7 @@ a real computation runs in the widget's worker is the worst stall a user would f
 from __future__ import annotations
 
 import time
+from typing import Self
 
 import pytest
 
@@ -27,7 +28,7 @@ class StallMeter:
         self.timer.setInterval(5)
         self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
 
-    def __enter__(self) -> StallMeter:
+    def __enter__(self) -> Self:
         self.timer.start()
         return self
 

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ANGLES, N, file_state, stack, write_plain_mrc
 
-from conftest import ANGLES, N, file_state, write_plain_mrc, stack
 from napari_tiltgen.io.model import METADATA_KEY, TiltSeries
 
 pytestmark = pytest.mark.gui
 
 
 def dock(viewer, name: str):
-    widget, inner = viewer.window.add_plugin_dock_widget("napari-tiltgen", name)
+    _widget, inner = viewer.window.add_plugin_dock_widget("napari-tiltgen", name)
     return inner
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
 from napari_tiltgen.io import writers
+from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
 
 
 def _to_object(data: Any, meta: dict[str, Any]) -> TiltSeries | Volume:

@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.io import metadata as md
+    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.methods.alignment import aligned_stack
     from napari_tiltgen.methods.projection_matching import align_series, xf_lines
 

@@ -105,7 +105,7 @@ def _process_group(enabled: bool, device: str) -> Iterator[str]:
     backend = "nccl" if use_cuda else "gloo"
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         if use_cuda:
-            local = int(os.environ.get("LOCAL_RANK", 0))
+            local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = f"cuda:{local}"
         dist.init_process_group(backend)

@@ -294,14 +294,14 @@ def _write_qa(path: str, text: str, data: dict, overwrite: bool = False) -> None
 
 def run_interpolate(args: argparse.Namespace) -> int:
     from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.io.output import planned_outputs
+    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.methods.interpolation.api import (
         interpolate_series,
         leave_one_out,
         real_frames,
     )
     from napari_tiltgen.methods.recon import with_vertical_axis
-    from napari_tiltgen.io.output import planned_outputs
-    from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.progress import run
 
     # every output check (folder, extension, inputs and their sidecars, existing) before compute

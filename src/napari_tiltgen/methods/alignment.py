@@ -60,12 +60,6 @@ from napari_tiltgen.progress import Progress, run
 __all__ = [
     "CenterOfMassFit",
     "TiltAxisEstimate",
-    "find_tilt_axis",
-    "find_tilt_axis_iter",
-    "tilt_axis_known",
-    "turn_tilt_axis_to_vertical",
-    "with_known_tilt_axis",
-    "wrap_axis_deg",
     "align",
     "align_center_of_mass",
     "align_cross_correlation",
@@ -74,8 +68,14 @@ __all__ = [
     "center_of_mass",
     "estimate_tilt_axis_angle",
     "estimate_tilt_axis_offset",
+    "find_tilt_axis",
+    "find_tilt_axis_iter",
     "fit_center_of_mass",
     "rotate_tilt_axis_to_vertical",
+    "tilt_axis_known",
+    "turn_tilt_axis_to_vertical",
+    "with_known_tilt_axis",
+    "wrap_axis_deg",
 ]
 
 STEPS = ("axis_angle", "xcorr", "com", "axis_offset")

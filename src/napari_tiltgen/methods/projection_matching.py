@@ -43,9 +43,9 @@ from napari_tiltgen.progress import Progress, run
 
 __all__ = [
     "AlignmentReport",
-    "needs_alignment",
     "align_series",
     "align_series_iter",
+    "needs_alignment",
     "projection_matching",
     "projection_matching_iter",
     "reprojection_error",

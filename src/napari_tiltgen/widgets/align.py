@@ -144,8 +144,8 @@ class AlignWidget(WorkerWidget):
         self.undo_button.enabled = True
         self.last_report = report
         self.plot_shifts(aligned.tilt_angles, np.asarray(aligned.shifts_px))
-        text = [f"reprojection error {report.reprojection_error_before:.4f} -> "
-                f"{report.reprojection_error_after:.4f}"]
+        text = [(f"reprojection error {report.reprojection_error_before:.4f} -> "
+                 f"{report.reprojection_error_after:.4f}")]
         text += report.notes + report.steps
         self.summary.value = "\n".join(text)
 

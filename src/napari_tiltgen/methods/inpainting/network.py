@@ -281,8 +281,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors has its own error types
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle
+    except Exception as exc:  # noqa: BLE001 - safetensors has its own error types
         raise TiltgenError(f"not a readable safetensors weights file ({exc}).", path) from None
     if meta.get("format") != "napari-tiltgen inpainting generator":
         raise TiltgenError("this safetensors file is not a napari-tiltgen inpainting model.",

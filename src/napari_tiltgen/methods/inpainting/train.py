@@ -288,7 +288,7 @@ def _load_checkpoint(path: Path, G: UNetPP, D: PatchDiscriminator,
 
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle
     G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
     D.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
     G.to(device)
