@@ -116,9 +116,13 @@ def test_cli_train_eval_and_interpolate(tiny_dataset: Path, tmp_path: Path, caps
     np.testing.assert_allclose(angles, np.arange(-12, 13))
     assert main(["interpolate", str(src), "--qa", "--method", "linear", "--quiet"]) == 0
     assert "leave-one-out QA (linear)" in capsys.readouterr().out
-    # gaps of 8 degrees > the 6 degrees this tiny model was trained for: refused, exit 2
-    assert main(["interpolate", str(src), "--qa", "--weights", str(weights), "--quiet"]) == 2
+    # gaps of 8 degrees > the 6 degrees this tiny model was trained for: the pretrained method
+    # is refused (exit 2); auto (the default) falls back to linear and says why
+    assert main(["interpolate", str(src), "--qa", "--method", "pretrained", "--weights",
+                 str(weights), "--quiet"]) == 2
     assert "trained on gaps of 2-6 degrees" in capsys.readouterr().err
+    assert main(["interpolate", str(src), "--qa", "--weights", str(weights), "--quiet"]) == 0
+    assert "linear" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
