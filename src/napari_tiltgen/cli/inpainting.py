@@ -260,7 +260,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
         source = read_volume(args.input)
         from napari_tiltgen.resources import check_memory  # refuse before an OOM
 
-        check_memory(7.0 * 4 * source.data.size, f"inpaint of a {' x '.join(map(str, source.shape))}"
+        check_memory(22.0 * 4 * source.data.size, f"inpaint of a {' x '.join(map(str, source.shape))}"
                      " voxel volume", "crop or bin the volume, or use a larger machine.",
                      args.input)
         if args.tilt_file:
