@@ -24,7 +24,7 @@ def test_info_imod(imod_stack: Path) -> None:
     r = tiltgen("info", str(imod_stack))
     assert r.returncode == 0, r.stderr
     assert "13 tilts x 16 x 20 px" in r.stdout
-    assert "dtype:       int16 (converted to float32)" in r.stdout
+    assert "dtype:       int16 (kept on disk, converted to float32 per frame)" in r.stdout
     assert "tilt angles: 13 from -60.00 to 60.00 deg, step 10.00 deg" in r.stdout
     assert "from:      IMOD .rawtlt sidecar (tomo.rawtlt)" in r.stdout
     assert "pixel size:  2.7 Å" in r.stdout

@@ -11,6 +11,7 @@ from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
 from napari_tiltgen.simulate.phantoms import sphere_phantom
 from napari_tiltgen.widgets._base import WorkerWidget
 from napari_tiltgen.widgets.inr import INRWidget
+from napari_tiltgen.widgets.views import volume_view
 
 pytestmark = pytest.mark.gui
 
@@ -42,7 +43,7 @@ def test_fit_adds_volume_with_poses_preview_and_loss_curve(viewer_with_series, q
         w.run_button.native.click()
     assert w.status.value == "done"
     assert w.progress.value == 1000
-    vol_layer = viewer.layers["phantom INR"]
+    vol_layer = volume_view(viewer).layers["phantom INR"]  # volumes have their own view
     vol = Volume.from_layer(vol_layer)
     assert vol.shape == (16, 16, 16) and vol.voxel_size_A == ts.pixel_size_A
     poses = vol_layer.metadata[METADATA_KEY]["provenance"]["poses"]

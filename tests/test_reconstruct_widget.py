@@ -7,6 +7,7 @@ import pytest
 
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.simulate.phantoms import sphere_phantom
+from napari_tiltgen.widgets.views import volume_view
 
 pytestmark = pytest.mark.gui
 
@@ -36,7 +37,7 @@ def test_sirt_adds_volume_layer_with_preview(make_napari_viewer, qtbot) -> None:
     with qtbot.waitSignal(w.progress.native.valueChanged, timeout=10000):
         w.run_button.native.click()
     qtbot.waitUntil(lambda: not w.running, timeout=60000)
-    layer = viewer.layers["series SIRT 20"]
+    layer = volume_view(viewer).layers["series SIRT 20"]  # volumes have their own view
     vol = Volume.from_layer(layer)
     assert vol.shape == (32, 32, 32) and vol.voxel_size_A == pytest.approx(2.0)
     assert vol.provenance["method"] == "sirt"
@@ -79,7 +80,7 @@ def test_wbp_with_filter_and_errors_are_notified(make_napari_viewer, qtbot,
     with qtbot.waitSignal(w.progress.native.valueChanged, timeout=10000):
         w.run_button.native.click()
     qtbot.waitUntil(lambda: not w.running, timeout=30000)
-    vol = Volume.from_layer(viewer.layers["series WBP"])
+    vol = Volume.from_layer(volume_view(viewer).layers["series WBP"])
     assert vol.shape == (20, 32, 32)
     assert vol.provenance["parameters"]["filter"] == "hann"
     # a layer without angles: the user is told what to do, nothing crashes
