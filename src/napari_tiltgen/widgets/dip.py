@@ -70,12 +70,14 @@ class DIPWidget(WorkerWidget):
         self.times = ComboBox(choices=list(TIME_SOURCES), label="acquisition times")
         self.frame_time = FloatSpinBox(value=1.0, min=0.001, max=1e6, step=1.0,
                                        label="s per frame (uniform)")
-        self.every = SpinBox(value=1, min=1, max=10_000, label="volume every n-th frame")
+        self.every = SpinBox(value=1, min=1, max=10_000, label="volume every n frames",
+                             tooltip="one output volume for every n-th tilt frame")
         self.components = SpinBox(value=8, min=1, max=64, label="components")
         self.warm_start = SpinBox(value=200, min=0, max=100_000, step=50,
                                   label="warm-start steps")
         self.device = ComboBox(choices=["auto", "cpu", "cuda"], value="auto", label="device")
-        self.checkpoint = FileEdit(mode="w", label="checkpoint (optional)",
+        self.checkpoint = FileEdit(mode="w", label="checkpoint file",
+                                   tooltip="optional: save the fit here to resume it later",
                                    filter="Checkpoints (*.pt)")
         self.resume = CheckBox(value=False, text="resume from checkpoint")
         self.info = Label(value="")

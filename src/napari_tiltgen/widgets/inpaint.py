@@ -46,7 +46,7 @@ class InpaintWidget(WorkerWidget):
         self.device = ComboBox(label="device", value="auto", choices=_devices())
         self.batch_size = SpinBox(label="slices per batch", value=8, min=1, max=4096)
         self.refine = SpinBox(
-            label="data-consistency iterations", value=api.REFINE_ITERATIONS, min=0, max=2000,
+            label="consistency iterations", value=api.REFINE_ITERATIONS, min=0, max=2000,
             tooltip="SIRT iterations started from the network's output, so that the result "
             "agrees with the measured frames: at least this many, and more (then a blend "
             "toward SIRT) until it reprojects no worse than SIRT at the measured angles")
