@@ -129,3 +129,14 @@ def test_user_axis_overrides_and_known_axis_is_used(clean):
     # estimation switched off: assumed vertical, and said
     out, notes = prepare(ts, intensity="none", estimate_axis=False)
     assert "assumed vertical" in notes[1] and out.data is ts.data
+
+
+def test_an_uncertain_axis_estimate_leaves_the_frames_as_they_are():
+    """A sphere has no preferred axis (confidence ~0.1): no guessed rotation, a loud warning."""
+    ball = project_spheres(np.array([[0.0, 0.0, 0.0, 12.0, 1.0]]), ANGLES, (40, 40))
+    ts = _unknown_axis_series(ball.astype(np.float64))
+    out, notes = prepare(ts, intensity="none")
+    assert out.provenance["tilt_axis_estimate"]["confidence"] < 0.3
+    assert "assumed vertical" in out.provenance["tilt_axis_source"]
+    assert any(n.startswith("WARNING: the tilt-axis estimate is too uncertain") for n in notes)
+    np.testing.assert_allclose(out.data, np.asarray(ts.data), atol=1e-6)

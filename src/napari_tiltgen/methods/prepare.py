@@ -294,13 +294,19 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             return A.with_known_tilt_axis(ts, 0.0, "assumed vertical (estimation failed)"), notes
         angle, source = est.angle_deg, est.describe()
         notes.append(f"tilt axis not recorded in the file: {est.describe()}")
-        if est.confidence < low_confidence:
-            notes.append(f"WARNING: low confidence in the tilt-axis estimate (runner-up at "
-                         f"{est.second_deg:.0f} deg); check the volume's orientation or give "
-                         "--tilt-axis DEG")
         ts = replace(ts, provenance={**copy.deepcopy(ts.provenance), "tilt_axis_estimate": {
             "angle_deg": est.angle_deg, "confidence": est.confidence,
             "runner_up_deg": est.second_deg, "method": "common lines, full 0-180 deg"}})
+        if est.confidence < low_confidence:
+            # A round or featureless object gives no usable common lines: turning the frames by
+            # a guess would be worse than the usual convention, so keep them and say so loudly.
+            notes.append(f"WARNING: the tilt-axis estimate is too uncertain (confidence "
+                         f"{est.confidence:.2f} < {low_confidence}, runner-up at "
+                         f"{est.second_deg:.0f} deg): frames NOT turned, axis assumed vertical "
+                         "(y); check the volume's orientation or give --tilt-axis DEG")
+            return A.with_known_tilt_axis(
+                ts, 0.0, f"assumed vertical (estimate too uncertain: confidence "
+                f"{est.confidence:.2f})"), notes
     turned = A.turn_tilt_axis_to_vertical(ts, angle, source, min_rotation_deg=min_rotation_deg)
     rest = float(angle - 90.0 * round(angle / 90.0))
     quarter = int(round(angle / 90.0)) % 4
