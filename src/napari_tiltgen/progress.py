@@ -56,6 +56,19 @@ class Progress:
 ProgressGen = Generator[Progress, None, T]
 
 
+def scaled(gen: Generator[Progress, None, T], lo: float, hi: float) -> Generator[Progress, None, T]:
+    """Re-yield a sub-generator's progress mapped into ``[lo, hi]`` (message, preview and values
+    kept); return its result. The sub-generator is closed when this one is (cancel)."""
+    try:
+        while True:
+            ev = next(gen)
+            yield Progress(lo + (hi - lo) * ev.fraction, ev.message, ev.preview, ev.values)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()
+
+
 def run(
     gen: Generator[Progress, None, T],
     *,

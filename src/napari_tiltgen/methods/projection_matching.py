@@ -40,6 +40,7 @@ import numpy as np
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.progress import Progress, run
+from napari_tiltgen.progress import scaled as _scaled
 
 __all__ = [
     "AlignmentReport",
@@ -234,15 +235,6 @@ class AlignmentReport:
                 "tilt_axis_angle_deg": self.tilt_axis_angle_deg,
                 "shifts_px": None if self.shifts_px is None else self.shifts_px.tolist()}
 
-
-def _scaled(gen: Generator[Progress, None, Any], lo: float, hi: float
-            ) -> Generator[Progress, None, Any]:
-    try:
-        while True:
-            ev = next(gen)
-            yield Progress(lo + (hi - lo) * ev.fraction, ev.message, ev.preview, ev.values)
-    except StopIteration as stop:
-        return stop.value
 
 
 def _total_rotation(ts: TiltSeries) -> float:

@@ -31,6 +31,7 @@ import numpy as np
 from napari_tiltgen.errors import TiltgenError
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.progress import Progress, run
+from napari_tiltgen.progress import scaled as _scaled
 from napari_tiltgen.simulate.clusters import cluster_diameter_A
 from napari_tiltgen.simulate.haadf import (
     ATOM_SIGMA_A,
@@ -346,18 +347,6 @@ def simulate_tilt_series_iter(
                                 "pixel_size_source": "simulation"})
     return SimulationResult(tilt_series=ts, volume=volume, clean=clean, atoms=atoms)
 
-
-def _scaled(gen: Generator[Progress, None, Any], lo: float, hi: float
-            ) -> Generator[Progress, None, Any]:
-    """Re-yield a sub-generator's progress mapped into ``[lo, hi]``; returns its result."""
-    try:
-        while True:
-            ev = next(gen)
-            yield Progress(lo + (hi - lo) * ev.fraction, ev.message, ev.preview, ev.values)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
 
 
 def simulate_tilt_series(atoms: Any, *, show_progress: bool = False,

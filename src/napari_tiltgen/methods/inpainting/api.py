@@ -66,6 +66,7 @@ from napari_tiltgen.methods.inpainting.network import (
 )
 from napari_tiltgen.physics.projector import suggested_threads
 from napari_tiltgen.progress import Progress, run
+from napari_tiltgen.progress import scaled as _scaled
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -290,18 +291,6 @@ def inpaint_slices(model: UNetPP, inputs: torch.Tensor, missing_wedge_deg: float
         yield Progress(j / b, f"inpainting slice {j}/{b}", preview=out[j - 1].numpy().copy())
     return out
 
-
-def _scaled(gen: Generator[Progress, None, Any], lo: float, hi: float
-            ) -> Generator[Progress, None, Any]:
-    """Re-yield a sub-generator's progress mapped into ``[lo, hi]``; return its result."""
-    try:
-        while True:
-            ev = next(gen)
-            yield Progress(lo + (hi - lo) * ev.fraction, ev.message, ev.preview, ev.values)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
 
 
 # ---------------------------------------------------------------------------- geometry
