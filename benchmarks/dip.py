@@ -2,7 +2,7 @@
 
 For every time point (one per tilt) the reconstruction at that time is compared with the ground
 truth at that time: 3-D SSIM (Gaussian window, sigma 1.5 voxels) and PSNR, both with one data
-range for the whole series (the truth's maximum over all times), from :mod:`napari_tiltgen.metrics`.
+range for the whole series (the truth's maximum over all times), from :mod:`napari_tiltgen.evaluate.metrics`.
 
 Methods
     ``static SIRT``   one SIRT of all tilts, used for every time point;
@@ -70,11 +70,11 @@ def make_phantom(kind: str, size: int, n_tilts: int, scheme: str, dose: float | 
 
 
 def scores(volumes: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from napari_tiltgen import metrics
-
+    from napari_tiltgen.evaluate.metrics import psnr as psnr_of
+    from napari_tiltgen.evaluate.metrics import ssim as ssim_of
     dr = float(truth.max() - min(truth.min(), 0.0))
-    ssim = np.array([metrics.ssim(t, v, data_range=dr) for t, v in zip(truth, volumes)])
-    psnr = np.array([metrics.psnr(t, v, data_range=dr) for t, v in zip(truth, volumes)])
+    ssim = np.array([ssim_of(t, v, data_range=dr) for t, v in zip(truth, volumes)])
+    psnr = np.array([psnr_of(t, v, data_range=dr) for t, v in zip(truth, volumes)])
     return ssim, psnr
 
 
@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from napari_tiltgen.fits import dip
-    from napari_tiltgen.methods import recon
-
+    from napari_tiltgen.recon.api import reconstruct
     torch.set_num_threads(args.threads)
     print(f"# DIP benchmark: {args.phantom} phantom {args.size}^3, {args.tilts} tilts "
           f"({args.scheme}), dose {args.dose or 'none'}; torch {torch.__version__}, "
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return time_dip_only(ts, args)
 
     t0 = time.perf_counter()
-    static = recon.reconstruct(ts, "sirt", args.sirt_iterations, show=False, device="cpu",
+    static = reconstruct(ts, "sirt", args.sirt_iterations, show=False, device="cpu",
                                n_threads=args.threads).data
     results["static SIRT"] = (*scores(np.repeat(static[None], n, axis=0), truth),
                               time.perf_counter() - t0)

@@ -78,7 +78,7 @@ fi
 # 2 SIRT on CUDA: ours vs ASTRA CUDA
 run_part sirt "$(( LIMIT_PART * 3 / 2 ))" $PY - <<'EOF'
 import os, time, numpy as np, torch
-from napari_tiltgen.methods.recon import sirt
+from napari_tiltgen.recon.api import sirt
 from napari_tiltgen.physics.projector import Projector
 dev = os.environ["GPU_CHECK_DEVICE"]; n = int(os.environ["SIRT_N"]); it = 20
 ang = np.linspace(-60, 60, 61)
@@ -91,7 +91,7 @@ sync(); t = time.time(); x = sirt(p, b, iterations=it); sync(); ours = time.time
 err = float(torch.linalg.vector_norm(x.cpu() - vol) / torch.linalg.vector_norm(vol))
 print(f"RESULT ours SIRT {n}^3 x 61 tilts, {it} it on {dev}: {ours:.2f} s (incl. operator build), rel. error {err:.3f}")
 try:
-    from napari_tiltgen.methods.recon import reconstruct
+    from napari_tiltgen.recon.api import reconstruct
     from napari_tiltgen.io.model import TiltSeries
     ts = TiltSeries(b.cpu().numpy(), tilt_angles=ang)
     t = time.time(); reconstruct(ts, "sirt", it, backend="astra", device=dev, show=False); astra_s = time.time() - t
@@ -104,8 +104,8 @@ EOF
 run_part wbp "$(( LIMIT_PART * 3 / 2 ))" $PY - <<'EOF'
 import os, time, tempfile, resource, numpy as np
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.recon import reconstruct
-from napari_tiltgen.methods.outofcore import reconstruct_to_file
+from napari_tiltgen.recon.api import reconstruct
+from napari_tiltgen.recon.outofcore import reconstruct_to_file
 dev = os.environ["GPU_CHECK_DEVICE"]; n = int(os.environ["WBP_N"])
 rng = np.random.default_rng(0)
 ts = TiltSeries(rng.random((61, n, n), dtype=np.float32), tilt_angles=np.linspace(-60, 60, 61))
@@ -126,8 +126,8 @@ EOF
 # 4 training throughput of the two networks (random batches; forward + backward + Adam)
 run_part train "$LIMIT_PART" $PY - <<'EOF'
 import os, time, torch
-from napari_tiltgen.methods.interpolation.network import TiltInterpNet
-from napari_tiltgen.methods.inpainting.network import UNetPP
+from napari_tiltgen.nets.interpolation.network import TiltInterpNet
+from napari_tiltgen.nets.inpainting.network import UNetPP
 dev = torch.device(os.environ["GPU_CHECK_DEVICE"]); px = int(os.environ["TRAIN_PX"]); steps = int(os.environ["STEPS"])
 bs = 16 if dev.type == "cuda" else 2
 def bench(name, model, make, loss_of):

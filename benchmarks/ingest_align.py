@@ -152,7 +152,7 @@ def raw_stack(case: Case, rng: np.random.Generator) -> dict:
 
 # ---------------------------------------------------------------------------- measures
 def gauge_free(d: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    from napari_tiltgen.methods.projection_matching import _gauge_free
+    from napari_tiltgen.align.projection_matching import _gauge_free
 
     return _gauge_free(d, angles)
 
@@ -172,7 +172,7 @@ def fitted_nrmse(vol: np.ndarray, truth: np.ndarray) -> float:
 
 
 def sirt_volume(ts, iterations: int) -> np.ndarray:
-    from napari_tiltgen.methods.recon import reconstruct
+    from napari_tiltgen.recon.api import reconstruct
 
     return np.asarray(reconstruct(ts, "sirt", iterations, show=False, n_threads=1,
                                   preview_every=0).data)
@@ -182,10 +182,10 @@ def sirt_volume(ts, iterations: int) -> np.ndarray:
 def run_case(case: Case, folder: Path, iterations: int) -> dict:
     import mrcfile
 
+    from napari_tiltgen.align.axis import wrap_axis_deg
+    from napari_tiltgen.align.projection_matching import align_series
     from napari_tiltgen.io import read_tilt_series
     from napari_tiltgen.io.model import TiltSeries
-    from napari_tiltgen.methods.alignment import wrap_axis_deg
-    from napari_tiltgen.methods.projection_matching import align_series
 
     rng = np.random.default_rng(case.seed)
     g = raw_stack(case, rng)

@@ -1,6 +1,6 @@
 """Benchmark: missing-wedge inpainting vs WBP, SIRT and TV; inference time per slice.
 
-Quality (the issue's benchmark) is :func:`napari_tiltgen.methods.inpainting.evaluate.evaluate`:
+Quality (the issue's benchmark) is :func:`napari_tiltgen.nets.inpainting.evaluate.evaluate`:
 held-out phantom faces and held-out cluster slices (elements never seen in training), missing
 wedges 40-80 degrees, PSNR / SSIM / NRMSE against the ground truth for WBP, SIRT, TV (weight tuned
 per wedge on separate phantoms) and the pretrained model, plus the targets (held-out phantoms,
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_tiltgen.core.devices import flush_denormals
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods._torch import flush_denormals
-from napari_tiltgen.methods.inpainting import api
-from napari_tiltgen.methods.inpainting.data import phantom_face, wedge_angles
-from napari_tiltgen.methods.inpainting.evaluate import EvalConfig, evaluate
+from napari_tiltgen.nets.inpainting import api, consistency
+from napari_tiltgen.nets.inpainting.data import phantom_face, wedge_angles
+from napari_tiltgen.nets.inpainting.evaluate import EvalConfig, evaluate
 from napari_tiltgen.physics.projector import Projector
 
 
@@ -62,18 +62,18 @@ def speed(size: int = 256, n_slices: int = 16, batch: int = 8, device: str = "cp
     sino = Projector(truth.shape, angles).forward(torch.from_numpy(truth)).numpy()
     ts = TiltSeries(sino, tilt_angles=angles)
     pipe = {}
-    for refine in (0, api.REFINE_ITERATIONS):
+    for refine in (0, consistency.REFINE_ITERATIONS):
         t0, c0 = time.perf_counter(), time.process_time()
         api.inpaint(ts, device=device, batch_size=batch, refine_iterations=refine)
         pipe[refine] = ((time.perf_counter() - t0) / n_slices,
                         (time.process_time() - c0) / n_slices)
     return {"size": size, "device": device, "threads": torch.get_num_threads(),
             "network_s_per_slice": net_s, "network_cpu_s_per_slice": net_cpu,
-            "pipeline_s_per_slice": pipe[api.REFINE_ITERATIONS][0],
-            "pipeline_cpu_s_per_slice": pipe[api.REFINE_ITERATIONS][1],
+            "pipeline_s_per_slice": pipe[consistency.REFINE_ITERATIONS][0],
+            "pipeline_cpu_s_per_slice": pipe[consistency.REFINE_ITERATIONS][1],
             "pipeline_no_refine_s_per_slice": pipe[0][0],
             "pipeline_no_refine_cpu_s_per_slice": pipe[0][1],
-            "refine_iterations": api.REFINE_ITERATIONS, "load_average": _load(),
+            "refine_iterations": consistency.REFINE_ITERATIONS, "load_average": _load(),
             "n_tilts": int(angles.size), "sirt_iterations": info["sirt_iterations"]}
 
 

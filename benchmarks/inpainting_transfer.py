@@ -14,8 +14,8 @@ Methods, all from the same measured frames: WBP (ramp), SIRT (100 iterations, th
 TV (3-D, 100 iterations, weight the best of a small sweep on one object of a *training* family
 per wedge), and for the old and the new weights the network alone and the final inpainting
 (network + the product's hard data-consistency step,
-:func:`napari_tiltgen.methods.inpainting.api.enforce_consistency`). The network and final volumes
-come from the same helpers as :func:`~napari_tiltgen.methods.inpainting.api.inpaint_iter`; the
+:func:`napari_tiltgen.nets.inpainting.consistency.enforce_consistency`). The network and final volumes
+come from the same helpers as :func:`~napari_tiltgen.nets.inpainting.api.inpaint_iter`; the
 first case is also run through ``api.inpaint`` and checked to be identical.
 
 Reported per family and wedge: NRMSE (``||rec - truth|| / ||truth||``) and PSNR (truth's range)
@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_tiltgen.core.progress import run
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.inpainting import api
-from napari_tiltgen.methods.inpainting.data import HELDOUT_SEED, wedge_angles
-from napari_tiltgen.methods.recon import tv_reconstruct
-from napari_tiltgen.progress import run
+from napari_tiltgen.nets.inpainting import api, consistency
+from napari_tiltgen.nets.inpainting.data import HELDOUT_SEED, wedge_angles
+from napari_tiltgen.recon.tv import tv_reconstruct
 from napari_tiltgen.simulate import families as F
 from napari_tiltgen.simulate.degrade import degrade, sample_params
 
@@ -109,14 +109,14 @@ def run_case(truth: np.ndarray, ts: TiltSeries, wedge: float, models: dict[str, 
         if cache is not None:
             np.savez(cache, tv=tv, **{k: v.numpy() for k, v in recs.items()})
     x_ref = recs["ref"]
-    r_sirt = api.reprojection_error(proj, b, x_ref)
+    r_sirt = consistency.reprojection_error(proj, b, x_ref)
     vols = {"wbp": recs["wbp"].numpy(), "sirt": x_ref.numpy(), "tv": tv}
     reproj = {"sirt": r_sirt}
     dc = {}
     for name, (model, _) in (models or {}).items():
         net = run(api.network_volume(model, recs, channels, wedge, 8, dev), show=False)
-        final, rep = run(api.enforce_consistency(proj, b, net, x_ref, api.REFINE_ITERATIONS,
-                                                 api.MAX_REFINE_ITERATIONS, sirt_error=r_sirt),
+        final, rep = run(consistency.enforce_consistency(proj, b, net, x_ref, consistency.REFINE_ITERATIONS,
+                                                 consistency.MAX_REFINE_ITERATIONS, sirt_error=r_sirt),
                          show=False)
         vols[f"net_{name}"] = net.numpy()
         vols[f"final_{name}"] = final.numpy()

@@ -16,7 +16,7 @@ and an atomistic cluster (fast HAADF model, ``--only cluster``):
   the paper authors' own code) on the same data and device, epochs run until a wall-time budget
   is spent; reported with the time our INR needed to reach quantEM's best SSIM.
 
-SSIM is :func:`napari_tiltgen.metrics.ssim` (3-D Gaussian window, data range of the ground
+SSIM is :func:`napari_tiltgen.evaluate.metrics.ssim` (3-D Gaussian window, data range of the ground
 truth) over the whole volume, and the paper's protocol: 2-D SSIM of the central slice
 perpendicular to the tilt axis (the xz slice, where the missing wedge shows).
 
@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_tiltgen import metrics
+from napari_tiltgen.evaluate.metrics import nrmse, psnr, ssim
 from napari_tiltgen.fits.inr import fit_inr
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.recon import reconstruct
 from napari_tiltgen.physics.geometry import centered_coords, detector_u
+from napari_tiltgen.recon.api import reconstruct
 from napari_tiltgen.simulate.phantoms import random_spheres, sphere_phantom
 
 SECTIONS = ("main", "wedge", "step", "dose", "pose", "cluster", "quantem")
@@ -58,12 +58,12 @@ SECTIONS = ("main", "wedge", "step", "dose", "pose", "cluster", "quantem")
 def slice_ssim(truth: np.ndarray, vol: np.ndarray) -> float:
     """2-D SSIM of the central xz slice (perpendicular to the tilt axis y)."""
     j = truth.shape[1] // 2
-    return metrics.ssim(truth[:, j, :], vol[:, j, :], data_range=float(np.ptp(truth)))
+    return ssim(truth[:, j, :], vol[:, j, :], data_range=float(np.ptp(truth)))
 
 
 def scores(truth: np.ndarray, vol: np.ndarray) -> dict[str, float]:
-    return {"ssim": metrics.ssim(truth, vol), "ssim_xz": slice_ssim(truth, vol),
-            "psnr": metrics.psnr(truth, vol)}
+    return {"ssim": ssim(truth, vol), "ssim_xz": slice_ssim(truth, vol),
+            "psnr": psnr(truth, vol)}
 
 
 def run_sirt(ts: TiltSeries, truth: np.ndarray, iterations: int, threads: int | None
@@ -84,7 +84,7 @@ def run_inr(ts: TiltSeries, truth: np.ndarray, steps: int, threads: int | None,
     def monitor(v: np.ndarray) -> dict[str, float]:
         t = time.perf_counter()
         fit_time = t - t0 - spent[0]
-        s = metrics.ssim(truth, v)
+        s = ssim(truth, v)
         spent[0] += time.perf_counter() - t
         trace.append((min((len(trace) + 1) * monitor_every, steps), fit_time, s))
         return {"ssim": s}
@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             label = "noiseless" if dose is None else f"{dose:g} e-/Å^2"
             out.append({"case": label, "sirt": s,
                         "inr": {k: v for k, v in i.items() if k not in ("result", "poses")},
-                        "nrmse_sirt": metrics.nrmse(gt, s["result"].data),
-                        "nrmse_inr": metrics.nrmse(gt, i["result"].volume.data)})
+                        "nrmse_sirt": nrmse(gt, s["result"].data),
+                        "nrmse_inr": nrmse(gt, i["result"].volume.data)})
             rows.append([label, f"{s['ssim']:.4f}", f"{i['ssim']:.4f}",
                          f"{i['ssim'] - s['ssim']:+.4f}", f"{out[-1]['nrmse_sirt']:.3f}",
                          f"{out[-1]['nrmse_inr']:.3f}", f"{s['psnr']:.2f}", f"{i['psnr']:.2f}",

@@ -54,7 +54,7 @@ def _time(fn, repeats: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from napari_tiltgen.methods.interpolation.api import (
+    from napari_tiltgen.nets.interpolation.frames import (
         linear_frames,
         load_pretrained,
         model_frames,

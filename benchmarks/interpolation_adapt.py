@@ -152,7 +152,7 @@ def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, dev
 
 
 def psnr_frames(ref: np.ndarray, test: np.ndarray) -> float:
-    from napari_tiltgen.metrics import psnr
+    from napari_tiltgen.evaluate.metrics import psnr
 
     return float(np.mean([psnr(r, t, float(r.max() - r.min())) for r, t in zip(ref, test)]))
 

@@ -20,9 +20,9 @@ import torch
 
 
 def main() -> None:
-    from napari_tiltgen.methods.interpolation.api import load_pretrained, model_frames
-    from napari_tiltgen.methods.interpolation.data import load_frame_bank
-    from napari_tiltgen.methods.interpolation.evaluate import frame_metrics, sparse_pairs
+    from napari_tiltgen.nets.interpolation.data import load_frame_bank
+    from napari_tiltgen.nets.interpolation.evaluate import frame_metrics, sparse_pairs
+    from napari_tiltgen.nets.interpolation.frames import load_pretrained, model_frames
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data", help="data set with a test split (tiltgen simulate-dataset)")

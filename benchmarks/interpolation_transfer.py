@@ -14,7 +14,7 @@ each model, by linear interpolation and by linear interpolation of the inputs sm
 per series, evenly spread over the range. Predictions are scored against the CLEAN reference frames (same geometry and
 background, no noise, no jitter), each scaled by its true range, as in
 ``tiltgen eval-interpolation``. Models run as the user's command runs them
-(:func:`~napari_tiltgen.methods.interpolation.api.check_inputs` picks the binning of the flow
+(:func:`~napari_tiltgen.nets.interpolation.frames.check_inputs` picks the binning of the flow
 estimation from the object's size against the model's training data).
 
 Run::
@@ -38,9 +38,9 @@ from scipy.ndimage import gaussian_filter
 
 def main() -> None:
     from napari_tiltgen.io.model import TiltSeries
-    from napari_tiltgen.methods.interpolation.api import check_inputs, model_frames
-    from napari_tiltgen.methods.interpolation.evaluate import frame_metrics
-    from napari_tiltgen.methods.interpolation.network import load_model
+    from napari_tiltgen.nets.interpolation.evaluate import frame_metrics
+    from napari_tiltgen.nets.interpolation.frames import check_inputs, model_frames
+    from napari_tiltgen.nets.interpolation.network import load_model
     from napari_tiltgen.simulate.degrade import degrade, sample_params
     from napari_tiltgen.simulate.families import FAMILIES, HELDOUT_FAMILIES, tilt_series
 
@@ -61,7 +61,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     t_start = time.perf_counter()
 
-    from napari_tiltgen.methods.interpolation.api import load_pretrained
+    from napari_tiltgen.nets.interpolation.frames import load_pretrained
 
     specs = a.model or ["packaged=packaged"]
     models = {}

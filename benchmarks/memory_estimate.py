@@ -10,7 +10,7 @@ frames, MiB; estimates as now in resources.py):
 
 Each job runs in a fresh process (``tiltgen ...`` through the real CLI); its peak resident memory
 (``ru_maxrss`` of the child) is compared with
-:func:`napari_tiltgen.resources.job_peak_bytes`, after subtracting the baseline of a process that
+:func:`napari_tiltgen.core.resources.job_peak_bytes`, after subtracting the baseline of a process that
 only imports torch and the package. The estimate must stay above the measured growth (no OOM
 slips through) without refusing jobs that fit by a large factor.
 
@@ -45,7 +45,7 @@ def child_peak(cmd: list[str]) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    from napari_tiltgen.resources import job_peak_bytes
+    from napari_tiltgen.core.resources import job_peak_bytes
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)

@@ -80,9 +80,11 @@ def worker(case_dir: Path, engine: str, method: str, iterations: int, threads: i
     import torch
 
     torch.set_num_threads(threads)
-    from napari_tiltgen.methods import backends, recon
+    from napari_tiltgen.core.progress import run
     from napari_tiltgen.physics.projector import Projector
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.recon import backends
+    from napari_tiltgen.recon.iterative import sirt_iter
+    from napari_tiltgen.recon.wbp import wbp_iter
 
     if engine == "astra":
         import astra  # noqa: F401  (imported before the baseline, like torch)
@@ -97,8 +99,8 @@ def worker(case_dir: Path, engine: str, method: str, iterations: int, threads: i
     t0 = time.perf_counter()
     if engine == "torch":
         proj = Projector(shape, angles)
-        gen = (recon.wbp_iter(proj, data) if method == "wbp"
-               else recon.sirt_iter(proj, data, iterations, preview_every=0))
+        gen = (wbp_iter(proj, data) if method == "wbp"
+               else sirt_iter(proj, data, iterations, preview_every=0))
         vol = run(gen, show=False).numpy()
     else:
         vol, _ = run(backends.astra_reconstruct_iter(
@@ -142,7 +144,7 @@ def run_worker(case_dir: Path, engine: str, method: str, iterations: int, thread
 
 def quality(truth: np.ndarray, vol: np.ndarray) -> tuple[float, float]:
     try:
-        from napari_tiltgen.metrics import nrmse, ssim
+        from napari_tiltgen.evaluate.metrics import nrmse, ssim
     except ImportError:  # metrics module not there yet
         from skimage.metrics import structural_similarity
 

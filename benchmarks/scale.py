@@ -146,7 +146,7 @@ def part_memory(args, tmp: Path) -> None:
 
 
 def _timed_recon(ts, backend: str, threads, iterations: int) -> float:
-    from napari_tiltgen.methods.recon import reconstruct
+    from napari_tiltgen.recon.api import reconstruct
 
     t = time.perf_counter()
     reconstruct(ts, "sirt", iterations, backend=backend, device="cpu", n_threads=threads,
@@ -155,8 +155,8 @@ def _timed_recon(ts, backend: str, threads, iterations: int) -> float:
 
 
 def part_threads(args, tmp: Path) -> None:
-    from napari_tiltgen.methods.recon import reconstruct
-    from napari_tiltgen.physics.cpu import free_cpu_cores
+    from napari_tiltgen.core.devices import free_cpu_cores
+    from napari_tiltgen.recon.api import reconstruct
     from napari_tiltgen.simulate.phantoms import sphere_phantom
 
     ts, _ = sphere_phantom(size=args.threads_size, tilt_step=2.0)

@@ -27,13 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_tiltgen.progress import run
+from napari_tiltgen.core.progress import run
+from napari_tiltgen.simulate.abtem_haadf import AbtemSettings, abtem_haadf_iter, abtem_sampling_A
 from napari_tiltgen.simulate.clusters import build_cluster, cluster_diameter_A
 from napari_tiltgen.simulate.haadf import (
     PRESETS,
-    AbtemSettings,
-    abtem_haadf_iter,
-    abtem_sampling_A,
     fast_haadf,
     haadf_cross_section_A2,
     probe_fwhm_A,

@@ -109,3 +109,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "make_napari_viewer" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.gui)
+
+
+def rel_error(a: np.ndarray, ref: np.ndarray) -> float:
+    """``||a - ref|| / ||ref||`` (the NRMSE of ``a`` against the reference ``ref``)."""
+    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))

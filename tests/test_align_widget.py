@@ -35,7 +35,7 @@ def _raw_layer(viewer):
 
 
 def test_align_widget_aligns_plots_reports_and_undoes(make_napari_viewer, qtbot) -> None:
-    from napari_tiltgen.widgets.align import AlignWidget
+    from napari_tiltgen.gui.align import AlignWidget
 
     viewer = make_napari_viewer()
     layer, _ts = _raw_layer(viewer)

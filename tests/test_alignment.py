@@ -7,10 +7,26 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.align.alignment import align, align_iter, aligned_stack
+from napari_tiltgen.align.axis import (
+    estimate_tilt_axis_angle,
+    find_tilt_axis,
+    rotate_tilt_axis_to_vertical,
+    tilt_axis_known,
+    turn_tilt_axis_to_vertical,
+    wrap_axis_deg,
+)
+from napari_tiltgen.align.com import (
+    align_center_of_mass,
+    center_of_mass,
+    estimate_tilt_axis_offset,
+    fit_center_of_mass,
+)
+from napari_tiltgen.align.common import _axis_offset_of
+from napari_tiltgen.align.xcorr import align_cross_correlation
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods import alignment as A
-from napari_tiltgen.progress import Progress
 from napari_tiltgen.simulate.phantoms import project_spheres, random_spheres, voxelize_spheres
 
 DET = 64  # frame size, px
@@ -70,7 +86,7 @@ def shifted():
 # --------------------------------------------------------------------------- centre of mass
 def test_center_of_mass_recovers_shifts_and_axis_offset(shifted):
     sph, true, ts = shifted
-    al = A.align_center_of_mass(ts, center_object=True)
+    al = align_center_of_mass(ts, center_object=True)
     # object centred at 0, so the true shifts are the answer itself, per tilt
     assert np.abs(al.shifts_px - true).max() < 0.05  # measured 0.003 px
     assert ts.shifts_px.max() == 0.0  # the input is untouched
@@ -82,7 +98,7 @@ def test_center_of_mass_recovers_shifts_and_axis_offset(shifted):
     assert np.linalg.norm(redo - ts.data) / np.linalg.norm(ts.data) < 0.003
     # and the aligned (.ali) stack is the clean series
     # (two cubic interpolations of the sharp sphere edges cost about 1 %)
-    ali = A.aligned_stack(al, order=3)
+    ali = aligned_stack(al, order=3)
     assert np.linalg.norm(ali - clean) / np.linalg.norm(clean) < 0.015
 
 
@@ -92,7 +108,7 @@ def test_projector_with_aligned_shifts_reproduces_the_data(shifted):
     from napari_tiltgen.physics.projector import forward_project
 
     sph, true, ts = shifted
-    al = A.align_center_of_mass(ts, center_object=True)
+    al = align_center_of_mass(ts, center_object=True)
     vol = torch.from_numpy(voxelize_spheres(sph, (DET, DET, DET)))
 
     def misfit(shifts):
@@ -114,8 +130,8 @@ def test_tilt_axis_offset_is_estimated_independently_of_object_position():
     offset = np.zeros((ANGLES.size, 2))
     offset[:, 1] = 2.5
     ts = series(sph, offset)
-    assert A.estimate_tilt_axis_offset(ts) == pytest.approx(2.5, abs=0.05)
-    fit = A.fit_center_of_mass(ts)
+    assert estimate_tilt_axis_offset(ts) == pytest.approx(2.5, abs=0.05)
+    fit = fit_center_of_mass(ts)
     assert fit.axis_offset_px == pytest.approx(2.5, abs=0.05)
     assert fit.object_position_px == pytest.approx((5.0, -3.0, 4.0), abs=0.05)
     assert np.abs(fit.residuals_px).max() < 0.05
@@ -129,17 +145,17 @@ def test_tilt_axis_offset_is_estimated_independently_of_object_position():
     true = np.stack([rng.normal(0, 1.5, ANGLES.size), dx + 2.5], axis=1)
     true[:, 0] -= true[:, 0].mean()
     ts = series(sph, true)
-    assert A.estimate_tilt_axis_offset(ts) == pytest.approx(2.5, abs=0.05)
-    al = A.align_center_of_mass(ts)
+    assert estimate_tilt_axis_offset(ts) == pytest.approx(2.5, abs=0.05)
+    al = align_center_of_mass(ts)
     assert np.abs(al.shifts_px - true).max() < 0.05
-    assert A.estimate_tilt_axis_offset(al, method="shifts") == pytest.approx(2.5, abs=0.05)
+    assert estimate_tilt_axis_offset(al, method="shifts") == pytest.approx(2.5, abs=0.05)
     assert al.provenance["history"][-1]["axis_offset_px"] == pytest.approx(2.5, abs=0.05)
 
 
 # --------------------------------------------------------------------------- cross-correlation
 def test_cross_correlation_recovers_shifts_up_to_object_translation(shifted):
     _, true, ts = shifted
-    al = A.align_cross_correlation(ts)
+    al = align_cross_correlation(ts)
     ey, ex = gauge_residual(al.shifts_px, true)
     # pairwise errors of a thick (40 px) 3-D object accumulate over 20 pairs per side: measured
     # 0.32 px in y and 0.47 px in x here (0.25 / 0.64 px for another particle; 0.18 px in x with
@@ -148,9 +164,9 @@ def test_cross_correlation_recovers_shifts_up_to_object_translation(shifted):
     ref = int(np.argmin(np.abs(ANGLES)))
     assert np.all(al.shifts_px[ref] == 0.0)  # the 0-degree frame keeps its shift
     # without cosine stretching the foreshortening is read as shifts: much worse
-    assert gauge_residual(A.align_cross_correlation(ts, stretch=False).shifts_px, true)[1] > 1.5
+    assert gauge_residual(align_cross_correlation(ts, stretch=False).shifts_px, true)[1] > 1.5
     # the centre-of-mass fit then fixes the object translation (and the axis offset)
-    centred = A.align_center_of_mass(al, per_tilt=False, center_object=True)
+    centred = align_center_of_mass(al, per_tilt=False, center_object=True)
     assert np.abs(centred.shifts_px - true).max() < 0.5  # measured 0.37 px
     assert [h["step"] for h in centred.provenance["history"]] == [
         "align_cross_correlation", "align_center_of_mass"]
@@ -161,20 +177,20 @@ def test_cross_correlation_recovers_shifts_up_to_object_translation(shifted):
 def test_tilt_axis_angle_of_rotated_series(rot):
     sph = centred_spheres(seed=1)
     ts = series(sph, random_shifts(seed=1), rot_deg=rot)
-    est = A.estimate_tilt_axis_angle(ts)
+    est = estimate_tilt_axis_angle(ts)
     # measured: 0.004, 0.074, 0.014 deg here; within 0.13 deg over 0-10 deg on 64 px frames
     assert est == pytest.approx(rot, abs=0.15)
     # turning the frames by the estimate leaves a vertical axis
-    turned = A.rotate_tilt_axis_to_vertical(ts, est)
+    turned = rotate_tilt_axis_to_vertical(ts, est)
     assert turned.tilt_axis_angle_deg == 0.0
-    assert A.estimate_tilt_axis_angle(turned) == pytest.approx(0.0, abs=0.15)
+    assert estimate_tilt_axis_angle(turned) == pytest.approx(0.0, abs=0.15)
 
 
 def test_tilt_axis_angle_with_noise_and_recorded_guess():
     sph = centred_spheres(seed=2)
     ts = series(sph, random_shifts(seed=2), rot_deg=6.5, dose=500.0, seed=2)
     ts.tilt_axis_angle_deg = 10.0  # e.g. from the microscope header; searched +-4 deg around it
-    est = A.estimate_tilt_axis_angle(ts, search_range_deg=4.0)
+    est = estimate_tilt_axis_angle(ts, search_range_deg=4.0)
     assert est == pytest.approx(6.5, abs=0.3)  # measured 0.05 deg; within 0.22 at this dose
 
 
@@ -188,9 +204,9 @@ def test_rotation_moves_existing_shifts_with_the_frames():
     in_recorded = np.stack([true[:, 1] * s + true[:, 0] * c, true[:, 1] * c - true[:, 0] * s], 1)
     ts.shifts_px = in_recorded
     # ... and turning the frames back brings them to the true ones
-    back = A.rotate_tilt_axis_to_vertical(ts, rot)
+    back = rotate_tilt_axis_to_vertical(ts, rot)
     assert np.abs(back.shifts_px - true).max() < 1e-9
-    assert np.abs(A.center_of_mass(back) - true).max() < 0.05
+    assert np.abs(center_of_mass(back) - true).max() < 0.05
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -199,7 +215,7 @@ def test_align_pipeline_on_noisy_rotated_series():
     true = random_shifts(seed=7, sigma=2.5, axis_offset=-2.0)
     ts = series(sph, true, rot_deg=6.0, dose=200.0, seed=7)
     events = []
-    gen = A.align_iter(ts)
+    gen = align_iter(ts)
     while True:
         try:
             events.append(next(gen))
@@ -214,11 +230,11 @@ def test_align_pipeline_on_noisy_rotated_series():
     assert steps == ["rotate_tilt_axis_to_vertical", "align_center_of_mass"]
     assert al.provenance["history"][0]["angle_deg"] == pytest.approx(6.0, abs=0.4)
     assert np.abs(al.shifts_px - true).max() < 0.5  # measured 0.07 px
-    assert A.estimate_tilt_axis_offset(al, method="shifts") == pytest.approx(
-        A._axis_offset_of(true[:, 1], ANGLES), abs=0.1)
+    assert estimate_tilt_axis_offset(al, method="shifts") == pytest.approx(
+        _axis_offset_of(true[:, 1], ANGLES), abs=0.1)
     assert ts.tilt_axis_angle_deg == 0.0 and np.all(ts.shifts_px == 0)  # input untouched
     # the cross-correlation variant (for objects that are not isolated)
-    al2 = A.align(ts, steps=("axis_angle", "xcorr"))
+    al2 = align(ts, steps=("axis_angle", "xcorr"))
     assert max(gauge_residual(al2.shifts_px, true)) < 0.6  # measured 0.36 px
 
 
@@ -226,20 +242,20 @@ def test_user_errors():
     sph = centred_spheres(seed=0)
     ts = series(sph)
     no_angles = TiltSeries(ts.data)
-    for f in (A.align, A.align_cross_correlation, A.estimate_tilt_axis_angle,
-              A.estimate_tilt_axis_offset):
+    for f in (align, align_cross_correlation, estimate_tilt_axis_angle,
+              estimate_tilt_axis_offset):
         with pytest.raises(TiltgenError, match="tilt angles"):
             f(no_angles)
     bad = ts.data.copy()
     bad[4, 10, 10] = np.nan
     with pytest.raises(TiltgenError, match=r"frames \[4\]"):
-        A.align(TiltSeries(bad, tilt_angles=ANGLES))
+        align(TiltSeries(bad, tilt_angles=ANGLES))
     with pytest.raises(TiltgenError, match="unknown alignment step"):
-        A.align(ts, steps=("magic",))
+        align(ts, steps=("magic",))
     with pytest.raises(TiltgenError, match="no signal"):
-        A.center_of_mass(TiltSeries(np.zeros_like(ts.data), tilt_angles=ANGLES))
+        center_of_mass(TiltSeries(np.zeros_like(ts.data), tilt_angles=ANGLES))
     with pytest.raises(TiltgenError, match="at least 4"):
-        A.fit_center_of_mass(ts.subset(slice(0, 3)))
+        fit_center_of_mass(ts.subset(slice(0, 3)))
 
 
 # --------------------------------------------------------------------------- full-range tilt axis
@@ -275,10 +291,10 @@ def raw_series(phi: float, seed: int = 2, size: int = 48, shift: float = 10.0,
 @pytest.mark.parametrize("phi", [0.4, 44.0, 89.7, 91.5, 135.0, 179.6])
 def test_find_tilt_axis_over_the_full_range(phi):
     ts, _ = raw_series(phi)
-    assert not A.tilt_axis_known(ts)
-    est = A.find_tilt_axis(ts)
+    assert not tilt_axis_known(ts)
+    est = find_tilt_axis(ts)
     # the axis is a line: compare modulo 180 degrees (89.7 and -90.3 are the same axis)
-    err = A.wrap_axis_deg(est.angle_deg - phi)
+    err = wrap_axis_deg(est.angle_deg - phi)
     assert abs(err) < 0.75  # measured at most 0.43 deg over these six (48 px, +-10 px jitter)
     assert -90.0 <= est.angle_deg < 90.0  # full search: the branch nearest image Y
     assert est.full_range and est.confidence > 0.5  # measured 0.87-0.95
@@ -287,20 +303,20 @@ def test_find_tilt_axis_over_the_full_range(phi):
 
 def test_find_tilt_axis_near_a_recorded_value_keeps_its_branch():
     ts, _ = raw_series(100.0)
-    est = A.find_tilt_axis(ts, around_deg=97.0, search_range_deg=6.0)
+    est = find_tilt_axis(ts, around_deg=97.0, search_range_deg=6.0)
     assert est.angle_deg == pytest.approx(100.0, abs=0.75) and not est.full_range
 
 
 def test_round_object_gives_a_low_confidence():
     ball = np.array([[0.0, 0.0, 0.0, 12.0, 1.0]])  # a sphere has no preferred axis
     ts, _ = raw_series(30.0, spheres=ball)
-    assert A.find_tilt_axis(ts).confidence < 0.5  # measured 0.12
+    assert find_tilt_axis(ts).confidence < 0.5  # measured 0.12
 
 
 def test_turning_by_quarter_turns_is_exact_and_keeps_handedness():
     ts, _ = raw_series(90.0, shift=0.0, counts=1e4, offset=0.0)
-    turned = A.turn_tilt_axis_to_vertical(ts, 90.0, "test")
-    assert turned.tilt_axis_angle_deg == 0.0 and A.tilt_axis_known(turned)
+    turned = turn_tilt_axis_to_vertical(ts, 90.0, "test")
+    assert turned.tilt_axis_angle_deg == 0.0 and tilt_axis_known(turned)
     # the same as rotating by the full angle with interpolation (ndimage.rotate(+90) == rot90)
     assert np.array_equal(turned.data, np.rot90(np.asarray(ts.data), 1, axes=(1, 2)))
     assert next(h["step"] for h in turned.provenance["history"]) == "rot90"
@@ -308,7 +324,7 @@ def test_turning_by_quarter_turns_is_exact_and_keeps_handedness():
 
 def test_align_estimates_an_unknown_axis_over_the_full_range():
     ts, _ = raw_series(120.0, shift=3.0)
-    al = A.align(ts, steps=("axis_angle",))
+    al = align(ts, steps=("axis_angle",))
     entry = al.provenance["history"]
     assert "full 0-180 deg" in entry[-1]["angle_source"]
     total = sum(90.0 * (h["quarter_turns_clockwise"] if h["quarter_turns_clockwise"] <= 2
@@ -316,13 +332,12 @@ def test_align_estimates_an_unknown_axis_over_the_full_range():
                 for h in entry if h["step"] == "rot90")
     total += sum(h["angle_deg"] for h in entry if h["step"] == "rotate_tilt_axis_to_vertical"
                  and "note" not in h)
-    assert A.wrap_axis_deg(total - 120.0) == pytest.approx(0.0, abs=0.75)
+    assert wrap_axis_deg(total - 120.0) == pytest.approx(0.0, abs=0.75)
 
 
 # --------------------------------------------------------------------------- projection matching
 def test_projection_matching_reduces_reprojection_error_and_finds_shifts():
-    from napari_tiltgen.methods import projection_matching as PM
-
+    from napari_tiltgen.align import projection_matching as PM
     angles = np.arange(-60.0, 60.1, 4.0)
     sph = random_spheres(26, 8, 5)
     clean = project_spheres(sph, angles, (48, 48))

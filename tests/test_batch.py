@@ -12,7 +12,7 @@ import pytest
 from distributed import Client
 
 from napari_tiltgen.cli import main
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io.writers import write
 from napari_tiltgen.simulate.phantoms import sphere_phantom
 from napari_tiltgen.workflows import run_batch

@@ -20,23 +20,20 @@ def tiltgen(*args: str, cwd: Path | None = None, timeout: float = 300
                           capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
-def test_info_imod(imod_stack: Path) -> None:
-    r = tiltgen("info", str(imod_stack))
+@pytest.mark.parametrize("fixture, lines", [
+    ("imod_stack", ["13 tilts x 16 x 20 px",
+                    "dtype:       int16 (kept on disk, converted to float32 per frame)",
+                    "tilt angles: 13 from -60.00 to 60.00 deg, step 10.00 deg",
+                    "from:      IMOD .rawtlt sidecar (tomo.rawtlt)", "pixel size:  2.7 Å"]),
+    ("serialem_mdoc_stack", ["tilt angles: 13 from -60.00 to 60.00 deg, step 10.00 deg",
+                             "SerialEM mdoc (ts.mrc.mdoc)", "pixel size:  3.42 Å",
+                             "tilt axis:   85.30 deg from image Y (near horizontal)"]),
+])
+def test_info_says_what_the_file_records(request, fixture: str, lines: list[str]) -> None:
+    r = tiltgen("info", str(request.getfixturevalue(fixture)))
     assert r.returncode == 0, r.stderr
-    assert "13 tilts x 16 x 20 px" in r.stdout
-    assert "dtype:       int16 (kept on disk, converted to float32 per frame)" in r.stdout
-    assert "tilt angles: 13 from -60.00 to 60.00 deg, step 10.00 deg" in r.stdout
-    assert "from:      IMOD .rawtlt sidecar (tomo.rawtlt)" in r.stdout
-    assert "pixel size:  2.7 Å" in r.stdout
-
-
-def test_info_serialem_mdoc(serialem_mdoc_stack: Path) -> None:
-    r = tiltgen("info", str(serialem_mdoc_stack))
-    assert r.returncode == 0, r.stderr
-    assert "tilt angles: 13 from -60.00 to 60.00 deg, step 10.00 deg" in r.stdout
-    assert "SerialEM mdoc (ts.mrc.mdoc)" in r.stdout
-    assert "pixel size:  3.42 Å" in r.stdout
-    assert "tilt axis:   85.30 deg from image Y (near horizontal)" in r.stdout
+    for line in lines:
+        assert line in r.stdout
 
 
 def test_info_fei_json(fei_stack: Path) -> None:

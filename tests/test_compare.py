@@ -12,7 +12,7 @@ from conftest import file_state
 from scipy.ndimage import gaussian_filter
 
 from napari_tiltgen import TiltgenError, Volume, read_volume
-from napari_tiltgen.compare import compare, plot_comparison
+from napari_tiltgen.evaluate.compare import compare, plot_comparison
 from napari_tiltgen.simulate import sphere_phantom
 
 
@@ -70,11 +70,10 @@ def test_half_maps_give_reference_free_resolution(volumes) -> None:
 
 def test_half_set_fsc_is_computed_from_even_and_odd_tilts() -> None:
     """The half-set column is filled: the series' even and odd tilts, remade with WBP."""
-    from napari_tiltgen.methods import recon
-
+    from napari_tiltgen.recon.api import reconstruct
     ts, truth = sphere_phantom(size=32, tilt_range=(-60, 60), tilt_step=3.0, n_spheres=8,
                                seed=4, dose_e_per_A2=50.0)
-    full = recon.reconstruct(ts, "wbp", show=False)
+    full = reconstruct(ts, "wbp", show=False)
     r = compare(truth, {"WBP": full}, tilt_series=ts,
                 half_set={"WBP": {"method": "wbp", **full.provenance["parameters"]}})
     row = r.rows[0]
@@ -86,7 +85,7 @@ def test_half_set_fsc_is_computed_from_even_and_odd_tilts() -> None:
 
 
 def test_export_names_drop_the_file_extension() -> None:
-    from napari_tiltgen.compare import export_stem
+    from napari_tiltgen.evaluate.compare import export_stem
 
     assert export_stem("sirt.mrc") == "sirt"
     assert export_stem("tomo.rec") == "tomo"
@@ -96,7 +95,7 @@ def test_export_names_drop_the_file_extension() -> None:
 
 
 def test_comparison_figure_fills_every_panel_with_scale_bars(volumes) -> None:
-    from napari_tiltgen.compare import nice_scale_bar_A
+    from napari_tiltgen.evaluate.compare import nice_scale_bar_A
 
     r = compare(volumes["truth"], {"noisy": volumes["noisy"], "blurred": volumes["blurred"]},
                 reference_name="ground truth")
@@ -114,7 +113,7 @@ def test_comparison_figure_fills_every_panel_with_scale_bars(volumes) -> None:
 
 @pytest.mark.gui
 def test_compare_widget(make_napari_viewer, qtbot, volumes, tmp_path: Path) -> None:
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     viewer = make_napari_viewer()
     for name, v in volumes.items():
@@ -127,7 +126,7 @@ def test_compare_widget(make_napari_viewer, qtbot, volumes, tmp_path: Path) -> N
     assert "noisy: noise" in w.provenance.value
 
     w.show_side_by_side()
-    from napari_tiltgen.widgets.compare import _grid
+    from napari_tiltgen.gui.compare import _grid
 
     assert _grid(vv).enabled and vv.dims.ndisplay == 2
     names = [l.name for l in vv.layers]
@@ -164,7 +163,7 @@ def _layer(v: Volume, name: str):
 
 
 def test_demo_verdicts_say_which_enhancement_beat_sirt() -> None:
-    from napari_tiltgen.demo import verdict_text, verdicts
+    from napari_tiltgen.workflows.demo import verdict_text, verdicts
 
     rows = [{"name": "SIRT", "psnr_db": 30.0, "ssim": 0.80},
             {"name": "SIRT inpainted", "psnr_db": 31.0, "ssim": 0.82},

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from napari_tiltgen.gui import dip as dip_widget
+from napari_tiltgen.gui._base import WorkerWidget
+from napari_tiltgen.gui.dip import DIPWidget, time_label
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.simulate.phantoms import dynamic_sphere_phantom
-from napari_tiltgen.widgets import dip as dip_widget
-from napari_tiltgen.widgets._base import WorkerWidget
-from napari_tiltgen.widgets.dip import DIPWidget, time_label
 
 pytestmark = pytest.mark.gui
 

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from napari_tiltgen.cli import main
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io.output import planned_outputs, stray_temporaries
 
 ANGLES = np.linspace(-60, 60, 9)
@@ -502,7 +502,7 @@ def test_2048_cube_is_refused_not_killed(tmp_path: Path, capsys, command: str) -
 
 
 def test_memory_estimate_scales_and_small_jobs_pass() -> None:
-    from napari_tiltgen.resources import job_peak_bytes, parse_size
+    from napari_tiltgen.core.resources import job_peak_bytes, parse_size
 
     small = job_peak_bytes("reconstruct", 9, 12, 12)
     big = job_peak_bytes("reconstruct", 61, 2048, 2048)
@@ -578,7 +578,7 @@ def _tampered_weights(tmp_path: Path, what: str) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from napari_tiltgen.models import MODELS_DIR
+    from napari_tiltgen.nets.weights import MODELS_DIR
 
     src = MODELS_DIR / ("inpainting.safetensors" if what == "inpainting" else
                         "interpolation.safetensors")
@@ -598,7 +598,7 @@ def _tampered_weights(tmp_path: Path, what: str) -> Path:
 
 
 @pytest.mark.parametrize("what, words", [("nan", "NaN"), ("shape", "do not match"),
-                                         ("inpainting", "not an interpolation model")])
+                                         ("inpainting", "not a napari-tiltgen interpolation model")])
 def test_bad_weights_one_clear_error(corpus: Path, capsys, what: str, words: str) -> None:
     weights = _tampered_weights(corpus, what)
     before = snapshot(corpus)
@@ -613,8 +613,8 @@ def test_bad_weights_one_clear_error(corpus: Path, capsys, what: str, words: str
 
 def test_recorded_checksums_match_the_shipped_weights() -> None:
     """Fails loudly when weights were replaced without
-    ``python -m napari_tiltgen.models --update-checksums``."""
-    from napari_tiltgen.models import recorded_sums, sha256_of, shipped_files
+    ``python -m napari_tiltgen.nets.weights --update-checksums``."""
+    from napari_tiltgen.nets.weights import recorded_sums, sha256_of, shipped_files
 
     files = shipped_files()
     assert {f.name for f in files} >= {"interpolation.safetensors", "inpainting.safetensors"}
@@ -622,14 +622,14 @@ def test_recorded_checksums_match_the_shipped_weights() -> None:
     for f in files:
         assert sums.get(f.name) == sha256_of(f), (
             f"{f.name}: recorded sha256 is stale; run "
-            "python -m napari_tiltgen.models --update-checksums")
+            "python -m napari_tiltgen.nets.weights --update-checksums")
 
 
 def test_flipped_byte_in_shipped_weights_is_refused(tmp_path: Path, monkeypatch) -> None:
     import shutil
 
-    from napari_tiltgen import models
-    from napari_tiltgen.methods.interpolation.network import load_model
+    from napari_tiltgen.nets import weights as models
+    from napari_tiltgen.nets.interpolation.network import load_model
 
     fake = tmp_path / "models"
     fake.mkdir()
@@ -651,8 +651,8 @@ def test_flipped_byte_in_shipped_weights_is_refused(tmp_path: Path, monkeypatch)
 @pytest.mark.gui
 def test_cancel_during_set_up_within_one_second(make_napari_viewer, qtbot) -> None:
     """A job whose set-up runs 10 s before its first progress step stops within 1 s."""
-    from napari_tiltgen.progress import Progress
-    from napari_tiltgen.widgets._base import WorkerWidget
+    from napari_tiltgen.core.progress import Progress
+    from napari_tiltgen.gui._base import WorkerWidget
 
     state = {"setup_steps": 0, "finished_setup": False}
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from napari_tiltgen.cli import main
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.evaluate.metrics import psnr
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.methods.inpainting import api
-from napari_tiltgen.methods.inpainting import data as D
-from napari_tiltgen.methods.inpainting.network import (
+from napari_tiltgen.nets.inpainting import api, consistency
+from napari_tiltgen.nets.inpainting import data as D
+from napari_tiltgen.nets.inpainting.network import (
     GeneratorConfig,
     PatchDiscriminator,
     UNetPP,
@@ -26,7 +27,6 @@ from napari_tiltgen.methods.inpainting.network import (
     ralsgan_g_loss,
     save_generator,
 )
-from napari_tiltgen.metrics import psnr
 
 torch.set_num_threads(1)
 
@@ -137,7 +137,7 @@ def test_wedge_limited_wbp_errs_along_the_missing_directions() -> None:
 
 # ---------------------------------------------------------------------------- training
 def test_training_writes_weights_and_resumes_exactly(tmp_path: Path) -> None:
-    from napari_tiltgen.methods.inpainting.train import TrainConfig, train, train_iter
+    from napari_tiltgen.nets.inpainting.train import TrainConfig, train, train_iter
 
     def cfg(out: Path, steps: int) -> TrainConfig:
         return TrainConfig(out_dir=str(out), size=32, steps=steps, batch_size=4, group_size=2,
@@ -165,7 +165,7 @@ def test_training_writes_weights_and_resumes_exactly(tmp_path: Path) -> None:
 
 
 def test_fine_tuning_from_weights_and_source_option(tmp_path: Path, capsys) -> None:
-    from napari_tiltgen.methods.inpainting.train import TrainConfig, train
+    from napari_tiltgen.nets.inpainting.train import TrainConfig, train
 
     base = TrainConfig(out_dir=str(tmp_path / "base"), size=32, steps=2, batch_size=2,
                        group_size=2, source_weights={"phantom": 1.0}, sirt_iterations=3,
@@ -212,7 +212,7 @@ def test_adamw_keeps_every_block_alive_where_coupled_adam_kills_them() -> None:
     with coupled weight decay), same steps and settings: every block keeps at least half its
     initial norm with the new one; with the old one every node shrinks below that (how 71 %
     of the first shipped generator ended below 1e-30)."""
-    from napari_tiltgen.methods.inpainting.train import (
+    from napari_tiltgen.nets.inpainting.train import (
         dead_fractions,
         make_optimizer,
         parameter_groups,
@@ -250,7 +250,7 @@ def test_adamw_keeps_every_block_alive_where_coupled_adam_kills_them() -> None:
 
 
 def test_dead_blocks_are_revived_for_fine_tuning() -> None:
-    from napari_tiltgen.methods.inpainting.train import dead_fractions, revive_dead_blocks
+    from napari_tiltgen.nets.inpainting.train import dead_fractions, revive_dead_blocks
 
     g = UNetPP(GeneratorConfig(width=2, cond_dim=4))
     with torch.no_grad():
@@ -264,7 +264,7 @@ def test_dead_blocks_are_revived_for_fine_tuning() -> None:
 def test_shipped_generator_has_no_dead_blocks() -> None:
     """Every block of the packaged generator is alive: under 2 % of its parameters below 1e-30
     (the first shipped weights: 4_0 and 3_1 at 100 %, 2_2 at 97 %, 71 % of all)."""
-    from napari_tiltgen.methods.inpainting.train import dead_fractions
+    from napari_tiltgen.nets.inpainting.train import dead_fractions
 
     model, _ = api.load_pretrained()
     fr = dead_fractions(model)
@@ -346,8 +346,8 @@ def test_hard_data_consistency_never_reprojects_worse_than_sirt(tiny_weights: Pa
     """With stored shifts and noise, the result's reprojection error (measured independently
     with the series' own projector, shifts included) is at most SIRT-100's, through DC
     iterations or, when they are capped, a blend toward SIRT; the report says which."""
-    from napari_tiltgen.methods.recon import reconstruct
     from napari_tiltgen.physics.projector import Projector
+    from napari_tiltgen.recon.api import reconstruct
 
     ts, truth = _shifted_series()
     proj = Projector(truth.shape, ts.tilt_angles, ts.shifts_px)
@@ -364,7 +364,7 @@ def test_hard_data_consistency_never_reprojects_worse_than_sirt(tiny_weights: Pa
     assert dc["final_error"] == pytest.approx(err(vol.data), rel=1e-3)
     assert err(vol.data) <= e_sirt * (1 + 1e-4), (err(vol.data), e_sirt)
     # the random tiny network reprojects far worse than SIRT: DC had work to do
-    assert dc["network_error"] > 3 * e_sirt and dc["iterations"] >= api.REFINE_ITERATIONS
+    assert dc["network_error"] > 3 * e_sirt and dc["iterations"] >= consistency.REFINE_ITERATIONS
     assert dc["met"] and dc["hard"] and dc["sirt_iterations"] == 100
     # it fits the rows the shifts say: ignoring the stored shifts, the same volume misfits
     no_shift = Projector(truth.shape, ts.tilt_angles)
@@ -375,7 +375,7 @@ def test_hard_data_consistency_never_reprojects_worse_than_sirt(tiny_weights: Pa
     dcc = capped.provenance["data_consistency"]
     assert dcc["fallback"] and 0.0 < dcc["blend_toward_sirt"] <= 1.0 and dcc["iterations"] == 0
     assert err(capped.data) <= e_sirt * (1 + 1e-4)
-    assert "blended" in api.consistency_note(dcc)
+    assert "blended" in consistency.consistency_note(dcc)
     # soft: exactly the iterations asked for (0: the network alone), measured but not enforced
     raw, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", refine_iterations=0,
                          hard_consistency=False)
@@ -393,23 +393,23 @@ def test_enforce_consistency_stops_at_sirts_error_not_at_a_perfect_fit() -> None
     """The stopping rule is SIRT's error: starting from the truth (noisy data: the truth's error
     is the noise, above SIRT-100's), the step runs only the minimum iterations and then
     stops as soon as it is at or below SIRT's."""
-    from napari_tiltgen.methods.recon import sirt
     from napari_tiltgen.physics.projector import Projector
+    from napari_tiltgen.recon.iterative import sirt
 
     ts, truth = _shifted_series(noise=0.03)
     proj = Projector(truth.shape, ts.tilt_angles, ts.shifts_px)
     b = torch.from_numpy(ts.data)
     x_sirt = sirt(proj, b, 100, preview_every=0)
-    gen = api.enforce_consistency(proj, b, torch.from_numpy(truth), x_sirt, min_iterations=2,
+    gen = consistency.enforce_consistency(proj, b, torch.from_numpy(truth), x_sirt, min_iterations=2,
                                   max_iterations=100, block=1)
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.core.progress import run
 
     _, rep = run(gen, show=False)
     assert rep["met"] and rep["final_error"] <= rep["sirt_error"] * (1 + 1e-6)
     assert rep["iterations"] < 100
     # one iteration fewer would not have met it (the loop stops at the first that does)
     if rep["iterations"] > 2:
-        _, rep2 = run(api.enforce_consistency(proj, b, torch.from_numpy(truth), x_sirt,
+        _, rep2 = run(consistency.enforce_consistency(proj, b, torch.from_numpy(truth), x_sirt,
                                                rep["iterations"] - 1, rep["iterations"] - 1,
                                                block=1, fallback=False), show=False)
         assert rep2["final_error"] > rep["sirt_error"]
@@ -517,8 +517,8 @@ def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
     Asserted: the default beats SIRT by half the measured +1.34 dB, the DC step adds at least
     half of its measured +1.49 / +1.86 dB, and both reproject no worse than SIRT-100.
     """
-    from napari_tiltgen.methods.recon import sirt
     from napari_tiltgen.physics.projector import Projector
+    from napari_tiltgen.recon.iterative import sirt
 
     rng = np.random.default_rng([D.HELDOUT_SEED, 0])
     truth = np.stack([D.phantom_face(64, rng) for _ in range(4)], axis=1)  # (nz, ny, nx)
@@ -532,7 +532,7 @@ def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
     for v in (full, long):  # never reprojects worse than SIRT-100
         dc = v.provenance["data_consistency"]
         assert dc["met"] and dc["final_error"] <= dc["sirt_error"] * (1 + 1e-4)
-    assert full.provenance["parameters"]["refine_iterations"] == api.REFINE_ITERATIONS == 10
+    assert full.provenance["parameters"]["refine_iterations"] == consistency.REFINE_ITERATIONS == 10
     assert full.provenance["data_consistency"]["iterations"] >= 10
     ref = sirt(proj, sino, 100, preview_every=0).numpy()
     p_sirt, p_net, p_full, p_long = (psnr(truth, v, data_range=1.0)

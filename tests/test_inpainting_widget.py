@@ -9,11 +9,11 @@ import pytest
 import torch
 from napari.layers import Layer
 
+from napari_tiltgen.gui.inpaint import InpaintWidget
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.methods.inpainting import api
-from napari_tiltgen.methods.inpainting.data import phantom_face, wedge_angles
-from napari_tiltgen.methods.inpainting.network import GeneratorConfig, UNetPP, save_generator
-from napari_tiltgen.widgets.inpaint import InpaintWidget
+from napari_tiltgen.nets.inpainting import api
+from napari_tiltgen.nets.inpainting.data import phantom_face, wedge_angles
+from napari_tiltgen.nets.inpainting.network import GeneratorConfig, UNetPP, save_generator
 
 pytestmark = pytest.mark.gui
 
@@ -62,7 +62,7 @@ def test_inpaint_volume_layer_from_the_plugin_menu(make_napari_viewer, qtbot, ti
     w.device.value = "cpu"
     _run(w, qtbot)
     assert w.status.value == "done"
-    from napari_tiltgen.widgets.views import volume_view, workspace_layers
+    from napari_tiltgen.gui.views import volume_view, workspace_layers
 
     names = [layer.name for layer in volume_view(viewer).layers]
     assert names == ["rec", "rec inpainted (pretrained)"]  # right above the input, volumes view
@@ -86,7 +86,7 @@ def test_tilt_series_is_reconstructed_first(make_napari_viewer, qtbot, tiny_mode
     w = InpaintWidget(viewer)
     w.device.value = "cpu"
     _run(w, qtbot)
-    from napari_tiltgen.widgets.views import volume_view
+    from napari_tiltgen.gui.views import volume_view
 
     out = Volume.from_layer(volume_view(viewer).layers["series inpainted (pretrained)"])
     assert out.shape == (16, 4, 16)
@@ -109,7 +109,7 @@ def test_out_of_range_wedge_is_refused_then_allowed(make_napari_viewer, qtbot, t
     assert "missing wedge 90.0 deg" in w.note.value and "trained range (30-80 deg)" in w.note.value
     _run(w, qtbot)
     assert "trained on wedges of 30-80 degrees" in errors[-1]
-    from napari_tiltgen.widgets.views import workspace_layers
+    from napari_tiltgen.gui.views import workspace_layers
 
     assert len(workspace_layers(viewer)) == 1  # nothing added
     w.allow_out_of_range.value = True
@@ -132,7 +132,7 @@ def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tiny_model) -> None:
         w.cancel_button.native.click()
     assert w.status.value == "cancelled"
     assert w.progress.value < 900  # stopped well before the end (1000 = done)
-    from napari_tiltgen.widgets.views import workspace_layers
+    from napari_tiltgen.gui.views import workspace_layers
 
     assert [layer.name for layer in workspace_layers(viewer)] == ["big"]  # no result layer
     assert w.run_button.enabled

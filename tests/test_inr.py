@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from napari_tiltgen import metrics
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.align.axis import rotate_tilt_axis_to_vertical
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.evaluate.metrics import nrmse, ssim
 from napari_tiltgen.fits.inr import (
     PoseModel,
     fit_inr,
@@ -26,11 +27,10 @@ from napari_tiltgen.fits.inr import (
 )
 from napari_tiltgen.io import read_volume, write_mrc
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.alignment import rotate_tilt_axis_to_vertical
-from napari_tiltgen.methods.recon import reconstruct
 from napari_tiltgen.physics.geometry import Geometry
 from napari_tiltgen.physics.projector import Projector
 from napari_tiltgen.physics.rays import RayProjector, to_normalised
+from napari_tiltgen.recon.api import reconstruct
 from napari_tiltgen.simulate.phantoms import random_spheres, sphere_phantom
 
 TINY = {"batch_size": 512, "preview_every": 0, "device": "cpu", "n_threads": 1}
@@ -117,7 +117,7 @@ def test_inr_beats_backprojection_and_matches_sirt(phantom20) -> None:
     res = fit_inr(ts, steps=300, optimize_pose=False, seed=0, show=False, **TINY)
     sirt = reconstruct(ts, "sirt", iterations=100, show=False, device="cpu")
     wbp = reconstruct(ts, "wbp", show=False, device="cpu")
-    q = {name: (metrics.ssim(truth.data, v.data), metrics.nrmse(truth.data, v.data))
+    q = {name: (ssim(truth.data, v.data), nrmse(truth.data, v.data))
          for name, v in (("inr", res.volume), ("sirt", sirt), ("wbp", wbp))}
     # measured (SSIM / NRMSE): inr 0.969 / 0.145, sirt 0.962 / 0.161, wbp 0.784 / 0.458
     assert q["inr"][0] > q["wbp"][0] + 0.15
@@ -296,7 +296,7 @@ def test_progress_preview_and_close_stops(phantom20) -> None:
 def test_monitor_reports_metric(phantom20) -> None:
     ts, truth = phantom20
     seen = []
-    fit_inr(ts, steps=20, monitor=lambda v: {"ssim": metrics.ssim(truth.data, v)},
+    fit_inr(ts, steps=20, monitor=lambda v: {"ssim": ssim(truth.data, v)},
             monitor_every=10, show=False, callback=lambda e: seen.append(e.values.get("ssim")),
             **TINY)
     vals = [v for v in seen if v is not None]
@@ -365,5 +365,5 @@ def test_sparse_atomic_cluster_does_not_collapse_to_zero() -> None:
     v = res.volume.data
     # measured: INR max 0.028, NRMSE 0.82, mass 0.43x SIRT's; SIRT NRMSE 1.15; collapsed: 0, 1.0
     assert float(v.max()) > 0.5 * float(truth.data.max())
-    assert metrics.nrmse(truth.data, v) < min(0.9, metrics.nrmse(truth.data, sirt))
+    assert nrmse(truth.data, v) < min(0.9, nrmse(truth.data, sirt))
     assert v.sum() > 0.25 * sirt.sum()

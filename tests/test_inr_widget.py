@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from napari_tiltgen.gui._base import WorkerWidget
+from napari_tiltgen.gui.inr import INRWidget
+from napari_tiltgen.gui.views import volume_view
 from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
 from napari_tiltgen.simulate.phantoms import sphere_phantom
-from napari_tiltgen.widgets._base import WorkerWidget
-from napari_tiltgen.widgets.inr import INRWidget
-from napari_tiltgen.widgets.views import volume_view
 
 pytestmark = pytest.mark.gui
 

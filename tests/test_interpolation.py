@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import run
+from napari_tiltgen.evaluate.metrics import psnr
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.interpolation import (
+from napari_tiltgen.nets.interpolation import (
     DEFAULT_WEIGHTS,
     NetConfig,
     TiltInterpNet,
@@ -27,8 +29,6 @@ from napari_tiltgen.methods.interpolation import (
     model_frames,
     save_model,
 )
-from napari_tiltgen.metrics import psnr
-from napari_tiltgen.progress import run
 
 torch.set_num_threads(1)
 TINY = NetConfig(channels=(4, 6, 8, 8), decoder_channels=(4, 6, 8, 8))
@@ -188,8 +188,8 @@ def test_shipped_model_beats_linear_on_held_out_clusters() -> None:
     Ir truncated octahedron 0.70 / 1.02, Yb cuboctahedron 0.64 / 1.00, Xe octahedron 0.20 / 0.69;
     mean 0.51 / 0.90 (stage 1: 0.29 / 0.29). Asserted: the mean gain minus a 0.15 dB margin.
     """
-    from napari_tiltgen.methods.interpolation.api import interpolate_at
-    from napari_tiltgen.methods.interpolation.evaluate import frame_metrics, sparse_pairs
+    from napari_tiltgen.nets.interpolation.evaluate import frame_metrics, sparse_pairs
+    from napari_tiltgen.nets.interpolation.frames import interpolate_at
     from napari_tiltgen.simulate.clusters import build_cluster
     from napari_tiltgen.simulate.series import simulate_tilt_series
 

@@ -13,21 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import run
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods.interpolation.adapt import (
+from napari_tiltgen.nets.interpolation.adapt import (
     AdaptConfig,
-    adapt_and_select,
     adapt_iter,
     holdout_indices,
     training_triplets,
 )
-from napari_tiltgen.methods.interpolation.api import (
-    interpolate_series,
-    load_pretrained,
-    real_frames,
-)
-from napari_tiltgen.progress import run
+from napari_tiltgen.nets.interpolation.api import interpolate_series, real_frames
+from napari_tiltgen.nets.interpolation.frames import load_pretrained
+from napari_tiltgen.nets.interpolation.select import adapt_and_select
 
 torch.set_num_threads(1)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from napari_tiltgen.cli import main
-from napari_tiltgen.methods.interpolation import NetConfig, load_model
-from napari_tiltgen.methods.interpolation.train import TrainConfig, train
+from napari_tiltgen.nets.interpolation import NetConfig, load_model
+from napari_tiltgen.nets.interpolation.train import TrainConfig, train
 
 torch.set_num_threads(1)
 TINY = NetConfig(channels=(4, 6, 8, 8), decoder_channels=(4, 6, 8, 8))
@@ -99,7 +99,7 @@ def test_cli_train_eval_and_interpolate(tiny_dataset: Path, tmp_path: Path, caps
     # interpolate a file with the CLI, then refuse a gap the model was not trained for
     from napari_tiltgen.io import write_mrc
     from napari_tiltgen.io.model import TiltSeries
-    from napari_tiltgen.methods.interpolation.data import load_frame_bank
+    from napari_tiltgen.nets.interpolation.data import load_frame_bank
 
     bank = load_frame_bank(tiny_dataset, "test", max_series=1)
     ts = TiltSeries(bank.stacks[0][::4], tilt_angles=bank.tilt_angles[::4],
@@ -128,7 +128,7 @@ def test_cli_train_eval_and_interpolate(tiny_dataset: Path, tmp_path: Path, caps
 @pytest.fixture(scope="module")
 def tiny_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A family pool: 4 train and 2 val windows of 32 px (training families)."""
-    from napari_tiltgen.methods.interpolation.data import build_family_pool_iter
+    from napari_tiltgen.nets.interpolation.data import build_family_pool_iter
 
     out = tmp_path_factory.mktemp("pool")
     for split, n in (("val", 2), ("train", 4)):
@@ -140,7 +140,7 @@ def tiny_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_family_pool_is_resumable_and_its_triplets_are_noisy_with_clean_targets(
         tiny_pool: Path) -> None:
-    from napari_tiltgen.methods.interpolation.data import (
+    from napari_tiltgen.nets.interpolation.data import (
         FamilyTriplets,
         build_family_pool_iter,
         load_family_pool,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from napari.layers import Layer
 
+from napari_tiltgen.gui.interpolate import COUNT_MODE, QA_COLUMNS, InterpolateWidget
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.widgets.interpolate import COUNT_MODE, QA_COLUMNS, InterpolateWidget
 
 pytestmark = pytest.mark.gui
 
@@ -27,6 +27,17 @@ def _run(w: InterpolateWidget, qtbot, button=None) -> None:
     with qtbot.waitSignal(button.native.clicked, timeout=5000):
         button.native.click()
     qtbot.waitUntil(lambda: not w.running, timeout=60000)
+
+
+def _widget(make_viewer, name: str, adapt_seconds: float):
+    """A viewer holding the 9-frame test series as layer ``name`` and the widget on the CPU."""
+    viewer = make_viewer()
+    ts = _series()
+    viewer.add_layer(Layer.create(*ts.to_layer_data(name=name)))
+    w = InterpolateWidget(viewer)
+    w.device.value = "cpu"
+    w.adapt_seconds.value = adapt_seconds
+    return viewer, ts, w
 
 
 def test_interpolate_marks_predicted_frames(make_napari_viewer, qtbot) -> None:
@@ -92,12 +103,7 @@ def test_gap_too_large_is_refused_with_a_notification(make_napari_viewer, qtbot,
 @pytest.mark.slow
 def test_leave_one_out_panel_shows_three_methods_on_real_frames(make_napari_viewer, qtbot
                                                                   ) -> None:
-    viewer = make_napari_viewer()
-    ts = _series()  # 9 real frames every 3 degrees
-    viewer.add_layer(Layer.create(*ts.to_layer_data(name="real")))
-    w = InterpolateWidget(viewer)
-    w.device.value = "cpu"
-    w.adapt_seconds.value = 1.0
+    viewer, ts, w = _widget(make_napari_viewer, "real", 1.0)  # 9 real frames every 3 degrees
     _run(w, qtbot, w.qa_button)
     assert w.status.value == "done"
     sel = w.selection
@@ -123,12 +129,7 @@ def test_leave_one_out_panel_shows_three_methods_on_real_frames(make_napari_view
 @pytest.mark.slow
 def test_auto_interpolation_then_qa_uses_only_the_real_frames(make_napari_viewer, qtbot
                                                               ) -> None:
-    viewer = make_napari_viewer()
-    ts = _series()
-    viewer.add_layer(Layer.create(*ts.to_layer_data(name="sparse")))
-    w = InterpolateWidget(viewer)
-    w.device.value = "cpu"
-    w.adapt_seconds.value = 1.0
+    viewer, ts, w = _widget(make_napari_viewer, "sparse", 1.0)
     w.mode.value = COUNT_MODE
     w.frames_per_gap.value = 1
     _run(w, qtbot)
@@ -145,12 +146,7 @@ def test_auto_interpolation_then_qa_uses_only_the_real_frames(make_napari_viewer
 
 
 def test_cancel_stops_the_adaptation(make_napari_viewer, qtbot) -> None:
-    viewer = make_napari_viewer()
-    ts = _series()
-    viewer.add_layer(Layer.create(*ts.to_layer_data(name="real")))
-    w = InterpolateWidget(viewer)
-    w.device.value = "cpu"
-    w.adapt_seconds.value = 600.0
+    viewer, _, w = _widget(make_napari_viewer, "real", 600.0)
     w.qa_button.native.click()
     qtbot.waitUntil(lambda: w.status.value.startswith("adapting: step"), timeout=60000)
     w.cancel()

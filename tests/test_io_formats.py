@@ -499,7 +499,7 @@ def test_permission_denied_is_one_clear_error(tmp_path: Path, monkeypatch) -> No
 
 # ------------------------------------------------------------------ napari reader hook
 def test_napari_reader_takes_new_formats_and_folders(tmp_path: Path) -> None:
-    from napari_tiltgen._reader import napari_get_reader
+    from napari_tiltgen.gui.reader import napari_get_reader
 
     for name in ("a.dm3", "a.DM4", "a.emd", "a.ser", "a.emi", "a.hspy", "a.map"):
         assert napari_get_reader(str(tmp_path / name)) is not None, name

@@ -9,15 +9,15 @@ import mrcfile
 import numpy as np
 import pytest
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io.output import stray_temporaries
-from napari_tiltgen.methods.outofcore import (
+from napari_tiltgen.recon.api import reconstruct
+from napari_tiltgen.recon.outofcore import (
     operator_bytes,
     plan_slabs,
     reconstruct_to_file,
     row_bytes,
 )
-from napari_tiltgen.methods.recon import reconstruct
 from napari_tiltgen.simulate.phantoms import sphere_phantom
 
 
@@ -116,7 +116,7 @@ def test_cli_reconstruct_streams_when_over_budget(series, tmp_path, capsys):
 def test_default_threads_follow_the_free_cores(monkeypatch):
     import os
 
-    from napari_tiltgen.physics import cpu
+    from napari_tiltgen.core import devices as cpu
     from napari_tiltgen.physics.projector import suggested_threads
 
     monkeypatch.delenv("TILTGEN_THREADS", raising=False)
@@ -161,7 +161,7 @@ def test_no_disk_space_is_refused_before_work(series, tmp_path, monkeypatch):
 
 
 def test_streamed_wbp_with_the_sparse_matrix_when_it_fits(series, tmp_path):
-    from napari_tiltgen.methods.outofcore import wbp_uses_matrix
+    from napari_tiltgen.recon.outofcore import wbp_uses_matrix
 
     n, _, nx = series.shape
     budget = 2.2 * operator_bytes("wbp", n, nx, nx, memory_budget=1e12)  # the matrix fits

@@ -51,7 +51,7 @@ def add(viewer, obj, name):
 def test_volume_added_next_to_tilt_series_gets_its_own_view(make_napari_viewer, qtbot,
                                                            notes) -> None:
     """The held-back check: sample, panel, a volume next to the tilt series."""
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-tiltgen", "phantom")
@@ -79,7 +79,7 @@ def test_volume_added_next_to_tilt_series_gets_its_own_view(make_napari_viewer, 
     viewer.dims.set_point(0, 0)
     assert ws.angle_label() == "phantom tilt series: tilt 1/41  -60.0°"
     viewer.dims.set_point(0, 25)
-    from napari_tiltgen.widgets.views import text_overlay
+    from napari_tiltgen.gui.views import text_overlay
 
     overlay = text_overlay(viewer)
     assert overlay.visible and overlay.text.endswith("+15.0°")
@@ -104,7 +104,7 @@ def test_plain_layers_in_frame_geometry_take_the_series_units(make_napari_viewer
 def test_plain_volume_from_a_script_goes_to_the_volumes_window(make_napari_viewer, qtbot,
                                                                notes) -> None:
     """``viewer.add_image(vol, scale=..., units="angstrom")`` without our metadata: a volume."""
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     viewer = make_napari_viewer(show=True)
     viewer.window.add_plugin_dock_widget("napari-tiltgen", "Tomography")
@@ -121,7 +121,7 @@ def test_plain_volume_from_a_script_goes_to_the_volumes_window(make_napari_viewe
 
 
 def test_volumes_window_closes_with_the_main_window(make_napari_viewer) -> None:
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     viewer = make_napari_viewer()
     ws = workspace(viewer)
@@ -134,7 +134,7 @@ def test_volumes_window_closes_with_the_main_window(make_napari_viewer) -> None:
 
 def test_panel_has_every_step_as_a_tab_and_fits_a_small_screen(make_napari_viewer,
                                                                 qtbot) -> None:
-    from napari_tiltgen.widgets.panel import STEPS
+    from napari_tiltgen.gui.panel import STEPS
 
     viewer = make_napari_viewer(show=True)
     win = viewer.window._qt_window
@@ -148,19 +148,19 @@ def test_panel_has_every_step_as_a_tab_and_fits_a_small_screen(make_napari_viewe
         w = panel.show_step(page)
         assert w is not None and panel.current_page() == page
     # a step that is not installed: a tab that says so, no crash
-    from napari_tiltgen.widgets import panel as panel_mod
+    from napari_tiltgen.gui import panel as panel_mod
 
     align = panel.show_step("Align")
     try:
-        import napari_tiltgen.widgets.align  # noqa: F401
+        import napari_tiltgen.gui.align  # noqa: F401
 
         assert align is not None
     except ModuleNotFoundError:
         assert align is None
     panel.pages["Missing"] = {"layout": panel.pages["Align"]["layout"],
-                              "spec": "napari_tiltgen.widgets.no_such_step:X", "widget": None}
+                              "spec": "napari_tiltgen.gui.no_such_step:X", "widget": None}
     assert panel.step_widget("Missing") is None
-    assert panel_mod._load_class("napari_tiltgen.widgets.no_such_step:X") is None
+    assert panel_mod._load_class("napari_tiltgen.gui.no_such_step:X") is None
     qtbot.wait(100)
     # the whole window, panel open, fits 1366 x 768 (less a task bar and title bar)
     hint = win.minimumSizeHint()
@@ -182,7 +182,7 @@ def test_workflow_buttons_switch_tabs_instead_of_docking(make_napari_viewer) -> 
     assert type(opened).__name__ == "CompareWidget"
     opened = wf.open("Reconstruct")
     assert type(opened).__name__ == "ReconstructWidget"
-    from napari_tiltgen.widgets.panel import panel_of
+    from napari_tiltgen.gui.panel import panel_of
 
     assert panel_of(viewer).current_page() == "Reconstruct"
     docks = set(viewer.window.dock_widgets)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_tiltgen.methods import backends
 from napari_tiltgen.physics.geometry import Geometry, interleaved_order, ordered_subsets
 from napari_tiltgen.physics.operators import joseph_matrix
 from napari_tiltgen.physics.per_tilt import FrameProjector
 from napari_tiltgen.physics.projector import Projector
 from napari_tiltgen.physics.rays import RayProjector
 from napari_tiltgen.physics.shifts import linear_taps, shift_frames, unshift_frames
+from napari_tiltgen.recon import backends
 
 ANGLES = np.array([-60.0, -50.0, -20.0, 0.0, 35.0, 60.0, 75.0])
 SHIFTS = np.array(

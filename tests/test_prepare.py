@@ -1,20 +1,20 @@
 """Intensity preparation (vacuum offset, bright field, normalisation) and the tilt-axis step of
-:func:`napari_tiltgen.methods.prepare.prepare`, on exact sphere-phantom projections."""
+:func:`napari_tiltgen.align.prepare.prepare`, on exact sphere-phantom projections."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods import alignment as A
-from napari_tiltgen.methods.prepare import (
+from napari_tiltgen.align.axis import tilt_axis_known, with_known_tilt_axis, wrap_axis_deg
+from napari_tiltgen.align.prepare import (
     detect_contrast,
     prepare,
     prepare_intensity,
     vacuum_levels,
 )
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.simulate.phantoms import project_spheres, random_spheres
 
 ANGLES = np.arange(-60.0, 60.1, 6.0)  # 21 tilts
@@ -102,10 +102,10 @@ def _unknown_axis_series(clean: np.ndarray) -> TiltSeries:
 def test_prepare_estimates_an_unknown_axis_and_turns_the_frames(clean):
     ts = _unknown_axis_series(clean)
     out, notes = prepare(ts)
-    assert out.tilt_axis_angle_deg == 0.0 and A.tilt_axis_known(out)
+    assert out.tilt_axis_angle_deg == 0.0 and tilt_axis_known(out)
     assert "estimated from the data" in out.provenance["tilt_axis_source"]
     est = out.provenance["tilt_axis_estimate"]
-    assert A.wrap_axis_deg(est["angle_deg"] - 90.0) == pytest.approx(0.0, abs=0.5)
+    assert wrap_axis_deg(est["angle_deg"] - 90.0) == pytest.approx(0.0, abs=0.5)
     assert any("not recorded" in n for n in notes) and any("quarter" in n for n in notes)
     # turned back to the vertical-axis frames by exact quarter turns (a rest below 0.3 deg is
     # not resampled). An axis at +90 and one at -90 degrees are the same line with opposite
@@ -122,7 +122,7 @@ def test_user_axis_overrides_and_known_axis_is_used(clean):
     assert "given by the user" in notes[1]
     assert "user" in out.provenance["tilt_axis_source"]
     np.testing.assert_allclose(out.data, clean - 500.0, atol=1e-3)
-    known = A.with_known_tilt_axis(ts, 90.0, "SerialEM mdoc (test)")
+    known = with_known_tilt_axis(ts, 90.0, "SerialEM mdoc (test)")
     out, notes = prepare(known, intensity="none")
     assert "SerialEM mdoc (test)" in notes[1]
     np.testing.assert_allclose(out.data, clean - 500.0, atol=1e-3)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rel_error
 
+from napari_tiltgen.gui.views import volume_view
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.simulate.phantoms import sphere_phantom
-from napari_tiltgen.widgets.views import volume_view
 
 pytestmark = pytest.mark.gui
 
-
-def nrmse(a: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
 
 
 def _viewer_with_series(make_napari_viewer, size: int = 32, tilt_step: float = 4.0):
@@ -42,7 +40,7 @@ def test_sirt_adds_volume_layer_with_preview(make_napari_viewer, qtbot) -> None:
     assert vol.shape == (32, 32, 32) and vol.voxel_size_A == pytest.approx(2.0)
     assert vol.provenance["method"] == "sirt"
     assert vol.provenance["parameters"]["iterations"] == 20
-    assert nrmse(vol.data, truth.data) < 0.35  # measured 0.28
+    assert rel_error(vol.data, truth.data) < 0.35  # measured 0.28
     assert w.last_preview.shape == (32, 32)  # central z-slice (ny, nx)
     np.testing.assert_allclose(w.last_preview, vol.data[16], rtol=1e-5, atol=1e-6)
     assert not w.preview.native.pixmap().isNull()
@@ -68,7 +66,7 @@ def test_cancel_stops_the_reconstruction(make_napari_viewer, qtbot) -> None:
 
 def test_wbp_with_filter_and_errors_are_notified(make_napari_viewer, qtbot,
                                                  monkeypatch) -> None:
-    from napari_tiltgen.widgets._base import WorkerWidget
+    from napari_tiltgen.gui._base import WorkerWidget
 
     shown: list[str] = []
     monkeypatch.setattr(WorkerWidget, "show_error", lambda self, m: shown.append(m))

@@ -11,8 +11,8 @@ from typing import Self
 
 import pytest
 
+from napari_tiltgen.gui._base import WorkerWidget
 from napari_tiltgen.simulate import sphere_phantom
-from napari_tiltgen.widgets._base import WorkerWidget
 
 pytestmark = pytest.mark.gui
 
@@ -66,7 +66,7 @@ def run_and_measure(viewer, qtbot, make_gen, min_seconds: float = 1.0) -> tuple[
 
 
 def test_gui_responsive_during_sirt(make_napari_viewer, qtbot) -> None:
-    from napari_tiltgen.methods.recon import reconstruct_iter
+    from napari_tiltgen.recon.api import reconstruct_iter
 
     viewer = make_napari_viewer()
     ts, _ = sphere_phantom(size=64, tilt_step=2.0)

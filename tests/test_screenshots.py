@@ -111,7 +111,7 @@ def test_guide_panel_steps_fit_the_screen(make_napari_viewer, qtbot, tmp_path: P
             problems[page] = cut
     assert not problems, problems
     # the tilt series shows its angle while scrolling
-    from napari_tiltgen.widgets.views import text_overlay
+    from napari_tiltgen.gui.views import text_overlay
 
     assert text_overlay(viewer).text.endswith("+0.0°")
     assert 0.005 < _canvas_lit_fraction(viewer, 60) < 0.9  # the particle's projection
@@ -120,7 +120,7 @@ def test_guide_panel_steps_fit_the_screen(make_napari_viewer, qtbot, tmp_path: P
 
 def test_guide_volumes_window(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """The volumes window: the sample's ground truth in 3-D, centred, next to the tilt series."""
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1366, 728)
@@ -149,11 +149,11 @@ def test_guide_compare_sirt_vs_enhanced(make_napari_viewer, qtbot, tmp_path: Pat
     """
     from napari.layers import Layer
 
+    from napari_tiltgen.gui.compare import _grid
+    from napari_tiltgen.gui.views import workspace
     from napari_tiltgen.io.model import TiltSeries
-    from napari_tiltgen.methods.inpainting import inpaint
-    from napari_tiltgen.methods.recon import reconstruct
-    from napari_tiltgen.widgets.compare import _grid
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.nets.inpainting import inpaint
+    from napari_tiltgen.recon.api import reconstruct
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1920, 1040)

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, run
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.progress import Progress, run
 from napari_tiltgen.simulate import (
     AbtemSettings,
     Optics,
@@ -329,7 +329,7 @@ def test_napari_sample_is_a_simulated_cluster() -> None:
     import subprocess
     import sys
 
-    from napari_tiltgen._sample_data import sample_phantom
+    from napari_tiltgen.gui.samples import sample_phantom
 
     sample_phantom()  # warm imports
     t0 = time.process_time()
@@ -346,7 +346,7 @@ def test_napari_sample_is_a_simulated_cluster() -> None:
     # noisy frames follow the ground truth: 0-degree frame vs the volume's sum along z
     assert np.corrcoef(vol_data.sum(0).ravel(), ts_data[20].ravel())[0, 1] > 0.8  # measured 0.90
     # it does not need torch (importing torch takes longer than the whole simulation)
-    code = ("import sys; from napari_tiltgen._sample_data import sample_phantom; "
+    code = ("import sys; from napari_tiltgen.gui.samples import sample_phantom; "
             "sample_phantom(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_tiltgen.cli import main
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.simulate.clusters import TEST_ELEMENTS, TRAIN_ELEMENTS
 from napari_tiltgen.simulate.dataset import (
     DatasetConfig,

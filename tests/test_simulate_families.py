@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.simulate.degrade import DegradeParams, degrade, sample_params
 from napari_tiltgen.simulate.families import (
     FAMILIES,

@@ -36,7 +36,7 @@ def test_fast_mode_adds_series_and_ground_truth(make_napari_viewer, qtbot) -> No
     assert w.running
     qtbot.waitUntil(lambda: not w.running, timeout=120000)
     assert w.status.value == "done", w.status.value
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     vv = workspace(viewer).volumes  # the ground truth goes to the volumes window
     names = [layer.name for layer in viewer.layers] + [layer.name for layer in vv.layers]
@@ -69,7 +69,7 @@ def test_dynamic_phantom_gives_start_and_end_volumes(make_napari_viewer, qtbot) 
     qtbot.waitUntil(lambda: not w.running, timeout=120000)
     ts = TiltSeries.from_layer(viewer.layers[0])
     assert ts.acquisition_times_s is not None and ts.acquisition_times_s.max() == 18 * 20.0
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     vv = workspace(viewer).volumes
     v0 = vv.layers["growth Au (55 atoms) ground truth t=0"].data
@@ -78,7 +78,7 @@ def test_dynamic_phantom_gives_start_and_end_volumes(make_napari_viewer, qtbot) 
 
 
 def test_abtem_mode_shows_progress_and_cancels(make_napari_viewer, qtbot) -> None:
-    from napari_tiltgen.simulate.haadf import AbtemSettings
+    from napari_tiltgen.simulate.abtem_haadf import AbtemSettings
 
     viewer = make_napari_viewer()
     w = dock(viewer)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.fits.dip import DIPResult
-from napari_tiltgen.io.model import METADATA_KEY, Volume, VolumeSeries
+from napari_tiltgen.io.model import METADATA_KEY, Volume
+from napari_tiltgen.io.volume_series import VolumeSeries
 
 
 def _series() -> VolumeSeries:

@@ -32,7 +32,7 @@ def test_reader_opens_imod_stack_with_angles(make_napari_viewer, imod_stack: Pat
 
 def test_reader_bad_file_notifies_instead_of_crashing(make_napari_viewer, tmp_path: Path,
                                                       monkeypatch) -> None:
-    import napari_tiltgen._reader as reader
+    from napari_tiltgen.gui import reader
 
     shown: list[str] = []
     monkeypatch.setattr(reader, "_notify_error", shown.append)
@@ -53,7 +53,7 @@ def test_sample_data_and_writer_round_trip(make_napari_viewer, tmp_path: Path) -
     viewer = make_napari_viewer()
     viewer.open_sample("napari-tiltgen", "phantom")
     # the tilt series stays; the ground-truth volume goes to the volumes window
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     assert [l.name for l in viewer.layers] == ["phantom tilt series"]
     assert [l.name for l in workspace(viewer).volumes.layers] == ["phantom ground truth"]
@@ -116,7 +116,7 @@ def test_screenshot_window_with_plugin_and_3d_volume(make_napari_viewer, tmp_pat
 
     from skimage.io import imsave
 
-    from napari_tiltgen.widgets.views import workspace
+    from napari_tiltgen.gui.views import workspace
 
     main = make_napari_viewer(show=True)
     main.window._qt_window.resize(1400, 900)

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.progress import Progress, run
-from napari_tiltgen.widgets._base import WorkerWidget
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, run
+from napari_tiltgen.gui._base import WorkerWidget
 
 pytestmark = pytest.mark.gui
 
@@ -95,7 +95,7 @@ def test_run_drives_generator_without_qt() -> None:
 
 def test_messages_use_the_widget_users_words() -> None:
     """API messages quote CLI flags; the widgets show the setting's name instead."""
-    from napari_tiltgen.widgets._base import plain_words
+    from napari_tiltgen.gui._base import plain_words
 
     msg = ("no tilt angles. Give the wedge in degrees (--wedge / missing_wedge_deg) or the tilt "
            "angles (--tilt-file / tilt_angles).")

@@ -11,7 +11,7 @@ Layers (dependencies point downwards only; docs/architecture.md, ``python tools/
 ``io``. ``__version__`` below is the package's only version number (pyproject reads it).
 """
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io import (
     TiltSeries,
     Volume,

@@ -1,6 +1,6 @@
 """``tiltgen align IN --out aligned.mrc``: prepare and align a tilt series, write IMOD .xf/.tlt.
 
-Steps (:func:`napari_tiltgen.methods.projection_matching.align_series`): intensities (vacuum
+Steps (:func:`napari_tiltgen.align.projection_matching.align_series`): intensities (vacuum
 offset / bright-field -log), tilt axis (``--tilt-axis``, the file's, or estimated over 0-180
 degrees) with the frames turned so that it runs along y, coarse shifts (centre of mass or
 cross-correlation with stretching), tilt-axis angle refinement, tilt-axis offset, projection
@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli import add_angle_options, bounded_int, read_series_from_args
+from napari_tiltgen.cli.options import add_angle_options, bounded_int, read_series_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,10 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_tiltgen.align.alignment import aligned_stack
+    from napari_tiltgen.align.projection_matching import align_series, xf_lines
     from napari_tiltgen.io import metadata as md
     from napari_tiltgen.io.writers import plan_write, write
-    from napari_tiltgen.methods.alignment import aligned_stack
-    from napari_tiltgen.methods.projection_matching import align_series, xf_lines
 
     out = Path(args.out)
     xf, tlt = out.with_suffix(".xf"), out.with_suffix(".tlt")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.cli.options import add_compute_options
+from napari_tiltgen.core.errors import TiltgenError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from napari_tiltgen.methods.recon_names import METHODS
+    from napari_tiltgen.recon.names import METHODS
 
     p = sub.add_parser(
         "batch",
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interpolate-method", default="linear",
                    help="interpolate step: method (default linear; see tiltgen interpolate)")
     p.add_argument("--inr-steps", type=int, default=500, help="fit step: INR steps (default 500)")
-    p.add_argument("--device", default="cpu", help="torch device of every task (default cpu)")
+    add_compute_options(p, device="cpu", threads=False)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N",
                        help="local worker processes (default: the free cores)")
@@ -45,7 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="address of a running Dask scheduler (tcp://host:8786)")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute series whose output exists with other parameters")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_tiltgen.cli.options import add_compute_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "inpainting, inr, dip)")
     p.add_argument("--inr-steps", type=int, default=400, help="INR fit steps (400)")
     p.add_argument("--dip-steps", type=int, default=300, help="DIP fit steps (300)")
-    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda (auto)")
+    add_compute_options(p, threads=False, quiet=False)
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_tiltgen.demo import run_demo
+    from napari_tiltgen.workflows.demo import run_demo
 
     run_demo(args.out, size=args.size, tilt_step=args.tilt_step, seed=args.seed,
              sirt_iterations=args.sirt_iterations,

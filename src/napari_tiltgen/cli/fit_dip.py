@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.cli import add_angle_options, read_series_from_args
+from napari_tiltgen.cli.options import add_angle_options, add_compute_options, read_series_from_args
 
 TIMES_FORMAT = "napari-tiltgen 4-D volume series v1"
 
@@ -87,9 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="volume thickness along the beam in pixels (default: frame width)")
     p.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
                    help="tilt-axis offset from the detector centre along x, pixels")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_compute_options(p)
     add_angle_options(p)
     p.set_defaults(func=run)
 
@@ -117,7 +115,7 @@ def output_paths(out: str | Path, n: int, window: bool) -> dict[str, Any]:
 
 
 def _read_times(path: str) -> np.ndarray:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
 
     try:
         from napari_tiltgen.io.metadata import read_small_file
@@ -132,12 +130,12 @@ def _read_times(path: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
     from napari_tiltgen.fits.dip import acquisition_times, fit_dip, sliding_window_sirt
     from napari_tiltgen.io.model import Volume
     from napari_tiltgen.io.output import planned_outputs
     from napari_tiltgen.io.writers import file_contents
-    from napari_tiltgen.methods.recon import with_vertical_axis
+    from napari_tiltgen.recon.api import with_vertical_axis
 
     ts, note = with_vertical_axis(read_series_from_args(args))
     if note:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from napari_tiltgen.cli import add_angle_options, read_series_from_args
+from napari_tiltgen.cli.options import add_angle_options, add_compute_options, read_series_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,12 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="volume thickness along the beam in pixels (default: frame width)")
     p.add_argument("--sampling", choices=["auto", "direct", "voxel"], default="auto",
                    help="how rays read the field (default auto; see docs/inr.md)")
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    add_compute_options(p)
     p.add_argument("--no-amp", dest="mixed_precision", action="store_false",
                    help="no bf16 autocast on CUDA")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
     p.add_argument("--checkpoint", metavar="CKPT.pt",
                    help="write the fit state here (every --checkpoint-every steps and at the end)")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
@@ -81,7 +79,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="data-parallel with torch.distributed (launch with torchrun; without it, "
                    "a single-process group)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_angle_options(p)
     p.set_defaults(func=run)
 
@@ -123,7 +120,7 @@ def _process_group(enabled: bool, device: str) -> Iterator[str]:
 
 
 def _axis_init(text: str) -> str | float:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
 
     if text in ("recorded", "estimate"):
         return text
@@ -137,7 +134,7 @@ def _axis_init(text: str) -> str | float:
 def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.fits.inr import fit_inr
     from napari_tiltgen.io.writers import plan_write, write
-    from napari_tiltgen.methods.recon import with_vertical_axis
+    from napari_tiltgen.recon.api import with_vertical_axis
 
     out = Path(args.out)
     # every output check (folder, extension, inputs, existing) before any compute

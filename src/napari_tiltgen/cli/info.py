@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_tiltgen.cli import add_angle_options
+from napari_tiltgen.cli.options import add_angle_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:

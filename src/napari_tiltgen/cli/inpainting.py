@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli import add_angle_options
+from napari_tiltgen.cli.options import add_angle_options, add_compute_options, add_training_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pair(text: str, what: str) -> tuple[float, float]:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
 
     try:
         lo, hi = (float(v) for v in text.split(","))
@@ -29,7 +29,7 @@ def _pair(text: str, what: str) -> tuple[float, float]:
 
 
 def _sources(text: str) -> dict[str, float]:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
 
     known = ("phantom", "cluster", "natural", "family")
     out: dict[str, float] = {}
@@ -75,17 +75,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    help="SIRT iterations of the SIRT input (default 20)")
     p.add_argument("--bank-size", type=int, default=256,
                    help="cluster slices and natural images generated once, each (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak generator learning rate")
+    add_training_options(p, lr=1e-3, weight_decay=1e-3, val_every=100)
     p.add_argument("--adv-weight", type=float, default=0.003,
                    help="weight of the RaLSGAN loss next to the pixel loss (default 0.003)")
     p.add_argument("--adv-start", type=float, default=0.5,
                    help="fraction of the steps before the GAN terms start (default 0.5)")
-    p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
-    p.add_argument("--max-minutes", type=float, metavar="MIN",
-                   help="stop after this much wall time (checkpoint and weights are written)")
+    add_compute_options(p)
     p.add_argument("--sources", default="phantom=0.5,cluster=0.25,natural=0.25",
                    metavar="NAME=W,...",
                    help="share of phantom faces, cluster slices, natural images and slices of "
@@ -97,27 +92,17 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    "instead of 0-1 %% Gaussian noise")
     p.add_argument("--group-size", type=int, default=4,
                    help="slices sharing one wedge and tilt step (one projector) (default 4)")
-    p.add_argument("--weight-decay", type=float, default=1e-3,
-                   help="AdamW decoupled weight decay on convolution and linear weights "
-                   "(none on norms and biases; default 1e-3)")
-    p.add_argument("--init", metavar="FILE.safetensors",
-                   help="start from these generator weights (fine-tuning; e.g. the packaged "
-                   "model, napari_tiltgen/models/inpainting.safetensors) instead of a fresh "
-                   "generator; their architecture replaces --width / --channels")
-    p.add_argument("--export", metavar="FILE.safetensors",
-                   help="copy the best weights here when training stops")
     p.add_argument("--half", action="store_true", help="export float16 weights (half the size)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from napari_tiltgen.methods.inpainting.network import (
+    from napari_tiltgen.nets.inpainting.network import (
         GeneratorConfig,
         load_generator,
         save_generator,
     )
-    from napari_tiltgen.methods.inpainting.train import TrainConfig, train
+    from napari_tiltgen.nets.inpainting.train import TrainConfig, train
 
     channels = [c.strip().lower() for c in args.channels.split(",") if c.strip()]
     cfg = TrainConfig(
@@ -172,14 +157,12 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
                    "(default 10; 0: the network alone)")
     p.add_argument("--fourier-size", type=int, default=64,
                    help="edge of the cluster volume of the Fourier view, px (0: skip)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_compute_options(p)
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from napari_tiltgen.methods.inpainting.evaluate import EvalConfig, evaluate
+    from napari_tiltgen.nets.inpainting.evaluate import EvalConfig, evaluate
 
     if args.threads:
         import torch
@@ -217,7 +200,7 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wedge", type=float, metavar="DEG",
                    help="missing wedge in degrees (when no angles are known)")
     p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_compute_options(p, threads=False)
     p.add_argument("--batch-size", type=int, default=8, help="slices per network call")
     p.add_argument("--refine-iterations", type=int, default=10,
                    help="SIRT iterations started from the network's output, to make it agree "
@@ -239,7 +222,6 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
                    help="run even when the wedge lies outside the trained range (warns)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUTPUT if it exists (never the input)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_angle_options(p)
     p.set_defaults(func=run_inpaint)
 
@@ -247,9 +229,9 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
 def run_inpaint(args: argparse.Namespace) -> int:
     import os
 
-    from napari_tiltgen.errors import TiltgenError
-    from napari_tiltgen.methods.inpainting.api import inpaint_iter
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.core.errors import TiltgenError
+    from napari_tiltgen.core.progress import run
+    from napari_tiltgen.nets.inpainting.api import inpaint_iter
 
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise TiltgenError("the output must be a new file; the input is never overwritten.",
@@ -258,7 +240,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
         from napari_tiltgen.io import read_volume
 
         source = read_volume(args.input)
-        from napari_tiltgen.resources import check_memory  # refuse before an OOM
+        from napari_tiltgen.core.resources import check_memory  # refuse before an OOM
 
         check_memory(22.0 * 4 * source.data.size, f"inpaint of a {' x '.join(map(str, source.shape))}"
                      " voxel volume", "crop or bin the volume, or use a larger machine.",
@@ -269,8 +251,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
             source.provenance["tilt_angles"] = [float(v) for v in
                                                 read_angle_file(args.tilt_file)]
     else:
-        from napari_tiltgen.cli import read_series_from_args
-        from napari_tiltgen.methods.recon import with_vertical_axis
+        from napari_tiltgen.cli.options import read_series_from_args
+        from napari_tiltgen.recon.api import with_vertical_axis
 
         source, turn = with_vertical_axis(read_series_from_args(args))
         if turn:
@@ -289,7 +271,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
                      show=not args.quiet, desc="inpaint")
     for n in notes:
         print(f"warning: {n}", file=sys.stderr)
-    from napari_tiltgen.methods.inpainting.api import consistency_note
+    from napari_tiltgen.nets.inpainting.consistency import consistency_note
 
     dc = vol.provenance.get("data_consistency")
     if dc:

@@ -8,7 +8,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli import add_angle_options, finite_float, read_series_from_args
+from napari_tiltgen.cli.options import (
+    add_angle_options,
+    add_compute_options,
+    add_training_options,
+    finite_float,
+    read_series_from_args,
+)
 
 DEFAULT_ADAPT_SECONDS = 60.0  # = methods.interpolation.adapt.DEFAULT_ADAPT_SECONDS (torch-free)
 
@@ -36,32 +42,18 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--steps", type=int, default=20000, help="optimizer steps (default 20000)")
     p.add_argument("--batch-size", type=int, default=16, help="triplets per step (default 16)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--lr-min", type=float, default=1e-5, help="final learning rate (default 1e-5)")
-    p.add_argument("--warmup", type=int, default=100, help="warm-up steps (default 100)")
-    p.add_argument("--weight-decay", type=float, default=0.02, help="AdamW weight decay")
+    add_training_options(p, lr=1e-3, lr_min=1e-5, warmup=100, weight_decay=0.02, val_every=250)
     p.add_argument("--min-gap", type=float, default=2.0, metavar="DEG",
                    help="smallest gap between the known frames, degrees (default 2)")
     p.add_argument("--max-gap", type=float, default=12.0, metavar="DEG",
                    help="largest gap between the known frames, degrees (default 12)")
     p.add_argument("--val-series", type=int, default=16,
                    help="stacks held out for validation when the data has no val split")
-    p.add_argument("--val-every", type=int, default=250, help="validate every N steps")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
-    p.add_argument("--max-minutes", type=float, metavar="MIN",
-                   help="stop after this much wall time (checkpoint and weights are written)")
+    add_compute_options(p)
     p.add_argument("--channels", default="12,24,32,48",
                    help="encoder channels at 1/2,1/4,1/8,1/16 (default 12,24,32,48)")
     p.add_argument("--decoder-channels", default="16,32,48,64",
                    help="decoder channels, finest to coarsest (default 16,32,48,64)")
-    p.add_argument("--init", metavar="FILE.safetensors",
-                   help="start from these weights (fine-tuning; e.g. the packaged model, "
-                   "napari_tiltgen/models/interpolation.safetensors) instead of a fresh network; "
-                   "their architecture replaces --channels / --decoder-channels")
-    p.add_argument("--export", metavar="FILE.safetensors",
-                   help="copy the best weights here when training stops")
     p.add_argument("--crops", default="96,112,128",
                    help="family pools: crop sizes in pixels, one per batch (default 96,112,128)")
     p.add_argument("--val-crop", type=int, default=128,
@@ -70,7 +62,6 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    help="triplets in the fixed validation batch (default 128)")
     p.add_argument("--reload-every", type=int, default=500,
                    help="family pools: re-read a growing pool every N steps (default 500)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
 
@@ -99,9 +90,9 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
 def run_data(args: argparse.Namespace) -> int:
     import torch
 
-    from napari_tiltgen.errors import TiltgenError
-    from napari_tiltgen.methods.interpolation.data import build_family_pool_iter
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.core.errors import TiltgenError
+    from napari_tiltgen.core.progress import run
+    from napari_tiltgen.nets.interpolation.data import build_family_pool_iter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,7 +112,7 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def _ints(text: str) -> tuple[int, int, int, int]:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
 
     try:
         vals = tuple(int(v) for v in text.split(","))
@@ -133,8 +124,8 @@ def _ints(text: str) -> tuple[int, int, int, int]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from napari_tiltgen.methods.interpolation.network import NetConfig, load_model, save_model
-    from napari_tiltgen.methods.interpolation.train import TrainConfig, train
+    from napari_tiltgen.nets.interpolation.network import NetConfig, load_model, save_model
+    from napari_tiltgen.nets.interpolation.train import TrainConfig, train
 
     cfg = TrainConfig(
         data=list(args.data), out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
@@ -189,14 +180,12 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
                    help="stacks used for the 3-D comparison (default 2)")
     p.add_argument("--recon-iterations", type=int, default=100,
                    help="SIRT iterations of the 3-D comparison (default 100)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_compute_options(p)
     p.set_defaults(func=run_eval)
 
 
 def _gap_list(text: str) -> list[int]:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
 
     out: list[int] = []
     try:
@@ -216,7 +205,7 @@ def _gap_list(text: str) -> list[int]:
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from napari_tiltgen.methods.interpolation.evaluate import EvalConfig, evaluate
+    from napari_tiltgen.nets.interpolation.evaluate import EvalConfig, evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -268,7 +257,7 @@ def _register_interpolate(sub: argparse._SubParsersAction) -> None:
                    help="wall-time budget of the fine-tuning for auto/adapted, seconds "
                    f"(default {DEFAULT_ADAPT_SECONDS:g}; the QA adds a few seconds)")
     p.add_argument("--weights", metavar="FILE", help="weights (default: packaged model)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    add_compute_options(p, threads=False)
     p.add_argument("--allow-out-of-range", action="store_true",
                    help="interpolate even where the input is outside the model's training range "
                    "(gap too large); a warning is printed")
@@ -278,7 +267,6 @@ def _register_interpolate(sub: argparse._SubParsersAction) -> None:
                    help="write the QA here: JSON if FILE ends in .json, else the text table "
                    "(auto/adapted: pretrained, adapted and linear side by side)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_angle_options(p)
     p.set_defaults(func=run_interpolate)
 
@@ -293,16 +281,13 @@ def _write_qa(path: str, text: str, data: dict, overwrite: bool = False) -> None
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    from napari_tiltgen.errors import TiltgenError
+    from napari_tiltgen.core.errors import TiltgenError
+    from napari_tiltgen.core.progress import run
     from napari_tiltgen.io.output import planned_outputs
     from napari_tiltgen.io.writers import plan_write, write
-    from napari_tiltgen.methods.interpolation.api import (
-        interpolate_series,
-        leave_one_out,
-        real_frames,
-    )
-    from napari_tiltgen.methods.recon import with_vertical_axis
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.nets.interpolation.api import interpolate_series, real_frames
+    from napari_tiltgen.nets.interpolation.qa import leave_one_out
+    from napari_tiltgen.recon.api import with_vertical_axis
 
     # every output check (folder, extension, inputs and their sidecars, existing) before compute
     inputs = [args.input, getattr(args, "tilt_file", None), args.weights]
@@ -320,7 +305,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
           "allow_out_of_range": args.allow_out_of_range}
     if args.qa:
         if args.method in ("auto", "adapted"):
-            from napari_tiltgen.methods.interpolation.adapt import adapt_and_select
+            from napari_tiltgen.nets.interpolation.select import adapt_and_select
 
             sel = run(adapt_and_select(real_frames(ts), requested=args.method,
                                        seconds=args.adapt_seconds, weights=args.weights,

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli import add_angle_options, read_series_from_args
+from napari_tiltgen.cli.options import add_angle_options, add_compute_options, read_series_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from napari_tiltgen.methods.recon_names import BACKENDS, FILTER_NAMES, METHODS
+    from napari_tiltgen.recon.names import BACKENDS, FILTER_NAMES, METHODS
 
     p = sub.add_parser(
         "reconstruct",
@@ -30,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="SIRT/TV iterations or SART passes (default 100; ignored by wbp)")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="engine: torch (built in), astra or tomopy (default torch)")
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    add_compute_options(p)
     p.add_argument("--filter", default="ramp", choices=list(FILTER_NAMES),
                    help="WBP filter (default ramp)")
     p.add_argument("--relaxation", type=float, default=1.0,
@@ -53,9 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "matching; see 'tiltgen align'): auto (default) aligns a raw stack whose "
                    "frames are measurably jittered (centre-of-mass fit residual above 0.5 px) "
                    "and no stored shifts; yes: always; no: never")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads (default: 1 for small jobs, else the cores other "
-                   "processes leave free)")
     g = p.add_argument_group("volumes larger than memory (WBP, SIRT)")
     g.add_argument("--out-of-core", default="auto", choices=["auto", "yes", "no"],
                    help="stream slabs of rows from the input to the MRC output: auto (default) "
@@ -68,14 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="out of core: spread the slabs over a running Dask scheduler")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_angle_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from napari_tiltgen.io.writers import plan_write, write
-    from napari_tiltgen.methods.recon import reconstruct, with_vertical_axis
+    from napari_tiltgen.recon.api import reconstruct, with_vertical_axis
 
     out = Path(args.out)
     # every output check (folder, extension, inputs, existing) before any compute
@@ -106,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _stream(args: argparse.Namespace, ts, plan) -> bool:
     """Reconstruct out of core (slabs to the MRC output) when chosen; True when done so."""
-    from napari_tiltgen.methods import outofcore
-
+    from napari_tiltgen.recon import outofcore
     n, ny, nx = (int(s) for s in ts.shape)
     nz = int(args.thickness or nx)
     stream, budget, why = outofcore.choose(args.method, args.backend, n, ny, nx, nz,
@@ -125,7 +119,7 @@ def _stream(args: argparse.Namespace, ts, plan) -> bool:
         client = make_client(args.workers, args.scheduler)
         why += f"; {len(client.scheduler_info()['workers'])} Dask workers, dashboard " \
                f"{client.dashboard_link}"
-    from napari_tiltgen.physics.projector import resolve_device
+    from napari_tiltgen.core.devices import resolve_device
 
     print(f"tiltgen: note: {why}", file=sys.stderr)
     try:
@@ -152,7 +146,7 @@ def _stream(args: argparse.Namespace, ts, plan) -> bool:
 
 def _maybe_align(ts, mode: str, thickness: int | None):
     """Align when asked, or (``auto``) when the frames are jittered and carry no shifts."""
-    from napari_tiltgen.methods.projection_matching import align_series, needs_alignment
+    from napari_tiltgen.align.projection_matching import align_series, needs_alignment
 
     def say(text: str) -> None:
         print(f"tiltgen: note: {text}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 
 
 def _add_structure_options(p: argparse.ArgumentParser) -> None:
@@ -153,8 +153,8 @@ def _atoms_writer(atoms):
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from napari_tiltgen.core.progress import run
     from napari_tiltgen.io.writers import file_contents
-    from napari_tiltgen.progress import run
     from napari_tiltgen.simulate.clusters import build_cluster, describe
 
     out, vol_path, atoms_path, plan = _outputs(args)
@@ -203,7 +203,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.core.progress import run
     from napari_tiltgen.simulate.dataset import DatasetConfig, generate_dataset_iter
 
     def items(text: str) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io import metadata as md
 from napari_tiltgen.io.lazy import LazyFrames
 

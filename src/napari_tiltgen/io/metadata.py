@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 
 ANGLE_SIDECARS = (".rawtlt", ".tlt")
 

@@ -38,25 +38,49 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
+
+__all__ = ["METADATA_KEY", "TiltSeries", "Volume", "per_frame_values"]
+
 
 METADATA_KEY = "tiltgen"
+
+
 _KIND_TS = "tilt_series"
+
+
 _KIND_VOL = "volume"
+
+
+def per_frame_values(values: Any, n: int, what: str, hint: str, where: str | None = None
+                     ) -> np.ndarray:
+    """One finite number per frame as float64, or one clear error (``hint`` says what to do)."""
+    a = np.asarray(values, dtype=np.float64).reshape(-1)
+    if a.size != n:
+        raise TiltgenError(f"{a.size} {what} were given for {n} frames; {hint}.", where)
+    if not np.all(np.isfinite(a)):
+        raise TiltgenError(f"the {what} contain NaN or infinite values.", where)
+    return a
+
+
+def _image_layer(obj: Any, name: str, scale: tuple, labels: tuple, units: Any,
+                 kwargs: dict[str, Any]) -> tuple:
+    """napari layer data ``(data, kwargs, "image")`` of a data-model object; the object's
+    metadata goes into ``metadata["tiltgen"]``; ``kwargs`` override the defaults."""
+    kw: dict[str, Any] = {"name": name, "scale": scale,
+                          "metadata": {METADATA_KEY: obj.to_metadata()}, "axis_labels": labels,
+                          "colormap": "gray"}
+    if units is not None:
+        kw["units"] = units
+    kw.update(kwargs)
+    return (obj.data, kw, "image")
 
 
 def _as_angles(tilt_angles: Any, n: int, where: str | None = None) -> np.ndarray | None:
     if tilt_angles is None:
         return None
-    a = np.asarray(tilt_angles, dtype=np.float64).reshape(-1)
-    if a.size != n:
-        raise TiltgenError(
-            f"{a.size} tilt angles were given for {n} frames; the counts must match "
-            "(check the .rawtlt/.tlt/.mdoc file or the start/step you entered).",
-            where,
-        )
-    if not np.all(np.isfinite(a)):
-        raise TiltgenError("the tilt angles contain NaN or infinite values.", where)
+    a = per_frame_values(tilt_angles, n, "tilt angles", "the counts must match (check the "
+                         ".rawtlt/.tlt/.mdoc file or the start/step you entered)", where)
     if np.any(np.abs(a) > 90.0 + 1e-6):
         raise TiltgenError(
             f"tilt angles must lie within [-90, 90] degrees; got {a.min():.2f} to {a.max():.2f}. "
@@ -169,6 +193,25 @@ class TiltSeries:
                 self.provenance.get("source"),
             )
         return self.tilt_angles
+
+    def checked_for_projection(self, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(frames as float32, angles)`` for a method that projects along y: the angles must
+        be known, the tilt axis within 45 degrees of y, every pixel finite. ``purpose`` names
+        the method in the errors ("the reconstruction", "the INR fit")."""
+        angles = self.require_angles()
+        where = self.provenance.get("source")
+        axis = ((self.tilt_axis_angle_deg + 90.0) % 180.0) - 90.0
+        if abs(axis) > 45.0:
+            raise TiltgenError(
+                f"the tilt axis is at {self.tilt_axis_angle_deg:.1f} deg from the image Y axis "
+                f"(near horizontal); {purpose} needs it within 45 degrees of y. Rotate the "
+                "stack first (Tilt series widget: 'Rotate stack so the tilt axis is vertical', "
+                "or TiltSeries.with_vertical_tilt_axis()).", where)
+        data = np.asarray(self.data, dtype=np.float32)
+        if not np.all(np.isfinite(data)):
+            raise TiltgenError("the tilt series contains NaN or infinite pixels; fix or crop "
+                               f"them before {purpose.removeprefix('the ')}.", where)
+        return data, angles
 
     def angle_stats(self) -> dict[str, float]:
         """Range, mean step and count of the tilt angles (degrees)."""
@@ -325,17 +368,9 @@ class TiltSeries:
         goes into ``metadata["tiltgen"]``.
         """
         px = self.pixel_size_A or 1.0
-        meta = {METADATA_KEY: self.to_metadata()}
-        kw: dict[str, Any] = {
-            "name": name or _default_name(self.provenance, "tilt series"),
-            "scale": (1.0, px, px),
-            "metadata": meta,
-            "axis_labels": ("tilt", "y", "x"),
-            "units": ("pixel", "angstrom", "angstrom") if self.pixel_size_A else "pixel",
-            "colormap": "gray",
-        }
-        kw.update(kwargs)
-        return (self.data, kw, "image")
+        units = ("pixel", "angstrom", "angstrom") if self.pixel_size_A else "pixel"
+        return _image_layer(self, name or _default_name(self.provenance, "tilt series"),
+                            (1.0, px, px), ("tilt", "y", "x"), units, kwargs)
 
     @classmethod
     def from_metadata(cls, data: Any, metadata: dict[str, Any]) -> TiltSeries:
@@ -424,16 +459,9 @@ class Volume:
 
     def to_layer_data(self, name: str | None = None, **kwargs: Any) -> tuple:
         vs = self.voxel_size_A or 1.0
-        kw: dict[str, Any] = {
-            "name": name or _default_name(self.provenance, "volume"),
-            "scale": (vs, vs, vs),
-            "metadata": {METADATA_KEY: self.to_metadata()},
-            "axis_labels": ("z", "y", "x"),
-            "units": "angstrom" if self.voxel_size_A else "pixel",
-            "colormap": "gray",
-        }
-        kw.update(kwargs)
-        return (self.data, kw, "image")
+        return _image_layer(self, name or _default_name(self.provenance, "volume"),
+                            (vs, vs, vs), ("z", "y", "x"),
+                            "angstrom" if self.voxel_size_A else "pixel", kwargs)
 
     @classmethod
     def from_metadata(cls, data: Any, metadata: dict[str, Any]) -> Volume:
@@ -475,119 +503,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-_KIND_SERIES = "volume_series"
-
-
-@dataclass
-class VolumeSeries:
-    """Volumes of one sample at several times: a time-resolved (4-D) reconstruction.
-
-    Parameters
-    ----------
-    data
-        Array ``(n_times, nz, ny, nx)`` float32; each ``data[i]`` is a volume as in
-        :class:`Volume`.
-    times_s
-        Time of each volume, seconds from the start of the acquisition, increasing.
-    tilt_angles
-        Tilt angle (degrees) recorded at, or nearest to, each time; ``None`` if unknown.
-    voxel_size_A
-        Voxel size in Å, or ``None`` if unknown.
-    provenance
-        ``method``, ``parameters``, ``input`` and ``history``, as for :class:`Volume`.
-
-    The napari layer is one 4-D image ``(time, z, y, x)`` whose metadata (key
-    :data:`METADATA_KEY`, ``kind = "volume_series"``) carries the times and angles, so the
-    layer round-trips through :meth:`to_layer_data` / :meth:`from_layer`.
-    """
-
-    data: np.ndarray
-    times_s: np.ndarray
-    tilt_angles: np.ndarray | None = None
-    voxel_size_A: float | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        where = self.provenance.get("source")
-        self.data = np.asarray(self.data)
-        if self.data.ndim != 4:
-            raise TiltgenError(f"a volume series needs 4-D data (n_times, nz, ny, nx); got "
-                               f"{self.data.ndim}-D data of shape {tuple(self.data.shape)}.",
-                               where)
-        if self.data.dtype != np.float32:
-            self.data = self.data.astype(np.float32)
-        n = self.data.shape[0]
-        self.times_s = np.asarray(self.times_s, dtype=np.float64).reshape(-1)
-        if self.times_s.size != n or not np.all(np.isfinite(self.times_s)):
-            raise TiltgenError(f"a volume series of {n} volumes needs {n} finite times (s); got "
-                               f"{self.times_s.size}.", where)
-        if np.any(np.diff(self.times_s) < 0):
-            raise TiltgenError("the times of a volume series must not decrease.", where)
-        if self.tilt_angles is not None:
-            self.tilt_angles = np.asarray(self.tilt_angles, dtype=np.float64).reshape(-1)
-            if self.tilt_angles.size != n:
-                raise TiltgenError(f"{self.tilt_angles.size} tilt angles for {n} volumes.", where)
-        if self.voxel_size_A is not None:
-            self.voxel_size_A = float(self.voxel_size_A)
-            if not np.isfinite(self.voxel_size_A) or self.voxel_size_A <= 0:
-                raise TiltgenError(f"voxel size must be positive; got {self.voxel_size_A}.", where)
-        self.provenance = dict(self.provenance)
-        self.provenance.setdefault("history", [])
-
-    @property
-    def n_times(self) -> int:
-        return int(self.data.shape[0])
-
-    def label(self, i: int) -> str:
-        """``"t = 812 s, tilt = +12.0 deg"`` for volume ``i`` (no tilt part when unknown)."""
-        text = f"t = {self.times_s[i]:.0f} s"
-        if self.tilt_angles is not None:
-            text += f", tilt = {self.tilt_angles[i]:+.1f} deg"
-        return text
-
-    def volume(self, i: int) -> Volume:
-        """Volume ``i`` as a :class:`Volume` with its time (and angle) in the provenance."""
-        prov = copy.deepcopy(self.provenance)
-        extra: dict[str, Any] = {"time_s": float(self.times_s[i])}
-        if self.tilt_angles is not None:
-            extra["tilt_angle_deg"] = float(self.tilt_angles[i])
-        prov["parameters"] = {**prov.get("parameters", {}), **extra}
-        return Volume(self.data[i], self.voxel_size_A, provenance=prov)
-
-    def to_metadata(self) -> dict[str, Any]:
-        return {"kind": _KIND_SERIES, "times_s": self.times_s.tolist(),
-                "tilt_angles": None if self.tilt_angles is None else self.tilt_angles.tolist(),
-                "voxel_size_A": self.voxel_size_A, "provenance": _jsonable(self.provenance)}
-
-    def to_layer_data(self, name: str | None = None, **kwargs: Any) -> tuple:
-        vs = self.voxel_size_A or 1.0
-        kw: dict[str, Any] = {
-            "name": name or _default_name(self.provenance, "volume series"),
-            "scale": (1.0, vs, vs, vs),
-            "metadata": {METADATA_KEY: self.to_metadata()},
-            "axis_labels": ("time", "z", "y", "x"),
-            "colormap": "gray",
-        }
-        kw.update(kwargs)
-        return (self.data, kw, "image")
-
-    @staticmethod
-    def is_layer_metadata(metadata: Any) -> bool:
-        """True when napari layer ``metadata`` holds a volume series."""
-        return ((metadata or {}).get(METADATA_KEY) or {}).get("kind") == _KIND_SERIES
-
-    @classmethod
-    def from_metadata(cls, data: Any, metadata: dict[str, Any]) -> VolumeSeries:
-        m = metadata.get(METADATA_KEY, metadata)
-        if m.get("kind") != _KIND_SERIES:
-            raise TiltgenError("this layer is not a volume series (a 4-D time-resolved result).")
-        return cls(data=np.asarray(data), times_s=m["times_s"], tilt_angles=m.get("tilt_angles"),
-                   voxel_size_A=m.get("voxel_size_A"),
-                   provenance=copy.deepcopy(m.get("provenance", {})))
-
-    @classmethod
-    def from_layer(cls, layer: Any) -> VolumeSeries:
-        """Rebuild from a napari image layer made by :meth:`to_layer_data`."""
-        return cls.from_metadata(layer.data, dict(layer.metadata))

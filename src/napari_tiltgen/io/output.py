@@ -16,7 +16,7 @@ Every file the package writes (volumes, tilt series, sidecars ``.rawtlt``/``.tlt
    ``os.link`` (fails if the name exists), so of two programs writing the same new name exactly
    one succeeds and the other gets a clear error, never a silent replacement.
 
-Errors are :class:`~napari_tiltgen.errors.TiltgenError` naming the file.
+Errors are :class:`~napari_tiltgen.core.errors.TiltgenError` naming the file.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 
 #: Suffixes of the files written by the tilt-series / volume writers.
 MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".preali", ".rec", ".map")

@@ -21,7 +21,7 @@ When no metadata gives the tilt axis, the series says so (``tilt_axis_known = Fa
 
 Every problem a file can have (truncated, header/data size mismatch, empty, not 3-D, wrong angle
 count, NaN/inf frames, unreadable sidecar, no permission) raises
-:class:`~napari_tiltgen.errors.TiltgenError` naming the file. Nothing is ever written next to or
+:class:`~napari_tiltgen.core.errors.TiltgenError` naming the file. Nothing is ever written next to or
 over the input.
 """
 
@@ -35,22 +35,43 @@ from typing import Any, Literal
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io import formats
 from napari_tiltgen.io import metadata as md
 from napari_tiltgen.io.lazy import LazyFrames
-from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
+from napari_tiltgen.io.model import TiltSeries, Volume
+from napari_tiltgen.io.mrc import _read_mrc
+from napari_tiltgen.io.tiff import _read_tiff
+
+__all__ = ["AXIS_NOT_RECORDED", "FORMAT_SUFFIXES", "MRC_SUFFIXES", "PER_TILT_SUFFIXES", "SUPPORTED_SUFFIXES", "TIFF_SUFFIXES", "VOLUME_SUFFIXES", "Kind", "MultiFrame", "read", "read_tilt_series", "read_volume"]
+
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".preali", ".rec", ".map")
+
+
 TIFF_SUFFIXES = (".tif", ".tiff")
+
+
 FORMAT_SUFFIXES = formats.SUFFIXES
+
+
 SUPPORTED_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + FORMAT_SUFFIXES
+
+
 #: Suffixes of one-image-per-tilt files that a folder or glob may hold.
 PER_TILT_SUFFIXES = (".dm3", ".dm4", ".tif", ".tiff", ".mrc", ".ser", ".emd")
+
+
 #: Suffixes that always hold a reconstructed volume, never a tilt series.
 VOLUME_SUFFIXES = (".rec", ".map")
+
+
 Kind = Literal["auto", "tilt_series", "volume"]
+
+
 MultiFrame = Literal["mean", "sum", "keep"]
+
+
 AXIS_NOT_RECORDED = "not recorded in the file (unknown; estimate it or give --tilt-axis)"
 
 
@@ -251,125 +272,6 @@ def read_volume(path: str | os.PathLike, **kwargs: Any) -> Volume:
     return read(path, "volume", **kwargs)  # type: ignore[return-value]
 
 
-# ---------------------------------------------------------------------------- MRC
-_MRC_MODES_HINT = "0 int8, 1 int16, 2 float32, 6 uint16, 12 float16"
-
-
-def _parse_mrc_header(raw: bytes, size: int, path: Path) -> dict[str, Any]:
-    """The MRC header, byte order found from the machine stamp or, when that is missing or
-    zero, from which order gives a valid mode and sizes matching the file."""
-    from mrcfile.dtypes import HEADER_DTYPE
-    from mrcfile.utils import dtype_from_mode
-
-    stamp = raw[212:216]
-    if stamp[:1] == b"\x11":
-        orders = [">", "<"]
-    else:
-        orders = ["<", ">"]
-    found = []
-    for bo in orders:
-        h = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(bo), count=1).view(np.recarray)[0]
-        try:
-            dtype = dtype_from_mode(int(h.mode)).newbyteorder(bo)
-        except ValueError:
-            continue
-        nx, ny, nz, nsymbt = int(h.nx), int(h.ny), int(h.nz), int(h.nsymbt)
-        if min(nx, ny, nz) < 1 or nsymbt < 0 or max(nx, ny, nz) > 1 << 24:
-            found.append((bo, h, dtype, None))
-            continue
-        expected = 1024 + nsymbt + nx * ny * nz * dtype.itemsize
-        found.append((bo, h, dtype, expected))
-    for bo, h, dtype, expected in found:
-        if expected == size:
-            return {"byteorder": bo, "header": h, "dtype": dtype, "expected": expected}
-    if not found:
-        raise TiltgenError(
-            "not a readable MRC file (no valid data mode in the header in either byte order; "
-            f"modes {_MRC_MODES_HINT}).", path)
-    bo, h, dtype, expected = found[0]
-    nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
-    if np.issubdtype(dtype, np.complexfloating):
-        raise TiltgenError("complex-valued MRC data (FFT) is not a tilt series or volume.", path)
-    if expected is None:
-        raise TiltgenError(
-            f"not a readable MRC file (the header gives an impossible shape nx={nx} ny={ny} "
-            f"nz={nz}, extended header {int(h.nsymbt)} bytes).", path)
-    what = "truncated: it" if size < expected else "larger than its header says: it"
-    raise TiltgenError(
-        f"the file is {what} holds {size} bytes but the header (nx={nx}, ny={ny}, "
-        f"nz={nz}, mode {int(h.mode)}, extended header {int(h.nsymbt)} bytes) needs "
-        f"{expected}. Header and data do not match; the file may be incomplete.",
-        path,
-    )
-
-
-def _read_mrc(path: Path) -> tuple[Any, dict[str, Any]]:
-    size = path.stat().st_size
-    if size < 1024:
-        raise TiltgenError(
-            f"the file is {size} bytes, shorter than an MRC header (1024 bytes): truncated or "
-            "not an MRC file.",
-            path,
-        )
-    with open(path, "rb") as f:
-        raw_header = f.read(1024)
-    parsed = _parse_mrc_header(raw_header, size, path)
-    header, dtype, byteorder = parsed["header"], parsed["dtype"], parsed["byteorder"]
-    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
-    nsymbt, ispg, mz = int(header.nsymbt), int(header.ispg), int(header.mz)
-    if np.issubdtype(dtype, np.complexfloating):
-        raise TiltgenError("complex-valued MRC data (FFT) is not a tilt series or volume.", path)
-    notes: list[str] = []
-    if bytes(header.map) != b"MAP ":
-        notes.append("MRC file without the 'MAP ' stamp (older FEI/Inspect3D style); read "
-                     "after checking the header sizes against the file size")
-    stamp = bytes(raw_header[212:216])
-    if stamp[:2] not in (b"\x44\x44", b"\x44\x41", b"\x11\x11", b"\x44\x00", b"\x11\x00"):
-        notes.append(f"machine stamp {stamp.hex()} not recognised; byte order "
-                     f"{'little' if byteorder == '<' else 'big'}-endian found from the header")
-    with open(path, "rb") as f:
-        f.seek(1024)
-        ext = f.read(nsymbt)
-    shape: tuple[int, ...] = (nz, ny, nx)
-    if nz == 1:
-        shape = (ny, nx)  # a single image
-    elif ispg >= 401 and 0 < mz < nz and nz % mz == 0:
-        shape = (nz // mz, mz, ny, nx)  # a stack of volumes
-    data: Any = np.memmap(path, dtype=dtype, mode="r", offset=1024 + nsymbt, shape=shape)
-    if len(shape) == 3 and not (dtype == np.float32 and dtype.isnative):
-        data = LazyFrames(data)  # int8/int16/uint16/float16/big-endian: converted per frame
-    elif len(shape) != 3:
-        data = np.asarray(data, dtype=np.float32)
-
-    mx, cella = int(header.mx), float(header.cella.x)
-    voxel = cella / mx if mx > 0 and cella > 0 else 0.0
-    exttyp = bytes(header.exttyp)
-    hdr: dict[str, Any] = {
-        "file_dtype": str(np.dtype(dtype).newbyteorder("=")),
-        "voxel_size_A": float(voxel) if voxel > 0 else None,
-        "is_volume": ispg == 1,
-        "raw_header": raw_header,
-        "ext": ext,
-        "byteorder": byteorder,
-        "exttyp": exttyp,
-        "notes": notes,
-    }
-    if exttyp in (b"FEI1", b"FEI2") and ext:
-        from mrcfile.dtypes import get_ext_header_dtype
-
-        edt = get_ext_header_dtype(exttyp, byteorder)
-        if len(ext) >= edt.itemsize * nz:
-            hdr["fei"] = np.frombuffer(ext, dtype=edt, count=nz)
-            if int(hdr["fei"]["Metadata size"][0]) != edt.itemsize:
-                hdr.pop("fei")
-                hdr["notes"].append("FEI extended header present but not interpretable")
-    elif ext and len(shape) == 3:
-        old = md.old_fei_info(raw_header, ext, nz, byteorder, exttyp)
-        if old is not None:
-            hdr["old_fei"] = old
-    return data, hdr
-
-
 # ---------------------------------------------------------------------------- per-tilt files
 _NAME_ANGLE = re.compile(r"(?<![\d.])([-+]\d+(?:\.\d+)?|\d+\.\d+)(?![\d.])")
 
@@ -454,125 +356,6 @@ def _read_file_set(files: list[Path], where: Path) -> tuple[np.ndarray, dict[str
         "per_tilt_files": [str(files[i]) for i in order],
     }
     return stack, hdr
-
-
-# ---------------------------------------------------------------------------- TIFF
-def _read_tiff(path: Path) -> tuple[Any, dict[str, Any]]:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            _refuse_tiff_kind(series, path)  # colour or complex: not a tilt series
-            try:
-                data = tifffile.memmap(path, mode="r") if _tiff_is_contiguous(tif) else None
-            except (ValueError, OSError):
-                data = None
-            if data is None:
-                data = series.asarray()
-            shaped = tif.shaped_metadata[0] if tif.shaped_metadata else None
-            ij = tif.imagej_metadata
-            page = tif.pages.first
-            xres = page.tags.get("XResolution")
-            unit = page.tags.get("ResolutionUnit")
-            file_dtype = str(series.dtype)
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
-        raise TiltgenError(f"not a readable TIFF file ({exc}).", path) from exc
-
-    if data.ndim == 4 and data.shape[-1] in (3, 4) and data.dtype == np.uint8:
-        raise TiltgenError(
-            f"the TIFF holds colour (RGB) images of shape {tuple(data.shape)}; tilt series must "
-            "be grey-scale.", path)
-    if data.dtype != np.float32 or not data.dtype.isnative:
-        if data.ndim == 3 and isinstance(data, np.memmap):
-            data = LazyFrames(data)  # stays memory-mapped, converted per frame
-        else:
-            data = np.asarray(data, dtype=np.float32)
-
-    hdr: dict[str, Any] = {"file_dtype": file_dtype, "voxel_size_A": None, "notes": []}
-    saved = (shaped or {}).get(METADATA_KEY)
-    if isinstance(saved, dict):
-        saved = _checked_saved_metadata(saved, path, int(data.shape[0]) if data.ndim else 0)
-        hdr["tiltgen_metadata"] = saved
-        hdr["voxel_size_A"] = saved.get("pixel_size_A") or saved.get("voxel_size_A")
-        hdr["is_volume"] = saved.get("kind") == "volume"
-        if saved.get("tilt_angles") is not None:
-            hdr["tiff_angles"] = np.asarray(saved["tilt_angles"], dtype=np.float64)
-        hdr["pixel_size_source"] = "TIFF (napari-tiltgen metadata)"
-    elif ij and ij.get("unit") and xres is not None:
-        px = _unit_to_A(ij.get("unit"), xres.value)
-        if px:
-            hdr["voxel_size_A"] = px
-            hdr["pixel_size_source"] = "TIFF (ImageJ unit and resolution)"
-    elif xres is not None and unit is not None and int(unit.value) in (2, 3):
-        num, den = xres.value
-        if num > 0 and den > 0:
-            per_cm = (num / den) * (2.54 if int(unit.value) == 2 else 1.0) ** -1
-            px = 1e8 / per_cm  # cm -> Å
-            if 0.01 < px < 1e5:
-                hdr["voxel_size_A"] = px
-                hdr["pixel_size_source"] = "TIFF resolution tags"
-    return data, hdr
-
-
-def _checked_saved_metadata(saved: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
-    """The package's own TIFF metadata with every numeric field checked (hand-edited files)."""
-
-    def bad(key: str, what: str) -> TiltgenError:
-        return TiltgenError(f"the napari-tiltgen metadata in this TIFF has an invalid {key!r} "
-                            f"({what}; got {str(saved.get(key))[:40]!r}). Fix or remove it.", path)
-
-    out = dict(saved)
-    for key in ("pixel_size_A", "voxel_size_A", "tilt_axis_angle_deg"):
-        v = saved.get(key)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
-            raise bad(key, "expected a finite number")
-        if key != "tilt_axis_angle_deg" and v <= 0:
-            raise bad(key, "expected a positive number of Å")
-    for key, per_frame in (("tilt_angles", 1), ("acquisition_times_s", 1), ("shifts_px", 2)):
-        v = saved.get(key)
-        if v is None:
-            continue
-        try:
-            a = np.asarray(v, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise bad(key, "expected a list of numbers") from None
-        if a.dtype == object or (key == "shifts_px" and a.size != per_frame * n):
-            raise bad(key, f"expected {per_frame * n} numbers for {n} frames")
-        if key != "tilt_angles" and not np.all(np.isfinite(a)):
-            raise bad(key, "NaN or infinite values")
-    return out
-
-
-def _refuse_tiff_kind(series: Any, path: Path) -> None:
-    """Refuse colour (RGB/RGBA samples) and complex-valued TIFFs, as complex MRC is refused."""
-    axes = str(getattr(series, "axes", ""))
-    # Interleaved samples (..YXS) are colour pixels. Planar SYX is what tifffile makes of any
-    # 3- or 4-frame grey stack written without photometric='minisblack': read as frames.
-    if axes.endswith("S") and series.shape[-1] > 1:
-        raise TiltgenError(
-            f"the TIFF holds colour images (axes {axes}, shape {tuple(series.shape)}, "
-            f"{series.shape[axes.index('S')]} samples per pixel); tilt series must be grey-scale. "
-            "Convert it to one channel first.", path)
-    if np.dtype(series.dtype).kind == "c":
-        raise TiltgenError("complex-valued TIFF data (FFT) is not a tilt series or volume.", path)
-
-
-def _tiff_is_contiguous(tif: Any) -> bool:
-    series = tif.series[0]
-    return bool(getattr(series, "dataoffset", None)) and series.dtype.kind in "iuf"
-
-
-def _unit_to_A(unit: str, xres: tuple[int, int]) -> float | None:
-    factors = {"nm": 10.0, "nanometer": 10.0, "micron": 1e4, "um": 1e4, "\\u00B5m": 1e4,
-               "µm": 1e4, "angstrom": 1.0, "a": 1.0, "å": 1.0, "pm": 0.01}
-    f = factors.get(str(unit).strip().lower())
-    num, den = xres
-    if f is None or num <= 0 or den <= 0:
-        return None
-    return f * den / num
 
 
 # ---------------------------------------------------------------------------- angles etc.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io import metadata as md
 from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
 from napari_tiltgen.io.output import (

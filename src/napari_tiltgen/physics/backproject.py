@@ -3,7 +3,7 @@
 :meth:`~napari_tiltgen.physics.projector.Projector.fbp_backproject` stores the voxel-driven
 interpolation of every tilt as one sparse matrix: ``2 * nz * nx * n_tilts`` non-zeros, 254 MB for
 61 tilts of 1024-px frames and a 256-px thick volume, and twice that while it is built. The
-out-of-core WBP (:mod:`napari_tiltgen.methods.outofcore`) computes the same sums tilt by tilt
+out-of-core WBP (:mod:`napari_tiltgen.recon.outofcore`) computes the same sums tilt by tilt
 instead (:func:`voxel_backproject`): each voxel takes the linearly interpolated detector value
 at its ``u = x cos(theta) + z sin(theta) + dx + axis_offset`` (the convention of
 :func:`~napari_tiltgen.physics.operators.pixel_driven_triplets`), so the temporary memory is a

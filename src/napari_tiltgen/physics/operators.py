@@ -48,28 +48,21 @@ def joseph_triplets(
     t = math.radians(theta_deg)
     c, s = math.cos(t), math.sin(t)
     u = centered_coords(n_det) - u_shift  # detector bin centres, shift removed
-    if abs(c) >= abs(s):
-        # march along z: one sample per voxel row k, interpolate along x
-        z = centered_coords(nz)
-        pos = (u[:, None] - z[None, :] * s) / c + (nx - 1) / 2.0  # fractional x index (m, k)
-        lo = np.floor(pos)
-        frac = pos - lo
-        lo = lo.astype(np.int64)
-        major = np.broadcast_to(np.arange(nz)[None, :], pos.shape)
-        step = 1.0 / abs(c)
+    along_z = abs(c) >= abs(s)
+    # march along z (one sample per voxel row k, interpolate along x) when the ray is steeper
+    # than 45 degrees, else along x (one sample per voxel column j, interpolate along z)
+    n_major, n_minor, a, b = (nz, nx, s, c) if along_z else (nx, nz, c, s)
+    pos = (u[:, None] - centered_coords(n_major)[None, :] * a) / b + (n_minor - 1) / 2.0
+    lo = np.floor(pos)
+    frac = pos - lo
+    lo = lo.astype(np.int64)
+    major = np.broadcast_to(np.arange(n_major)[None, :], pos.shape)
+    step = 1.0 / abs(b)
+    if along_z:
         col_lo, col_hi = major * nx + lo, major * nx + lo + 1
-        ok_lo, ok_hi = (lo >= 0) & (lo < nx), (lo + 1 >= 0) & (lo + 1 < nx)
     else:
-        # march along x: one sample per voxel column j, interpolate along z
-        x = centered_coords(nx)
-        pos = (u[:, None] - x[None, :] * c) / s + (nz - 1) / 2.0  # fractional z index (m, j)
-        lo = np.floor(pos)
-        frac = pos - lo
-        lo = lo.astype(np.int64)
-        major = np.broadcast_to(np.arange(nx)[None, :], pos.shape)
-        step = 1.0 / abs(s)
         col_lo, col_hi = lo * nx + major, (lo + 1) * nx + major
-        ok_lo, ok_hi = (lo >= 0) & (lo < nz), (lo + 1 >= 0) & (lo + 1 < nz)
+    ok_lo, ok_hi = (lo >= 0) & (lo < n_minor), (lo + 1 >= 0) & (lo + 1 < n_minor)
     rows = np.broadcast_to(np.arange(n_det)[:, None], pos.shape)
     r = np.concatenate([rows[ok_lo], rows[ok_hi]])
     cidx = np.concatenate([col_lo[ok_lo], col_hi[ok_hi]])

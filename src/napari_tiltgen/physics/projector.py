@@ -42,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from napari_tiltgen.physics.cpu import free_cpu_cores
+from napari_tiltgen.core.devices import free_cpu_cores, resolve_device
 from napari_tiltgen.physics.geometry import Geometry, mirror_pairs
 from napari_tiltgen.physics.operators import (
     LinearMap,
@@ -58,7 +58,6 @@ __all__ = [
     "back_project",
     "forward_project",
     "get_projector",
-    "resolve_device",
     "suggested_threads",
 ]
 
@@ -71,13 +70,6 @@ DEFAULT_CHUNK_BYTES = 32 << 20
 #: which was also faster (5.7 s against 7.2 s for 100 iterations, 2 threads).
 CHUNK_FRACTION = 1 / 6
 MIN_CHUNK_BYTES = 2 << 20
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or ``None``) -> CUDA when available, else CPU; anything else as torch reads it."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def suggested_threads(volume_shape: Sequence[int], n_tilts: int) -> int | None:

@@ -60,18 +60,22 @@ def _shift_axis(data: np.ndarray, shifts: np.ndarray, axis: int) -> np.ndarray:
     return np.take_along_axis(data, lo, axis) * w_lo + np.take_along_axis(data, hi, axis) * w_hi
 
 
-def shift_frames(data: Any, dy: Any = None, dx: Any = None) -> np.ndarray:
+def shift_frames(data: Any, dy: Any = None, dx: Any = None, *, order: int = 1) -> np.ndarray:
     """Move the content of frame ``k`` of ``data`` ``(n, ny, nx)`` by ``+(dy[k], dx[k])`` pixels.
 
     Linear interpolation with zero outside the frame (module docstring). ``None`` or all-zero
     shifts along an axis leave that axis alone; with no shift at all ``data`` is returned as is.
-    Floating-point input keeps its dtype.
+    Floating-point input keeps its dtype. ``order`` > 1 (spline interpolation, for frames that
+    are looked at, such as an aligned ``.ali`` stack) keeps the same edge rule (SciPy's
+    ``grid-constant``: zero outside).
     """
     out = np.asarray(data)
     if not np.issubdtype(out.dtype, np.floating):
         out = out.astype(np.float32)
     if out.ndim != 3:
         raise ValueError(f"frames must be a stack (n, ny, nx); got shape {out.shape}")
+    if order != 1:
+        return _spline_shift(out, dy, dx, int(order))
     for axis, s in ((1, dy), (2, dx)):
         if s is None:
             continue
@@ -83,10 +87,26 @@ def shift_frames(data: Any, dy: Any = None, dx: Any = None) -> np.ndarray:
     return out
 
 
-def unshift_frames(data: Any, dy: Any = None, dx: Any = None) -> np.ndarray:
+def _spline_shift(data: np.ndarray, dy: Any, dx: Any, order: int) -> np.ndarray:
+    from scipy import ndimage
+
+    n = data.shape[0]
+    sy = np.zeros(n) if dy is None else np.asarray(dy, dtype=np.float64).reshape(-1)
+    sx = np.zeros(n) if dx is None else np.asarray(dx, dtype=np.float64).reshape(-1)
+    if sy.size != n or sx.size != n:
+        raise ValueError(f"{max(sy.size, sx.size)} shifts for {n} frames")
+    return np.stack(
+        [
+            ndimage.shift(f, (a, b), order=order, mode="grid-constant", cval=0.0)
+            for f, a, b in zip(data, sy, sx)
+        ]
+    ).astype(data.dtype, copy=False)
+
+
+def unshift_frames(data: Any, dy: Any = None, dx: Any = None, *, order: int = 1) -> np.ndarray:
     """Undo recorded shifts: frame ``k`` moved by ``-(dy[k], dx[k])`` (same policy)."""
     neg = [None if s is None else -np.asarray(s, dtype=np.float64) for s in (dy, dx)]
-    return shift_frames(data, *neg)
+    return shift_frames(data, *neg, order=order)
 
 
 def apply_taps(taps: tuple[torch.Tensor, ...], p: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 
 TRAIN_ELEMENTS: tuple[str, ...] = ("Pt", "Ag", "Au", "Cu")
 """Elements of the training split (as in TSGNet)."""

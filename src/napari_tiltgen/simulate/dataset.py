@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.progress import Progress
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress
 from napari_tiltgen.simulate.clusters import (
     STRUCTURES,
     TEST_ELEMENTS,
@@ -230,7 +230,7 @@ def simulate_sample(config: DatasetConfig, split: str, index: int) -> dict[str, 
     """Simulate one sample (every preset) with one torch thread; a plain dict of arrays."""
     import torch
 
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.core.progress import run
     from napari_tiltgen.simulate.series import simulate_tilt_series_iter
 
     threads = torch.get_num_threads()
@@ -493,7 +493,7 @@ def generate_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = 
                      workers: int = 1, overwrite: bool = False,
                      show_progress: bool = False) -> dict[str, Any]:
     """Run :func:`generate_dataset_iter` to completion (same parameters)."""
-    from napari_tiltgen.progress import run
+    from napari_tiltgen.core.progress import run
 
     return run(generate_dataset_iter(out_dir, config, workers=workers, overwrite=overwrite),
                show=show_progress, desc="simulate-dataset")

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 
 __all__ = ["DegradeParams", "degrade", "sample_params"]
 

@@ -38,15 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, run
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.progress import Progress, run
+from napari_tiltgen.simulate.abtem_haadf import AbtemSettings, abtem_haadf_iter
 from napari_tiltgen.simulate.clusters import build_cluster, lattice_constant_A
 from napari_tiltgen.simulate.haadf import (
     ATOM_SIGMA_A,
-    AbtemSettings,
     Optics,
-    abtem_haadf_iter,
     add_dose_noise,
     fast_haadf_iter,
     haadf_cross_section_A2,

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 
 __all__ = ["FAMILIES", "HELDOUT_FAMILIES", "TEXTURE_IMAGES_HELDOUT", "TEXTURE_IMAGES_TRAIN",
            "TRAIN_FAMILIES", "make_sample", "make_volume", "project", "tilt_series"]

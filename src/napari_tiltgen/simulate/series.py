@@ -28,17 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, run
+from napari_tiltgen.core.progress import scaled as _scaled
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.progress import Progress, run
-from napari_tiltgen.progress import scaled as _scaled
+from napari_tiltgen.simulate.abtem_haadf import AbtemSettings, abtem_haadf_iter
 from napari_tiltgen.simulate.clusters import cluster_diameter_A
 from napari_tiltgen.simulate.haadf import (
     ATOM_SIGMA_A,
     PRESETS,
-    AbtemSettings,
     Optics,
-    abtem_haadf_iter,
     add_dose_noise,
     fast_haadf_iter,
     haadf_cross_section_A2,

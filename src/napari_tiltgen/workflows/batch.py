@@ -3,10 +3,10 @@
 Each input series is one task, :func:`process_series`: read -> prepare (intensity, tilt axis) ->
 the steps asked for, in order, each through the existing API:
 
-``align``        :func:`napari_tiltgen.methods.projection_matching.align_series`
-``interpolate``  :func:`napari_tiltgen.methods.interpolation.interpolate_series`
-``reconstruct``  :func:`napari_tiltgen.methods.recon.reconstruct` (``method``, ``iterations``)
-``inpaint``      :func:`napari_tiltgen.methods.inpainting.inpaint` (on the volume, or the series)
+``align``        :func:`napari_tiltgen.align.projection_matching.align_series`
+``interpolate``  :func:`napari_tiltgen.nets.interpolation.interpolate_series`
+``reconstruct``  :func:`napari_tiltgen.recon.api.reconstruct` (``method``, ``iterations``)
+``inpaint``      :func:`napari_tiltgen.nets.inpainting.inpaint` (on the volume, or the series)
 ``fit``          :func:`napari_tiltgen.fits.inr.fit_inr` (INR volume, ``inr_steps``)
 
 and writes ``OUT/<input stem>.mrc`` (a volume; or the tilt series when no step makes one) together
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 
 __all__ = ["REPORT_COLUMNS", "STEPS", "BatchReport", "make_client", "process_series",
            "run_batch"]
@@ -124,11 +124,11 @@ def process_series(input_path: str, out_dir: str, options: dict[str, Any]) -> di
 
 
 def _run_steps(input_path: str, out_dir: str, o: dict[str, Any]) -> dict[str, Any]:
+    from napari_tiltgen.align.prepare import prepare
+    from napari_tiltgen.core.devices import num_threads
+    from napari_tiltgen.core.progress import run
     from napari_tiltgen.io import read_tilt_series
     from napari_tiltgen.io.writers import file_contents, plan_write
-    from napari_tiltgen.methods._torch import num_threads
-    from napari_tiltgen.methods.prepare import prepare
-    from napari_tiltgen.progress import run
 
     out, mark = output_paths(input_path, out_dir)
     plan = plan_write(out, "volume" if _makes_volume(o["steps"]) else "tilt_series",
@@ -140,17 +140,17 @@ def _run_steps(input_path: str, out_dir: str, o: dict[str, Any]) -> dict[str, An
         vol = None
         for step in o["steps"]:
             if step == "align":
-                from napari_tiltgen.methods.projection_matching import align_series
+                from napari_tiltgen.align.projection_matching import align_series
 
                 ts, rep = align_series(ts, prepare_first=False, thickness_px=o.get("thickness_px"))
                 found["reprojection_error"] = round(float(rep.reprojection_error_after), 5)
             elif step == "interpolate":
-                from napari_tiltgen.methods.interpolation import interpolate_series
+                from napari_tiltgen.nets.interpolation import interpolate_series
 
                 kw = {"target_step_deg": 1.0, "method": "linear", **(o.get("interpolate") or {})}
                 ts = run(interpolate_series(ts, **kw), show=False).tilt_series
             elif step == "reconstruct":
-                from napari_tiltgen.methods.recon import reconstruct, with_vertical_axis
+                from napari_tiltgen.recon.api import reconstruct, with_vertical_axis
 
                 ts, _ = with_vertical_axis(ts)
                 last: dict[str, float] = {}
@@ -165,7 +165,7 @@ def _run_steps(input_path: str, out_dir: str, o: dict[str, Any]) -> dict[str, An
                 if "r" in last:
                     found["sirt_residual"] = round(last["r"], 5)
             elif step == "inpaint":
-                from napari_tiltgen.methods.inpainting import inpaint
+                from napari_tiltgen.nets.inpainting import inpaint
 
                 vol, _ = inpaint(vol if vol is not None else ts, **(o.get("inpaint") or {}))
             elif step == "fit":
@@ -214,7 +214,7 @@ def make_client(workers: int | None = None, scheduler: str | None = None) -> Any
             raise TiltgenError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); is it "
                                "running, and is the address (tcp://host:port) right?") from None
     if not workers:
-        from napari_tiltgen.physics.cpu import free_cpu_cores
+        from napari_tiltgen.core.devices import free_cpu_cores
 
         workers = free_cpu_cores()
     cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,

@@ -31,7 +31,7 @@ complex the change may be; ``temporal_smoothness`` is the one knob for how fast 
 
 Training (:func:`fit_dip_iter`)
 -------------------------------
-1. Static SIRT of all tilts (:func:`napari_tiltgen.methods.recon.sirt`) sets the intensity scale
+1. Static SIRT of all tilts (:func:`napari_tiltgen.recon.iterative.sirt`) sets the intensity scale
    and is the *warm start*: the network is first fitted to output the SIRT slices at every time
    (``warm_start_steps``).
 2. Self-supervised fit (``steps``): each step takes ``slices_per_step`` slices and

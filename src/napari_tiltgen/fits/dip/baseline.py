@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.fits.dip.plan import check_int, resolve_fit_device
+from napari_tiltgen.core.devices import resolve_device
+from napari_tiltgen.core.progress import Progress, ProgressGen, run
+from napari_tiltgen.fits.dip.plan import check_int
 from napari_tiltgen.fits.dip.times import acquisition_times
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.physics.projector import Projector
-from napari_tiltgen.progress import Progress, ProgressGen, run
 
 __all__ = ["sliding_window_sirt", "sliding_window_sirt_iter"]
 
@@ -44,19 +45,19 @@ def sliding_window_sirt_iter(
     iterations
         SIRT iterations per window.
     thickness_px, axis_offset_px, device
-        As for :func:`~napari_tiltgen.methods.recon.reconstruct_iter`.
+        As for :func:`~napari_tiltgen.recon.api.reconstruct_iter`.
 
     Returns
     -------
     ndarray
         ``(n_times, nz, ny, nx)`` float32, in the order of the sorted output times.
     """
-    from napari_tiltgen.methods.recon import sirt
+    from napari_tiltgen.recon.iterative import sirt
 
     times = acquisition_times(ts, times_s, order=order, frame_time_s=frame_time_s)
     window = check_int("the window", window, 2)
     window = min(window, ts.n_tilts)
-    dev = resolve_fit_device(device)
+    dev = resolve_device(device)
     data = np.asarray(ts.data, dtype=np.float32)
     _, ny, nx = data.shape
     nz = int(thickness_px) if thickness_px else nx

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.devices import flush_denormals, num_threads, resolve_device
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, ProgressGen, run
 from napari_tiltgen.fits.dip.model import (
     CHECKPOINT_FORMAT,
     DEFAULT_MAX_OUTPUT_BYTES,
@@ -29,14 +31,12 @@ from napari_tiltgen.fits.dip.model import (
     to_cpu,
 )
 from napari_tiltgen.fits.dip.network import DIPNetwork
-from napari_tiltgen.fits.dip.plan import FitPlan, Settings, plan_fit, resolve_fit_device
+from napari_tiltgen.fits.dip.plan import FitPlan, Settings, plan_fit
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.methods._torch import flush_denormals, num_threads
 from napari_tiltgen.physics.geometry import Geometry
 from napari_tiltgen.physics.per_tilt import FrameProjector
 from napari_tiltgen.physics.projector import Projector
 from napari_tiltgen.physics.shifts import unshift_frames
-from napari_tiltgen.progress import Progress, ProgressGen, run
 
 __all__ = ["fit_dip", "fit_dip_iter"]
 
@@ -173,7 +173,7 @@ def fit_dip_iter(
         max_output_bytes=max_output_bytes,
         n_threads=n_threads,
     )
-    dev = resolve_fit_device(device)
+    dev = resolve_device(device)
     plan = plan_fit(ts, settings)
     t0 = time.perf_counter()
     with num_threads(n_threads), flush_denormals():
@@ -302,7 +302,7 @@ class _Run:
 
 def _warm_start(plan: FitPlan, run_: _Run, w_sirt: float, w_warm: float) -> ProgressGen[None]:
     """Static SIRT of all tilts (intensity scale), then the network fitted to it at all times."""
-    from napari_tiltgen.methods.recon import sirt_iter
+    from napari_tiltgen.recon.iterative import sirt_iter
 
     ts, params, dev = plan.ts, plan.params, run_.dev
     _, ny, nx = plan.data.shape

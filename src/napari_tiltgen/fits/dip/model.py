@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.devices import resolve_device
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.fits.dip.network import DIPNetwork
 from napari_tiltgen.fits.dip.times import nearest_frame
-from napari_tiltgen.io.model import Volume, VolumeSeries
-from napari_tiltgen.physics.projector import resolve_device
+from napari_tiltgen.io.model import Volume
+from napari_tiltgen.io.volume_series import VolumeSeries
 
 __all__ = [
     "CHECKPOINT_FORMAT",

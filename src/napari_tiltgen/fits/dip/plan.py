@@ -2,7 +2,7 @@
 
 :func:`plan_fit` turns the keyword arguments of :func:`~napari_tiltgen.fits.dip.fit_dip_iter`
 (:class:`Settings`) and the tilt series into a :class:`FitPlan`: every user error is raised here,
-before any compute, as one :class:`~napari_tiltgen.errors.TiltgenError`.
+before any compute, as one :class:`~napari_tiltgen.core.errors.TiltgenError`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.fits.dip.model import _load_checkpoint
 from napari_tiltgen.fits.dip.times import acquisition_times
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.physics.projector import resolve_device
 
-__all__ = ["FitPlan", "Settings", "check_int", "plan_fit", "resolve_fit_device"]
+__all__ = ["FitPlan", "Settings", "check_int", "plan_fit"]
 
 
 # ============================================================================ helpers
@@ -31,20 +29,6 @@ def check_int(name: str, value: Any, lo: int) -> int:
     if v < lo:
         raise TiltgenError(f"{name} must be at least {lo}; got {value}.")
     return v
-
-
-def resolve_fit_device(device: str) -> torch.device:
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as exc:
-        raise TiltgenError(f"unknown device {device!r} ({exc}); use auto, cpu or cuda.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TiltgenError(
-            "device 'cuda' was asked for but no CUDA GPU is available; use device 'auto' or 'cpu'."
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise TiltgenError(f"device {device!r} is not supported; use auto, cpu or cuda.")
-    return dev
 
 
 def fingerprint_of(

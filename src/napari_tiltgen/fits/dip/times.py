@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_tiltgen.errors import TiltgenError
-from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.io.model import TiltSeries, per_frame_values
 
 __all__ = ["acquisition_times", "nearest_frame"]
 
@@ -76,15 +76,8 @@ def acquisition_times(
             else np.arange(n)
         )
         return rank.astype(np.float64) * float(frame_time_s)
-    t = np.asarray(given, dtype=np.float64).reshape(-1)
-    if t.size != n:
-        raise TiltgenError(
-            f"{t.size} acquisition times were given for {n} frames; give one time "
-            "(seconds) per frame, in the order of the stack.",
-            where,
-        )
-    if not np.all(np.isfinite(t)):
-        raise TiltgenError("the acquisition times contain NaN or infinite values.", where)
+    t = per_frame_values(given, n, "acquisition times",
+                         "give one time (seconds) per frame, in the order of the stack", where)
     if np.unique(t).size != n:
         raise TiltgenError(
             "two or more frames have the same acquisition time; every frame needs "

@@ -9,7 +9,7 @@ minimises the smooth-L1 distance to the recorded intensities. The field and, aft
 the poses (per-tilt shifts, tilt-angle offsets, the global tilt-axis rotation) are updated
 together by Adam.
 
-The fit is a progress generator (:mod:`napari_tiltgen.progress`): napari runs it in a worker with
+The fit is a progress generator (:mod:`napari_tiltgen.core.progress`): napari runs it in a worker with
 a live preview and a real cancel; :func:`fit_inr` runs it to completion. It runs on the CPU or a
 CUDA GPU (bf16 autocast there), data-parallel over pixel batches on several GPUs with
 ``torch.distributed`` (each rank draws its own batch, ``DistributedDataParallel`` averages the
@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.devices import flush_denormals, num_threads, resolve_device
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, ProgressGen, run
 from napari_tiltgen.fits.inr.field import DensityField, FieldConfig, coarse_to_fine_weights
 from napari_tiltgen.fits.inr.model import (
     CHECKPOINT_FORMAT,
@@ -42,7 +44,6 @@ from napari_tiltgen.fits.inr.model import (
     INRResult,
     _atomic_save,
     _central_slice,
-    _checked,
     _fingerprint,
     _fingerprint_mismatch,
     _lr_factor,
@@ -50,15 +51,12 @@ from napari_tiltgen.fits.inr.model import (
     _pixel_index,
     _RayModel,
     _render,
-    _resolve_device,
     _step_seed,
     load_checkpoint,
 )
 from napari_tiltgen.fits.inr.poses import POSE_PARAMETERS, PoseModel
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.methods._torch import flush_denormals, num_threads
 from napari_tiltgen.physics.geometry import Geometry
-from napari_tiltgen.progress import Progress, ProgressGen, run
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -145,7 +143,7 @@ def fit_inr_iter(
     tilt_axis_init
         Starting tilt-axis angle (degrees from image Y, IMOD convention): ``None`` or
         ``"recorded"``: ``ts.tilt_axis_angle_deg``; ``"estimate"``: measured from the frames by
-        common lines (:func:`napari_tiltgen.methods.alignment.estimate_tilt_axis_angle`,
+        common lines (:func:`napari_tiltgen.align.axis.estimate_tilt_axis_angle`,
         searched +-12 degrees around the recorded value; about 0.1 degree accurate on 64 px
         frames); a number: that angle. The INR refinement then starts from it. Gradient
         refinement alone recovers large axis errors slowly (see ``docs/inr.md``), so
@@ -211,7 +209,7 @@ def fit_inr_iter(
         Volume, aligned tilt series, poses and loss history.
     """
     t_start = time.perf_counter()
-    data, angles = _checked(ts)
+    data, angles = ts.checked_for_projection("the INR fit")
     _, ny, nx = data.shape
     steps = int(steps)
     if steps < 1:
@@ -230,7 +228,7 @@ def fit_inr_iter(
     if tilt_axis_init is None or tilt_axis_init == "recorded":
         axis_init, axis_source = float(ts.tilt_axis_angle_deg), "recorded"
     elif tilt_axis_init == "estimate":
-        from napari_tiltgen.methods.alignment import estimate_tilt_axis_angle
+        from napari_tiltgen.align.axis import estimate_tilt_axis_angle
 
         axis_init = float(estimate_tilt_axis_angle(ts))
         axis_source = "estimate_tilt_axis_angle (common lines)"
@@ -277,7 +275,7 @@ def fit_inr_iter(
         )
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
-    dev = _resolve_device(device, bool(distributed))
+    dev = resolve_device(device, distributed=bool(distributed))
     if sampling == "auto":
         # a refined tilt axis needs direct queries: the voxel grid's trilinear interpolation
         # favours rays through voxel centres (axis 0) and pulls the axis back (docs/inr.md)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_tiltgen.errors import TiltgenError
+from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.fits.inr.field import DensityField, voxel_coordinates
 from napari_tiltgen.fits.inr.poses import POSE_PARAMETERS, PoseModel
 from napari_tiltgen.io.model import TiltSeries, Volume
@@ -136,45 +136,11 @@ class _RayModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _resolve_device(device: str | torch.device, distributed: bool) -> torch.device:
-    if device is None or (isinstance(device, str) and device == "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device() if distributed else 0)
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise TiltgenError(f"unknown device {device!r} ({exc}); use auto, cpu or cuda.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TiltgenError(
-            "device 'cuda' was asked for but no CUDA GPU is available; use device 'auto' or 'cpu'."
-        )
-    return dev
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, rank, step]).generate_state(1)[0])
 
-
-def _checked(ts: TiltSeries) -> tuple[np.ndarray, np.ndarray]:
-    angles = ts.require_angles()
-    where = ts.provenance.get("source")
-    axis = ((ts.tilt_axis_angle_deg + 90.0) % 180.0) - 90.0
-    if abs(axis) > 45.0:
-        raise TiltgenError(
-            f"the tilt axis is at {ts.tilt_axis_angle_deg:.1f} deg from the image Y axis (near "
-            "horizontal); the INR fit needs it within 45 degrees of y. Rotate the stack first "
-            "(Tilt series widget: 'Rotate stack so the tilt axis is vertical', or "
-            "TiltSeries.with_vertical_tilt_axis()).",
-            where,
-        )
-    data = np.asarray(ts.data, dtype=np.float32)
-    if not np.all(np.isfinite(data)):
-        raise TiltgenError(
-            "the tilt series contains NaN or infinite pixels; fix or crop them before fitting.",
-            where,
-        )
-    return data, angles
 
 
 def _lr_factor(step: int, total: int, floor: float = 0.05) -> float:

@@ -9,7 +9,7 @@ IMOD's (counter-clockwise from image Y).
 Gauge
 -----
 Some pose changes are indistinguishable from moving or turning the object (see
-:mod:`napari_tiltgen.methods.alignment`): ``dx`` changes of the form ``a cos(theta) + b sin(theta)``
+:mod:`napari_tiltgen.align.alignment`): ``dx`` changes of the form ``a cos(theta) + b sin(theta)``
 (moving it in ``x, z``), a common ``dy`` change (moving it along ``y``) and a common tilt-angle
 change (turning it about ``y``). The pose *updates* are projected onto the complement of these
 patterns, so the object stays where the initial geometry put it and the fitted poses are unique.

@@ -1,0 +1,372 @@
+"""Preparing a recorded tilt series for reconstruction: intensities and tilt-axis orientation.
+
+What a microscope writes is rarely what a reconstruction wants:
+
+* **HAADF-STEM** frames carry a detector offset: the vacuum reads far from zero (about -31900 in
+  one int16 FEI stack). Left in, every ray carries the offset and SIRT reconstructs a blob.
+  :func:`prepare_intensity` measures the vacuum level of each frame (the mode of the darker part
+  of its histogram, refined to the mean of the pixels within 2 noise sigmas of it) and subtracts
+  it.
+* **Bright-field / TEM** frames show a dark object on a bright background. The line integral is
+  ``-log(I / I0)`` with ``I0`` the vacuum (bright) level of each frame; the contrast is detected
+  (most pixels that differ from the background are darker than it) and converted.
+* **Per-frame normalisation** (optional): beam current and detector gain drift during a series.
+  For an isolated object in vacuum the total signal of a frame is the object's mass, the same at
+  every tilt, so each frame is scaled to the median total; for a laterally extended specimen
+  (no vacuum in the frames) the total grows like ``1 / cos(tilt)`` and that is taken into account.
+* **Tilt-axis orientation**: given by the user, else from the file's metadata, else estimated
+  from the data over the full 0-180 degree range
+  (:func:`napari_tiltgen.align.axis.find_tilt_axis`); the frames are then turned so that
+  the axis runs along y (whole quarter turns exactly, the rest by interpolation).
+
+:func:`prepare` does both and returns the prepared series and a list of notes saying what was
+done (the CLI prints them on stderr, widgets in their status line); every step is also recorded
+in ``provenance["history"]``, and ``provenance["intensity"]`` holds what was measured.
+
+Example
+-------
+>>> import numpy as np
+>>> from napari_tiltgen.simulate.phantoms import sphere_phantom
+>>> ts, _ = sphere_phantom(size=32, tilt_step=10.0)
+>>> raw = TiltSeries(ts.data - 31900.0, tilt_angles=ts.tilt_angles)
+>>> out, notes = prepare_intensity(raw)
+>>> bool(abs(float(np.median(out.data[:, 0, :]))) < 1e-3)
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Generator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, run
+from napari_tiltgen.io.model import TiltSeries
+
+__all__ = [
+    "INTENSITY_MODES",
+    "detect_contrast",
+    "prepare",
+    "prepare_intensity",
+    "prepare_iter",
+    "prepare_tilt_axis_iter",
+    "vacuum_levels",
+]
+
+#: ``auto``: detect; ``none``: leave the intensities; ``haadf``: subtract the vacuum level;
+#: ``bf``: bright-field, ``-log(I / I0)``.
+INTENSITY_MODES = ("auto", "none", "haadf", "bf")
+
+#: Rotations of the frames smaller than this (degrees) are not worth a resampling.
+MIN_ROTATION_DEG = 0.3
+
+
+# ---------------------------------------------------------------------------- measurements
+def _sample(frame: np.ndarray, max_pixels: int = 65536) -> np.ndarray:
+    v = np.asarray(frame, dtype=np.float64).ravel()
+    step = max(1, v.size // max_pixels)
+    return v[::step]
+
+
+def _noise_sigma(frame: np.ndarray) -> float:
+    """White-noise sigma from neighbouring-pixel differences (robust to structure)."""
+    d = np.diff(np.asarray(frame, dtype=np.float64), axis=-1).ravel()
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return mad * 1.4826 / math.sqrt(2.0)
+
+
+def _border(frame: np.ndarray, width: int = 2) -> np.ndarray:
+    f = np.asarray(frame, dtype=np.float64)
+    w = max(1, min(width, f.shape[0] // 4, f.shape[1] // 4))
+    return np.concatenate([f[:w].ravel(), f[-w:].ravel(), f[w:-w, :w].ravel(),
+                           f[w:-w, -w:].ravel()])
+
+
+def _mode(values: np.ndarray, sigma: float) -> float:
+    """Mode of a sample: peak of its histogram smoothed to about the noise width."""
+    from scipy import ndimage
+
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if not hi > lo:
+        return float(lo)
+    nb = 256
+    h, edges = np.histogram(values, bins=nb, range=(lo, hi))
+    width_bins = max(1.0, sigma / ((hi - lo) / nb))
+    h = ndimage.gaussian_filter1d(h.astype(np.float64), min(width_bins, nb / 8.0))
+    k = int(np.argmax(h))
+    return float(0.5 * (edges[k] + edges[k + 1]))
+
+
+def _level(frame: np.ndarray, dark: bool) -> float:
+    """Vacuum level of one frame: the dark (HAADF) or bright (BF) background mode, refined."""
+    v = _sample(frame)
+    sigma = _noise_sigma(frame)
+    cut = np.percentile(v, 60.0 if dark else 40.0)
+    part = v[v <= cut] if dark else v[v >= cut]
+    span = float(np.ptp(v)) if v.size else 0.0
+    if sigma <= 1e-6 * max(span, 1e-30):  # noise-free: the most frequent value is exact
+        vals, counts = np.unique(part, return_counts=True)
+        return float(vals[np.argmax(counts)])
+    m = _mode(part, sigma)
+    near = v[np.abs(v - m) <= 2.0 * sigma]
+    return float(near.mean()) if near.size >= 16 else m
+
+
+def vacuum_levels(data: np.ndarray, *, bright: bool = False) -> np.ndarray:
+    """Per-frame vacuum (background) level of a stack ``(n, ny, nx)``.
+
+    The mode of the darker 60 % of each frame's pixels (``bright=True``: of the brighter 60 %,
+    for bright-field data), refined to the mean of the pixels within 2 noise sigmas of it.
+    Frames whose level is an outlier (more than 5 robust sigmas from the stack's median, e.g.
+    a frame with no vacuum in it) get the stack's median.
+    """
+    levels = np.array([_level(f, dark=not bright) for f in data])
+    med = float(np.median(levels))
+    mad = float(np.median(np.abs(levels - med))) * 1.4826
+    sig = float(np.median([_noise_sigma(f) for f in data[:: max(1, len(data) // 8)]]))
+    tol = 5.0 * max(mad, sig, 1e-12)
+    return np.where(np.abs(levels - med) > tol, med, levels)
+
+
+def detect_contrast(data: np.ndarray) -> tuple[str, float]:
+    """``("haadf" | "bf", strength)``: is the object brighter or darker than the background?
+
+    The background is each frame's border median; pixels more than 5 noise sigmas (and 2 % of
+    the frame's range) from it are counted as object. ``strength`` is the fraction of object
+    pixels on the majority side (0.5: undecided, 1: clear).
+    """
+    idx = np.linspace(0, len(data) - 1, min(len(data), 9)).round().astype(int)
+    brighter = darker = 0
+    for i in np.unique(idx):
+        f = np.asarray(data[i], dtype=np.float64)
+        bg = float(np.median(_border(f)))
+        sigma = _noise_sigma(f)
+        lo, hi = np.percentile(f, [0.1, 99.9])
+        t = max(5.0 * sigma, 0.02 * (hi - lo))
+        brighter += int(np.count_nonzero(f > bg + t))
+        darker += int(np.count_nonzero(f < bg - t))
+    total = brighter + darker
+    if total == 0:
+        return "haadf", 0.5
+    return ("bf", darker / total) if darker > brighter else ("haadf", brighter / total)
+
+
+def _frame_weights(angles: np.ndarray | None, extended: bool) -> np.ndarray | None:
+    if angles is None:
+        return None
+    c = np.cos(np.deg2rad(angles))
+    return 1.0 / np.maximum(c, 0.05) if extended else np.ones_like(c)
+
+
+# ---------------------------------------------------------------------------- intensity
+def prepare_intensity(ts: TiltSeries, mode: str = "auto", *, normalise: bool = False
+                      ) -> tuple[TiltSeries, list[str]]:
+    """Remove the vacuum offset (HAADF) or convert to ``-log(I/I0)`` (bright field).
+
+    Parameters
+    ----------
+    ts
+        Tilt series as recorded (any stored type; converted to float32).
+    mode
+        ``"auto"`` (detect the contrast), ``"haadf"``, ``"bf"`` or ``"none"``.
+    normalise
+        Also scale each frame to a common total signal (mass conservation; with a
+        ``1/cos(tilt)`` correction when the frames hold no vacuum, i.e. an extended specimen).
+
+    Returns
+    -------
+    (TiltSeries, list of str)
+        The prepared copy (the input is not modified) and notes saying what was done.
+    """
+    mode = str(mode).lower()
+    if mode not in INTENSITY_MODES:
+        raise TiltgenError(f"unknown intensity mode {mode!r}; choose one of "
+                           f"{', '.join(INTENSITY_MODES)}.")
+    where = ts.provenance.get("source")
+    notes: list[str] = []
+    if mode == "none" and not normalise:
+        return ts, ["intensities left as recorded (--intensity none)"]
+    data = np.array(ts.data, dtype=np.float32, copy=True)
+    if not np.all(np.isfinite(data)):
+        raise TiltgenError("the tilt series contains NaN or infinite pixels; repair or crop "
+                           "them before preparing the intensities.", where)
+    record: dict[str, Any] = {"mode_requested": mode}
+    kind = mode
+    if mode == "auto":
+        kind, strength = detect_contrast(data)
+        record["detected"] = kind
+        record["detection_strength"] = round(float(strength), 3)
+    if kind == "haadf":
+        levels = vacuum_levels(data)
+        data -= levels[:, None, None].astype(np.float32)
+        record["vacuum_levels"] = [round(float(v), 4) for v in levels]
+        how = "detected: bright object on a dark background" if mode == "auto" else "asked"
+        notes.append(f"intensity: HAADF ({how}); vacuum level {float(np.median(levels)):.4g} "
+                     f"(per frame {float(levels.min()):.4g} to {float(levels.max()):.4g}) "
+                     "subtracted")
+    elif kind == "bf":
+        if float(data.min()) <= 0.0:
+            raise TiltgenError(
+                "bright-field conversion -log(I/I0) needs intensities above zero, but this "
+                f"stack goes down to {float(data.min()):.4g} (a detector offset?). Subtract the "
+                "dark level first or use --intensity none / haadf.", where)
+        i0 = vacuum_levels(data, bright=True)
+        if np.any(i0 <= 0):
+            raise TiltgenError("could not find a bright vacuum level in every frame for "
+                               "-log(I/I0); use --intensity none.", where)
+        data = -np.log(np.maximum(data, 1e-6 * i0[:, None, None]) / i0[:, None, None])
+        data = data.astype(np.float32)
+        record["i0_levels"] = [round(float(v), 4) for v in i0]
+        how = "detected: dark object on a bright background" if mode == "auto" else "asked"
+        notes.append(f"intensity: bright field ({how}); converted to -log(I/I0), I0 = vacuum "
+                     f"level {float(np.median(i0)):.4g}")
+    else:
+        notes.append("intensities left as recorded (--intensity none)")
+    if normalise:
+        totals = data.reshape(data.shape[0], -1).sum(axis=1).astype(np.float64)
+        if np.any(totals <= 0):
+            raise TiltgenError("per-frame normalisation needs a positive total signal in every "
+                               "frame (is the offset removed?).", where)
+        sig = float(np.median([_noise_sigma(f) for f in data[:: max(1, len(data) // 8)]]))
+        vacuum_fraction = float(np.mean(np.abs(data[:, ::4, ::4]) <= 3.0 * max(sig, 1e-12)))
+        extended = vacuum_fraction < 0.05
+        w = _frame_weights(ts.tilt_angles, extended)
+        if w is None:
+            w = np.ones(data.shape[0])
+        target = float(np.median(totals / w))
+        scale = target * w / totals
+        data *= scale[:, None, None].astype(np.float32)
+        record["normalise"] = {"scale": [round(float(s), 5) for s in scale],
+                               "model": "1/cos(tilt)" if extended else "constant mass"}
+        notes.append(f"intensity: frames normalised to a common total "
+                     f"({'1/cos(tilt) for an extended specimen' if extended else 'constant mass'};"
+                     f" scale {float(scale.min()):.3f} to {float(scale.max()):.3f})")
+    prov = copy.deepcopy(ts.provenance)
+    prov["intensity"] = record
+    prov.setdefault("history", []).append({"step": "prepare_intensity", **record,
+                                           "normalise": bool(normalise)})
+    return replace(ts, data=data, provenance=prov), notes
+
+
+# ---------------------------------------------------------------------------- tilt axis
+def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *,
+                           estimate: bool = True, min_rotation_deg: float = MIN_ROTATION_DEG,
+                           low_confidence: float = 0.3
+                           ) -> Generator[Progress, None, tuple[TiltSeries, list[str]]]:
+    """Turn the frames so the tilt axis runs along y; as a progress generator.
+
+    The axis comes from, in order: ``tilt_axis_deg`` (the user), the file's metadata (when the
+    reader recorded it), or an estimate from the data over the full 0-180 degree range
+    (:func:`~napari_tiltgen.align.axis.find_tilt_axis`; ``estimate=False`` assumes
+    vertical instead, and says so). Returns the turned series and notes.
+    """
+    from napari_tiltgen.align.axis import (
+        find_tilt_axis_iter,
+        tilt_axis_known,
+        turn_tilt_axis_to_vertical,
+        with_known_tilt_axis,
+    )
+    notes: list[str] = []
+    if tilt_axis_deg is not None:
+        if not math.isfinite(float(tilt_axis_deg)):
+            raise TiltgenError(f"the tilt-axis angle must be a finite number; got "
+                               f"{tilt_axis_deg}.")
+        angle, source = float(tilt_axis_deg), "user (--tilt-axis / widget)"
+        notes.append(f"tilt axis {angle:.2f} deg from image Y given by the user")
+    elif tilt_axis_known(ts):
+        angle = float(ts.tilt_axis_angle_deg)
+        source = str(ts.provenance.get("tilt_axis_source", "metadata"))
+        if abs(angle) < 1e-6:
+            return ts, notes
+        notes.append(f"tilt axis {angle:.2f} deg from image Y, from {source}")
+    elif not estimate:
+        notes.append("tilt axis not recorded in the file and estimation is off: assumed "
+                     "vertical (y); give --tilt-axis DEG if it is not")
+        return with_known_tilt_axis(ts, 0.0, "assumed vertical (not recorded; estimation "
+                                      "off)"), notes
+    else:
+        try:
+            est = yield from find_tilt_axis_iter(ts)
+        except TiltgenError as exc:
+            notes.append(f"tilt axis not recorded and could not be estimated ({exc}); assumed "
+                         "vertical (y): give --tilt-axis DEG")
+            return with_known_tilt_axis(ts, 0.0, "assumed vertical (estimation failed)"), notes
+        angle, source = est.angle_deg, est.describe()
+        notes.append(f"tilt axis not recorded in the file: {est.describe()}")
+        ts = replace(ts, provenance={**copy.deepcopy(ts.provenance), "tilt_axis_estimate": {
+            "angle_deg": est.angle_deg, "confidence": est.confidence,
+            "runner_up_deg": est.second_deg, "method": "common lines, full 0-180 deg"}})
+        if est.confidence < low_confidence:
+            # A round or featureless object gives no usable common lines: turning the frames by
+            # a guess would be worse than the usual convention, so keep them and say so loudly.
+            notes.append(f"WARNING: the tilt-axis estimate is too uncertain (confidence "
+                         f"{est.confidence:.2f} < {low_confidence}, runner-up at "
+                         f"{est.second_deg:.0f} deg): frames NOT turned, axis assumed vertical "
+                         "(y); check the volume's orientation or give --tilt-axis DEG")
+            return with_known_tilt_axis(
+                ts, 0.0, f"assumed vertical (estimate too uncertain: confidence "
+                f"{est.confidence:.2f})"), notes
+    turned = turn_tilt_axis_to_vertical(ts, angle, source, min_rotation_deg=min_rotation_deg)
+    rest = float(angle - 90.0 * round(angle / 90.0))
+    quarter = int(round(angle / 90.0)) % 4
+    parts = []
+    if quarter:
+        parts.append(f"turned by {quarter} quarter turn(s) (exact)")
+    if abs(rest) >= min_rotation_deg:
+        parts.append(f"rotated by {-rest:.2f} deg (cubic interpolation)")
+    elif abs(rest) > 1e-3:
+        parts.append(f"a rest of {rest:.2f} deg left unrotated (below {min_rotation_deg} deg)")
+    if parts:
+        notes.append("frames " + ", ".join(parts) + " so that the tilt axis runs along y")
+    return turned, notes
+
+
+# ---------------------------------------------------------------------------- both
+def prepare_iter(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: str = "auto",
+                 normalise: bool = False, estimate_axis: bool = True
+                 ) -> Generator[Progress, None, tuple[TiltSeries, list[str]]]:
+    """:func:`prepare` as a progress generator (for napari workers)."""
+    yield Progress(0.0, "preparing intensities")
+    ts, notes = prepare_intensity(ts, intensity, normalise=normalise)
+    yield Progress(0.1, "intensities prepared")
+    gen = prepare_tilt_axis_iter(ts, tilt_axis, estimate=estimate_axis)
+    try:
+        while True:
+            ev = next(gen)
+            yield Progress(0.1 + 0.9 * ev.fraction, ev.message)
+    except StopIteration as stop:
+        ts, more = stop.value
+    yield Progress(1.0, "prepared")
+    return ts, notes + more
+
+
+def prepare(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: str = "auto",
+            normalise: bool = False, estimate_axis: bool = True) -> tuple[TiltSeries, list[str]]:
+    """Intensities, then tilt-axis orientation: what every command does after reading.
+
+    Parameters
+    ----------
+    ts
+        Tilt series as read.
+    tilt_axis
+        Tilt-axis angle in degrees (IMOD convention: counter-clockwise from the image Y axis)
+        given by the user; overrides the metadata and the estimate.
+    intensity
+        ``"auto"``, ``"haadf"``, ``"bf"`` or ``"none"`` (see :func:`prepare_intensity`).
+    normalise
+        Per-frame intensity normalisation.
+    estimate_axis
+        Estimate an axis the file does not record (default); ``False`` assumes vertical.
+
+    Returns
+    -------
+    (TiltSeries, list of str)
+        The prepared series (tilt axis along y, ``tilt_axis_angle_deg = 0``) and notes.
+    """
+    return run(prepare_iter(ts, tilt_axis=tilt_axis, intensity=intensity, normalise=normalise,
+                            estimate_axis=estimate_axis), show=False)

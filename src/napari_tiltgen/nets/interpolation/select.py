@@ -1,0 +1,277 @@
+"""Choosing, by leave-one-out QA on the user's own stack, the best of the adapted model, the
+pretrained model and linear interpolation, and saying which and by how much.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_tiltgen.core.devices import resolve_device
+from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.core.progress import Progress, scaled
+from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.nets.interpolation.adapt import (
+    DEFAULT_ADAPT_SECONDS,
+    DEFAULT_MARGIN_DB,
+    MIN_FRAMES,
+    AdaptConfig,
+    AdaptResult,
+    ProgressGen,
+    adapt_iter,
+)
+from napari_tiltgen.nets.interpolation.network import TiltInterpNet
+
+__all__ = ["Selection", "adapt_and_select"]
+
+
+# ---------------------------------------------------------------------------- selection
+SELECTABLE = ("pretrained", "adapted", "linear")
+
+
+@dataclass
+class Selection:
+    """Leave-one-out QA of pretrained, adapted and linear on a stack, and the method chosen.
+
+    Attributes
+    ----------
+    method
+        The method to use: ``"adapted"``, ``"pretrained"`` or ``"linear"``.
+    requested
+        What the caller asked for (``"auto"``, or ``"adapted"`` to force the adapted network).
+    model
+        ``(network, metadata)`` of the chosen network (``None`` for linear).
+    qa
+        ``{k: {method: LeaveOneOutResult}}``: for neighbour distance ``k`` (the frames are
+        predicted from ``i - k`` and ``i + k``), the three methods on the same frames.
+    gain_db
+        Mean PSNR gain over linear (dB) at ``k = 1`` of each network (``linear``: 0).
+    stderr_db
+        Standard error of those gains over the scored frames.
+    frames
+        The frames scored (angle order; never used in the fine-tuning).
+    adapt
+        The :class:`AdaptResult` (``None`` when there were too few frames to adapt).
+    message
+        One sentence for the user: which method and by how much.
+    margin_db
+        The margin a network had to beat linear by.
+    notes
+        Further remarks (QA gap beyond the trained range, too few frames...).
+    """
+
+    method: str
+    requested: str
+    model: tuple[TiltInterpNet, dict[str, Any]] | None
+    qa: dict[int, dict[str, Any]]
+    gain_db: dict[str, float]
+    stderr_db: dict[str, float]
+    frames: np.ndarray
+    adapt: AdaptResult | None
+    message: str
+    margin_db: float
+    notes: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per QA gap: gap (degrees, mean), frames, PSNR and SSIM of each method."""
+        out = []
+        for k in sorted(self.qa):
+            res = self.qa[k]
+            first = next(iter(res.values()))
+            row: dict[str, Any] = {"k": k, "gap_deg": float(np.mean(first.gaps_deg)),
+                                   "frames": int(len(first.indices))}
+            for m in SELECTABLE:
+                r = res.get(m)
+                row[f"psnr_{m}"] = float(np.mean(r.psnr)) if r is not None else float("nan")
+                row[f"ssim_{m}"] = float(np.nanmean(r.ssim)) if r is not None else float("nan")
+            out.append(row)
+        return out
+
+    def table(self) -> str:
+        """The QA table (pretrained, adapted, linear side by side) and the decision, as text."""
+        head = (f"{'gap (deg)':>9} {'frames':>6} | {'PSNR pretrained':>15} {'adapted':>8} "
+                f"{'linear':>8} | {'SSIM pretrained':>15} {'adapted':>8} {'linear':>8}")
+        lines = ["leave-one-out QA on held-out real frames (PSNR dB, SSIM)", head,
+                 "-" * len(head)]
+        for r in self.rows():
+            lines.append(
+                f"{r['gap_deg']:9.2f} {r['frames']:6d} | {r['psnr_pretrained']:15.2f} "
+                f"{r['psnr_adapted']:8.2f} {r['psnr_linear']:8.2f} | "
+                f"{r['ssim_pretrained']:15.4f} {r['ssim_adapted']:8.4f} {r['ssim_linear']:8.4f}")
+        lines.append(self.message)
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The QA table as Markdown."""
+        lines = [("| gap (deg) | frames | PSNR pretrained | PSNR adapted | PSNR linear | "
+                  "SSIM pretrained | SSIM adapted | SSIM linear |"), "|---" * 8 + "|"]
+        for r in self.rows():
+            lines.append(
+                f"| {r['gap_deg']:.2f} | {r['frames']} | {r['psnr_pretrained']:.2f} | "
+                f"{r['psnr_adapted']:.2f} | {r['psnr_linear']:.2f} | {r['ssim_pretrained']:.4f} "
+                f"| {r['ssim_adapted']:.4f} | {r['ssim_linear']:.4f} |")
+        return "\n".join(lines + ["", self.message] + [f"note: {n}" for n in self.notes])
+
+    def as_dict(self) -> dict[str, Any]:
+        def clean(v: float) -> float | None:
+            return None if not math.isfinite(v) else round(float(v), 4)
+
+        return {"method": self.method, "requested": self.requested,
+                "gain_over_linear_db": {k: clean(v) for k, v in self.gain_db.items()},
+                "stderr_db": {k: clean(v) for k, v in self.stderr_db.items()},
+                "margin_db": self.margin_db, "frames": self.frames.tolist(),
+                "message": self.message, "notes": list(self.notes),
+                "rows": [{k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
+                         for r in self.rows()],
+                "adaptation": self.adapt.summary() if self.adapt is not None else None}
+
+
+def _nan_loo(like: Any, method: str) -> Any:
+    """A QA result of ``method`` with NaN scores on the frames of ``like`` (method not run)."""
+    from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
+
+    return LeaveOneOutResult(
+        like.indices, like.tilt_angles, like.gaps_deg, like.real,
+        np.full_like(like.predicted, np.nan), np.full(like.psnr.shape, np.nan),
+        np.full(like.ssim.shape, np.nan), method, [])
+
+
+def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
+                     seconds: float = DEFAULT_ADAPT_SECONDS, config: AdaptConfig | None = None,
+                     margin_db: float = DEFAULT_MARGIN_DB, weights: str | Path | None = None,
+                     device: str = "auto", qa_neighbours: Sequence[int] = (1, 2),
+                     adapt: bool = True) -> ProgressGen:
+    """Adapt the network to ``ts``, score pretrained / adapted / linear on held-out real frames,
+    and choose (progress generator).
+
+    Parameters
+    ----------
+    ts
+        The user's tilt series (real frames only; angles in degrees).
+    requested
+        ``"auto"`` (choose the best; linear unless a network wins by ``margin_db``) or
+        ``"adapted"`` (use the adapted network whatever the QA says; the table is still made).
+    seconds
+        Fine-tuning budget, seconds (ignored when ``config`` is given).
+    config
+        Full :class:`AdaptConfig`.
+    margin_db
+        A network is chosen only if its mean PSNR gain over linear on the held-out frames at the
+        smallest QA gap is at least this (dB) and above one standard error of the per-frame gains.
+    weights, device
+        The pretrained network (default: the packaged one) and the torch device.
+    qa_neighbours
+        Neighbour distances ``k`` of the QA table (``1``: twice the native step).
+    adapt
+        ``False``: skip the fine-tuning (the adapted column stays empty).
+
+    Returns
+    -------
+    Selection
+    """
+    from napari_tiltgen.nets.interpolation.frames import check_inputs, load_pretrained
+    from napari_tiltgen.nets.interpolation.qa import leave_one_out
+
+    if requested not in ("auto", "adapted"):
+        raise TiltgenError(f"requested must be 'auto' or 'adapted'; got {requested!r}.")
+    cfg = config or AdaptConfig(seconds=seconds)
+    ts = ts.sorted_by_angle()
+    a = ts.require_angles()
+    n = ts.n_tilts
+    if n < 3:
+        raise TiltgenError("choosing a method needs at least 3 real tilts (each one is predicted "
+                           "from its neighbours); use --method linear or pretrained.")
+    if not np.all(np.isfinite(ts.data)):
+        raise TiltgenError("the tilt series contains NaN or infinite pixels; fix them first.")
+    dev = resolve_device(device)
+    net, info = load_pretrained(weights, dev)
+    notes: list[str] = []
+    qa_gap = float(np.median(a[2:] - a[:-2]))
+    msgs, factor = check_inputs(ts, [qa_gap], info, allow_out_of_range=True)
+    notes.extend(m for m in msgs if m.startswith("OUT OF RANGE"))
+    if any(m.startswith("OUT OF RANGE") for m in msgs):
+        notes[-1] = (f"the QA bridges {qa_gap:.1f} degrees (twice the step), beyond the "
+                     "model's trained gaps; the networks are scored there anyway (extrapolated).")
+    can_adapt = adapt and n >= MIN_FRAMES
+    adapted: AdaptResult | None = None
+    if can_adapt:
+        adapted = yield from scaled(adapt_iter(ts, net, cfg, bin_factor=factor, device=dev),
+                                     0.0, 0.85, "")
+        frames = adapted.holdout
+    else:
+        frames = np.arange(1, n - 1)
+        if adapt:
+            notes.append(f"only {n} real frames: too few to adapt with held-out frames "
+                         f"(at least {MIN_FRAMES}); pretrained and linear compared on all "
+                         "interior frames.")
+    qa: dict[int, dict[str, Any]] = {}
+    ks = [k for k in qa_neighbours if np.any((frames >= k) & (frames <= n - 1 - k))]
+    methods: list[tuple[str, Any]] = [("pretrained", (net, info)), ("linear", None)]
+    if adapted is not None:
+        methods.insert(1, ("adapted", (adapted.model, info)))
+    n_jobs = max(1, len(ks) * len(methods))
+    job = 0
+    for k in ks:
+        idx = frames[(frames >= k) & (frames <= n - 1 - k)]
+        qa[k] = {}
+        for m, mod in methods:
+            lo = 0.85 + 0.15 * job / n_jobs
+            res = yield from scaled(
+                leave_one_out(ts, "linear" if m == "linear" else m, indices=idx, k=k,
+                              model=mod, device=str(dev), allow_out_of_range=True,
+                              scale=factor, quiet=True),
+                lo, lo + 0.15 / n_jobs, f"QA {m} (gap x{2 * k}): ")
+            qa[k][m] = res
+            job += 1
+        if "adapted" not in qa[k]:
+            qa[k]["adapted"] = _nan_loo(qa[k]["linear"], "adapted")
+    gain: dict[str, float] = {"linear": 0.0}
+    se: dict[str, float] = {"linear": 0.0}
+    k0 = min(qa) if qa else None
+    for m in ("pretrained", "adapted"):
+        if k0 is None or not np.all(np.isfinite(qa[k0][m].psnr)):
+            gain[m], se[m] = float("nan"), float("nan")
+            continue
+        d = qa[k0][m].psnr - qa[k0]["linear"].psnr
+        gain[m] = float(np.mean(d))
+        se[m] = float(np.std(d, ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("inf")
+    ok = {m: gain[m] >= margin_db and gain[m] - se[m] > 0.0
+          for m in ("pretrained", "adapted") if math.isfinite(gain[m])}
+    n_scored = len(qa[k0]["linear"].indices) if k0 is not None else 0
+    gap_txt = f"{np.mean(qa[k0]['linear'].gaps_deg):.1f}" if k0 is not None else "?"
+    where = f"{n_scored} held-out real frames, gap {gap_txt} deg"
+    if requested == "adapted":
+        if adapted is None:
+            raise TiltgenError(f"the adapted network needs at least {MIN_FRAMES} real frames "
+                               f"(this series has {n}); use --method auto, pretrained or linear.")
+        method = "adapted"
+        message = (f"adapted network used (asked for): {gain['adapted']:+.2f} dB against "
+                   f"linear on {where}.")
+    else:
+        winners = [m for m, good in ok.items() if good]
+        if winners:
+            method = max(winners, key=lambda m: gain[m])
+            other = "pretrained" if method == "adapted" else "adapted"
+            tail = (f"; {other} {gain[other]:+.2f} dB" if math.isfinite(gain[other]) else "")
+            message = (f"{method} network chosen: {gain[method]:+.2f} dB over linear "
+                       f"(+/- {se[method]:.2f}) on {where}{tail}.")
+        else:
+            method = "linear"
+            parts = [f"{m} {gain[m]:+.2f} dB" for m in ("pretrained", "adapted")
+                     if math.isfinite(gain[m])]
+            message = (f"linear interpolation used: no network beat it by {margin_db:g} dB on "
+                       f"{where} ({', '.join(parts) or 'no network scored'}).")
+    model = None
+    if method == "pretrained":
+        model = (net, info)
+    elif method == "adapted" and adapted is not None:
+        model = (adapted.model, info)
+    yield Progress(1.0, message)
+    return Selection(method, requested, model, qa, gain, se, np.asarray(frames, int), adapted,
+                     message, float(margin_db), notes)
