@@ -21,7 +21,9 @@ axis err
     Estimated minus true tilt-axis angle, modulo 180 degrees (target: |err| < 1 for every stack):
     the full-range estimate of ``prepare``.
 final
-    The same for the rotation finally applied (after the +-3 degree refinement in the alignment).
+    The same for the rotation finally applied, after the refinement in the alignment
+    (``--axis-method auto``: by reprojection consistency, +-3 degrees, when the estimate's
+    confidence is below 0.8, else none; ``reprojection`` always; ``common-lines`` always).
 conf
     Confidence of the estimate (0..1).
 shift rms
@@ -179,7 +181,8 @@ def sirt_volume(ts, iterations: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- one case
-def run_case(case: Case, folder: Path, iterations: int) -> dict:
+def run_case(case: Case, folder: Path, iterations: int, axis_method: str = "auto"
+             ) -> dict:
     import mrcfile
 
     from napari_tiltgen.align.axis import wrap_axis_deg
@@ -198,7 +201,7 @@ def run_case(case: Case, folder: Path, iterations: int) -> dict:
     t0 = time.perf_counter()
     ts = read_tilt_series(path)
     angles_ok = bool(np.allclose(ts.require_angles(), case.angles, atol=0.01))
-    aligned, report = align_series(ts, prepare_first=True)
+    aligned, report = align_series(ts, prepare_first=True, axis_method=axis_method)
     t_align = time.perf_counter() - t0
     est = aligned.provenance.get("tilt_axis_estimate", {}).get("angle_deg", float("nan"))
     conf = aligned.provenance.get("tilt_axis_estimate", {}).get("confidence", float("nan"))
@@ -239,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="4 stacks only")
     ap.add_argument("--iterations", type=int, default=50, help="SIRT iterations (default 50)")
     ap.add_argument("--out", help="also write the table (markdown) to this file")
+    ap.add_argument("--only", help="run only these stacks (1-based numbers, e.g. 9,10,12)")
+    ap.add_argument("--axis-method", default="auto", choices=["auto", "reprojection",
+                    "common-lines"], help="tilt-axis refinement inside the alignment")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
@@ -250,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print(sep)
     with tempfile.TemporaryDirectory() as tmp:
+        only = {int(v) for v in args.only.split(",")} if args.only else None
         for i, case in enumerate(cases(args.quick)):
-            r = run_case(case, Path(tmp), args.iterations)
+            if only is not None and i + 1 not in only:
+                continue
+            r = run_case(case, Path(tmp), args.iterations, args.axis_method)
             rows.append(r)
             rng_txt = (f"{case.angles.min():.0f}..{case.angles.max():.0f}"
                        + (" (0..178 in file)" if case.full_range else ""))

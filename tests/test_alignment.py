@@ -352,3 +352,49 @@ def test_projection_matching_reduces_reprojection_error_and_finds_shifts():
     resid = PM._gauge_free(al.shifts_px - true, angles)  # what no alignment can know removed
     assert np.sqrt(np.mean(resid**2)) < 0.3  # measured 0.13 px from a zero start
     assert np.all(ts.shifts_px == 0)  # input untouched
+
+
+def _atoms_series(rot_deg: float, seed: int = 7) -> TiltSeries:
+    """Point-like 'atoms' in a round cluster (common lines are flat for it), tilt axis turned
+    by ``rot_deg`` from y, Poisson noise at 500 counts."""
+    angles = np.arange(-60.0, 60.1, 3.0)
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(-14, 14, (70, 3))
+    pos = pos[np.linalg.norm(pos, axis=1) < 15]
+    sph = np.column_stack([pos, np.full(len(pos), 1.3), np.ones(len(pos))])
+    data = project_spheres(sph, angles, (48, 48))
+    data = np.stack([ndimage.rotate(f, -rot_deg, reshape=False, order=3) for f in data])
+    scale = 500 / data.max()
+    data = rng.poisson(np.clip(data, 0, None) * scale) / scale
+    return TiltSeries(data.astype(np.float32), tilt_angles=angles)
+
+
+@pytest.mark.slow
+def test_reprojection_refinement_finds_a_residual_axis_rotation() -> None:
+    from napari_tiltgen.align.projection_matching import refine_axis_by_reprojection_iter
+    from napari_tiltgen.core.progress import run
+
+    angle, rec = run(refine_axis_by_reprojection_iter(_atoms_series(1.5), recentre=False),
+                     show=False)
+    assert angle == pytest.approx(1.5, abs=0.4)  # measured 1.39
+    costs = np.asarray(rec["reprojection_errors"])
+    assert costs[len(costs) // 2] > costs.min() + 0.001  # no rotation: measured +0.002
+
+
+@pytest.mark.slow
+def test_align_series_refines_only_a_low_confidence_estimate() -> None:
+    from dataclasses import replace
+
+    from napari_tiltgen.align.projection_matching import align_series
+
+    ts = _atoms_series(1.5)
+    est = {"source": None, "tilt_axis_source": "estimated from the data (common lines)"}
+    low = replace(ts, provenance={**est, "tilt_axis_estimate": {"confidence": 0.55}})
+    high = replace(ts, provenance={**est, "tilt_axis_estimate": {"confidence": 0.95}})
+    kw = dict(prepare_first=False, rounds=0, coarse="none", center_object=False)
+    _, rep_low = align_series(low, **kw)
+    _, rep_high = align_series(high, **kw)
+    assert rep_low.axis_refinement is not None
+    assert rep_low.tilt_axis_angle_deg == pytest.approx(1.5, abs=0.4)
+    assert rep_high.axis_refinement is None and rep_high.tilt_axis_angle_deg == 0.0
+    assert any("confidence 0.95" in s for s in rep_high.steps)

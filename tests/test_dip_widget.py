@@ -11,6 +11,7 @@ import torch
 from napari_tiltgen.gui import dip as dip_widget
 from napari_tiltgen.gui._base import WorkerWidget
 from napari_tiltgen.gui.dip import DIPWidget, time_label
+from napari_tiltgen.gui.views import text_overlay
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.simulate.phantoms import dynamic_sphere_phantom
 
@@ -51,7 +52,11 @@ def test_fit_adds_4d_layer_with_time_and_tilt_labels(make_napari_viewer, qtbot,
     with qtbot.waitSignal(w.signals.finished, timeout=120_000):
         w.run_button.native.click()
     assert w.status.value.startswith("DIP 4-D (dynamic): t = 0 s, tilt = -70.0 deg")
-    layer = viewer.layers["DIP 4-D (dynamic)"]
+    # the 4-D result is in the volumes view, never beside the tilt series
+    assert [lay.name for lay in viewer.layers] == ["dynamic"]
+    vview = w.volume_viewer()
+    assert vview is not viewer
+    layer = vview.layers["DIP 4-D (dynamic)"]
     assert layer.data.shape == (N_TILTS // 2, SIZE, SIZE, SIZE)
     assert tuple(layer.axis_labels) == ("time", "z", "y", "x")
     assert np.allclose(layer.scale[1:], 2.0)  # voxel size in Å from the series
@@ -60,14 +65,14 @@ def test_fit_adds_4d_layer_with_time_and_tilt_labels(make_napari_viewer, qtbot,
     assert not any(layer.name.startswith("DIP preview") for layer in viewer.layers)
     # moving the time slider updates the overlay, the slider label and the status
     res = w.result
-    viewer.dims.set_current_step(0, 7)
+    vview.dims.set_current_step(0, 7)
     expected = time_label(res.times_s, res.tilt_angles, 7)
     assert expected == f"t = {series.acquisition_times_s[14]:.0f} s, tilt = " \
                        f"{series.tilt_angles[14]:+.1f} deg"
-    overlay = dip_widget._text_overlay(viewer)
-    assert overlay is viewer.canvas.overlays.text
+    overlay = text_overlay(vview)
+    assert overlay is vview.canvas.overlays.text
     assert overlay.visible and overlay.text == expected
-    assert viewer.dims.axis_labels[0] == expected.replace("tilt = ", "")
+    assert vview.dims.axis_labels[0] == expected.replace("tilt = ", "")
     assert w.status.value.endswith(expected)
     assert w.run_button.enabled
 

@@ -313,9 +313,10 @@ def test_inpaint_series_and_volume(tiny_weights: Path) -> None:
     with pytest.warns(UserWarning, match="assumed -60 to 60 degrees"):
         v2, notes2 = api.inpaint(Volume(truth), 60.0, weights=tiny_weights, device="cpu")
     assert v2.shape == truth.shape and "assumed -60 to 60 degrees" in notes2[0]
-    # the batch size does not change the result
+    # the batch size does not change the result (beyond float rounding, which the conjugate
+    # gradients of the consistency step carry to about 2e-5)
     v3, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", batch_size=3)
-    np.testing.assert_allclose(v3.data, vol.data, atol=1e-5)
+    np.testing.assert_allclose(v3.data, vol.data, atol=2e-4)
     with pytest.raises(TiltgenError, match="unknown inpainting method"):
         api.inpaint(ts, method="magic", weights=tiny_weights)
 
@@ -363,15 +364,18 @@ def test_hard_data_consistency_never_reprojects_worse_than_sirt(tiny_weights: Pa
     assert dc["sirt_error"] == pytest.approx(e_sirt, rel=1e-3)
     assert dc["final_error"] == pytest.approx(err(vol.data), rel=1e-3)
     assert err(vol.data) <= e_sirt * (1 + 1e-4), (err(vol.data), e_sirt)
-    # the random tiny network reprojects far worse than SIRT: DC had work to do
-    assert dc["network_error"] > 3 * e_sirt and dc["iterations"] >= consistency.REFINE_ITERATIONS
+    # the random tiny network reprojects far worse than SIRT: DC had work to do, and the
+    # nearest consistent volume met SIRT's error without iterations or a blend
+    assert dc["network_error"] > 3 * e_sirt and dc["method"] == "closest"
+    assert dc["closest_met"] and dc["closest_mu"] > 0 and dc["iterations"] == 0
+    assert not dc["fallback"]
     assert dc["met"] and dc["hard"] and dc["sirt_iterations"] == 100
     # it fits the rows the shifts say: ignoring the stored shifts, the same volume misfits
     no_shift = Projector(truth.shape, ts.tilt_angles)
     assert err(vol.data, no_shift) > 2 * err(vol.data)
     # DC capped at 0 iterations: the fallback blends toward SIRT just enough, and says so
     capped, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", refine_iterations=0,
-                            max_refine_iterations=0)
+                            max_refine_iterations=0, consistency="iterative")
     dcc = capped.provenance["data_consistency"]
     assert dcc["fallback"] and 0.0 < dcc["blend_toward_sirt"] <= 1.0 and dcc["iterations"] == 0
     assert err(capped.data) <= e_sirt * (1 + 1e-4)
@@ -400,8 +404,9 @@ def test_enforce_consistency_stops_at_sirts_error_not_at_a_perfect_fit() -> None
     proj = Projector(truth.shape, ts.tilt_angles, ts.shifts_px)
     b = torch.from_numpy(ts.data)
     x_sirt = sirt(proj, b, 100, preview_every=0)
-    gen = consistency.enforce_consistency(proj, b, torch.from_numpy(truth), x_sirt, min_iterations=2,
-                                  max_iterations=100, block=1)
+    gen = consistency.enforce_consistency(proj, b, torch.from_numpy(truth), x_sirt,
+                                          min_iterations=2, max_iterations=100, block=1,
+                                          method="iterative")
     from napari_tiltgen.core.progress import run
 
     _, rep = run(gen, show=False)
@@ -410,9 +415,44 @@ def test_enforce_consistency_stops_at_sirts_error_not_at_a_perfect_fit() -> None
     # one iteration fewer would not have met it (the loop stops at the first that does)
     if rep["iterations"] > 2:
         _, rep2 = run(consistency.enforce_consistency(proj, b, torch.from_numpy(truth), x_sirt,
-                                               rep["iterations"] - 1, rep["iterations"] - 1,
-                                               block=1, fallback=False), show=False)
+                                                      rep["iterations"] - 1,
+                                                      rep["iterations"] - 1, block=1,
+                                                      fallback=False, method="iterative"),
+                      show=False)
         assert rep2["final_error"] > rep["sirt_error"]
+
+
+
+def test_closest_consistent_volume_is_nearer_the_start_than_sirt_iterations() -> None:
+    """From a start that reprojects worse than SIRT (the truth blurred, noisy data), the
+    nearest volume meeting SIRT's reprojection error changes the start less than SIRT
+    iterations do (both meet the bound); with a smaller target it moves further."""
+    from scipy import ndimage
+
+    from napari_tiltgen.core.progress import run
+    from napari_tiltgen.physics.projector import Projector
+    from napari_tiltgen.recon.iterative import sirt
+
+    ts, truth = _shifted_series(noise=0.03)
+    proj = Projector(truth.shape, ts.tilt_angles, ts.shifts_px)
+    b = torch.from_numpy(ts.data)
+    x_sirt = sirt(proj, b, 100, preview_every=0)
+    start = torch.from_numpy(ndimage.gaussian_filter(truth, 1.5).astype(np.float32))
+    r_sirt = consistency.reprojection_error(proj, b, x_sirt)
+    assert consistency.reprojection_error(proj, b, start) > r_sirt
+    near, rep = run(consistency.closest_consistent(proj, b, start, r_sirt, nonnegative=False),
+                    show=False)
+    it, rep_it = run(consistency.enforce_consistency(proj, b, start, x_sirt, method="iterative"),
+                     show=False)
+    assert rep["met"] and rep["error"] <= r_sirt * (1 + 1e-5) and rep_it["met"]
+
+    def dist(a: torch.Tensor) -> float:
+        return float(torch.linalg.vector_norm(a - start) / torch.linalg.vector_norm(start))
+
+    assert dist(near) < dist(it), (dist(near), dist(it))
+    nearer, rep2 = run(consistency.closest_consistent(proj, b, start, 0.9 * r_sirt,
+                                                      nonnegative=False), show=False)
+    assert rep2["mu"] < rep["mu"] and dist(nearer) > dist(near)
 
 
 def test_cli_inpaint_writes_a_new_file(tmp_path: Path, tiny_weights: Path, capsys) -> None:
@@ -512,10 +552,12 @@ def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
 
     Measured with the shipped stage-3 weights (models/inpainting.md, "Where it loses"):
     SIRT-100 25.52 dB; the network alone 25.37 dB (it loses to SIRT on noise-free phantom
-    faces: trained for noisy object families, it smooths); default pipeline 26.86 dB (40 DC
-    iterations to reach SIRT's reprojection error 0.0126: 0.0118); 100 DC iterations 27.24 dB.
-    Asserted: the default beats SIRT by half the measured +1.34 dB, the DC step adds at least
-    half of its measured +1.49 / +1.86 dB, and both reproject no worse than SIRT-100.
+    faces: trained for noisy object families, it smooths); default pipeline (the nearest volume
+    meeting SIRT's reprojection error) 26.62 dB; the earlier rule, DC iterations from the
+    network until that error is met, 26.86 dB (40 iterations; noise-free, fitting the data
+    harder helps) and 100 DC iterations 27.24 dB. Asserted: the default beats SIRT and the
+    network alone by half the measured +1.10 / +1.25 dB, 100 iterations beat the network by
+    half of +1.86 dB, and every result reprojects no worse than SIRT-100.
     """
     from napari_tiltgen.physics.projector import Projector
     from napari_tiltgen.recon.iterative import sirt
@@ -528,15 +570,16 @@ def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
     ts = TiltSeries(sino.numpy(), tilt_angles=angles)
     net, _ = api.inpaint(ts, device="cpu", refine_iterations=0, hard_consistency=False)
     full, _ = api.inpaint(ts, device="cpu")  # default: hard data consistency
-    long, _ = api.inpaint(ts, device="cpu", refine_iterations=100)
+    long, _ = api.inpaint(ts, device="cpu", refine_iterations=100, consistency="iterative")
     for v in (full, long):  # never reprojects worse than SIRT-100
         dc = v.provenance["data_consistency"]
         assert dc["met"] and dc["final_error"] <= dc["sirt_error"] * (1 + 1e-4)
     assert full.provenance["parameters"]["refine_iterations"] == consistency.REFINE_ITERATIONS == 10
-    assert full.provenance["data_consistency"]["iterations"] >= 10
+    assert full.provenance["data_consistency"]["closest_met"]
+    assert long.provenance["data_consistency"]["iterations"] >= 100
     ref = sirt(proj, sino, 100, preview_every=0).numpy()
     p_sirt, p_net, p_full, p_long = (psnr(truth, v, data_range=1.0)
                                      for v in (ref, net.data, full.data, long.data))
-    assert p_full - p_sirt > 1.34 / 2, (p_sirt, p_full)
-    assert p_full - p_net > 1.49 / 2, (p_net, p_full)
+    assert p_full - p_sirt > 1.10 / 2, (p_sirt, p_full)
+    assert p_full - p_net > 1.25 / 2, (p_net, p_full)
     assert p_long - p_net > 1.86 / 2, (p_net, p_long)

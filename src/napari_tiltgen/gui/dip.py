@@ -4,8 +4,9 @@ Pick a tilt-series layer, the number of steps and the temporal smoothness, and p
 fit (:func:`napari_tiltgen.fits.dip.fit_dip_iter`) runs in a background worker with a progress
 bar, a live preview drawn inside the widget (central z-plane at the first, middle and last time,
 side by side) and a Cancel button (a checkpoint, if chosen, is saved on cancel and can be
-resumed). The result is one 4-D image layer ``(time, z, y, x)``; as the time slider moves, the
-slider label, a text overlay on the canvas and the widget's status say which time and tilt the volume belongs to, e.g.
+resumed). The result is one 4-D image layer ``(time, z, y, x)`` in the workspace's volumes view
+(never beside the tilt series); as its time slider moves, the slider label, a text overlay on
+that canvas and the widget's status say which time and tilt the volume belongs to, e.g.
 ``t = 812 s, tilt = +12.0 deg``.
 
 The science is in :mod:`napari_tiltgen.fits.dip`; this file only gathers choices and shows
@@ -24,6 +25,7 @@ from qtpy.QtCore import QObject, Signal
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.fits.dip import DIPResult, acquisition_times, fit_dip_iter
 from napari_tiltgen.gui._base import LayerPicker, WorkerWidget
+from napari_tiltgen.gui.views import text_overlay, workspace
 from napari_tiltgen.io.model import METADATA_KEY, TiltSeries
 from napari_tiltgen.io.volume_series import VolumeSeries
 
@@ -49,13 +51,6 @@ def time_label(times_s: np.ndarray, angles: np.ndarray, index: int) -> str:
     """``"t = 812 s, tilt = +12.0 deg"`` for time point ``index``."""
     return f"t = {float(times_s[index]):.0f} s, tilt = {float(angles[index]):+.1f} deg"
 
-
-def _text_overlay(viewer: napari.Viewer) -> Any:
-    """The canvas text overlay (``viewer.canvas.overlays.text`` since napari 0.9)."""
-    canvas = getattr(viewer, "canvas", None)
-    overlays = getattr(canvas, "overlays", None)
-    text = getattr(overlays, "text", None)
-    return text if text is not None else viewer.text_overlay
 
 
 class DIPWidget(WorkerWidget):
@@ -93,8 +88,7 @@ class DIPWidget(WorkerWidget):
         self.layer.changed.connect(self._describe)
         self.times.changed.connect(self._describe)
         self.frame_time.changed.connect(self._describe)
-        napari_viewer.dims.events.current_step.connect(self._update_time_label)
-        napari_viewer.layers.events.inserted.connect(self._update_time_label)
+        self._watched: Any = None  # the volumes view whose time slider is followed
         self._describe()
 
     # ---------------------------------------------------------------- parameters
@@ -160,19 +154,34 @@ class DIPWidget(WorkerWidget):
     def _show_result(self, res: DIPResult, source_name: str) -> None:
         self.result = res
         self._new_result = True
-        data, kwargs, _ = res.volume_series().to_layer_data(name=f"DIP 4-D ({source_name})")
-        self.result_layer = self.viewer.add_image(data, **kwargs)
+        from napari.layers import Layer
+
+        layer = Layer.create(*res.volume_series().to_layer_data(name=f"DIP 4-D ({source_name})"))
+        view = self.volume_viewer()
+        self.result_layer = workspace(self.viewer).add_volume(layer)  # centred in space
+        view.dims.set_current_step(view.dims.ndim - layer.ndim, 0)  # from the first time
+        if self._watched is not view:  # follow the time slider of the volumes view
+            view.dims.events.current_step.connect(self._update_time_label)
+            view.layers.events.inserted.connect(self._update_time_label)
+            self._watched = view
         self._update_time_label()
+
+    def volume_viewer(self) -> Any:
+        """The viewer the 4-D result is shown in (the workspace's volumes view)."""
+        return workspace(self.viewer).volumes
 
     def _time_layer(self) -> Any:
         """The selected 4-D result layer, else the top-most one, else ``None``."""
         def is_series(layer: Any) -> bool:
             return VolumeSeries.is_layer_metadata(getattr(layer, "metadata", {}))
 
-        active = self.viewer.layers.selection.active
+        if self._watched is None:
+            return None
+        view = self._watched
+        active = view.layers.selection.active
         if active is not None and is_series(active):
             return active
-        for layer in reversed(list(self.viewer.layers)):
+        for layer in reversed(list(view.layers)):
             if is_series(layer) and layer.visible:
                 return layer
         return None
@@ -182,26 +191,28 @@ class DIPWidget(WorkerWidget):
         layer = self._time_layer()
         if layer is None:
             return None
-        axis = self.viewer.dims.ndim - layer.ndim
-        step = self.viewer.dims.current_step[axis]
+        dims = self._watched.dims
+        axis = dims.ndim - layer.ndim
+        step = dims.current_step[axis]
         n = layer.data.shape[0]
         return int(min(max(step, 0), n - 1))
 
     def _update_time_label(self, *_: Any) -> None:
         layer = self._time_layer()
-        overlay = _text_overlay(self.viewer)
         if layer is None:
             return
+        overlay = text_overlay(self._watched)
         meta = layer.metadata[METADATA_KEY]
         i = self.current_time_index()
         text = time_label(np.asarray(meta["times_s"]), np.asarray(meta["tilt_angles"]), i)
         overlay.text = text
         overlay.visible = True
-        axis = self.viewer.dims.ndim - layer.ndim
-        labels = list(self.viewer.dims.axis_labels)
+        dims = self._watched.dims
+        axis = dims.ndim - layer.ndim
+        labels = list(dims.axis_labels)
         short = text.replace("tilt = ", "")
         if labels[axis] != short:
             labels[axis] = short
-            self.viewer.dims.axis_labels = labels
+            dims.axis_labels = labels
         if not self.running:
             self._set_status(f"{layer.name}: {text}")

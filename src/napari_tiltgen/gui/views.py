@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import napari
 
 #: Layer kinds that live in the volumes view.
-VOLUME_VIEW_KINDS = ("volume", "difference")
+VOLUME_VIEW_KINDS = ("volume", "difference", "volume_series")
 
 _WORKSPACES: dict[int, Workspace] = {}
 

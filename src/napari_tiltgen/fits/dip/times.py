@@ -76,8 +76,13 @@ def acquisition_times(
             else np.arange(n)
         )
         return rank.astype(np.float64) * float(frame_time_s)
-    t = per_frame_values(given, n, "acquisition times",
-                         "give one time (seconds) per frame, in the order of the stack", where)
+    t = per_frame_values(
+        given,
+        n,
+        "acquisition times",
+        "give one time (seconds) per frame, in the order of the stack",
+        where,
+    )
     if np.unique(t).size != n:
         raise TiltgenError(
             "two or more frames have the same acquisition time; every frame needs "

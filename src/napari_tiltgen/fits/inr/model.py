@@ -142,7 +142,6 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, rank, step]).generate_state(1)[0])
 
 
-
 def _lr_factor(step: int, total: int, floor: float = 0.05) -> float:
     """Cosine decay from 1 to ``floor`` over ``total`` steps."""
     x = min(max(step / max(total, 1), 0.0), 1.0)

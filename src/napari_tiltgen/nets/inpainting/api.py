@@ -14,17 +14,17 @@ of the missing wedge (degrees); its output, times the same scale, is the inpaint
   projections. For a WBP or SIRT volume these projections are close to the measured ones.
 
 The network's output is then made consistent with the measured data, as a hard step
-(:func:`enforce_consistency`): SIRT started from the network's volume, at least
-``refine_iterations`` (default :data:`REFINE_ITERATIONS`) and more, up to
-``max_refine_iterations``, until it reprojects at the measured angles no worse than the
-reference SIRT (:data:`REFERENCE_SIRT_ITERATIONS` iterations, the same projector with the
-series' per-tilt shifts, the same relative error :func:`reprojection_error`); if it still does
-not, it is blended toward the SIRT volume just enough. SIRT's updates ``A^T (b - A x)`` lie in
-the measured part of Fourier space, so they correct what the network got wrong where data
-exist and leave what it put into the missing wedge (up to the positivity clip). The stopping
-rule is "not worse than SIRT", not "fit the data": iterations past that fit the noise. The
-errors (SIRT, network alone, final), the iterations and the blend are returned in the
-volume's ``provenance["data_consistency"]`` and in a note. ``hard_consistency=False`` runs
+(:func:`enforce_consistency`): by default the volume *nearest* the network's that reprojects at
+the measured angles no worse than the reference SIRT (:data:`REFERENCE_SIRT_ITERATIONS`
+iterations, the same projector with the series' per-tilt shifts, the same relative error
+:func:`reprojection_error`), found by a Tikhonov solve ``min ||A x - b||^2 + mu ||x - x_net||^2``
+with ``mu`` bisected to the largest that meets it (:func:`closest_consistent`). The change lies
+in the span of ``A^T`` (the measured part of Fourier space), so what the network put into the
+missing wedge stays, and being the smallest change that meets the bound it brings back less
+measurement noise than SIRT iterations from the network's volume (``consistency="iterative"``,
+the earlier rule: at least ``refine_iterations``, more until the bound holds, then a blend toward
+SIRT). The errors (SIRT, network alone, final), the solver's ``mu`` and the blend are returned in
+the volume's ``provenance["data_consistency"]`` and in a note. ``hard_consistency=False`` runs
 exactly ``refine_iterations`` (0: the network's output as it is) and only reports.
 
 The trained wedge range is stored with the weights: wedges outside it are refused
@@ -371,6 +371,7 @@ def inpaint_iter(
     max_refine_iterations: int = MAX_REFINE_ITERATIONS,
     reference_iterations: int = REFERENCE_SIRT_ITERATIONS,
     hard_consistency: bool = True,
+    consistency: str = "closest",
 ) -> Generator[Progress, None, tuple[Volume, list[str]]]:
     """Inpaint the missing wedge of a volume, slice by slice (progress generator).
 
@@ -409,6 +410,10 @@ def inpaint_iter(
     reference_iterations
         Iterations of the reference SIRT whose reprojection error the result must not exceed
         (default 100, as ``tiltgen reconstruct``); also the fallback volume.
+    consistency
+        How the hard step meets SIRT's reprojection error: ``"closest"`` (the volume nearest the
+        network's that does, :func:`closest_consistent`; default) or ``"iterative"`` (SIRT
+        iterations from the network's volume, at least ``refine_iterations``).
     hard_consistency
         Enforce "never reprojects worse than SIRT" (see :func:`enforce_consistency`). Off:
         exactly ``refine_iterations`` (0: the network's output as it is); the errors are
@@ -434,6 +439,9 @@ def inpaint_iter(
                            f"{', '.join(METHODS)}.")
     dev = resolve_device(device)
     notes: list[str] = []
+    if consistency not in ("closest", "iterative"):
+        raise TiltgenError(f"unknown consistency step {consistency!r}; use closest or "
+                           "iterative.")
     wedge, angles, how = missing_wedge_of(source, missing_wedge_deg, tilt_angles)
     if method == "tv":
         return (yield from _tv_iter(source, wedge, angles, how, str(dev), tv_weight,
@@ -473,11 +481,11 @@ def inpaint_iter(
         if hard_consistency:
             vol_t, report = yield from _scaled(
                 enforce_consistency(proj, b, net, x_ref, refine, max_refine_iterations,
-                                    sirt_error=r_sirt), 0.75, 1.0)
+                                    sirt_error=r_sirt, method=consistency), 0.75, 1.0)
         else:
             vol_t, report = yield from _scaled(
                 enforce_consistency(proj, b, net, x_ref, refine, refine, sirt_error=r_sirt,
-                                    fallback=False), 0.75, 1.0)
+                                    fallback=False, method="iterative"), 0.75, 1.0)
     report.update(hard=bool(hard_consistency), sirt_iterations=ref_it)
     arr = vol_t.detach().to("cpu", torch.float32).numpy()
     del vol_t, net, x_ref
@@ -488,6 +496,7 @@ def inpaint_iter(
               "in_channels": channels, "sirt_iterations": sirt_it,
               "refine_iterations": refine, "max_refine_iterations": int(max_refine_iterations),
               "reference_iterations": ref_it, "hard_consistency": bool(hard_consistency),
+              "consistency": consistency if hard_consistency else "iterative",
               "batch_size": int(batch_size)}
     history = copy.deepcopy(prov_in.get("history", []))
     history.append({"step": "inpaint", **params})

@@ -13,7 +13,12 @@ import torch
 from napari_tiltgen.core.progress import Progress
 from napari_tiltgen.core.progress import scaled as _scaled
 
-__all__ = ["consistency_note", "enforce_consistency", "reprojection_error"]
+__all__ = [
+    "closest_consistent",
+    "consistency_note",
+    "enforce_consistency",
+    "reprojection_error",
+]
 
 
 #: Default SIRT iterations of the data-consistency step after the network (0: none). Few on
@@ -43,9 +48,13 @@ def enforce_consistency(
     proj: Any, b: torch.Tensor, x_net: torch.Tensor, x_sirt: torch.Tensor,
     min_iterations: int = REFINE_ITERATIONS, max_iterations: int = MAX_REFINE_ITERATIONS,
     block: int = 5, sirt_error: float | None = None, fallback: bool = True,
+    method: str = "closest",
 ) -> Generator[Progress, None, tuple[torch.Tensor, dict[str, Any]]]:
     """Make the network's volume reproject no worse than SIRT at the measured angles (hard).
 
+    0. ``method="closest"`` (default): the volume closest to ``x_net`` that reprojects no worse
+       than SIRT (:func:`closest_consistent`). Steps 1-2 follow from it only if the solver did
+       not reach SIRT's error (never seen). ``method="iterative"``: steps 1-2 from ``x_net``.
     1. SIRT iterations started from ``x_net`` (at least ``min_iterations``), then more in
        blocks of ``block`` while the reprojection error (:func:`reprojection_error`) is above
        SIRT's, up to ``max_iterations``: the stopping rule is "not worse than SIRT", not "fit
@@ -67,10 +76,17 @@ def enforce_consistency(
 
     r_sirt = reprojection_error(proj, b, x_sirt) if sirt_error is None else float(sirt_error)
     tol = 1e-6 * max(r_sirt, 1e-12)
+    if method not in ("closest", "iterative"):
+        raise ValueError(f"unknown consistency method {method!r}; use closest or iterative")
     r_net = reprojection_error(proj, b, x_net)
     x = x_net.to(proj.device, proj.dtype)
     done, r = 0, r_net
     lo_it, hi_it = max(0, int(min_iterations)), max(int(min_iterations), int(max_iterations))
+    closest: dict[str, Any] = {}
+    if method == "closest":
+        x, closest = yield from _scaled(closest_consistent(proj, b, x, r_sirt), 0.0, 0.9)
+        r = closest["error"]
+        lo_it = 0  # SIRT iterations (and the blend) only if the solver did not meet the bound
     while done < lo_it or (r > r_sirt + tol and done < hi_it):
         n = lo_it - done if done < lo_it else min(block, hi_it - done)
         x = yield from _scaled(sirt_iter(proj, b, n, positivity=True, x0=x, preview_every=0),
@@ -94,15 +110,82 @@ def enforce_consistency(
         r = reprojection_error(proj, b, x)
     report = {"sirt_error": r_sirt, "network_error": r_net, "final_error": r,
               "iterations": done, "blend_toward_sirt": t, "fallback": t > 0,
-              "met": bool(r <= r_sirt + tol)}
+              "met": bool(r <= r_sirt + tol), "method": method,
+              **{f"closest_{k}": v for k, v in closest.items() if k != "error"}}
     return x, report
+
+
+def closest_consistent(
+    proj: Any, b: torch.Tensor, x_net: torch.Tensor, target: float, *,
+    cg_iterations: int = 40, bisections: int = 10, nonnegative: bool = True,
+) -> Generator[Progress, None, tuple[torch.Tensor, dict[str, Any]]]:
+    """The volume nearest ``x_net`` whose reprojection error is at most ``target``.
+
+    The minimiser of ``||A x - b||^2 + mu ||x - x_net||^2`` moves from ``x_net`` (large
+    ``mu``) toward the least-squares fit (small ``mu``); its reprojection error grows with
+    ``mu``. Bisection on ``log10 mu`` in [-6, 6] finds the largest ``mu`` that still meets
+    ``target``, each solve a warm-started conjugate gradient on ``(A^T A + mu) x = A^T b + mu
+    x_net``. The change lies in the span of ``A^T`` (the measured directions), so what the
+    network put into the missing wedge stays; and because it is the smallest change that
+    meets the target, less of the measurement noise comes back than with SIRT iterations
+    started from ``x_net`` (models/inpainting.md). It is clipped at zero (densities) only when
+    the clipped volume still meets the target: clipping and then SIRT iterations to restore
+    the bound gave most of the noise back (held-out supported catalyst, 60 degrees: NRMSE 0.541
+    against 0.490 unclipped). ``met`` is false only when the solver never reached the target.
+    """
+    def solve(mu: float, x0: torch.Tensor) -> torch.Tensor:
+        rhs = proj.adjoint(b) + mu * x_net
+        x = x0.clone()
+        r = rhs - (proj.adjoint(proj.forward(x)) + mu * x)
+        p = r.clone()
+        rs = float((r * r).sum())
+        stop = 1e-10 * float((rhs * rhs).sum())
+        for _ in range(int(cg_iterations)):
+            ap = proj.adjoint(proj.forward(p)) + mu * p
+            a = rs / max(float((p * ap).sum()), 1e-30)
+            x = x + a * p
+            r = r - a * ap
+            rn = float((r * r).sum())
+            if rn < stop:
+                break
+            p = r + (rn / rs) * p
+            rs = rn
+        return x
+
+    tol = 1e-6 * max(target, 1e-12)
+    lo, hi = -6.0, 6.0
+    x, best, best_mu = x_net.clone(), None, None
+    for k in range(int(bisections)):
+        mid = 0.5 * (lo + hi)
+        x = solve(10.0**mid, x)
+        if reprojection_error(proj, b, x) <= target + tol:
+            lo, best, best_mu = mid, x.clone(), 10.0**mid
+        else:
+            hi = mid
+        yield Progress((k + 1) / bisections, f"data consistency: nearest volume meeting "
+                       f"SIRT's reprojection error, step {k + 1}/{bisections}")
+    if best is None:
+        x = solve(10.0**lo, x)  # the closest fit it can reach; the caller falls back
+        err = reprojection_error(proj, b, x)
+        return x, {"error": err, "met": bool(err <= target + tol), "mu": 10.0**lo,
+                   "nonnegative": False}
+    if nonnegative:  # densities are not negative, but the bound comes first
+        pos = best.clamp(min=0.0)
+        err_pos = reprojection_error(proj, b, pos)
+        if err_pos <= target + tol:
+            return pos, {"error": err_pos, "met": True, "mu": best_mu, "nonnegative": True}
+    return best, {"error": reprojection_error(proj, b, best), "met": True, "mu": best_mu,
+                  "nonnegative": False}
 
 
 def consistency_note(report: dict[str, Any]) -> str:
     """One line for the user about the data-consistency step."""
     text = (f"reprojection error at the measured angles: SIRT {report['sirt_error']:.4f}, "
-            f"network alone {report['network_error']:.4f}, final {report['final_error']:.4f} "
-            f"after {report['iterations']} data-consistency iterations")
+            f"network alone {report['network_error']:.4f}, final {report['final_error']:.4f}")
+    if report.get("method") == "closest" and report.get("closest_met"):
+        text += " (the volume nearest the network's that meets SIRT's error)"
+    if report["iterations"]:
+        text += f" after {report['iterations']} data-consistency iterations"
     if report.get("fallback"):
         text += (f"; still worse than SIRT, so the result was blended "
                  f"{100 * report['blend_toward_sirt']:.0f} % toward the SIRT volume")
