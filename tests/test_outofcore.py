@@ -121,18 +121,25 @@ def test_default_threads_follow_the_free_cores(monkeypatch):
 
     monkeypatch.delenv("TILTGEN_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only this process
-    assert cpu.free_cpu_cores() == 4
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 3.0, 3.0))  # ~2 other busy processes
+    busy = {"others": 0.0}
+    monkeypatch.setattr(cpu, "_others_busy", lambda: busy["others"])
+    assert cpu.free_cpu_cores() == 4  # idle
+    busy["others"] = 2.2  # ~2 other busy processes
     assert cpu.free_cpu_cores() == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (13.0, 13.0, 13.0))
+    busy["others"] = 12.0
     assert cpu.free_cpu_cores() == 1
+    # without /proc/stat: the load average, this process counted as one task
+    busy["others"] = None
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert cpu.free_cpu_cores() == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 3.0, 3.0))
+    assert cpu.free_cpu_cores() == 2
     import torch
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # torch's default: all 4 cores
-    assert suggested_threads((256, 256, 256), 61) == 1  # busy cores: one thread
+    assert suggested_threads((256, 256, 256), 61) == 2  # 2 cores busy elsewhere: 2 threads
     assert suggested_threads((8, 8, 8), 5) == 1  # small problems: one thread anyway
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    busy["others"] = 0.3
     assert suggested_threads((256, 256, 256), 61) is None  # idle: torch's default, unchanged
     monkeypatch.setenv("TILTGEN_THREADS", "3")
     assert cpu.free_cpu_cores() == 3
@@ -171,3 +178,26 @@ def test_streamed_wbp_with_the_sparse_matrix_when_it_fits(series, tmp_path):
     assert res.provenance["parameters"]["backprojection"] == "sparse matrix"
     assert len(res.slabs) >= 2
     assert np.abs(res.open() - ref).max() < 1e-5 * float(np.abs(ref).max())
+
+
+def test_other_processes_are_seen_and_this_one_is_not(monkeypatch):
+    """A process spinning on one core counts as about one busy core (Linux /proc/stat)."""
+    import subprocess
+    import sys
+    import time
+
+    from napari_tiltgen.core import devices as cpu
+
+    if cpu._cpu_jiffies() is None:
+        pytest.fail("no /proc/stat on this machine (the CI machines are Linux)")
+    cpu._OTHERS["t"] = -1e9
+    quiet = cpu._others_busy()
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        cpu._OTHERS["t"] = -1e9
+        busy = cpu._others_busy(window_s=0.3)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy > quiet + 0.5, (quiet, busy)
