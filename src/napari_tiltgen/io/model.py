@@ -63,6 +63,30 @@ def per_frame_values(values: Any, n: int, what: str, hint: str, where: str | Non
     return a
 
 
+def require_ndim(data: Any, ndim: int, what: str, where: str | None = None) -> None:
+    """Refuse data of another dimensionality: ``"<what>; got 4-D data of shape (...)."``."""
+    if data.ndim != ndim:
+        raise TiltgenError(f"{what}; got {data.ndim}-D data of shape {tuple(data.shape)}.",
+                           where)
+
+
+def positive_size(value: Any, what: str, where: str | None = None) -> float | None:
+    """``None``, or ``value`` as a finite positive float (a pixel or voxel size in Å)."""
+    if value is None:
+        return None
+    v = float(value)
+    if not np.isfinite(v) or v <= 0:
+        raise TiltgenError(f"{what} must be positive; got {v}.", where)
+    return v
+
+
+def with_history(provenance: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``provenance`` (top level) that has a ``history`` list."""
+    out = dict(provenance)
+    out.setdefault("history", [])
+    return out
+
+
 def _image_layer(obj: Any, name: str, scale: tuple, labels: tuple, units: Any,
                  kwargs: dict[str, Any]) -> tuple:
     """napari layer data ``(data, kwargs, "image")`` of a data-model object; the object's
@@ -138,12 +162,7 @@ class TiltSeries:
         where = self.provenance.get("source")
         if not isinstance(self.data, (np.ndarray, LazyFrames)):
             self.data = np.asarray(self.data)
-        if self.data.ndim != 3:
-            raise TiltgenError(
-                f"a tilt series needs a 3-D stack (n_tilts, ny, nx); got {self.data.ndim}-D data "
-                f"of shape {tuple(self.data.shape)}.",
-                where,
-            )
+        require_ndim(self.data, 3, "a tilt series needs a 3-D stack (n_tilts, ny, nx)", where)
         if min(self.data.shape) < 1:
             raise TiltgenError(f"the stack is empty (shape {tuple(self.data.shape)}).", where)
         if self.data.dtype != np.float32:
@@ -161,15 +180,9 @@ class TiltSeries:
                 raise TiltgenError(
                     f"{self.acquisition_times_s.size} acquisition times for {n} frames.", where
                 )
-        if self.pixel_size_A is not None:
-            self.pixel_size_A = float(self.pixel_size_A)
-            if not np.isfinite(self.pixel_size_A) or self.pixel_size_A <= 0:
-                raise TiltgenError(
-                    f"pixel size must be a positive number of Å; got {self.pixel_size_A}.", where
-                )
+        self.pixel_size_A = positive_size(self.pixel_size_A, "pixel size (Å)", where)
         self.tilt_axis_angle_deg = float(self.tilt_axis_angle_deg)
-        self.provenance = dict(self.provenance)
-        self.provenance.setdefault("history", [])
+        self.provenance = with_history(self.provenance)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -420,20 +433,11 @@ class Volume:
     def __post_init__(self) -> None:
         where = self.provenance.get("source")
         self.data = np.asarray(self.data)
-        if self.data.ndim != 3:
-            raise TiltgenError(
-                f"a volume needs 3-D data (nz, ny, nx); got {self.data.ndim}-D data of shape "
-                f"{tuple(self.data.shape)}.",
-                where,
-            )
+        require_ndim(self.data, 3, "a volume needs 3-D data (nz, ny, nx)", where)
         if self.data.dtype != np.float32:
             self.data = self.data.astype(np.float32)
-        if self.voxel_size_A is not None:
-            self.voxel_size_A = float(self.voxel_size_A)
-            if not np.isfinite(self.voxel_size_A) or self.voxel_size_A <= 0:
-                raise TiltgenError(f"voxel size must be positive; got {self.voxel_size_A}.", where)
-        self.provenance = dict(self.provenance)
-        self.provenance.setdefault("history", [])
+        self.voxel_size_A = positive_size(self.voxel_size_A, "voxel size", where)
+        self.provenance = with_history(self.provenance)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 
 from napari_tiltgen.core.errors import TiltgenError
-from napari_tiltgen.io.model import METADATA_KEY, Volume, _default_name, _image_layer, _jsonable
+from napari_tiltgen.io.model import (
+    METADATA_KEY,
+    Volume,
+    _default_name,
+    _image_layer,
+    _jsonable,
+    positive_size,
+    require_ndim,
+    with_history,
+)
 
 __all__ = ["VolumeSeries"]
 
@@ -51,10 +60,7 @@ class VolumeSeries:
     def __post_init__(self) -> None:
         where = self.provenance.get("source")
         self.data = np.asarray(self.data)
-        if self.data.ndim != 4:
-            raise TiltgenError(f"a volume series needs 4-D data (n_times, nz, ny, nx); got "
-                               f"{self.data.ndim}-D data of shape {tuple(self.data.shape)}.",
-                               where)
+        require_ndim(self.data, 4, "a volume series needs 4-D data (n_times, nz, ny, nx)", where)
         if self.data.dtype != np.float32:
             self.data = self.data.astype(np.float32)
         n = self.data.shape[0]
@@ -68,12 +74,8 @@ class VolumeSeries:
             self.tilt_angles = np.asarray(self.tilt_angles, dtype=np.float64).reshape(-1)
             if self.tilt_angles.size != n:
                 raise TiltgenError(f"{self.tilt_angles.size} tilt angles for {n} volumes.", where)
-        if self.voxel_size_A is not None:
-            self.voxel_size_A = float(self.voxel_size_A)
-            if not np.isfinite(self.voxel_size_A) or self.voxel_size_A <= 0:
-                raise TiltgenError(f"voxel size must be positive; got {self.voxel_size_A}.", where)
-        self.provenance = dict(self.provenance)
-        self.provenance.setdefault("history", [])
+        self.voxel_size_A = positive_size(self.voxel_size_A, "voxel size", where)
+        self.provenance = with_history(self.provenance)
 
     @property
     def n_times(self) -> int:
