@@ -472,6 +472,13 @@ def test_cli_inpaint_writes_a_new_file(tmp_path: Path, tiny_weights: Path, capsy
     assert rep["final_error"] <= rep["sirt_error"] * (1 + 1e-4) and rep["met"]
     err = capsys.readouterr().err
     assert f"SIRT {rep['sirt_error']:.4f}" in err and f"final {rep['final_error']:.4f}" in err
+    assert rep["method"] == "closest"
+    it, rep_it = tmp_path / "iterative.mrc", tmp_path / "iterative.json"
+    assert main(["inpaint", str(src), str(it), "--weights", str(tiny_weights), "--device",
+                 "cpu", "--quiet", "--tilt-axis", "0", "--intensity", "none",
+                 "--consistency", "iterative", "--report", str(rep_it)]) == 0
+    dci = json.loads(rep_it.read_text())["data_consistency"]
+    assert dci["method"] == "iterative" and dci["iterations"] >= 10 and dci["met"]
     # the report is an output like the volume: not replaced without --overwrite
     assert main(["inpaint", str(src), str(tmp_path / "b.mrc"), "--weights", str(tiny_weights),
                  "--quiet", "--report", str(report), "--tilt-axis", "0"]) != 0

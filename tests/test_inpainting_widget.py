@@ -85,10 +85,13 @@ def test_tilt_series_is_reconstructed_first(make_napari_viewer, qtbot, tiny_mode
     viewer.add_layer(Layer.create(*ts.to_layer_data(name="series")))
     w = InpaintWidget(viewer)
     w.device.value = "cpu"
+    assert w.consistency.value == "closest"
+    w.consistency.value = "iterative"  # the user's choice reaches the pipeline
     _run(w, qtbot)
     from napari_tiltgen.gui.views import volume_view
 
     out = Volume.from_layer(volume_view(viewer).layers["series inpainted (pretrained)"])
+    assert out.provenance["data_consistency"]["method"] == "iterative"
     assert out.shape == (16, 4, 16)
     assert out.provenance["parameters"]["input"] == "tilt series"
     assert out.provenance["parameters"]["missing_wedge_deg"] == pytest.approx(50.0)

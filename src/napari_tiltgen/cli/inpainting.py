@@ -202,9 +202,14 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
     add_compute_options(p, threads=False)
     p.add_argument("--batch-size", type=int, default=8, help="slices per network call")
+    p.add_argument("--consistency", choices=["closest", "iterative"], default="closest",
+                   help="how the result is made to reproject no worse than SIRT: closest = the "
+                   "volume nearest the network's that does (default; best on noisy data), "
+                   "iterative = SIRT iterations from the network's output (better on clean, "
+                   "low-noise data)")
     p.add_argument("--refine-iterations", type=int, default=10,
-                   help="SIRT iterations started from the network's output, to make it agree "
-                   "with the measured frames: at least this many (default 10)")
+                   help="--consistency iterative (and --soft-consistency): SIRT iterations "
+                   "started from the network's output, at least this many (default 10)")
     p.add_argument("--max-refine-iterations", type=int, default=100,
                    help="more data-consistency iterations, up to this many, while the result "
                    "reprojects worse than SIRT at the measured angles; past them it is blended "
@@ -267,6 +272,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
                              max_refine_iterations=args.max_refine_iterations,
                              reference_iterations=args.reference_iterations,
                              hard_consistency=not args.soft_consistency,
+                             consistency=args.consistency,
                              allow_out_of_range=args.allow_out_of_range),
                      show=not args.quiet, desc="inpaint")
     for n in notes:

@@ -38,19 +38,25 @@ class InpaintWidget(WorkerWidget):
                                   step=1.0, tooltip="0: read it from the data's tilt angles")
         self.device = ComboBox(label="device", value="auto", choices=available_devices())
         self.batch_size = SpinBox(label="slices per batch", value=8, min=1, max=4096)
+        self.consistency = ComboBox(
+            label="data consistency", value="closest",
+            choices=[("nearest consistent volume (noisy data)", "closest"),
+                     ("SIRT iterations (clean data)", "iterative")],
+            tooltip="how the result is made to reproject no worse than SIRT at the measured "
+            "angles: the volume nearest the network's that does, or SIRT iterations started "
+            "from the network's output")
         self.refine = SpinBox(
             label="consistency iterations", value=consistency.REFINE_ITERATIONS, min=0, max=2000,
-            tooltip="SIRT iterations started from the network's output, so that the result "
-            "agrees with the measured frames: at least this many, and more (then a blend "
-            "toward SIRT) until it reprojects no worse than SIRT at the measured angles")
+            tooltip="with SIRT iterations: at least this many from the network's output, and "
+            "more (then a blend toward SIRT) until it reprojects no worse than SIRT")
         self.allow_out_of_range = CheckBox(
             value=False, text="allow wedges outside the trained range",
             tooltip="run (with a warning) instead of refusing")
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
         for i, w in enumerate([self.layer, self.method, self.wedge, self.device,
-                               self.batch_size, self.refine, self.allow_out_of_range,
-                               self.note]):
+                               self.batch_size, self.consistency, self.refine,
+                               self.allow_out_of_range, self.note]):
             self.insert(i, w)
         for w in (self.layer, self.wedge, self.method):
             w.changed.connect(self._describe)
@@ -106,6 +112,7 @@ class InpaintWidget(WorkerWidget):
             "device": self.device.value,
             "batch_size": int(self.batch_size.value),
             "refine_iterations": int(self.refine.value),
+            "consistency": str(self.consistency.value),
             "allow_out_of_range": bool(self.allow_out_of_range.value),
         }
 
