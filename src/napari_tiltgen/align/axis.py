@@ -387,6 +387,14 @@ def find_tilt_axis(ts: TiltSeries, *, around_deg: float | None = None,
                                    smooth_px=smooth_px), show=False)
 
 
+def rotated_shifts(shifts_px: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Per-tilt ``(dy, dx)`` shifts in frames turned as by :func:`rotate_tilt_axis_to_vertical`
+    with ``angle_deg``."""
+    c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    dy, dx = shifts_px[:, 0], shifts_px[:, 1]
+    return np.stack([-dx * s + dy * c, dx * c + dy * s], axis=1)
+
+
 def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None, *,
                                  order: int = 3) -> TiltSeries:
     """Rotate every frame so that a tilt axis at ``angle_deg`` becomes the image y axis.
@@ -417,9 +425,7 @@ def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None,
         # ndimage.rotate(+phi) turns the content by -phi in (x=col, y=row) coordinates
         out[i] = ndimage.rotate(f, phi, reshape=False, order=order, mode="constant",
                                 cval=float(bg[i]))
-    c, s = math.cos(math.radians(phi)), math.sin(math.radians(phi))
-    dy, dx = ts.shifts_px[:, 0], ts.shifts_px[:, 1]
-    shifts = np.stack([-dx * s + dy * c, dx * c + dy * s], axis=1)
+    shifts = rotated_shifts(ts.shifts_px, phi)
     prov = _history(ts, {"step": "rotate_tilt_axis_to_vertical", "angle_deg": phi,
                          "order": order, "from_recorded_angle_deg": ts.tilt_axis_angle_deg})
     prov["tilt_axis_source"] = (f"frames rotated by {-phi:.3f} deg to make the tilt axis vertical "

@@ -118,10 +118,10 @@ def reprojection_error(ts: TiltSeries, *, iterations: int = 20, max_size: int = 
 def _turned(ts: TiltSeries, angle_deg: float, rotate: Any) -> TiltSeries:
     """``ts`` with frames and shifts turned as ``rotate_tilt_axis_to_vertical`` would (no
     history entry: a candidate of the search, not a step)."""
-    c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
-    dy, dx = ts.shifts_px[:, 0], ts.shifts_px[:, 1]
-    shifts = np.stack([-dx * s + dy * c, dx * c + dy * s], axis=1)
-    return replace(ts, data=rotate(ts.data, angle_deg), shifts_px=shifts)
+    from napari_tiltgen.align.axis import rotated_shifts
+
+    return replace(ts, data=rotate(ts.data, angle_deg),
+                   shifts_px=rotated_shifts(ts.shifts_px, angle_deg))
 
 
 def refine_axis_by_reprojection_iter(

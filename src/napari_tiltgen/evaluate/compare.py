@@ -401,7 +401,7 @@ def plot_comparison(report: ComparisonReport, path: str | os.PathLike | None = N
         ax_fsc.legend(fontsize=tick_fs)
     ax_prof = fig.add_subplot(bottom[0, 1])
     for name, v in vols.items():
-        prof = line_profile(v, axis=0)
+        prof = report.profiles[name] if name in report.profiles else line_profile(v, axis=0)
         z = np.arange(prof.size) * (vs / 10.0 if vs else 1.0)
         ax_prof.plot(z, prof, color=color[name], label=name,
                      lw=2.0 if has_ref and name == next(iter(vols)) else 1.2)
@@ -412,7 +412,9 @@ def plot_comparison(report: ComparisonReport, path: str | os.PathLike | None = N
     ax_ssim = fig.add_subplot(bottom[0, 2])
     if has_ref:
         for name, v in report.candidates.items():
-            ax_ssim.plot(ssim_per_slice(ref, v, axis=1), color=color[name], label=name)
+            curve = (report.slice_ssim[name] if name in report.slice_ssim
+                     else ssim_per_slice(ref, v, axis=1))
+            ax_ssim.plot(curve, color=color[name], label=name)
         ax_ssim.set_xlabel("y slice (along the tilt axis)", fontsize=label_fs)
         ax_ssim.set_ylabel("SSIM", fontsize=label_fs)
         ax_ssim.legend(fontsize=tick_fs)

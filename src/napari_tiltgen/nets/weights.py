@@ -116,6 +116,21 @@ def check_finite_tensors(tensors: dict[str, Any], path: str | os.PathLike) -> No
                                "file is damaged or came from a diverged training run.", path)
 
 
+def _open(path: Path, tensors: bool) -> tuple[dict[str, str], dict[str, Any]]:
+    """``(metadata, tensors)`` of a safetensors file (tensors only when asked), one error."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise TiltgenError("no such weights file.", path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise TiltgenError(f"not a readable safetensors weights file ({exc}).", path) from None
+    return meta, out
+
+
 def read_weights(path: str | os.PathLike, accept: Any, what: str) -> tuple[dict[str, str], dict[str, Any]]:
     """Read a safetensors weights file safely (no pickle): ``(metadata, tensors)`` on the CPU.
 
@@ -123,18 +138,11 @@ def read_weights(path: str | os.PathLike, accept: Any, what: str) -> tuple[dict[
     safetensors, be accepted by ``accept(metadata)`` (else: "not a napari-tiltgen ``what``
     model") and hold only finite values. Every failure is one :class:`TiltgenError`.
     """
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise TiltgenError("no such weights file.", path)
     check_weights_file(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise TiltgenError(f"not a readable safetensors weights file ({exc}).", path) from None
+    meta, tensors = _open(path, tensors=True)
     if not accept(meta):
         raise TiltgenError(f"this safetensors file is not a napari-tiltgen {what} model "
                            f"(format {meta.get('format', 'unknown')!r}).", path)
@@ -146,17 +154,13 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
     """The ``info`` metadata (JSON) of a weights file, reading only its header."""
     import json
 
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise TiltgenError("no such weights file.", path)
+    meta, _ = _open(path, tensors=False)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
         return json.loads(meta.get("info", "{}"))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise TiltgenError(f"not a readable safetensors weights file ({exc}).", path) from None
+    except ValueError as exc:
+        raise TiltgenError(f"the weights file's info metadata is not JSON ({exc}).",
+                           path) from None
 
 
 def build_from_weights(path: str | os.PathLike, meta: dict[str, str], tensors: dict[str, Any],

@@ -134,7 +134,7 @@ def closest_consistent(
     against 0.490 unclipped). ``met`` is false only when the solver never reached the target.
     """
     def solve(mu: float, x0: torch.Tensor) -> torch.Tensor:
-        rhs = proj.adjoint(b) + mu * x_net
+        rhs = atb + mu * x_net
         x = x0.clone()
         r = rhs - (proj.adjoint(proj.forward(x)) + mu * x)
         p = r.clone()
@@ -153,6 +153,7 @@ def closest_consistent(
         return x
 
     tol = 1e-6 * max(target, 1e-12)
+    atb = proj.adjoint(b)  # the same right-hand side term for every mu
     lo, hi = -6.0, 6.0
     x, best, best_mu = x_net.clone(), None, None
     for k in range(int(bisections)):
