@@ -133,6 +133,7 @@ def part_memory(args, tmp: Path) -> None:
                                        str(args.budget)])]
             if vol_b / 2**30 <= args.in_memory_max:
                 modes.append(("in memory", ["--out-of-core", "no"]))
+            modes.append(("default (auto, budget 70 % of free memory)", []))
             for label, extra in modes:
                 out = tmp / f"v_{size}_{m}_{label[:2]}.mrc"
                 r = child(["reconstruct", str(stack), "--out", str(out), "--method", m,

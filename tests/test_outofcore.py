@@ -8,6 +8,7 @@ import tracemalloc
 import mrcfile
 import numpy as np
 import pytest
+import torch
 
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.io.output import stray_temporaries
@@ -201,3 +202,34 @@ def test_other_processes_are_seen_and_this_one_is_not(monkeypatch):
         spin.kill()
         spin.wait()
     assert busy > quiet + 0.5, (quiet, busy)
+
+
+def test_matrix_free_backprojection_equals_the_sparse_operator():
+    from napari_tiltgen.physics.backproject import voxel_backproject
+    from napari_tiltgen.physics.projector import Projector
+
+    rng = np.random.default_rng(3)
+    angles = np.linspace(-70, 70, 15)
+    shifts = rng.uniform(-2, 2, (15, 2))
+    q = torch.from_numpy(rng.standard_normal((15, 11, 40)).astype(np.float32))
+    w = rng.uniform(0.5, 1.5, 15)
+    ref = Projector((24, 11, 36), angles, shifts, 1.5, 40).fbp_backproject(q, w)
+    got = voxel_backproject(q, angles, 24, 36, weights=w, shifts_px=shifts, axis_offset_px=1.5)
+    assert got.shape == ref.shape == (24, 11, 36)
+    assert float((got - ref).abs().max()) < 1e-4 * float(ref.abs().max())
+
+
+def test_release_pages_drops_a_read_only_map_from_resident_memory(tmp_path):
+    from napari_tiltgen.io.lazy import LazyFrames, release_pages
+
+    path = tmp_path / "s.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(np.ones((4, 256, 1024), np.int16))
+    with mrcfile.mmap(path, mode="r") as m:
+        lazy = LazyFrames(m.data)
+        assert float(lazy[:, :, :].sum()) == 4 * 256 * 1024
+        assert release_pages(lazy) and release_pages(m.data[1:3])
+        assert float(lazy[2].sum()) == 256 * 1024  # readable again afterwards
+    assert not release_pages(np.ones((2, 2)))  # plain arrays are left alone
+    writable = np.memmap(tmp_path / "w.bin", dtype=np.float32, mode="w+", shape=(8,))
+    assert not release_pages(writable)

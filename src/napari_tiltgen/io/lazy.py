@@ -24,11 +24,39 @@ array-like (``shape``, ``dtype``, ``ndim``, ``__getitem__``).
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LazyFrames"]
+__all__ = ["LazyFrames", "release_pages"]
+
+
+def release_pages(array: Any) -> bool:
+    """Drop the pages a read-only memory map has brought into this process's resident memory.
+
+    Reading slab after slab of a memory-mapped stack leaves every page read resident (counted in
+    the process's RSS, though the kernel could reclaim them). ``madvise(MADV_DONTNEED)`` unmaps
+    them from the process; the file and the page cache are untouched and a later read faults
+    them back in. ``array``: a ``numpy.memmap``, a view of one or a :class:`LazyFrames` over
+    one; anything else (an in-memory array, a dask array) is left alone. Returns whether pages
+    were released.
+    """
+    if isinstance(array, LazyFrames):
+        array = array.source
+    base = array
+    for _ in range(8):  # views of a memmap chain back to the mmap.mmap object
+        if isinstance(base, mmap.mmap):
+            break
+        base = getattr(base, "_mmap", None) or getattr(base, "base", None)
+        if base is None:
+            return False
+    if not isinstance(base, mmap.mmap) or not hasattr(base, "madvise"):
+        return False
+    if getattr(array, "flags", None) is not None and array.flags.writeable:
+        return False  # a writable map may hold data not yet on disk: leave it
+    base.madvise(mmap.MADV_DONTNEED)
+    return True
 
 
 class LazyFrames:

@@ -48,6 +48,7 @@ import torch
 from napari_tiltgen.core.devices import num_threads
 from napari_tiltgen.core.errors import Cancelled, TiltgenError
 from napari_tiltgen.core.progress import Progress, ProgressGen, run
+from napari_tiltgen.io.lazy import release_pages
 from napari_tiltgen.io.model import TiltSeries
 
 __all__ = [
@@ -407,6 +408,7 @@ def reconstruct_to_file_iter(
     def task_args(y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         a, b = max(0, y0 - halo), min(ny, y1 + halo)
         rows = np.asarray(ts.data[:, a:b, :], dtype=np.float32)
+        release_pages(ts.data)  # the rows read stay in the page cache, not in this process
         if not np.all(np.isfinite(rows)):
             raise TiltgenError(f"the tilt series has NaN or infinite pixels (rows {a}-{b}); fix "
                                "or crop them before reconstructing.", ts.provenance.get("source"))
