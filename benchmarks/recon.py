@@ -103,9 +103,9 @@ def worker(case_dir: Path, engine: str, method: str, iterations: int, threads: i
                else sirt_iter(proj, data, iterations, preview_every=0))
         vol = run(gen, show=False).numpy()
     else:
-        vol, _ = run(backends.astra_reconstruct_iter(
-            data, angles, shape, method=method, iterations=iterations, use_cuda=False,
-            n_workers=threads), show=False)
+        job = backends.ExternalJob(data, angles, shape, method=method, iterations=iterations,
+                                   use_cuda=False, n_workers=threads)
+        vol, _ = run(backends.astra_reconstruct_iter(job), show=False)
     seconds = time.perf_counter() - t0
     peak = _peak_mb() - base
     np.save(case_dir / f"result_{engine}_{method}.npy", vol.astype(np.float32))

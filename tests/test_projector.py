@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import rel_error
 
-from napari_tiltgen.physics.geometry import detector_u
+from napari_tiltgen.physics.geometry import Geometry, detector_u
 from napari_tiltgen.physics.projector import (
     Projector,
     back_project,
@@ -131,8 +131,9 @@ def test_chunking_and_functional_api_agree() -> None:
     torch.testing.assert_close(forward_project(vol, angles, shifts), p)
     torch.testing.assert_close(back_project(p, angles, shape, shifts), whole.adjoint(p))
     assert forward_project(vol.numpy(), angles, shifts).dtype == torch.float64
-    a = get_projector(shape, angles, shifts, dtype=torch.float64)
-    assert get_projector(shape, angles, shifts, dtype=torch.float64) is a  # cached
+    a = get_projector(Geometry(shape, angles, shifts), dtype=torch.float64)
+    assert get_projector(Geometry(shape, angles, shifts), dtype=torch.float64) is a  # cached
+    assert get_projector(Geometry(shape, angles, shifts + 0.5), dtype=torch.float64) is not a
 
 
 def test_subset_row_and_column_sums() -> None:

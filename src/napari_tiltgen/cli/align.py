@@ -20,20 +20,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli.options import add_angle_options, bounded_int, read_series_from_args
+from napari_tiltgen.cli.options import (
+    add_command,
+    bounded_int,
+    read_series_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "align",
-        help="align a tilt series (tilt axis, shifts, projection matching); writes .xf/.tlt",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "align", run,
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None, raw=True,
+        series=True,
+        out=("OUT.mrc", "output tilt series (.mrc/.st: frames + OUT.xf shifts; .ali: shifted frames)"),
+        overwrite="replace existing output files",
     )
-    p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .tif ...)")
-    p.add_argument("--out", required=True, metavar="OUT.mrc",
-                   help="output tilt series (.mrc/.st: frames + OUT.xf shifts; .ali: shifted "
-                   "frames)")
     p.add_argument("--coarse", default="auto", choices=["auto", "com", "xcorr", "none"],
                    help="coarse shifts: auto (centre of mass for one compact object, else "
                    "cross-correlation), com, xcorr or none (default auto)")
@@ -47,12 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not refine the tilt-axis angle (+-3 degrees)")
     p.add_argument("--keep-position", dest="center_object", action="store_false",
                    help="do not move the object's centre of mass to the volume centre")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    add_angle_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Align a tilt series (tilt axis, shifts, projection matching); writes .xf/.tlt."""
     from napari_tiltgen.align.alignment import aligned_stack
     from napari_tiltgen.align.projection_matching import align_series, xf_lines
     from napari_tiltgen.io import metadata as md

@@ -5,25 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_tiltgen.cli.options import add_compute_options
+from napari_tiltgen.cli.options import add_command, add_compute_options
 from napari_tiltgen.core.errors import TiltgenError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from napari_tiltgen.recon.names import METHODS
 
-    p = sub.add_parser(
-        "batch",
-        help="process many tilt series on Dask (local processes or a cluster), resumable",
-        description="Run the same steps on every input tilt series, each as one task on Dask "
-        "distributed: a local cluster of --workers single-threaded processes by default, or a "
-        "running scheduler (--scheduler tcp://host:8786, e.g. a dask-jobqueue SLURM cluster; "
-        "see docs/batch.md). Each series writes DIR/<name>.mrc and a done-marker; a rerun "
-        "skips the finished ones. A failed series is reported and never stops the others. "
-        "The report of every series is written to DIR/batch_report.csv and .json.",
+    p = add_command(
+        sub, "batch", run,
+        out=("DIR", "output folder (created)"),
+        overwrite="recompute series whose output exists with other parameters",
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="tilt series files")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--steps", default="reconstruct", metavar="S1,S2",
                    help="steps per series, in order, from align, interpolate, reconstruct, "
                    "inpaint, fit (default reconstruct)")
@@ -44,12 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="local worker processes (default: the free cores)")
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="address of a running Dask scheduler (tcp://host:8786)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="recompute series whose output exists with other parameters")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Process many tilt series on Dask (local processes or a cluster), resumable.
+
+    Run the same steps on every input tilt series, each as one task on Dask distributed: a
+    local cluster of --workers single-threaded processes by default, or a running scheduler
+    (--scheduler tcp://host:8786, e.g. a dask-jobqueue SLURM cluster; see docs/batch.md). Each
+    series writes DIR/<name>.mrc and a done-marker; a rerun skips the finished ones. A failed
+    series is reported and never stops the others. The report of every series is written to
+    DIR/batch_report.csv and .json.
+    """
     try:
         import distributed  # noqa: F401
     except ImportError:

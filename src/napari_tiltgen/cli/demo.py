@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from napari_tiltgen.cli.options import add_compute_options
+from napari_tiltgen.cli.options import add_command, add_compute_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run the headless end-to-end demo (simulate, reconstruct, enhance, compare) into a folder",
-        description="Simulate a small nanoparticle tilt series with ground truth, reconstruct it, "
-        "enhance it with every available method (each where it is meant to help: interpolation "
-        "on every other tilt, inpainting on the missing wedge, the INR fit on frames with jitter "
-        "and an axis error, the 4-D fit on a changing particle) and write MRC volumes, a metrics "
-        "table and a comparison PNG into DIR. Progress is printed every few seconds; the last "
-        "lines say which enhanced result beat SIRT on the same data and which did not.",
+    p = add_command(
+        sub, "demo", run,
+        out=("DIR", "output folder"),
+        overwrite="replace files from an earlier run",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--size", type=int, default=64, help="volume edge in pixels (default 64)")
     p.add_argument("--tilt-step", type=float, default=3.0, help="tilt step in degrees (3)")
     p.add_argument("--seed", type=int, default=0)
@@ -29,11 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inr-steps", type=int, default=400, help="INR fit steps (400)")
     p.add_argument("--dip-steps", type=int, default=300, help="DIP fit steps (300)")
     add_compute_options(p, threads=False, quiet=False)
-    p.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the headless end-to-end demo (simulate, reconstruct, enhance, compare) into a folder.
+
+    Simulate a small nanoparticle tilt series with ground truth, reconstruct it, enhance it
+    with every available method (each where it is meant to help: interpolation on every other
+    tilt, inpainting on the missing wedge, the INR fit on frames with jitter and an axis error,
+    the 4-D fit on a changing particle) and write MRC volumes, a metrics table and a comparison
+    PNG into DIR. Progress is printed every few seconds; the last lines say which enhanced
+    result beat SIRT on the same data and which did not.
+    """
     from napari_tiltgen.workflows.demo import run_demo
 
     run_demo(args.out, size=args.size, tilt_step=args.tilt_step, seed=args.seed,

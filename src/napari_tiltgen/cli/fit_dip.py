@@ -22,24 +22,21 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.cli.options import add_angle_options, add_compute_options, read_series_from_args
+from napari_tiltgen.cli.options import (
+    add_command,
+    add_compute_options,
+    read_series_from_args,
+)
 
 TIMES_FORMAT = "napari-tiltgen 4-D volume series v1"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fit-dip",
-        help="time-resolved 4-D reconstruction (deep image prior) of a changing sample",
-        description="Fit a deep-image-prior network to a tilt series of a sample that changes "
-        "during the acquisition and write one volume per time point (MRC) plus a JSON file of "
-        "times and tilt angles. Acquisition times come from the series (SerialEM .mdoc), "
-        "--times-file, or are uniform (--frame-time) in --order. Self-supervised: no training "
-        "data needed. See docs/dip.md.",
+    p = add_command(
+        sub, "fit-dip", run,
+        series=True,
+        out=("DIR_or_PREFIX.mrc", "output folder (created if missing), or a file prefix ending in .mrc"),
     )
-    p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
-    p.add_argument("--out", required=True, metavar="DIR_or_PREFIX.mrc",
-                   help="output folder (created if missing), or a file prefix ending in .mrc")
     p.add_argument("--steps", type=int, default=1500,
                    help="self-supervised steps after the warm start (default 1500)")
     p.add_argument("--smoothness", type=float, default=0.1,
@@ -88,8 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
                    help="tilt-axis offset from the detector centre along x, pixels")
     add_compute_options(p)
-    add_angle_options(p)
-    p.set_defaults(func=run)
 
 
 def output_paths(out: str | Path, n: int, window: bool) -> dict[str, Any]:
@@ -130,6 +125,14 @@ def _read_times(path: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Time-resolved 4-D reconstruction (deep image prior) of a changing sample.
+
+    Fit a deep-image-prior network to a tilt series of a sample that changes during the
+    acquisition and write one volume per time point (MRC) plus a JSON file of times and tilt
+    angles. Acquisition times come from the series (SerialEM .mdoc), --times-file, or are
+    uniform (--frame-time) in --order. Self-supervised: no training data needed. See
+    docs/dip.md.
+    """
     from napari_tiltgen.core.errors import TiltgenError
     from napari_tiltgen.fits.dip import acquisition_times, fit_dip, sliding_window_sirt
     from napari_tiltgen.io.model import Volume

@@ -20,22 +20,20 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from napari_tiltgen.cli.options import add_angle_options, add_compute_options, read_series_from_args
+from napari_tiltgen.cli.options import (
+    add_command,
+    add_compute_options,
+    read_series_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fit-inr",
-        help="self-supervised INR reconstruction with joint pose (alignment) refinement",
-        description="Fit an implicit neural representation (multiresolution feature grid + "
-        "MLP) of the volume to the tilt series through differentiable rays, refining per-tilt "
-        "shifts, tilt-angle offsets and the tilt-axis rotation after a warm-up (Lim et al., "
-        "quantEM). Writes the volume as MRC and, with --poses, the fitted poses as JSON. The tilt "
-        "axis must be within 45 degrees of y; a near-horizontal axis stack is turned by 90 "
-        "degrees first (said on stderr).",
+    p = add_command(
+        sub, "fit-inr", run,
+        series=True,
+        out=("VOL.mrc", "output volume (MRC)"),
+        overwrite="replace existing output files",
     )
-    p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
-    p.add_argument("--out", required=True, metavar="VOL.mrc", help="output volume (MRC)")
     p.add_argument("--poses", metavar="POSES.json", help="also write the fitted poses as JSON")
     p.add_argument("--steps", type=int, default=500, help="optimisation steps (default 500)")
     p.add_argument("--batch-size", type=int, default=4096, metavar="RAYS",
@@ -78,9 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ddp", action="store_true",
                    help="data-parallel with torch.distributed (launch with torchrun; without it, "
                    "a single-process group)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    add_angle_options(p)
-    p.set_defaults(func=run)
 
 
 def _free_port() -> int:
@@ -132,6 +127,14 @@ def _axis_init(text: str) -> str | float:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Self-supervised INR reconstruction with joint pose (alignment) refinement.
+
+    Fit an implicit neural representation (multiresolution feature grid + MLP) of the volume to
+    the tilt series through differentiable rays, refining per-tilt shifts, tilt-angle offsets
+    and the tilt-axis rotation after a warm-up (Lim et al., quantEM). Writes the volume as MRC
+    and, with --poses, the fitted poses as JSON. The tilt axis must be within 45 degrees of y;
+    a near-horizontal axis stack is turned by 90 degrees first (said on stderr).
+    """
     from napari_tiltgen.fits.inr import fit_inr
     from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.recon.api import with_vertical_axis

@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_tiltgen.cli.options import add_angle_options
+from napari_tiltgen.cli.options import add_angle_options, add_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "info",
-        help="print shape, dtype, tilt angles, pixel size and tilt axis of a file",
-        description="Print shape, dtype, tilt-angle range/step/count, pixel size (Å) and tilt "
-        "axis of a tilt series or volume (MRC, TIFF, DM3/DM4, Velox/NCEM EMD, SER/EMI, HSPY, or a "
-        "folder/glob of one image per tilt), where each came from (.rawtlt/.tlt, .xf, .mdoc, "
-        "SerialEM/FEI/old-FEI extended header, MRC header, file metadata) and the notes on "
-        "conventions recognised (0..180, radians, x100, several frames per tilt). Reads only "
-        "headers: a large integer stack is not converted.",
+    p = add_command(
+        sub, "info", run,
     )
     p.add_argument("input", metavar="FILE",
                    help="a file, a folder of per-tilt images, or a quoted glob ('ts/*.dm3')")
@@ -30,10 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--tilt-axis", type=float, metavar="DEG",
                        help="tilt-axis angle, degrees from image Y (IMOD convention); overrides "
                        "the file's")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print shape, dtype, tilt angles, pixel size and tilt axis of a file.
+
+    Print shape, dtype, tilt-angle range/step/count, pixel size (Å) and tilt axis of a tilt
+    series or volume (MRC, TIFF, DM3/DM4, Velox/NCEM EMD, SER/EMI, HSPY, or a folder/glob of
+    one image per tilt), where each came from (.rawtlt/.tlt, .xf, .mdoc, SerialEM/FEI/old-FEI
+    extended header, MRC header, file metadata) and the notes on conventions recognised
+    (0..180, radians, x100, several frames per tilt). Reads only headers: a large integer stack
+    is not converted.
+    """
     from napari_tiltgen.io.model import TiltSeries
     from napari_tiltgen.io.readers import read
 

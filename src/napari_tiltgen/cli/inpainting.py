@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli.options import add_angle_options, add_compute_options, add_training_options
+from napari_tiltgen.cli.options import (
+    add_angle_options,
+    add_command,
+    add_compute_options,
+    add_training_options,
+    config_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,17 +56,10 @@ def _sources(text: str) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- train
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train-inpainting",
-        help="train the missing-wedge inpainting GAN on images generated on the fly",
-        description="Train the wedge-conditioned U-Net++ GAN (IRDM) on phantom faces, slices of "
-        "simulated clusters and scikit-image sample images, each projected over a random "
-        "wedge-limited tilt range and reconstructed (WBP and SIRT). Resumes from "
-        "OUT/checkpoint.safetensors when it exists. Writes OUT/best.safetensors (best "
-        "validation PSNR), OUT/last.safetensors and OUT/log.jsonl; --export copies the best "
-        "weights to a file, e.g. the package's models/inpainting.safetensors.",
+    p = add_command(
+        sub, "train-inpainting", run_train,
+        out=("DIR", "output folder"),
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--size", type=int, default=64, help="training slice edge, px (default 64)")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per step (default 16)")
@@ -93,10 +91,18 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-size", type=int, default=4,
                    help="slices sharing one wedge and tilt step (one projector) (default 4)")
     p.add_argument("--half", action="store_true", help="export float16 weights (half the size)")
-    p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train the missing-wedge inpainting GAN on images generated on the fly.
+
+    Train the wedge-conditioned U-Net++ GAN (IRDM) on phantom faces, slices of simulated
+    clusters and scikit-image sample images, each projected over a random wedge-limited tilt
+    range and reconstructed (WBP and SIRT). Resumes from OUT/checkpoint.safetensors when it
+    exists. Writes OUT/best.safetensors (best validation PSNR), OUT/last.safetensors and
+    OUT/log.jsonl; --export copies the best weights to a file, e.g. the package's
+    models/inpainting.safetensors.
+    """
     from napari_tiltgen.nets.inpainting.network import (
         GeneratorConfig,
         load_generator,
@@ -105,17 +111,12 @@ def run_train(args: argparse.Namespace) -> int:
     from napari_tiltgen.nets.inpainting.train import TrainConfig, train
 
     channels = [c.strip().lower() for c in args.channels.split(",") if c.strip()]
-    cfg = TrainConfig(
-        out_dir=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size,
+    cfg = config_from_args(
+        TrainConfig, args, out_dir=args.out,
         wedge_range_deg=_pair(args.wedge_range, "--wedge-range"),
-        sirt_iterations=args.sirt_iterations, bank_size=args.bank_size, lr=args.lr,
-        adv_weight=args.adv_weight, adv_start=args.adv_start, val_every=args.val_every,
-        seed=args.seed, device=args.device, threads=args.threads, max_minutes=args.max_minutes,
         net=GeneratorConfig(in_channels=channels, width=args.width,
                             residual_channel=len(channels) - 1),
-        source_weights=_sources(args.sources), init=args.init, noise_level=args.noise_level,
-        group_size=args.group_size, weight_decay=args.weight_decay,
-        command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        source_weights=_sources(args.sources),
     )
     summary = train(cfg, show=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -128,16 +129,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- eval
 def _register_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval-inpainting",
-        help="benchmark inpainting against WBP, SIRT and TV on held-out phantoms and clusters",
-        description="Held-out phantom faces and held-out simulated cluster slices (elements "
-        "never seen in training), wedges 40-80 degrees: PSNR, SSIM and NRMSE of WBP, SIRT, TV "
-        "and the inpainting model (alone, and with its data-consistency step) against the "
-        "ground truth. Writes table.md, results.json, metrics.png and fourier.png (the 3-D Fourier power of a held-out cluster volume before "
-        "and after inpainting, showing what was filled in the missing wedge).",
+    p = add_command(
+        sub, "eval-inpainting", run_eval,
+        out=("DIR", "output folder"),
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
     p.add_argument("--wedges", default="40,50,60,70,80",
                    help="missing wedges, degrees (default 40,50,60,70,80)")
@@ -158,25 +153,22 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fourier-size", type=int, default=64,
                    help="edge of the cluster volume of the Fourier view, px (0: skip)")
     add_compute_options(p)
-    p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    """Benchmark inpainting against WBP, SIRT and TV on held-out phantoms and clusters.
+
+    Held-out phantom faces and held-out simulated cluster slices (elements never seen in
+    training), wedges 40-80 degrees: PSNR, SSIM and NRMSE of WBP, SIRT, TV and the inpainting
+    model (alone, and with its data-consistency step) against the ground truth. Writes
+    table.md, results.json, metrics.png and fourier.png (the 3-D Fourier power of a held-out
+    cluster volume before and after inpainting, showing what was filled in the missing wedge).
+    """
     from napari_tiltgen.nets.inpainting.evaluate import EvalConfig, evaluate
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    cfg = EvalConfig(
-        out_dir=args.out, weights=args.weights,
+    cfg = config_from_args(
+        EvalConfig, args, out_dir=args.out, tilt_step_deg=args.tilt_step,
         wedges_deg=[float(v) for v in args.wedges.split(",") if v.strip()],
-        n_phantoms=args.n_phantoms, n_clusters=args.n_clusters, size=args.size,
-        tilt_step_deg=args.tilt_step, noise=args.noise, sirt_iterations=args.sirt_iterations,
-        tv_iterations=args.tv_iterations, tv_weight=args.tv_weight,
-        refine_iterations=args.refine_iterations,
-        fourier_size=args.fourier_size, device=args.device,
-        command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     result = evaluate(cfg, show=not args.quiet)
     print(result["table"])
@@ -186,13 +178,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- inpaint
 def _register_inpaint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "inpaint",
-        help="fill the missing wedge of a volume (or of a tilt series' reconstruction)",
-        description="Apply the pretrained inpainting model slice by slice in the planes "
-        "perpendicular to the tilt axis. INPUT is a tilt series (reconstructed first with WBP "
-        "and SIRT) or, with --volume, a reconstructed volume; the missing wedge comes from the "
-        "series' angles (or --tilt-file / --tilt-start/--tilt-step, or --wedge).",
+    p = add_command(
+        sub, "inpaint", run_inpaint,
+        overwrite="replace OUTPUT if it exists (never the input)",
     )
     p.add_argument("input", help="tilt series (.mrc/.st/.ali/.tif) or volume (with --volume)")
     p.add_argument("output", help="output volume (.mrc or .tif); never the input file")
@@ -225,13 +213,17 @@ def _register_inpaint(sub: argparse._SubParsersAction) -> None:
                    "network alone and the result; iterations; blend toward SIRT) here")
     p.add_argument("--allow-out-of-range", action="store_true",
                    help="run even when the wedge lies outside the trained range (warns)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace OUTPUT if it exists (never the input)")
     add_angle_options(p)
-    p.set_defaults(func=run_inpaint)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
+    """Fill the missing wedge of a volume (or of a tilt series' reconstruction).
+
+    Apply the pretrained inpainting model slice by slice in the planes perpendicular to the
+    tilt axis. INPUT is a tilt series (reconstructed first with WBP and SIRT) or, with
+    --volume, a reconstructed volume; the missing wedge comes from the series' angles (or
+    --tilt-file / --tilt-start/--tilt-step, or --wedge).
+    """
     import os
 
     from napari_tiltgen.core.errors import TiltgenError

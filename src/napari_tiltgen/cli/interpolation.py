@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
 from napari_tiltgen.cli.options import (
-    add_angle_options,
+    add_command,
     add_compute_options,
     add_training_options,
+    config_from_args,
     finite_float,
     read_series_from_args,
 )
@@ -28,18 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------- train
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train-interpolation",
-        help="train the tilt-frame interpolation network on simulated data sets",
-        description="Train the conditioned IFRNet-style interpolation network on the train "
-        "shards of one or more simulated data sets (tiltgen simulate-dataset / "
-        "generate_dataset). Resumes from OUT/checkpoint.safetensors when it exists. Writes "
-        "OUT/best.safetensors (best validation PSNR), OUT/last.safetensors and OUT/log.jsonl; "
-        "--export copies the best weights (with their metadata) to a file, e.g. the package's "
-        "models/interpolation.safetensors.",
+    p = add_command(
+        sub, "train-interpolation", run_train,
+        out=("DIR", "output folder"),
     )
     p.add_argument("data", nargs="+", metavar="DATASET", help="data-set folder(s)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--steps", type=int, default=20000, help="optimizer steps (default 20000)")
     p.add_argument("--batch-size", type=int, default=16, help="triplets per step (default 16)")
     add_training_options(p, lr=1e-3, lr_min=1e-5, warmup=100, weight_decay=0.02, val_every=250)
@@ -62,19 +55,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    help="triplets in the fixed validation batch (default 128)")
     p.add_argument("--reload-every", type=int, default=500,
                    help="family pools: re-read a growing pool every N steps (default 500)")
-    p.set_defaults(func=run_train)
 
 
 # ---------------------------------------------------------------------------- data
 def _register_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "build-interpolation-data",
-        help="simulate a family pool (training data for transfer) for train-interpolation",
-        description="Simulate clean tilt-series windows (25 frames, 1 degree apart, random "
-        "start angle) of random volumes of the TRAINING object families "
-        "(napari_tiltgen.simulate.families), projected with the package's forward model, as "
-        "resumable .npz shards in OUT/train and OUT/val. Noise, jitter, tilt-axis error and "
-        "backgrounds are added at training time. Run it again to continue or to grow the pool.",
+    p = add_command(
+        sub, "build-interpolation-data", run_data,
     )
     p.add_argument("out", metavar="OUT", help="pool folder")
     p.add_argument("--series", type=int, default=512, help="training series (default 512)")
@@ -84,10 +70,17 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_data)
 
 
 def run_data(args: argparse.Namespace) -> int:
+    """Simulate a family pool (training data for transfer) for train-interpolation.
+
+    Simulate clean tilt-series windows (25 frames, 1 degree apart, random start angle) of
+    random volumes of the TRAINING object families (napari_tiltgen.simulate.families),
+    projected with the package's forward model, as resumable .npz shards in OUT/train and
+    OUT/val. Noise, jitter, tilt-axis error and backgrounds are added at training time. Run it
+    again to continue or to grow the pool.
+    """
     import torch
 
     from napari_tiltgen.core.errors import TiltgenError
@@ -124,21 +117,22 @@ def _ints(text: str) -> tuple[int, int, int, int]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train the tilt-frame interpolation network on simulated data sets.
+
+    Train the conditioned IFRNet-style interpolation network on the train shards of one or more
+    simulated data sets (tiltgen simulate-dataset / generate_dataset). Resumes from
+    OUT/checkpoint.safetensors when it exists. Writes OUT/best.safetensors (best validation
+    PSNR), OUT/last.safetensors and OUT/log.jsonl; --export copies the best weights (with their
+    metadata) to a file, e.g. the package's models/interpolation.safetensors.
+    """
     from napari_tiltgen.nets.interpolation.network import NetConfig, load_model, save_model
     from napari_tiltgen.nets.interpolation.train import TrainConfig, train
 
-    cfg = TrainConfig(
-        data=list(args.data), out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, lr_min=args.lr_min, warmup_steps=args.warmup,
-        weight_decay=args.weight_decay, gap_range_deg=(args.min_gap, args.max_gap),
-        val_series=args.val_series, val_every=args.val_every, seed=args.seed,
-        device=args.device, threads=args.threads, max_minutes=args.max_minutes,
-        net=NetConfig(channels=_ints(args.channels),
-                      decoder_channels=_ints(args.decoder_channels)),
-        init=args.init,
-        command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        crops=tuple(int(c) for c in args.crops.split(",")), val_crop=args.val_crop,
-        val_triplets=args.val_triplets, reload_every=args.reload_every,
+    cfg = config_from_args(
+        TrainConfig, args, out_dir=args.out, warmup_steps=args.warmup,
+        gap_range_deg=(args.min_gap, args.max_gap),
+        net=NetConfig(channels=_ints(args.channels), decoder_channels=_ints(args.decoder_channels)),
+        crops=tuple(int(c) for c in args.crops.split(",")),
     )
     summary = train(cfg, show_progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -151,18 +145,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- eval
 def _register_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval-interpolation",
-        help="benchmark pretrained / linear / reprojection interpolation on held-out series",
-        description="Per gap: hide the frames between every GAP-th tilt of the held-out "
-        "(test split) series, predict them with the pretrained model, linear interpolation and "
-        "SIRT reprojection, and report MSE, PSNR and SSIM. Downstream 3-D: SIRT of the "
-        "reference (all tilts), the sparse series and the sparse series plus interpolated "
-        "frames, compared with the reference reconstruction by NRMSE, SSIM and Otsu + "
-        "Chamfer/RMS surface distances. Writes a Markdown table, JSON and a PNG plot.",
+    p = add_command(
+        sub, "eval-interpolation", run_eval,
+        out=("DIR", "output folder"),
     )
     p.add_argument("data", nargs="+", metavar="DATASET", help="data-set folder(s) with a test split")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--weights", metavar="FILE",
                    help="weights (default: the packaged pretrained model)")
     p.add_argument("--gaps", default="1-12", help="gaps in degrees, e.g. 1-12 or 2,4,8")
@@ -181,7 +168,6 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recon-iterations", type=int, default=100,
                    help="SIRT iterations of the 3-D comparison (default 100)")
     add_compute_options(p)
-    p.set_defaults(func=run_eval)
 
 
 def _gap_list(text: str) -> list[int]:
@@ -203,22 +189,23 @@ def _gap_list(text: str) -> list[int]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import torch
+    """Benchmark pretrained / linear / reprojection interpolation on held-out series.
+
+    Per gap: hide the frames between every GAP-th tilt of the held-out (test split) series,
+    predict them with the pretrained model, linear interpolation and SIRT reprojection, and
+    report MSE, PSNR and SSIM. Downstream 3-D: SIRT of the reference (all tilts), the sparse
+    series and the sparse series plus interpolated frames, compared with the reference
+    reconstruction by NRMSE, SSIM and Otsu + Chamfer/RMS surface distances. Writes a Markdown
+    table, JSON and a PNG plot.
+    """
 
     from napari_tiltgen.nets.interpolation.evaluate import EvalConfig, evaluate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = EvalConfig(
-        data=list(args.data), out_dir=args.out, weights=args.weights,
-        gaps=_gap_list(args.gaps), methods=[m.strip() for m in args.methods.split(",") if m],
-        max_series=args.max_series,
+    cfg = config_from_args(
+        EvalConfig, args, out_dir=args.out, gaps=_gap_list(args.gaps),
+        methods=[m.strip() for m in args.methods.split(",") if m],
         presets=None if not args.presets else tuple(args.presets.split(",")),
-        reprojection_iterations=args.reprojection_iterations,
         recon_gaps=_gap_list(args.recon_gaps) if args.recon_gaps else [],
-        recon_series=args.recon_series, recon_iterations=args.recon_iterations,
-        device=args.device,
-        command="tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     result = evaluate(cfg, show_progress=not args.quiet)
     print(result["table_markdown"])
@@ -228,20 +215,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- interpolate
 def _register_interpolate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "interpolate",
-        help="insert interpolated frames into a tilt series (or leave-one-out QA)",
-        description="Insert frames between the tilts of a series and write the denser series as "
-        "MRC with a .rawtlt of the new angles and a .json listing which frames are predicted. "
-        "The default method, auto, fine-tunes a copy of the pretrained network on the series' "
-        "own real frames (--adapt-seconds), scores pretrained, adapted and linear "
-        "interpolation by leave-one-out on held-out real frames, and uses the best; a network "
-        "is used only if it beats linear interpolation there. The choice and its margin over "
-        "linear are printed on stderr; --qa-report writes the QA table. With --qa, only the "
-        "leave-one-out QA is run and printed.",
+    p = add_command(
+        sub, "interpolate", run_interpolate,
+        series=True,
+        out=("OUT.mrc", "output series (MRC); not needed with --qa"), out_required=False,
+        overwrite="replace an existing output file",
     )
-    p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
-    p.add_argument("--out", metavar="OUT.mrc", help="output series (MRC); not needed with --qa")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--frames-per-gap", type=int, metavar="N",
                    help="insert N frames between every two tilts")
@@ -266,9 +245,6 @@ def _register_interpolate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qa-report", metavar="FILE",
                    help="write the QA here: JSON if FILE ends in .json, else the text table "
                    "(auto/adapted: pretrained, adapted and linear side by side)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    add_angle_options(p)
-    p.set_defaults(func=run_interpolate)
 
 
 def _write_qa(path: str, text: str, data: dict, overwrite: bool = False) -> None:
@@ -281,6 +257,16 @@ def _write_qa(path: str, text: str, data: dict, overwrite: bool = False) -> None
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
+    """Insert interpolated frames into a tilt series (or leave-one-out QA).
+
+    Insert frames between the tilts of a series and write the denser series as MRC with a
+    .rawtlt of the new angles and a .json listing which frames are predicted. The default
+    method, auto, fine-tunes a copy of the pretrained network on the series' own real frames
+    (--adapt-seconds), scores pretrained, adapted and linear interpolation by leave-one-out on
+    held-out real frames, and uses the best; a network is used only if it beats linear
+    interpolation there. The choice and its margin over linear are printed on stderr; --qa-
+    report writes the QA table. With --qa, only the leave-one-out QA is run and printed.
+    """
     from napari_tiltgen.core.errors import TiltgenError
     from napari_tiltgen.core.progress import run
     from napari_tiltgen.io.output import planned_outputs

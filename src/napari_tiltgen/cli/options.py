@@ -6,7 +6,10 @@ out-of-range numbers; and the checks every command runs before any work.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import math
+import shlex
 import sys
 from typing import Any
 
@@ -129,6 +132,57 @@ def check_device(device: str) -> None:
         resolve_device(device)
     except TiltgenError as exc:
         raise TiltgenError(f"--device {device}: {exc}") from None
+
+
+def add_command(sub: Any, name: str, func: Any, *, help: str | None = None,
+                description: str | None = None, raw: bool = False, series: bool = False,
+                out: tuple[str, str] | None = None, out_required: bool = True,
+                overwrite: str | None = None) -> argparse.ArgumentParser:
+    """Register the sub-command ``name`` that runs ``func(args) -> exit code``.
+
+    The first line of ``func``'s docstring is the command's one-line help (``tiltgen -h``), the
+    rest its ``--help`` description, unless ``help`` or ``description`` are given (``raw``:
+    printed as written, not re-wrapped): what a command does is written once, next to the code
+    that does it. The options most commands share are declared here once: ``series``, the
+    input tilt series ``IN`` and the angle options; ``out = (METAVAR, help)``, ``--out``;
+    ``overwrite`` (its help), ``--overwrite``.
+    """
+    summary, _, rest = (inspect.getdoc(func) or "").partition("\n\n")
+    p = sub.add_parser(name, help=help or summary.strip().rstrip(".") or None,
+                       description=description if description is not None else rest or None,
+                       formatter_class=(argparse.RawDescriptionHelpFormatter if raw
+                                        else argparse.HelpFormatter))
+    if series:
+        p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
+    if out is not None:
+        p.add_argument("--out", required=out_required, metavar=out[0], help=out[1])
+    if overwrite is not None:
+        p.add_argument("--overwrite", action="store_true", help=overwrite)
+    if series:
+        add_angle_options(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def command_line() -> str:
+    """The command as typed (recorded in configs, model cards and reports)."""
+    return "tiltgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def config_from_args(cls: Any, args: argparse.Namespace, **values: Any) -> Any:
+    """The dataclass ``cls`` from parsed options: every field takes the option of the same
+    ``dest``; ``values`` (converted or renamed options) override; ``command`` is the command
+    line. Set ``--threads`` for torch on the way (every config run in this process)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in vars(args).items() if k in names}
+    if "command" in names:
+        kw["command"] = command_line()
+    kw.update(values)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return cls(**kw)
 
 
 def add_angle_options(p: argparse.ArgumentParser) -> None:

@@ -6,24 +6,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_tiltgen.cli.options import add_angle_options, add_compute_options, read_series_from_args
+from napari_tiltgen.cli.options import (
+    add_command,
+    add_compute_options,
+    read_series_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from napari_tiltgen.recon.names import BACKENDS, FILTER_NAMES, METHODS
 
-    p = sub.add_parser(
-        "reconstruct",
-        help="reconstruct a tilt series into a volume (WBP, SIRT, SART, TV)",
-        description="Reconstruct a tilt series (MRC/TIFF, angles from the file, its sidecars or "
-        "--tilt-start/--tilt-step) into a volume written as MRC. First the series is prepared "
-        "(said on stderr): vacuum offset removed or bright field converted to -log(I/I0) "
-        "(--intensity), the tilt axis taken from --tilt-axis, the file, or estimated from the "
-        "data over 0-180 degrees, and the frames turned so that it runs along y; a jittered raw "
-        "stack is aligned (--align). Per-tilt shifts stored with the series are applied.",
+    p = add_command(
+        sub, "reconstruct", run,
+        series=True,
+        out=("VOL.mrc", "output volume (MRC)"),
+        overwrite="replace an existing output file",
     )
-    p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
-    p.add_argument("--out", required=True, metavar="VOL.mrc", help="output volume (MRC)")
     p.add_argument("--method", default="sirt", choices=[*METHODS, "fbp"],
                    help="reconstruction method (default sirt; fbp = wbp)")
     p.add_argument("--iterations", type=int, default=100,
@@ -63,12 +61,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="out of core: spread the slabs over N local Dask worker processes")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="out of core: spread the slabs over a running Dask scheduler")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    add_angle_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Reconstruct a tilt series into a volume (WBP, SIRT, SART, TV).
+
+    Reconstruct a tilt series (MRC/TIFF, angles from the file, its sidecars or --tilt-
+    start/--tilt-step) into a volume written as MRC. First the series is prepared (said on
+    stderr): vacuum offset removed or bright field converted to -log(I/I0) (--intensity), the
+    tilt axis taken from --tilt-axis, the file, or estimated from the data over 0-180 degrees,
+    and the frames turned so that it runs along y; a jittered raw stack is aligned (--align).
+    Per-tilt shifts stored with the series are applied.
+    """
     from napari_tiltgen.io.writers import plan_write, write
     from napari_tiltgen.recon.api import reconstruct, with_vertical_axis
 

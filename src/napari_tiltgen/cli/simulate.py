@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from napari_tiltgen.cli.options import add_command
 from napari_tiltgen.core.errors import TiltgenError
 
 
@@ -57,35 +58,26 @@ def _add_imaging_options(p: argparse.ArgumentParser, single: bool = True) -> Non
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "simulate",
-        help="simulate a HAADF-STEM tilt series of an ase nanocluster (MRC + ground truth)",
-        description="Build a nanocluster with ase, simulate its HAADF-STEM tilt series (fast "
-        "incoherent model or abTEM multislice; 200 keV, tilt about y) and write it as MRC with "
-        "a .rawtlt sidecar, plus the ground-truth volume (same pixel size) and the atoms.",
+    p = add_command(
+        sub, "simulate", run_simulate,
+        overwrite="replace existing output files",
     )
     p.add_argument("output", metavar="OUT.mrc", help="tilt series to write (.mrc/.st)")
     p.add_argument("--volume", metavar="GT.mrc",
                    help="ground-truth volume to write (default OUT_gt.mrc)")
     p.add_argument("--atoms", metavar="ATOMS.xyz",
                    help="atom positions (extended XYZ, Å) to write (default OUT_atoms.xyz)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_structure_options(p)
     _add_imaging_options(p)
-    p.set_defaults(func=run_simulate)
 
-    d = sub.add_parser(
-        "simulate-dataset",
-        help="write a sharded, resumable HDF5 training/validation/test data set",
-        description="Simulate many cluster tilt series (both optics presets) into HDF5 shards "
-        "DIR/{train,val,test}/shard-NNNNN.h5, split by structure (test uses the held-out "
-        "elements Yb, Ir, Xe, Al). Finished shards are skipped when the command is run again "
-        "with the same settings, and every sample is reproducible from its seed.",
+    d = add_command(
+        sub, "simulate-dataset", run_dataset,
+        out=("DIR", "output folder"),
+        overwrite="delete a data set made with other settings in DIR and start again",
     )
     from napari_tiltgen.simulate.clusters import STRUCTURES, VARIANTS
     from napari_tiltgen.simulate.haadf import PRESETS
 
-    d.add_argument("--out", required=True, metavar="DIR", help="output folder")
     d.add_argument("--n-train", type=int, default=64, help="training samples (64)")
     d.add_argument("--n-val", type=int, default=8, help="validation samples (8)")
     d.add_argument("--n-test", type=int, default=16, help="test samples (16)")
@@ -103,11 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--no-volumes", action="store_true", help="do not store ground-truth volumes")
     d.add_argument("--workers", type=int, default=2,
                    help="worker processes, one torch thread each (default 2)")
-    d.add_argument("--overwrite", action="store_true",
-                   help="delete a data set made with other settings in DIR and start again")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_imaging_options(d, single=False)
-    d.set_defaults(func=run_dataset)
 
 
 def _orientation(text: str):
@@ -153,6 +142,12 @@ def _atoms_writer(atoms):
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    """Simulate a HAADF-STEM tilt series of an ase nanocluster (MRC + ground truth).
+
+    Build a nanocluster with ase, simulate its HAADF-STEM tilt series (fast incoherent model or
+    abTEM multislice; 200 keV, tilt about y) and write it as MRC with a .rawtlt sidecar, plus
+    the ground-truth volume (same pixel size) and the atoms.
+    """
     from napari_tiltgen.core.progress import run
     from napari_tiltgen.io.writers import file_contents
     from napari_tiltgen.simulate.clusters import build_cluster, describe
@@ -203,6 +198,13 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
+    """Write a sharded, resumable HDF5 training/validation/test data set.
+
+    Simulate many cluster tilt series (both optics presets) into HDF5 shards
+    DIR/{train,val,test}/shard-NNNNN.h5, split by structure (test uses the held-out elements
+    Yb, Ir, Xe, Al). Finished shards are skipped when the command is run again with the same
+    settings, and every sample is reproducible from its seed.
+    """
     from napari_tiltgen.core.progress import run
     from napari_tiltgen.simulate.dataset import DatasetConfig, generate_dataset_iter
 

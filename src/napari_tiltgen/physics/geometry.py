@@ -116,6 +116,17 @@ class Geometry:
         object.__setattr__(self, "n_det", int(self.n_det) if self.n_det else shape[2])
         object.__setattr__(self, "tilt_axis_angle_deg", float(self.tilt_axis_angle_deg))
 
+    def key(self) -> tuple:
+        """A hashable value equal for equal geometries (cache keys)."""
+        return (
+            self.volume_shape,
+            self.tilt_angles_deg.tobytes(),
+            self.shifts_px.tobytes(),  # type: ignore[union-attr]
+            self.axis_offset_px,
+            self.n_det,
+            self.tilt_axis_angle_deg,
+        )
+
     @property
     def n_tilts(self) -> int:
         return int(self.tilt_angles_deg.size)

@@ -481,33 +481,17 @@ _CACHE_LOCK = threading.Lock()
 
 
 def get_projector(
-    volume_shape: Sequence[int],
-    tilt_angles_deg: Any,
-    shifts_px: Any = None,
-    axis_offset_px: float = 0.0,
-    n_det: int | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    geometry: Geometry, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> Projector:
-    """A :class:`Projector` for this geometry, reused from a small cache (last 4 geometries)."""
-    g = Geometry(volume_shape, tilt_angles_deg, shifts_px, axis_offset_px, n_det)  # checks
-    angles, shifts = g.tilt_angles_deg, g.shifts_px
-    dev = resolve_device(device)
-    key = (
-        tuple(int(s) for s in volume_shape),
-        angles.tobytes(),
-        shifts.tobytes(),
-        float(axis_offset_px),
-        n_det,
-        str(dev),
-        dtype,
-    )
+    """A :class:`Projector` for ``geometry``, reused from a small cache (last 4 geometries)."""
+    g, dev = geometry, resolve_device(device)
+    key = (g.key(), str(dev), dtype)
     with _CACHE_LOCK:
         proj = _CACHE.get(key)
         if proj is not None:
             _CACHE.move_to_end(key)
             return proj
-    proj = Projector(volume_shape, angles, shifts, axis_offset_px, n_det, dev, dtype)
+    proj = Projector.from_geometry(g, device=dev, dtype=dtype)
     with _CACHE_LOCK:
         _CACHE[key] = proj
         while len(_CACHE) > _CACHE_SIZE:
@@ -546,9 +530,8 @@ def forward_project(
     """
     volume = torch.as_tensor(volume)
     dtype = volume.dtype if volume.dtype in (torch.float32, torch.float64) else torch.float32
-    proj = get_projector(
-        volume.shape, tilt_angles_deg, shifts_px, axis_offset_px, n_det, volume.device, dtype
-    )
+    g = Geometry(tuple(volume.shape), tilt_angles_deg, shifts_px, axis_offset_px, n_det)
+    proj = get_projector(g, volume.device, dtype)
     return proj.forward(volume)
 
 
@@ -579,13 +562,8 @@ def back_project(
     dtype = (
         projections.dtype if projections.dtype in (torch.float32, torch.float64) else torch.float32
     )
-    proj = get_projector(
-        volume_shape,
-        tilt_angles_deg,
-        shifts_px,
-        axis_offset_px,
-        int(projections.shape[-1]),
-        projections.device,
-        dtype,
+    g = Geometry(
+        volume_shape, tilt_angles_deg, shifts_px, axis_offset_px, int(projections.shape[-1])
     )
+    proj = get_projector(g, projections.device, dtype)
     return proj.adjoint(projections)

@@ -241,9 +241,12 @@ def reconstruct_iter(
         used_device = str(used)
     else:
         from napari_tiltgen.recon import backends
-        arr, used_device = yield from backends.reconstruct_external_iter(
-            backend, data, angles, shifts, axis_offset_px, shape, m, iterations, filt,
-            relaxation, positivity, n_subsets, dev, n_threads)
+        job = backends.ExternalJob(
+            data, angles, shape, method=m, iterations=iterations, shifts_px=shifts,
+            axis_offset_px=axis_offset_px, filter=filt, relaxation=relaxation,
+            positivity=positivity, n_subsets=n_subsets, use_cuda=dev.type == "cuda",
+            n_workers=n_threads)
+        arr, used_device = yield from backends.reconstruct_external_iter(backend, job)
 
     prov_in = ts.provenance
     history = copy.deepcopy(prov_in.get("history", []))

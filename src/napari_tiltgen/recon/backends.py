@@ -24,8 +24,10 @@ CUDA path is used, with a message).
 
 from __future__ import annotations
 
+import importlib
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from napari_tiltgen.physics.geometry import interleaved_order
 from napari_tiltgen.physics.shifts import unshift_frames
 
 __all__ = [
+    "ExternalJob",
     "astra_proj_geom_2d",
     "astra_reconstruct_iter",
     "available_backends",
@@ -68,38 +71,36 @@ def available_backends() -> dict[str, bool]:
 def require_backend(backend: str, method: str) -> None:
     """Raise :class:`TiltgenError` now if ``backend`` cannot run ``method`` here."""
     if backend == "astra":
-        _import_astra()
+        _import_backend("astra")
         if method not in ("wbp", "sirt", "sart"):
             raise TiltgenError(f"the astra backend has no {method!r} reconstruction; use wbp, "
                                "sirt or sart there, or backend 'torch' for tv.")
     elif backend == "tomopy":
-        _import_tomopy()
+        _import_backend("tomopy")
         if method not in ("wbp", "sirt"):
             raise TiltgenError(f"the tomopy backend runs wbp and sirt only, not {method!r}.")
     elif backend != "torch":
         raise TiltgenError(f"unknown backend {backend!r}; choose torch, astra or tomopy.")
 
 
-def _import_tomopy() -> Any:
-    try:
-        import tomopy
-    except Exception as exc:  # noqa: BLE001
-        raise TiltgenError(
-            f"the 'tomopy' backend needs tomopy, which could not be imported ({exc}). tomopy is "
-            "distributed through conda-forge only (`conda install -c conda-forge tomopy`); use "
-            "backend 'torch' or 'astra' instead.") from None
-    return tomopy
+_HOW_TO_GET = {
+    "tomopy": ("tomopy", (
+        "tomopy is distributed through conda-forge only (`conda install -c conda-forge "
+        "tomopy`); use backend 'torch' or 'astra' instead.")),
+    "astra": ("astra-toolbox", (
+        "Install it with `pip install astra-toolbox` (or the napari-tiltgen[astra] extra), or "
+        "use backend 'torch'.")),
+}
 
 
-def _import_astra() -> Any:
+def _import_backend(module: str) -> Any:
+    """Import an optional backend's module, or say how to get it."""
     try:
-        import astra
+        return importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001
-        raise TiltgenError(
-            f"the 'astra' backend needs astra-toolbox, which could not be imported ({exc}). "
-            "Install it with `pip install astra-toolbox` (or the napari-tiltgen[astra] extra), "
-            "or use backend 'torch'.") from None
-    return astra
+        package, how = _HOW_TO_GET[module]
+        raise TiltgenError(f"the '{module}' backend needs {package}, which could not be imported "
+                           f"({exc}). {how}") from None
 
 
 def unshift(data: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
@@ -203,25 +204,11 @@ def _astra_slice(astra: Any, sino: np.ndarray, algorithm: str, proj_geom: dict,
             astra.projector.delete(pid)
 
 
-def astra_reconstruct_iter(
-    data: np.ndarray,
-    tilt_angles_deg: np.ndarray,
-    volume_shape: tuple[int, int, int],
-    *,
-    method: str = "sirt",
-    iterations: int = 100,
-    shifts_px: np.ndarray | None = None,
-    axis_offset_px: float = 0.0,
-    filter: str = "ramp",
-    relaxation: float = 1.0,
-    positivity: bool = True,
-    n_subsets: int = 8,
-    use_cuda: bool | None = None,
-    n_workers: int | None = None,
-) -> ProgressGen[tuple[np.ndarray, str]]:
-    """Reconstruct with astra-toolbox in our geometry.
+@dataclass(frozen=True)
+class ExternalJob:
+    """One reconstruction for an external backend, in our geometry.
 
-    Parameters
+    Attributes
     ----------
     data
         Projections ``(n_tilts, ny, n_det)``.
@@ -234,7 +221,9 @@ def astra_reconstruct_iter(
     iterations
         SIRT iterations, or SART passes over all tilts.
     filter
-        WBP filter name (ours; mapped to ASTRA's).
+        WBP filter name (ours; mapped to the backend's).
+    relaxation, positivity
+        SIRT/SART step and non-negativity (ASTRA).
     n_subsets
         SART visits the tilts subset after subset of this interleaving (see
         :func:`~napari_tiltgen.recon.iterative.sart_iter`), one tilt per update.
@@ -242,22 +231,51 @@ def astra_reconstruct_iter(
         ``None``: CUDA when ASTRA has it. CUDA runs SIRT in 3-D, the rest per slice.
     n_workers
         Worker threads for CPU slices (default: CPU count).
+    """
+
+    data: np.ndarray
+    tilt_angles_deg: np.ndarray
+    volume_shape: tuple[int, int, int]
+    method: str = "sirt"
+    iterations: int = 100
+    shifts_px: np.ndarray | None = None
+    axis_offset_px: float = 0.0
+    filter: str = "ramp"
+    relaxation: float = 1.0
+    positivity: bool = True
+    n_subsets: int = 8
+    use_cuda: bool | None = None
+    n_workers: int | None = None
+
+    def shifts(self) -> np.ndarray:
+        """Per-tilt ``(dy, dx)`` shifts, zeros when none are given."""
+        n_t = self.data.shape[0]
+        return (np.zeros((n_t, 2)) if self.shifts_px is None
+                else np.asarray(self.shifts_px, np.float64).reshape(n_t, 2))
+
+    def workers(self) -> int:
+        return max(1, int(self.n_workers or os.cpu_count() or 1))
+
+
+def astra_reconstruct_iter(job: ExternalJob) -> ProgressGen[tuple[np.ndarray, str]]:
+    """Reconstruct ``job`` with astra-toolbox in our geometry.
 
     Returns
     -------
     (volume, device)
         ``(nz, ny, nx)`` float32 and a label of what ran (``"astra-cpu-2d"``...).
     """
-    astra = _import_astra()
+    astra = _import_backend("astra")
+    method, data, volume_shape = job.method, job.data, job.volume_shape
     require_backend("astra", method)
     nz, ny, nx = volume_shape
     n_t, ny_d, n_det = data.shape
     if ny_d != ny:
         raise ValueError("data rows must equal the volume's ny")
-    angles = np.asarray(tilt_angles_deg, dtype=np.float64)
-    shifts = np.zeros((n_t, 2)) if shifts_px is None else np.asarray(shifts_px, np.float64)
-    u_shift = shifts[:, 1] + float(axis_offset_px)
-    cuda = bool(astra.use_cuda()) if use_cuda is None else bool(use_cuda)
+    angles = np.asarray(job.tilt_angles_deg, dtype=np.float64)
+    shifts = job.shifts()
+    u_shift = shifts[:, 1] + float(job.axis_offset_px)
+    cuda = bool(astra.use_cuda()) if job.use_cuda is None else bool(job.use_cuda)
     if cuda and not astra.use_cuda():
         raise TiltgenError("ASTRA was built without CUDA or sees no GPU; use device 'cpu'.")
 
@@ -265,37 +283,37 @@ def astra_reconstruct_iter(
         orient = _astra3d_orientation(astra)
         if orient is not None:
             result = yield from _astra_sirt3d(astra, data, angles, volume_shape, shifts[:, 0],
-                                              u_shift, orient, iterations, relaxation,
-                                              positivity)
+                                              u_shift, orient, job.iterations,
+                                              job.relaxation, job.positivity)
             return result, "astra-cuda-3d"
         yield Progress(0.0, "ASTRA 3-D geometry check failed; using 2-D CUDA slices")
 
     vol_geom = astra.create_vol_geom(nz, nx)
     options: dict[str, Any] = {}
-    n_iter = iterations
+    n_iter = job.iterations
     if method == "wbp":
         stack = unshift(data, shifts[:, 0], u_shift)
         proj_geom = astra.create_proj_geom("parallel", 1.0, n_det, np.deg2rad(-angles))
         algorithm = "FBP_CUDA" if cuda else "FBP"
-        options["FilterType"] = _ASTRA_FILTERS[filter]
+        options["FilterType"] = _ASTRA_FILTERS[job.filter]
         n_iter = 1
     else:
         stack = unshift(data, shifts[:, 0], np.zeros(n_t))
         proj_geom = astra_proj_geom_2d(astra, angles, n_det, u_shift)
-        if positivity:
+        if job.positivity:
             options["MinConstraint"] = 0.0
-        options["Relaxation"] = float(relaxation)
+        options["Relaxation"] = float(job.relaxation)
         if method == "sirt":
             algorithm = "SIRT_CUDA" if cuda else "SIRT"
         else:
             algorithm = "SART_CUDA" if cuda else "SART"
             options["ProjectionOrder"] = "custom"
-            order = interleaved_order(angles, n_subsets)
+            order = interleaved_order(angles, job.n_subsets)
             options["ProjectionOrderList"] = order.astype(np.int32)
-            n_iter = iterations * n_t
+            n_iter = job.iterations * n_t
     stack = np.ascontiguousarray(stack, dtype=np.float32)
     out = np.zeros(volume_shape, dtype=np.float32)
-    workers = 1 if cuda else max(1, int(n_workers or os.cpu_count() or 1))
+    workers = 1 if cuda else job.workers()
     label = f"astra-{'cuda' if cuda else 'cpu'}-2d"
     ex = ThreadPoolExecutor(max_workers=workers)
     pending: dict[Future, int] = {}
@@ -392,70 +410,36 @@ def orient_slices(rec: np.ndarray, data: np.ndarray, tilt_angles_deg: np.ndarray
     return out, f"rot90 k={k}" + (", flipped" if flip else "")
 
 
-def tomopy_reconstruct_iter(
-    data: np.ndarray,
-    tilt_angles_deg: np.ndarray,
-    volume_shape: tuple[int, int, int],
-    *,
-    method: str = "sirt",
-    iterations: int = 100,
-    shifts_px: np.ndarray | None = None,
-    axis_offset_px: float = 0.0,
-    filter: str = "ramp",
-    n_workers: int | None = None,
-) -> ProgressGen[tuple[np.ndarray, str]]:
-    """Reconstruct with tomopy (``fbp`` or ``sirt``), put into our geometry by :func:`orient_slices`.
+def tomopy_reconstruct_iter(job: ExternalJob) -> ProgressGen[tuple[np.ndarray, str]]:
+    """Reconstruct ``job`` with tomopy (``fbp`` or ``sirt``), put into our geometry by :func:`orient_slices`.
 
     Shifts and the axis offset are undone on the data first (linear interpolation); the result
     is then oriented by the data fit. Raises :class:`TiltgenError` when tomopy is missing.
     """
-    tomopy = _import_tomopy()
-    require_backend("tomopy", method)
-    n_t = data.shape[0]
-    shifts = np.zeros((n_t, 2)) if shifts_px is None else np.asarray(shifts_px, np.float64)
-    stack = unshift(data, shifts[:, 0], shifts[:, 1] + float(axis_offset_px))
-    yield Progress(0.05, f"tomopy {method.upper()}: running")
-    kwargs: dict[str, Any] = {"ncore": int(n_workers or os.cpu_count() or 1),
-                              "center": (data.shape[2] - 1) / 2.0}
-    if method == "wbp":
-        kwargs.update(algorithm="fbp", filter_name=_TOMOPY_FILTERS[filter])
+    tomopy = _import_backend("tomopy")
+    require_backend("tomopy", job.method)
+    shifts = job.shifts()
+    stack = unshift(job.data, shifts[:, 0], shifts[:, 1] + float(job.axis_offset_px))
+    yield Progress(0.05, f"tomopy {job.method.upper()}: running")
+    kwargs: dict[str, Any] = {"ncore": job.workers(), "center": (job.data.shape[2] - 1) / 2.0}
+    if job.method == "wbp":
+        kwargs.update(algorithm="fbp", filter_name=_TOMOPY_FILTERS[job.filter])
     else:
-        kwargs.update(algorithm="sirt", num_iter=int(iterations))
+        kwargs.update(algorithm="sirt", num_iter=int(job.iterations))
     rec = tomopy.recon(np.ascontiguousarray(stack, dtype=np.float32),
-                       np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64)), **kwargs)
+                       np.deg2rad(np.asarray(job.tilt_angles_deg, dtype=np.float64)), **kwargs)
     yield Progress(0.95, "tomopy: matching orientation")
-    vol, _ = orient_slices(np.asarray(rec, dtype=np.float32), data, tilt_angles_deg,
-                           volume_shape)
+    vol, _ = orient_slices(np.asarray(rec, dtype=np.float32), job.data, job.tilt_angles_deg,
+                           job.volume_shape)
     return vol, "tomopy-cpu"
 
 
 # ---------------------------------------------------------------------------- dispatcher
-def reconstruct_external_iter(
-    backend: str,
-    data: np.ndarray,
-    tilt_angles_deg: np.ndarray,
-    shifts_px: np.ndarray,
-    axis_offset_px: float,
-    volume_shape: tuple[int, int, int],
-    method: str,
-    iterations: int,
-    filter: str,
-    relaxation: float,
-    positivity: bool,
-    n_subsets: int,
-    device: torch.device,
-    n_threads: int | None,
-) -> ProgressGen[tuple[np.ndarray, str]]:
-    """Run ``backend`` (``"astra"`` or ``"tomopy"``) with :func:`~.recon.reconstruct`'s arguments."""
+def reconstruct_external_iter(backend: str,
+                              job: ExternalJob) -> ProgressGen[tuple[np.ndarray, str]]:
+    """Run ``job`` on ``backend`` (``"astra"`` or ``"tomopy"``)."""
     if backend == "astra":
-        return (yield from astra_reconstruct_iter(
-            data, tilt_angles_deg, volume_shape, method=method, iterations=iterations,
-            shifts_px=shifts_px, axis_offset_px=axis_offset_px, filter=filter,
-            relaxation=relaxation, positivity=positivity, n_subsets=n_subsets,
-            use_cuda=device.type == "cuda", n_workers=n_threads))
+        return (yield from astra_reconstruct_iter(job))
     if backend == "tomopy":
-        return (yield from tomopy_reconstruct_iter(
-            data, tilt_angles_deg, volume_shape, method=method, iterations=iterations,
-            shifts_px=shifts_px, axis_offset_px=axis_offset_px, filter=filter,
-            n_workers=n_threads))
+        return (yield from tomopy_reconstruct_iter(job))
     raise TiltgenError(f"unknown backend {backend!r}.")

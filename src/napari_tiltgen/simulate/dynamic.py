@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -41,10 +42,9 @@ import numpy as np
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress, run
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.simulate.abtem_haadf import AbtemSettings, abtem_haadf_iter
+from napari_tiltgen.simulate.abtem_haadf import abtem_haadf_iter
 from napari_tiltgen.simulate.clusters import build_cluster, lattice_constant_A
 from napari_tiltgen.simulate.haadf import (
-    ATOM_SIGMA_A,
     Optics,
     add_dose_noise,
     fast_haadf_iter,
@@ -57,6 +57,7 @@ from napari_tiltgen.simulate.series import (
     _shape2,
     check_fits,
     ground_truth_volume,
+    imaging_options,
     resolve_gt_sigma_A,
     tilt_angles_from_range,
 )
@@ -344,45 +345,35 @@ class DynamicSimulationResult:
 def simulate_dynamic_iter(
     phantom: DynamicCluster,
     *,
-    tilt_angles: Sequence[float] | None = None,
-    tilt_range: Sequence[float] = (-90.0, 90.0),
-    tilt_step: float = 1.0,
     frame_time_s: float = 20.0,
     order: str = "sequential",
-    size: int | Sequence[int] = 128,
-    pixel_size_A: float | None = None,
-    optics: Optics | str | dict = "non_aberrated",
-    mode: str = "fast",
-    dose_e_per_A2: float | None = None,
-    seed: int = 0,
-    z_exponent: float = 1.7,
-    atom_sigma_A: float = ATOM_SIGMA_A,
-    gt_sigma_A: float | str | None = None,
-    abtem_settings: AbtemSettings | None = None,
-    device: str = "cpu",
+    **imaging: Any,
 ) -> Generator[Progress, None, DynamicSimulationResult]:
     """Tilt series of a changing cluster: each frame shows the state at its acquisition time.
 
-    Parameters are those of :func:`~napari_tiltgen.simulate.series.simulate_tilt_series_iter`,
-    plus ``frame_time_s`` (seconds per frame) and ``order`` (``"sequential"`` or
-    ``"dose_symmetric"``, see :func:`acquisition_times_s`).
+    ``imaging``: the keyword parameters of
+    :func:`~napari_tiltgen.simulate.series.simulate_tilt_series_iter` (angles, size, pixel
+    size, optics, mode, dose, seed, ...; the same defaults); ``frame_time_s`` is the time per
+    frame (seconds) and ``order`` (``"sequential"`` or ``"dose_symmetric"``, see
+    :func:`acquisition_times_s`) gives the acquisition times.
     """
-    optics = Optics.from_any(optics)
-    if mode not in ("fast", "abtem"):
-        raise TiltgenError(f"unknown simulation mode {mode!r}; use 'fast' or 'abtem'.")
-    angles = (tilt_angles_from_range(tilt_range, tilt_step) if tilt_angles is None
-              else np.sort(np.asarray(tilt_angles, dtype=np.float64).reshape(-1)))
-    ny, nx = _shape2(size)
+    o = SimpleNamespace(**imaging_options(**imaging))
+    optics = Optics.from_any(o.optics)
+    if o.mode not in ("fast", "abtem"):
+        raise TiltgenError(f"unknown simulation mode {o.mode!r}; use 'fast' or 'abtem'.")
+    angles = (tilt_angles_from_range(o.tilt_range, o.tilt_step) if o.tilt_angles is None
+              else np.sort(np.asarray(o.tilt_angles, dtype=np.float64).reshape(-1)))
+    ny, nx = _shape2(o.size)
     times = acquisition_times_s(angles, frame_time_s, order)
     total = float(times.max()) if times.size else 0.0
-    if pixel_size_A is None:
+    if o.pixel_size_A is None:
         d = 2 * phantom.bounding_radius_A() + 2 * MARGIN_A
         px = d / (FILL * min(ny, nx))
         digits = 2 - int(math.floor(math.log10(px)))
         px = float(math.ceil(px * 10**digits) / 10**digits)
     else:
-        px = float(pixel_size_A)
-    s_gt = resolve_gt_sigma_A(gt_sigma_A, px, optics, atom_sigma_A)
+        px = float(o.pixel_size_A)
+    s_gt = resolve_gt_sigma_A(o.gt_sigma_A, px, optics, o.atom_sigma_A)
 
     class _Extent:
         positions = np.concatenate([phantom.positions0, phantom.positions1])
@@ -390,7 +381,7 @@ def simulate_dynamic_iter(
     check_fits(_Extent, (ny, nx), px, s_gt)
     clean = np.zeros((angles.size, ny, nx), dtype=np.float32)
     prog = times / total if total > 0 else np.zeros_like(times)
-    if mode == "fast":
+    if o.mode == "fast":
         # every frame at once: atoms absent in a frame get zero weight
         n_max = phantom.n_atoms_max
         pos_all = np.zeros((angles.size, n_max, 3))
@@ -400,31 +391,31 @@ def simulate_dynamic_iter(
             pos_all[t] = phantom.positions0 + smoothstep(s) * (phantom.positions1
                                                                - phantom.positions0)
             num = np.where(s >= phantom.switch_s, phantom.numbers1, phantom.numbers0)
-            w_all[t] = haadf_cross_section_A2(num, optics, z_exponent) * (phantom.appear_s <= s)
+            w_all[t] = haadf_cross_section_A2(num, optics, o.z_exponent) * (phantom.appear_s <= s)
         gen = fast_haadf_iter(pos_all, w_all, angles, (ny, nx), px, optics,
-                              atom_sigma_A=atom_sigma_A, device=device, max_batch=16)
+                              atom_sigma_A=o.atom_sigma_A, device=o.device, max_batch=16)
         clean = yield from _scaled(gen, 0.0, 1.0)
     else:
         for t in range(angles.size):
             pos, num = phantom.state(prog[t])
             gen = abtem_haadf_iter(pos, num, angles[t:t + 1], (ny, nx), px, optics,
-                                   abtem_settings)
+                                   o.abtem_settings)
             frame = yield from _scaled(gen, t / angles.size, (t + 1) / angles.size)
             clean[t] = frame[0]
-    stack = clean if dose_e_per_A2 is None else add_dose_noise(
-        clean, dose_e_per_A2, px, np.random.default_rng([int(seed), 1]))
-    params = {"mode": mode, "optics": optics.to_dict(), "size": [ny, nx], "pixel_size_A": px,
-              "dose_e_per_A2": dose_e_per_A2, "seed": int(seed), "z_exponent": z_exponent,
-              "atom_sigma_A": atom_sigma_A, "gt_sigma_A": s_gt, "frame_time_s": frame_time_s,
+    stack = clean if o.dose_e_per_A2 is None else add_dose_noise(
+        clean, o.dose_e_per_A2, px, np.random.default_rng([int(o.seed), 1]))
+    params = {"mode": o.mode, "optics": optics.to_dict(), "size": [ny, nx], "pixel_size_A": px,
+              "dose_e_per_A2": o.dose_e_per_A2, "seed": int(o.seed), "z_exponent": o.z_exponent,
+              "atom_sigma_A": o.atom_sigma_A, "gt_sigma_A": s_gt, "frame_time_s": frame_time_s,
               "order": order, "phantom": phantom.info}
     ts = TiltSeries(data=stack, tilt_angles=angles, pixel_size_A=px, acquisition_times_s=times,
-                    provenance={"source": None, "method": f"dynamic HAADF simulation ({mode})",
+                    provenance={"source": None, "method": f"dynamic HAADF simulation ({o.mode})",
                                 "parameters": params, "angles_source": "simulation",
                                 "pixel_size_source": "simulation",
                                 "tilt_axis_source": "simulation (y)"})
     return DynamicSimulationResult(tilt_series=ts, clean=clean, times_s=times, total_time_s=total,
                                    phantom=phantom, shape=(nx, ny, nx), pixel_size_A=px,
-                                   gt_sigma_A=s_gt, optics=optics, z_exponent=float(z_exponent))
+                                   gt_sigma_A=s_gt, optics=optics, z_exponent=float(o.z_exponent))
 
 
 def simulate_dynamic(phantom: DynamicCluster, *, show_progress: bool = False,

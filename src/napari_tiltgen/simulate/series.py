@@ -21,6 +21,7 @@ matches the fast model's frame (r = 0.97-0.99 at 0.22 Å pixels, both presets; s
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -346,6 +347,21 @@ def simulate_tilt_series_iter(
                                 "pixel_size_source": "simulation"})
     return SimulationResult(tilt_series=ts, volume=volume, clean=clean, atoms=atoms)
 
+
+
+def imaging_options(**kwargs: Any) -> dict[str, Any]:
+    """The imaging keywords of :func:`simulate_tilt_series_iter` with their defaults, updated
+    by ``kwargs`` (the one declaration other simulators share; an unknown name is a
+    ``TypeError``, as in a call). ``acquisition_times_s`` is left to the caller."""
+    sig = inspect.signature(simulate_tilt_series_iter)
+    if "acquisition_times_s" in kwargs or "atoms" in kwargs:
+        raise TypeError(f"unexpected keyword {'atoms' if 'atoms' in kwargs else 'acquisition_times_s'!r}")
+    bound = sig.bind_partial(None, **kwargs)
+    bound.apply_defaults()
+    out = dict(bound.arguments)
+    for k in ("atoms", "acquisition_times_s"):
+        out.pop(k)
+    return out
 
 
 def simulate_tilt_series(atoms: Any, *, show_progress: bool = False,
