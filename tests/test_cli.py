@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -131,3 +132,30 @@ def test_demo_writes_outputs_and_refuses_to_overwrite(tmp_path: Path) -> None:
     r2 = tiltgen("demo", "--out", str(out), "--size", "32")
     assert r2.returncode == 2 and "holds files from an earlier run" in r2.stderr
     assert file_state(out / "tilt_series.mrc") == before
+
+
+def test_options_table_is_consistent_with_the_code():
+    """options.toml: every command's function exists, every option section is used, every key
+    is one add_options reads, and defaults the code also defines agree with it."""
+    from napari_tiltgen.cli import build_parser
+    from napari_tiltgen.cli.options import option_table
+    from napari_tiltgen.nets.interpolation.adapt import DEFAULT_ADAPT_SECONDS
+
+    table = option_table()
+    commands = table["commands"]
+    used = set(commands) | {s for c in commands.values() for s in c.get("sections", ())}
+    sections = set(table) - {"commands"}
+    assert sections == used & sections and used >= sections, sorted(sections - used)
+    known = {"flags", "type", "min", "max", "min_open", "max_open", "default", "choices",
+             "action", "nargs", "metavar", "dest", "required", "help", "group", "exclusive"}
+    for name in sections:
+        for entry in table[name]:
+            assert set(entry) <= known, (name, set(entry) - known)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(commands)  # the help lists them in the table's order
+    interp = sub.choices["interpolate"].parse_args(["x.mrc"])
+    assert interp.adapt_seconds == DEFAULT_ADAPT_SECONDS
+    # a range from the table is enforced by the parser
+    with pytest.raises(SystemExit):
+        sub.choices["align"].parse_args(["x.mrc", "--out", "y.mrc", "--rounds", "101"])

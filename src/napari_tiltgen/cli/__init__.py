@@ -1,8 +1,10 @@
 """``tiltgen`` command line. Never imports Qt or napari.
 
-Each sub-command lives in its own module of this package, which defines
-``register(subparsers)``: it adds its parser and sets ``func`` to a function taking the parsed
-arguments and returning an exit code. Add new modules to :data:`COMMAND_MODULES`.
+Each sub-command is a function of a module of this package taking the parsed arguments and
+returning an exit code; its docstring is its help. ``options.toml`` lists the commands
+(``[commands.NAME]``: the function and the option groups it takes) and their own options
+(``[[NAME]]``), read by :mod:`napari_tiltgen.cli.options`. A new command: a function here and
+its entries there.
 
 Errors (see docs/cli.md, "Errors and outputs"):
 
@@ -25,23 +27,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from napari_tiltgen.cli.options import check_options
+from napari_tiltgen.cli.options import add_command, check_options, option_table
 from napari_tiltgen.core.devices import is_oom
 from napari_tiltgen.core.errors import Cancelled, TiltgenError
-
-COMMAND_MODULES: list[str] = [
-    "info",
-    "demo",
-    "reconstruct",
-    "align",
-    "interpolation",
-    "simulate",
-    "fit_inr",
-    "inpainting",
-    "fit_dip",
-    "batch",
-]
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"napari_tiltgen.cli.{name}").register(sub)
+    for name, spec in option_table()["commands"].items():
+        module, func = spec["run"].split(":")
+        run = getattr(importlib.import_module(f"napari_tiltgen.cli.{module}"), func)
+        kw = {k: v for k, v in spec.items() if k not in ("run", "module_doc")}
+        if spec.get("module_doc"):  # the module docstring's body, printed as written
+            doc = sys.modules[run.__module__].__doc__ or ""
+            kw.update(description=doc.split("\n\n", 1)[-1], raw=True)
+        add_command(sub, name, run, **kw)
     return parser
 
 

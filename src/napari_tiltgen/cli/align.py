@@ -21,33 +21,8 @@ import sys
 from pathlib import Path
 
 from napari_tiltgen.cli.options import (
-    add_command,
-    bounded_int,
     read_series_from_args,
 )
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "align", run,
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None, raw=True,
-        series=True,
-        out=("OUT.mrc", "output tilt series (.mrc/.st: frames + OUT.xf shifts; .ali: shifted frames)"),
-        overwrite="replace existing output files",
-    )
-    p.add_argument("--coarse", default="auto", choices=["auto", "com", "xcorr", "none"],
-                   help="coarse shifts: auto (centre of mass for one compact object, else "
-                   "cross-correlation), com, xcorr or none (default auto)")
-    p.add_argument("--rounds", type=bounded_int(0, 100), default=3,
-                   help="projection-matching rounds (0: none; default 3)")
-    p.add_argument("--recon-iterations", type=bounded_int(1, 10_000), default=20,
-                   help="SIRT iterations per projection-matching round (default 20)")
-    p.add_argument("--max-size", type=bounded_int(16, 4096), default=64, metavar="PX",
-                   help="frames binned to at most this size for projection matching (default 64)")
-    p.add_argument("--no-axis-refine", dest="refine_axis", action="store_false",
-                   help="do not refine the tilt-axis angle (+-3 degrees)")
-    p.add_argument("--keep-position", dest="center_object", action="store_false",
-                   help="do not move the object's centre of mass to the volume centre")
 
 
 def run(args: argparse.Namespace) -> int:

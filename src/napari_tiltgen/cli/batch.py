@@ -5,39 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_tiltgen.cli.options import add_command, add_compute_options
 from napari_tiltgen.core.errors import TiltgenError
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from napari_tiltgen.recon.names import METHODS
-
-    p = add_command(
-        sub, "batch", run,
-        out=("DIR", "output folder (created)"),
-        overwrite="recompute series whose output exists with other parameters",
-    )
-    p.add_argument("inputs", nargs="+", metavar="IN", help="tilt series files")
-    p.add_argument("--steps", default="reconstruct", metavar="S1,S2",
-                   help="steps per series, in order, from align, interpolate, reconstruct, "
-                   "inpaint, fit (default reconstruct)")
-    p.add_argument("--method", default="sirt", choices=[*METHODS, "fbp"],
-                   help="reconstruction method (default sirt)")
-    p.add_argument("--iterations", type=int, default=100, help="SIRT/TV iterations (default 100)")
-    p.add_argument("--thickness", type=int, metavar="PX", help="volume thickness, pixels")
-    p.add_argument("--intensity", default="auto", choices=["auto", "none", "haadf", "bf"],
-                   help="intensity preparation of every series (default auto)")
-    p.add_argument("--interpolate-step", type=float, default=1.0, metavar="DEG",
-                   help="interpolate step: target tilt step, degrees (default 1)")
-    p.add_argument("--interpolate-method", default="linear",
-                   help="interpolate step: method (default linear; see tiltgen interpolate)")
-    p.add_argument("--inr-steps", type=int, default=500, help="fit step: INR steps (default 500)")
-    add_compute_options(p, device="cpu", threads=False)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N",
-                       help="local worker processes (default: the free cores)")
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="address of a running Dask scheduler (tcp://host:8786)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,26 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from napari_tiltgen.cli.options import add_command, add_compute_options
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "demo", run,
-        out=("DIR", "output folder"),
-        overwrite="replace files from an earlier run",
-    )
-    p.add_argument("--size", type=int, default=64, help="volume edge in pixels (default 64)")
-    p.add_argument("--tilt-step", type=float, default=3.0, help="tilt step in degrees (3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sirt-iterations", type=int, default=100, help="SIRT iterations (100)")
-    p.add_argument("--methods", default="interpolation,inpainting,inr,dip",
-                   help="comma-separated enhancements to run (default all: interpolation, "
-                   "inpainting, inr, dip)")
-    p.add_argument("--inr-steps", type=int, default=400, help="INR fit steps (400)")
-    p.add_argument("--dip-steps", type=int, default=300, help="DIP fit steps (300)")
-    add_compute_options(p, threads=False, quiet=False)
-
 
 def run(args: argparse.Namespace) -> int:
     """Run the headless end-to-end demo (simulate, reconstruct, enhance, compare) into a folder.

@@ -23,68 +23,10 @@ from typing import Any
 import numpy as np
 
 from napari_tiltgen.cli.options import (
-    add_command,
-    add_compute_options,
     read_series_from_args,
 )
 
 TIMES_FORMAT = "napari-tiltgen 4-D volume series v1"
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "fit-dip", run,
-        series=True,
-        out=("DIR_or_PREFIX.mrc", "output folder (created if missing), or a file prefix ending in .mrc"),
-    )
-    p.add_argument("--steps", type=int, default=1500,
-                   help="self-supervised steps after the warm start (default 1500)")
-    p.add_argument("--smoothness", type=float, default=0.1,
-                   help="temporal smoothness weight: 0 none, 0.1 mild (default), 1-10 strong")
-    p.add_argument("--components", type=int, default=8,
-                   help="time-varying basis images per slice (default 8)")
-    p.add_argument("--warm-start-steps", type=int, default=200,
-                   help="steps fitting the static SIRT first (default 200)")
-    p.add_argument("--sirt-iterations", type=int, default=50,
-                   help="iterations of the static SIRT warm start (default 50)")
-    p.add_argument("--slices-per-step", type=int, default=16,
-                   help="slices along the tilt axis per step (default 16)")
-    p.add_argument("--frames-per-step", type=int,
-                   help="frames per step (default all; fewer saves memory)")
-    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
-    p.add_argument("--lr-half-life", type=int, default=500, metavar="STEPS",
-                   help="steps per halving of the learning rate, down to a tenth (default 500; "
-                   "0: constant)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g = p.add_argument_group("acquisition times")
-    g.add_argument("--times-file", metavar="FILE",
-                   help="text file with one acquisition time (s) per frame, in stack order")
-    g.add_argument("--frame-time", type=float, default=1.0, metavar="S",
-                   help="seconds per frame when no times are known (default 1)")
-    g.add_argument("--order", choices=["angle", "stack"],
-                   help="acquisition order when no times are known (default angle); with "
-                   "times, checks that they increase in this order")
-    o = p.add_argument_group("output")
-    o.add_argument("--every", type=int, default=1, metavar="N",
-                   help="write the volume at every N-th frame time (default 1: all)")
-    o.add_argument("--times", metavar="T1,T2,...",
-                   help="write volumes at these times (s) instead of the frame times")
-    o.add_argument("--window", type=int, metavar="N",
-                   help="also write a sliding-window SIRT baseline of N frames per time point")
-    o.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    c = p.add_argument_group("checkpoints")
-    c.add_argument("--checkpoint", metavar="FILE",
-                   help="save the fit here every --checkpoint-every steps, at the end and on "
-                   "Ctrl-C")
-    c.add_argument("--checkpoint-every", type=int, default=200, metavar="N")
-    c.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint (same data and settings; --steps is the "
-                   "total)")
-    p.add_argument("--thickness", type=int, metavar="PX",
-                   help="volume thickness along the beam in pixels (default: frame width)")
-    p.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
-                   help="tilt-axis offset from the detector centre along x, pixels")
-    add_compute_options(p)
 
 
 def output_paths(out: str | Path, n: int, window: bool) -> dict[str, Any]:

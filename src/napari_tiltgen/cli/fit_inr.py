@@ -21,61 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from napari_tiltgen.cli.options import (
-    add_command,
-    add_compute_options,
     read_series_from_args,
 )
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "fit-inr", run,
-        series=True,
-        out=("VOL.mrc", "output volume (MRC)"),
-        overwrite="replace existing output files",
-    )
-    p.add_argument("--poses", metavar="POSES.json", help="also write the fitted poses as JSON")
-    p.add_argument("--steps", type=int, default=500, help="optimisation steps (default 500)")
-    p.add_argument("--batch-size", type=int, default=4096, metavar="RAYS",
-                   help="detector pixels per step and process (default 4096)")
-    p.add_argument("--samples-per-ray", type=int, metavar="N",
-                   help="samples along each ray (default: longest volume side)")
-    p.add_argument("--lr", type=float, default=0.05, help="field learning rate (default 0.05)")
-    p.add_argument("--no-pose", dest="optimize_pose", action="store_false",
-                   help="keep the poses fixed (no joint alignment)")
-    p.add_argument("--pose-params", default="shifts,tilt_angles,tilt_axis",
-                   help="comma-separated poses to refine: shifts, tilt_angles, tilt_axis "
-                   "(default all)")
-    p.add_argument("--pose-warmup", type=int, metavar="STEPS",
-                   help="steps with frozen poses at the start (default 10%% of --steps)")
-    p.add_argument("--pose-lr", type=float, default=0.1,
-                   help="pose learning rate: px (shifts) or degrees (tilt axis) per step; tilt "
-                   "angles move at 0.2 times it (default 0.1)")
-    p.add_argument("--tilt-axis-init", default="recorded", metavar="recorded|estimate|DEG",
-                   help="starting tilt-axis angle: the file's (recorded, default), measured from "
-                   "the frames by common lines (estimate, +-12 deg around the recorded value; "
-                   "advised when the axis is not known to a degree), or a number of degrees")
-    p.add_argument("--tv-weight", type=float, default=0.0,
-                   help="total-variation weight (default 0: none)")
-    p.add_argument("--loss", choices=["smooth_l1", "mse"], default="smooth_l1",
-                   help="data loss (default smooth_l1)")
-    p.add_argument("--thickness", type=int, metavar="PX",
-                   help="volume thickness along the beam in pixels (default: frame width)")
-    p.add_argument("--sampling", choices=["auto", "direct", "voxel"], default="auto",
-                   help="how rays read the field (default auto; see docs/inr.md)")
-    add_compute_options(p)
-    p.add_argument("--no-amp", dest="mixed_precision", action="store_false",
-                   help="no bf16 autocast on CUDA")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--checkpoint", metavar="CKPT.pt",
-                   help="write the fit state here (every --checkpoint-every steps and at the end)")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
-                   help="checkpoint interval (default 100)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint if it exists")
-    p.add_argument("--ddp", action="store_true",
-                   help="data-parallel with torch.distributed (launch with torchrun; without it, "
-                   "a single-process group)")
 
 
 def _free_port() -> int:

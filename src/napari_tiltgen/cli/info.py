@@ -5,25 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_tiltgen.cli.options import add_angle_options, add_command
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "info", run,
-    )
-    p.add_argument("input", metavar="FILE",
-                   help="a file, a folder of per-tilt images, or a quoted glob ('ts/*.dm3')")
-    p.add_argument("--kind", choices=["auto", "tilt_series", "volume"], default="auto",
-                   help="read as this kind (default: guess from extension and header)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--angles", action="store_true", help="also list every tilt angle")
-    add_angle_options(p)
-    if "--tilt-axis" not in p._option_string_actions:
-        p.add_argument("--tilt-axis", type=float, metavar="DEG",
-                       help="tilt-axis angle, degrees from image Y (IMOD convention); overrides "
-                       "the file's")
-
 
 def run(args: argparse.Namespace) -> int:
     """Print shape, dtype, tilt angles, pixel size and tilt axis of a file.

@@ -8,18 +8,8 @@ import sys
 from pathlib import Path
 
 from napari_tiltgen.cli.options import (
-    add_angle_options,
-    add_command,
-    add_compute_options,
-    add_training_options,
     config_from_args,
 )
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    _register_train(sub)
-    _register_eval(sub)
-    _register_inpaint(sub)
 
 
 def _pair(text: str, what: str) -> tuple[float, float]:
@@ -55,42 +45,6 @@ def _sources(text: str) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- train
-def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "train-inpainting", run_train,
-        out=("DIR", "output folder"),
-    )
-    p.add_argument("--size", type=int, default=64, help="training slice edge, px (default 64)")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
-    p.add_argument("--batch-size", type=int, default=16, help="slices per step (default 16)")
-    p.add_argument("--width", type=int, default=12,
-                   help="generator channels at full resolution (paper 32; default 12)")
-    p.add_argument("--wedge-range", default="20,90", metavar="LO,HI",
-                   help="missing wedges to train on, degrees (default 20,90)")
-    p.add_argument("--channels", default="wbp,sirt",
-                   help="input reconstructions, comma-separated (default wbp,sirt)")
-    p.add_argument("--sirt-iterations", type=int, default=20,
-                   help="SIRT iterations of the SIRT input (default 20)")
-    p.add_argument("--bank-size", type=int, default=256,
-                   help="cluster slices and natural images generated once, each (default 256)")
-    add_training_options(p, lr=1e-3, weight_decay=1e-3, val_every=100)
-    p.add_argument("--adv-weight", type=float, default=0.003,
-                   help="weight of the RaLSGAN loss next to the pixel loss (default 0.003)")
-    p.add_argument("--adv-start", type=float, default=0.5,
-                   help="fraction of the steps before the GAN terms start (default 0.5)")
-    add_compute_options(p)
-    p.add_argument("--sources", default="phantom=0.5,cluster=0.25,natural=0.25",
-                   metavar="NAME=W,...",
-                   help="share of phantom faces, cluster slices, natural images and slices of "
-                   "the training object families (family; simulate.families) "
-                   "(default phantom=0.5,cluster=0.25,natural=0.25)")
-    p.add_argument("--noise-level", choices=["train", "realistic"], default=None,
-                   help="degrade the sinograms like a microscope (Poisson over a dose range, "
-                   "Gaussian, scan lines, offsets, ramps, jitter, blur; simulate.degrade) "
-                   "instead of 0-1 %% Gaussian noise")
-    p.add_argument("--group-size", type=int, default=4,
-                   help="slices sharing one wedge and tilt step (one projector) (default 4)")
-    p.add_argument("--half", action="store_true", help="export float16 weights (half the size)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -128,31 +82,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- eval
-def _register_eval(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "eval-inpainting", run_eval,
-        out=("DIR", "output folder"),
-    )
-    p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
-    p.add_argument("--wedges", default="40,50,60,70,80",
-                   help="missing wedges, degrees (default 40,50,60,70,80)")
-    p.add_argument("--n-phantoms", type=int, default=16, help="held-out phantoms per wedge")
-    p.add_argument("--n-clusters", type=int, default=8, help="held-out cluster slices per wedge")
-    p.add_argument("--size", type=int, default=None,
-                   help="slice edge, px (default: the model's training size)")
-    p.add_argument("--tilt-step", type=float, default=2.0, help="tilt increment, degrees")
-    p.add_argument("--noise", type=float, default=0.0,
-                   help="Gaussian sinogram noise, fraction of the sinogram maximum (default 0)")
-    p.add_argument("--sirt-iterations", type=int, default=100, help="SIRT baseline iterations")
-    p.add_argument("--tv-iterations", type=int, default=200, help="TV baseline iterations")
-    p.add_argument("--tv-weight", type=float, default=None,
-                   help="TV weight (default: the best of a small sweep on validation phantoms)")
-    p.add_argument("--refine-iterations", type=int, default=10,
-                   help="SIRT iterations of the data-consistency step after the network "
-                   "(default 10; 0: the network alone)")
-    p.add_argument("--fourier-size", type=int, default=64,
-                   help="edge of the cluster volume of the Fourier view, px (0: skip)")
-    add_compute_options(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -177,43 +106,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- inpaint
-def _register_inpaint(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "inpaint", run_inpaint,
-        overwrite="replace OUTPUT if it exists (never the input)",
-    )
-    p.add_argument("input", help="tilt series (.mrc/.st/.ali/.tif) or volume (with --volume)")
-    p.add_argument("output", help="output volume (.mrc or .tif); never the input file")
-    p.add_argument("--volume", action="store_true", help="INPUT is a reconstructed volume")
-    p.add_argument("--wedge", type=float, metavar="DEG",
-                   help="missing wedge in degrees (when no angles are known)")
-    p.add_argument("--weights", metavar="FILE", help="weights (default: the packaged model)")
-    add_compute_options(p, threads=False)
-    p.add_argument("--batch-size", type=int, default=8, help="slices per network call")
-    p.add_argument("--consistency", choices=["closest", "iterative"], default="closest",
-                   help="how the result is made to reproject no worse than SIRT: closest = the "
-                   "volume nearest the network's that does (default; best on noisy data), "
-                   "iterative = SIRT iterations from the network's output (better on clean, "
-                   "low-noise data)")
-    p.add_argument("--refine-iterations", type=int, default=10,
-                   help="--consistency iterative (and --soft-consistency): SIRT iterations "
-                   "started from the network's output, at least this many (default 10)")
-    p.add_argument("--max-refine-iterations", type=int, default=100,
-                   help="more data-consistency iterations, up to this many, while the result "
-                   "reprojects worse than SIRT at the measured angles; past them it is blended "
-                   "toward the SIRT volume (default 100)")
-    p.add_argument("--reference-iterations", type=int, default=100,
-                   help="iterations of the reference SIRT whose reprojection error the result "
-                   "must not exceed (default 100)")
-    p.add_argument("--soft-consistency", action="store_true",
-                   help="do not enforce 'never reprojects worse than SIRT': exactly "
-                   "--refine-iterations (0: the network's output as it is); still reported")
-    p.add_argument("--report", metavar="FILE.json",
-                   help="write the data-consistency report (reprojection errors of SIRT, the "
-                   "network alone and the result; iterations; blend toward SIRT) here")
-    p.add_argument("--allow-out-of-range", action="store_true",
-                   help="run even when the wedge lies outside the trained range (warns)")
-    add_angle_options(p)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:

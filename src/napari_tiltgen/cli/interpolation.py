@@ -8,68 +8,14 @@ import sys
 from pathlib import Path
 
 from napari_tiltgen.cli.options import (
-    add_command,
-    add_compute_options,
-    add_training_options,
     config_from_args,
-    finite_float,
     read_series_from_args,
 )
 
-DEFAULT_ADAPT_SECONDS = 60.0  # = methods.interpolation.adapt.DEFAULT_ADAPT_SECONDS (torch-free)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    _register_data(sub)
-    _register_train(sub)
-    _register_eval(sub)
-    _register_interpolate(sub)
-
-
 # ---------------------------------------------------------------------------- train
-def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "train-interpolation", run_train,
-        out=("DIR", "output folder"),
-    )
-    p.add_argument("data", nargs="+", metavar="DATASET", help="data-set folder(s)")
-    p.add_argument("--steps", type=int, default=20000, help="optimizer steps (default 20000)")
-    p.add_argument("--batch-size", type=int, default=16, help="triplets per step (default 16)")
-    add_training_options(p, lr=1e-3, lr_min=1e-5, warmup=100, weight_decay=0.02, val_every=250)
-    p.add_argument("--min-gap", type=float, default=2.0, metavar="DEG",
-                   help="smallest gap between the known frames, degrees (default 2)")
-    p.add_argument("--max-gap", type=float, default=12.0, metavar="DEG",
-                   help="largest gap between the known frames, degrees (default 12)")
-    p.add_argument("--val-series", type=int, default=16,
-                   help="stacks held out for validation when the data has no val split")
-    add_compute_options(p)
-    p.add_argument("--channels", default="12,24,32,48",
-                   help="encoder channels at 1/2,1/4,1/8,1/16 (default 12,24,32,48)")
-    p.add_argument("--decoder-channels", default="16,32,48,64",
-                   help="decoder channels, finest to coarsest (default 16,32,48,64)")
-    p.add_argument("--crops", default="96,112,128",
-                   help="family pools: crop sizes in pixels, one per batch (default 96,112,128)")
-    p.add_argument("--val-crop", type=int, default=128,
-                   help="family pools: validation crop size in pixels (default 128)")
-    p.add_argument("--val-triplets", type=int, default=128,
-                   help="triplets in the fixed validation batch (default 128)")
-    p.add_argument("--reload-every", type=int, default=500,
-                   help="family pools: re-read a growing pool every N steps (default 500)")
 
 
 # ---------------------------------------------------------------------------- data
-def _register_data(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "build-interpolation-data", run_data,
-    )
-    p.add_argument("out", metavar="OUT", help="pool folder")
-    p.add_argument("--series", type=int, default=512, help="training series (default 512)")
-    p.add_argument("--val-series", type=int, default=48, help="validation series (default 48)")
-    p.add_argument("--sizes", default="128", help="frame sizes, e.g. 128,160 (default 128)")
-    p.add_argument("--shard-size", type=int, default=16, help="series per shard (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -144,30 +90,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- eval
-def _register_eval(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "eval-interpolation", run_eval,
-        out=("DIR", "output folder"),
-    )
-    p.add_argument("data", nargs="+", metavar="DATASET", help="data-set folder(s) with a test split")
-    p.add_argument("--weights", metavar="FILE",
-                   help="weights (default: the packaged pretrained model)")
-    p.add_argument("--gaps", default="1-12", help="gaps in degrees, e.g. 1-12 or 2,4,8")
-    p.add_argument("--methods", default="pretrained,linear,reprojection",
-                   help="comma-separated methods (default all three)")
-    p.add_argument("--max-series", type=int, default=None,
-                   help="use at most this many test stacks (default all)")
-    p.add_argument("--presets", default=None,
-                   help="optics presets, comma-separated (default: all in the data)")
-    p.add_argument("--reprojection-iterations", type=int, default=50,
-                   help="SIRT iterations of the reprojection baseline (default 50)")
-    p.add_argument("--recon-gaps", default="2,4,8,12",
-                   help="gaps for the downstream 3-D comparison ('' to skip)")
-    p.add_argument("--recon-series", type=int, default=2,
-                   help="stacks used for the 3-D comparison (default 2)")
-    p.add_argument("--recon-iterations", type=int, default=100,
-                   help="SIRT iterations of the 3-D comparison (default 100)")
-    add_compute_options(p)
 
 
 def _gap_list(text: str) -> list[int]:
@@ -214,37 +136,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- interpolate
-def _register_interpolate(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "interpolate", run_interpolate,
-        series=True,
-        out=("OUT.mrc", "output series (MRC); not needed with --qa"), out_required=False,
-        overwrite="replace an existing output file",
-    )
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--frames-per-gap", type=int, metavar="N",
-                   help="insert N frames between every two tilts")
-    g.add_argument("--target-step", type=float, metavar="DEG",
-                   help="insert frames so that the step is at most DEG degrees")
-    p.add_argument("--method", default="auto",
-                   choices=["auto", "pretrained", "adapted", "linear", "reprojection"],
-                   help="auto (adapt to the series, then pick the best of adapted / pretrained / "
-                   "linear by leave-one-out QA; default), pretrained, adapted (fine-tuned on the "
-                   "series, used whatever the QA says), linear, or reprojection (SIRT)")
-    p.add_argument("--adapt-seconds", type=finite_float(0.0, lo_inclusive=False),
-                   default=DEFAULT_ADAPT_SECONDS, metavar="S",
-                   help="wall-time budget of the fine-tuning for auto/adapted, seconds "
-                   f"(default {DEFAULT_ADAPT_SECONDS:g}; the QA adds a few seconds)")
-    p.add_argument("--weights", metavar="FILE", help="weights (default: packaged model)")
-    add_compute_options(p, threads=False)
-    p.add_argument("--allow-out-of-range", action="store_true",
-                   help="interpolate even where the input is outside the model's training range "
-                   "(gap too large); a warning is printed")
-    p.add_argument("--qa", action="store_true",
-                   help="leave-one-out QA: predict each real frame from its neighbours")
-    p.add_argument("--qa-report", metavar="FILE",
-                   help="write the QA here: JSON if FILE ends in .json, else the text table "
-                   "(auto/adapted: pretrained, adapted and linear side by side)")
 
 
 def _write_qa(path: str, text: str, data: dict, overwrite: bool = False) -> None:

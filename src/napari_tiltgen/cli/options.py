@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import math
 import shlex
 import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from napari_tiltgen.core.errors import TiltgenError
@@ -136,16 +140,20 @@ def check_device(device: str) -> None:
 
 def add_command(sub: Any, name: str, func: Any, *, help: str | None = None,
                 description: str | None = None, raw: bool = False, series: bool = False,
-                out: tuple[str, str] | None = None, out_required: bool = True,
-                overwrite: str | None = None) -> argparse.ArgumentParser:
+                out: Sequence[str] | None = None, out_required: bool = True,
+                overwrite: str | None = None, sections: Sequence[str] = (),
+                training: dict[str, Any] | None = None, compute: dict[str, Any] | None = None,
+                angles: bool = False) -> argparse.ArgumentParser:
     """Register the sub-command ``name`` that runs ``func(args) -> exit code``.
 
     The first line of ``func``'s docstring is the command's one-line help (``tiltgen -h``), the
     rest its ``--help`` description, unless ``help`` or ``description`` are given (``raw``:
     printed as written, not re-wrapped): what a command does is written once, next to the code
-    that does it. The options most commands share are declared here once: ``series``, the
-    input tilt series ``IN`` and the angle options; ``out = (METAVAR, help)``, ``--out``;
-    ``overwrite`` (its help), ``--overwrite``.
+    that does it. Its options: ``series``, the input tilt series ``IN`` and the angle options;
+    ``out = (METAVAR, help)``, ``--out``; the ``[[name]]`` entries of ``options.toml`` and
+    those of the further ``sections``; ``training`` and ``compute``, the keywords of
+    :func:`add_training_options` and :func:`add_compute_options` (``None``: not taken);
+    ``overwrite`` (its help), ``--overwrite``; ``angles``, the angle options without a series.
     """
     summary, _, rest = (inspect.getdoc(func) or "").partition("\n\n")
     p = sub.add_parser(name, help=help or summary.strip().rstrip(".") or None,
@@ -156,12 +164,95 @@ def add_command(sub: Any, name: str, func: Any, *, help: str | None = None,
         p.add_argument("input", metavar="IN", help="tilt series file (.mrc .st .ali .tif ...)")
     if out is not None:
         p.add_argument("--out", required=out_required, metavar=out[0], help=out[1])
+    for section in ((name,) if name in option_table() else ()) + tuple(sections):
+        add_options(p, section)
+    if training is not None:
+        add_training_options(p, **training)
+    if compute is not None:
+        add_compute_options(p, **compute)
     if overwrite is not None:
         p.add_argument("--overwrite", action="store_true", help=overwrite)
-    if series:
+    if series or angles:
         add_angle_options(p)
     p.set_defaults(func=func)
     return p
+
+
+def _named_lists() -> dict[str, list[str]]:
+    """The lists ``options.toml`` names (``@name`` choices, ``{name}`` in defaults and help)."""
+    from napari_tiltgen.recon.names import BACKENDS, FILTER_NAMES, METHODS
+    from napari_tiltgen.simulate.clusters import ELEMENTS, STRUCTURES, VARIANTS
+    from napari_tiltgen.simulate.haadf import PRESETS
+
+    return {"methods": [*METHODS, "fbp"], "backends": list(BACKENDS),
+            "filters": list(FILTER_NAMES), "structures": list(STRUCTURES),
+            "variants": list(VARIANTS), "presets": list(PRESETS), "elements": list(ELEMENTS)}
+
+
+@functools.cache
+def option_table() -> dict[str, list[dict[str, Any]]]:
+    """``options.toml``: the options of every command, one list of entries per section."""
+    with open(Path(__file__).with_name("options.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def _option_type(entry: dict[str, Any]) -> Any:
+    kind = entry.get("type")
+    if kind is None:
+        return None
+    lo, hi = entry.get("min"), entry.get("max")
+    if kind == "int":
+        return int if lo is None and hi is None else bounded_int(lo, hi)
+    if kind == "float":
+        if lo is None and hi is None:
+            return float
+        return finite_float(lo, hi, lo_inclusive=not entry.get("min_open", False),
+                            hi_inclusive=not entry.get("max_open", False))
+    if kind == "str":
+        return str
+    raise ValueError(f"options.toml: unknown type {kind!r}")
+
+
+def add_options(p: argparse.ArgumentParser, section: str) -> None:
+    """Add the options ``options.toml`` declares in ``[[section]]`` to ``p``, in file order.
+
+    The table holds what is particular to each command (names, types, ranges, defaults, help);
+    the options shared by many commands are declared by the ``add_*_options`` functions here.
+    """
+    entries = option_table()[section]
+    lists = _named_lists() if any("@" in str(e.get("choices", "")) or "{" in str(e)
+                                  for e in entries) else {}
+    joined = {k: ",".join(v) for k, v in lists.items()}
+    listed = {k: ", ".join(v) for k, v in lists.items()}
+    groups = {g.title: g for g in p._action_groups}  # reuse a titled group another call made
+    exclusive: dict[str, Any] = {}
+    for e in entries:
+        flags = e["flags"] if isinstance(e["flags"], list) else [e["flags"]]
+        kw: dict[str, Any] = {k: e[k] for k in ("action", "nargs", "metavar", "dest", "required")
+                              if k in e}
+        if isinstance(kw.get("metavar"), list):
+            kw["metavar"] = tuple(kw["metavar"])
+        if (t := _option_type(e)) is not None:
+            kw["type"] = t
+        if "default" in e:
+            d = e["default"]
+            kw["default"] = (d.format(**joined) if isinstance(d, str)
+                             else tuple(d) if isinstance(d, list) else d)
+        if "choices" in e:
+            c = e["choices"]
+            kw["choices"] = lists[c[1:]] if isinstance(c, str) else c
+        if "help" in e:
+            kw["help"] = e["help"].format(**listed) if "{" in e["help"] else e["help"]
+        target: Any = p
+        if "group" in e:
+            if e["group"] not in groups:
+                groups[e["group"]] = p.add_argument_group(e["group"])
+            target = groups[e["group"]]
+        if "exclusive" in e:
+            if e["exclusive"] not in exclusive:
+                exclusive[e["exclusive"]] = target.add_mutually_exclusive_group()
+            target = exclusive[e["exclusive"]]
+        target.add_argument(*flags, **kw)
 
 
 def command_line() -> str:

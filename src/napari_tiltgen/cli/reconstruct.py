@@ -7,60 +7,8 @@ import sys
 from pathlib import Path
 
 from napari_tiltgen.cli.options import (
-    add_command,
-    add_compute_options,
     read_series_from_args,
 )
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from napari_tiltgen.recon.names import BACKENDS, FILTER_NAMES, METHODS
-
-    p = add_command(
-        sub, "reconstruct", run,
-        series=True,
-        out=("VOL.mrc", "output volume (MRC)"),
-        overwrite="replace an existing output file",
-    )
-    p.add_argument("--method", default="sirt", choices=[*METHODS, "fbp"],
-                   help="reconstruction method (default sirt; fbp = wbp)")
-    p.add_argument("--iterations", type=int, default=100,
-                   help="SIRT/TV iterations or SART passes (default 100; ignored by wbp)")
-    p.add_argument("--backend", default="torch", choices=BACKENDS,
-                   help="engine: torch (built in), astra or tomopy (default torch)")
-    add_compute_options(p)
-    p.add_argument("--filter", default="ramp", choices=list(FILTER_NAMES),
-                   help="WBP filter (default ramp)")
-    p.add_argument("--relaxation", type=float, default=1.0,
-                   help="SIRT/SART step length in (0, 2) (default 1)")
-    p.add_argument("--no-positivity", dest="positivity", action="store_false",
-                   help="allow negative densities (SIRT, SART, TV)")
-    p.add_argument("--subsets", type=int, default=8, metavar="N",
-                   help="SART ordered subsets (default 8)")
-    p.add_argument("--tv-weight", type=float, default=0.01,
-                   help="TV strength, dimensionless (default 0.01)")
-    p.add_argument("--tv-dims", type=int, default=3, choices=[2, 3],
-                   help="TV in 3-D or within each slice (2) (default 3)")
-    p.add_argument("--thickness", type=int, metavar="PX",
-                   help="volume thickness along the beam in pixels (default: frame width)")
-    p.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
-                   help="tilt-axis offset from the detector centre along x, pixels")
-    p.add_argument("--align", default="auto", choices=["auto", "yes", "no"],
-                   help="align before reconstructing (tilt-axis refinement, shifts, projection "
-                   "matching; see 'tiltgen align'): auto (default) aligns a raw stack whose "
-                   "frames are measurably jittered (centre-of-mass fit residual above 0.5 px) "
-                   "and no stored shifts; yes: always; no: never")
-    g = p.add_argument_group("volumes larger than memory (WBP, SIRT)")
-    g.add_argument("--out-of-core", default="auto", choices=["auto", "yes", "no"],
-                   help="stream slabs of rows from the input to the MRC output: auto (default) "
-                   "when the in-memory estimate exceeds --memory-budget (said on stderr)")
-    g.add_argument("--memory-budget", type=float, metavar="GB",
-                   help="memory the reconstruction may use, GiB (default: 70%% of the "
-                   "available memory)")
-    g.add_argument("--workers", type=int, metavar="N",
-                   help="out of core: spread the slabs over N local Dask worker processes")
-    g.add_argument("--scheduler", metavar="ADDRESS",
-                   help="out of core: spread the slabs over a running Dask scheduler")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Train both networks on a GPU machine in ONE call (< 10 minutes) and bring the weights back.
+#
+#   bash benchmarks/gpu_train.sh              # on a GPU machine, from the repository root
+#   bash benchmarks/gpu_train.sh --dry-run    # anywhere: CPU, tiny sizes (checks the script runs)
+#   GPU_TRAIN_DEVICE=cpu bash benchmarks/gpu_train.sh   # the same as --dry-run
+#   RESUME=DIR bash benchmarks/gpu_train.sh   # continue the runs of an earlier call (DIR = its $OUT)
+#
+# Parts, each limited by `timeout` so that one failing or hanging part does not lose the others
+# (the trainers checkpoint every few steps and stop cleanly at --max-minutes):
+#   0 setup     nvidia-smi; pip install -e . when napari_tiltgen is missing (torch kept)
+#   1 pool      interpolation training data for transfer (tiltgen build-interpolation-data:
+#               the training object families of simulate.families; held-out families never)
+#   2 interp    tiltgen train-interpolation from the packaged weights (--init), TRAIN_MIN minutes
+#   3 inpaint   tiltgen train-inpainting from the packaged weights (--init), TRAIN_MIN minutes,
+#               families + phantoms, realistic noise, wedges 20-90 degrees
+# Results in $OUT (or ./gpu_train_out without $OUT): interpolation.safetensors and
+# inpainting.safetensors (the best validation weights, with their metadata and the command),
+# the run folders (checkpoints, log.jsonl) for RESUME, gpu_train.md (the table), logs/.
+# Nothing is shipped by this script: measure the weights on the held-out families on the CPU
+# (benchmarks/interpolation_transfer.py --model new=..., benchmarks/inpainting_transfer.py
+# --weights ...) and copy them into src/napari_tiltgen/models/ only where they win; then
+# `python -m napari_tiltgen.nets.weights --update-checksums`.
+set -u
+cd "$(dirname "$0")/.."
+DEVICE="${GPU_TRAIN_DEVICE:-cuda}"
+for a in "$@"; do [ "$a" = "--dry-run" ] && DEVICE=cpu; done
+OUTDIR="${OUT:-./gpu_train_out}"
+mkdir -p "$OUTDIR/logs" || exit 2
+REPORT="$OUTDIR/gpu_train.md"
+PY="${PYTHON:-python3}"
+MODELS=src/napari_tiltgen/models
+export PYTHONUNBUFFERED=1
+if [ "$DEVICE" = cpu ]; then
+  SERIES=4; VAL=2; SIZES=64; TRAIN_MIN=0.3; BATCH=2; INP_SIZE=64; BANK=8
+  LIMIT_SETUP=240; LIMIT_POOL=300; LIMIT_TRAIN=240; THREADS="--threads 1"
+else
+  SERIES="${SERIES:-192}"; VAL="${VAL:-24}"; SIZES="${SIZES:-128}"; TRAIN_MIN="${TRAIN_MIN:-3}"
+  BATCH="${BATCH:-32}"; INP_SIZE="${INP_SIZE:-128}"; BANK="${BANK:-512}"
+  LIMIT_SETUP=90; LIMIT_POOL=120; LIMIT_TRAIN=$(( ${TRAIN_MIN%.*} * 60 + 75 )); THREADS=""
+fi
+RUN="${RESUME:-$OUTDIR}"
+T0=$(date +%s)
+{
+  echo "# GPU training ($(date -u '+%Y-%m-%d %H:%M UTC'), device $DEVICE)"
+  echo
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    echo '```'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -5; echo '```'
+  else
+    echo "nvidia-smi: not found (no NVIDIA driver here)"
+  fi
+  echo
+  echo "| part | status | seconds | result |"
+  echo "|---|---|---|---|"
+} > "$REPORT"
+
+row() { echo "| $1 | $2 | $3 | $4 |" >> "$REPORT"; }
+
+run_part() {  # name limit command...
+  local name=$1 limit=$2; shift 2
+  local t=$(date +%s) status result
+  timeout --kill-after=15 "$limit" "$@" > "$OUTDIR/logs/$name.log" 2>&1
+  local rc=$?
+  if [ $rc -eq 0 ]; then status=ok; elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="timeout ${limit}s"; else status="failed rc=$rc"; fi
+  result=$(grep -E '"best_val_psnr"|"steps_done"|"best_step"|exported|family pool' "$OUTDIR/logs/$name.log" | tr -d ' \n' | sed 's/|/\//g' | cut -c1-300)
+  [ -z "$result" ] && result=$(tail -n 2 "$OUTDIR/logs/$name.log" | tr '\n' ' ' | sed 's/|/\//g' | cut -c1-300)
+  row "$name" "$status" "$(( $(date +%s) - t ))" "$result"
+  echo "[gpu_train] $name: $status ($(( $(date +%s) - t )) s)"
+}
+
+run_part setup "$LIMIT_SETUP" bash -c '
+  '"$PY"' -c "import torch; print(torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.is_available())"
+  '"$PY"' -c "import napari_tiltgen" 2>/dev/null || '"$PY"' -m pip install -q -e .
+  '"$PY"' -c "import napari_tiltgen; print(\"family pool\", napari_tiltgen.__version__)"'
+
+# 1 the interpolation pool (resumable: finished shards are kept)
+run_part pool "$LIMIT_POOL" $PY -m napari_tiltgen.cli build-interpolation-data "$RUN/pool" \
+  --series "$SERIES" --val-series "$VAL" --sizes "$SIZES" --quiet $THREADS
+
+# 2 interpolation: fine-tune the packaged weights on the pool, best weights exported
+run_part interp "$LIMIT_TRAIN" $PY -m napari_tiltgen.cli train-interpolation "$RUN/pool" \
+  --out "$RUN/interp_run" --init "$MODELS/interpolation.safetensors" --device "$DEVICE" \
+  --steps 100000 --max-minutes "$TRAIN_MIN" --batch-size "$BATCH" --lr 2.5e-4 --warmup 20 \
+  --val-every 50 --crops "$SIZES" --val-crop "$SIZES" --val-triplets 32 --quiet $THREADS \
+  --export "$OUTDIR/interpolation.safetensors"
+
+# 3 inpainting: fine-tune the packaged weights (families + phantoms, training noise levels)
+run_part inpaint "$LIMIT_TRAIN" $PY -m napari_tiltgen.cli train-inpainting \
+  --out "$RUN/inpaint_run" --init "$MODELS/inpainting.safetensors" --device "$DEVICE" \
+  --size "$INP_SIZE" --steps 100000 --max-minutes "$TRAIN_MIN" --batch-size "$BATCH" \
+  --group-size "$BATCH" --bank-size "$BANK" --sirt-iterations 20 --lr 2.5e-4 --adv-weight 0 \
+  --val-every 50 --sources family=0.85,phantom=0.15 --noise-level train --weight-decay 1e-3 \
+  --quiet $THREADS --export "$OUTDIR/inpainting.safetensors"
+
+echo >> "$REPORT"
+ls -la "$OUTDIR"/*.safetensors >> "$REPORT" 2>&1
+echo >> "$REPORT"
+echo "Total $(( $(date +%s) - T0 )) s. Logs: $OUTDIR/logs/. Command: bash benchmarks/gpu_train.sh$([ "$DEVICE" = cpu ] && echo ' --dry-run')" >> "$REPORT"
+cat "$REPORT"
+exit 0
