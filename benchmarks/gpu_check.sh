@@ -17,15 +17,9 @@
 # (each part's status is in the table); 2 when the results file cannot be written.
 set -u
 cd "$(dirname "$0")/.."
-DEVICE="${GPU_CHECK_DEVICE:-cuda}"
-for a in "$@"; do [ "$a" = "--dry-run" ] && DEVICE=cpu; done
-OUTDIR="${OUT:-.}"
-mkdir -p "$OUTDIR" || exit 2
-REPORT="$OUTDIR/performance_gpu.md"
-LOGDIR="$OUTDIR/gpu_check_logs"
-mkdir -p "$LOGDIR"
-PY="${PYTHON:-python3}"
-export GPU_CHECK_DEVICE="$DEVICE" PYTHONUNBUFFERED=1
+. benchmarks/gpu_common.sh
+gpu_init GPU_CHECK_DEVICE . performance_gpu.md gpu_check_logs "GPU check" "$@"
+export GPU_CHECK_DEVICE="$DEVICE"
 if [ "$DEVICE" = cpu ]; then
   export SIRT_N=32 WBP_N=32 TRAIN_PX=32 INR_N=16 STEPS=3
   LIMIT_SETUP=240 LIMIT_TESTS=300 LIMIT_PART=300
@@ -34,33 +28,6 @@ else
          INR_N="${INR_N:-128}" STEPS="${STEPS:-20}"
   LIMIT_SETUP=100 LIMIT_TESTS=60 LIMIT_PART=60  # + sirt/wbp 90 each: 460 s in all
 fi
-T0=$(date +%s)
-{
-  echo "# GPU check ($(date -u '+%Y-%m-%d %H:%M UTC'), device $DEVICE)"
-  echo
-  if command -v nvidia-smi >/dev/null 2>&1; then
-    echo '```'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -5; echo '```'
-  else
-    echo "nvidia-smi: not found (no NVIDIA driver here)"
-  fi
-  echo
-  echo "| part | status | seconds | result |"
-  echo "|---|---|---|---|"
-} > "$REPORT"
-
-row() { echo "| $1 | $2 | $3 | $4 |" >> "$REPORT"; }
-
-run_part() {  # name limit command...
-  local name=$1 limit=$2; shift 2
-  local t=$(date +%s) status result
-  timeout --kill-after=10 "$limit" "$@" > "$LOGDIR/$name.log" 2>&1
-  local rc=$?
-  if [ $rc -eq 0 ]; then status=ok; elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="timeout ${limit}s"; else status="failed rc=$rc"; fi
-  result=$(grep '^RESULT ' "$LOGDIR/$name.log" | sed 's/^RESULT //' | tr '\n' ';' | sed 's/|/\//g')
-  [ -z "$result" ] && result=$(tail -n 2 "$LOGDIR/$name.log" | tr '\n' ' ' | sed 's/|/\//g' | cut -c1-300)
-  row "$name" "$status" "$(( $(date +%s) - t ))" "$result"
-  echo "[gpu_check] $name: $status ($(( $(date +%s) - t )) s)"
-}
 
 # 0 setup: the package and its test extra; torch is kept (never replaced by a CPU wheel)
 run_part setup "$LIMIT_SETUP" bash -c '

@@ -23,14 +23,10 @@
 # `python -m napari_tiltgen.nets.weights --update-checksums`.
 set -u
 cd "$(dirname "$0")/.."
-DEVICE="${GPU_TRAIN_DEVICE:-cuda}"
-for a in "$@"; do [ "$a" = "--dry-run" ] && DEVICE=cpu; done
-OUTDIR="${OUT:-./gpu_train_out}"
-mkdir -p "$OUTDIR/logs" || exit 2
-REPORT="$OUTDIR/gpu_train.md"
-PY="${PYTHON:-python3}"
+RESULT_PATTERN='"best_val_psnr"|"steps_done"|"best_step"|exported|^RESULT '
+. benchmarks/gpu_common.sh
+gpu_init GPU_TRAIN_DEVICE ./gpu_train_out gpu_train.md logs "GPU training" "$@"
 MODELS=src/napari_tiltgen/models
-export PYTHONUNBUFFERED=1
 if [ "$DEVICE" = cpu ]; then
   SERIES=4; VAL=2; SIZES=64; TRAIN_MIN=0.3; BATCH=2; INP_SIZE=64; BANK=8
   LIMIT_SETUP=240; LIMIT_POOL=300; LIMIT_TRAIN=240; THREADS="--threads 1"
@@ -40,38 +36,11 @@ else
   LIMIT_SETUP=90; LIMIT_POOL=120; LIMIT_TRAIN=$(( ${TRAIN_MIN%.*} * 60 + 75 )); THREADS=""
 fi
 RUN="${RESUME:-$OUTDIR}"
-T0=$(date +%s)
-{
-  echo "# GPU training ($(date -u '+%Y-%m-%d %H:%M UTC'), device $DEVICE)"
-  echo
-  if command -v nvidia-smi >/dev/null 2>&1; then
-    echo '```'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -5; echo '```'
-  else
-    echo "nvidia-smi: not found (no NVIDIA driver here)"
-  fi
-  echo
-  echo "| part | status | seconds | result |"
-  echo "|---|---|---|---|"
-} > "$REPORT"
-
-row() { echo "| $1 | $2 | $3 | $4 |" >> "$REPORT"; }
-
-run_part() {  # name limit command...
-  local name=$1 limit=$2; shift 2
-  local t=$(date +%s) status result
-  timeout --kill-after=15 "$limit" "$@" > "$OUTDIR/logs/$name.log" 2>&1
-  local rc=$?
-  if [ $rc -eq 0 ]; then status=ok; elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="timeout ${limit}s"; else status="failed rc=$rc"; fi
-  result=$(grep -E '"best_val_psnr"|"steps_done"|"best_step"|exported|family pool' "$OUTDIR/logs/$name.log" | tr -d ' \n' | sed 's/|/\//g' | cut -c1-300)
-  [ -z "$result" ] && result=$(tail -n 2 "$OUTDIR/logs/$name.log" | tr '\n' ' ' | sed 's/|/\//g' | cut -c1-300)
-  row "$name" "$status" "$(( $(date +%s) - t ))" "$result"
-  echo "[gpu_train] $name: $status ($(( $(date +%s) - t )) s)"
-}
 
 run_part setup "$LIMIT_SETUP" bash -c '
-  '"$PY"' -c "import torch; print(torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.is_available())"
+  '"$PY"' -c "import torch; print(\"RESULT torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.is_available())"
   '"$PY"' -c "import napari_tiltgen" 2>/dev/null || '"$PY"' -m pip install -q -e .
-  '"$PY"' -c "import napari_tiltgen; print(\"family pool\", napari_tiltgen.__version__)"'
+  '"$PY"' -c "import napari_tiltgen; print(\"RESULT napari_tiltgen\", napari_tiltgen.__version__)"'
 
 # 1 the interpolation pool (resumable: finished shards are kept)
 run_part pool "$LIMIT_POOL" $PY -m napari_tiltgen.cli build-interpolation-data "$RUN/pool" \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,10 @@ def test_safetensors_round_trip(tmp_path: Path) -> None:
     g3, _ = load_generator(save_generator(tmp_path / "h.safetensors", g, half=True))
     torch.testing.assert_close(g3(x, w), g(x, w), atol=2e-2, rtol=2e-2)
     assert (tmp_path / "h.safetensors").stat().st_size < 0.6 * path.stat().st_size
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.safetensors", "h.safetensors"]
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(TiltgenError, match="not a readable safetensors"):

@@ -181,6 +181,32 @@ def build_from_weights(path: str | os.PathLike, meta: dict[str, str], tensors: d
     return model
 
 
+def write_weights(path: str | os.PathLike, model: Any, meta: dict[str, str],
+                  half: bool = False) -> Path:
+    """Write ``model``'s state (weights and buffers) as safetensors with ``meta``, atomically.
+
+    The one writer of both networks: ``half`` stores floating tensors as float16 (loaded back
+    as float32); the file is written beside ``path`` and renamed into place, with the
+    permissions of a new file (safetensors creates 0600: weights are meant to be shared).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.detach().half() if half and v.is_floating_point() else v.detach())
+               .contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m napari_tiltgen.nets.weights",
                                 description="Check or record the sha256 of the shipped weights.")

@@ -25,7 +25,6 @@ Units: images are dimensionless (divided by the per-slice scale of
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -233,25 +232,12 @@ def save_generator(path: str | os.PathLike, model: UNetPP,
     The architecture and ``info`` (training range, data, metrics) go into the file's metadata as
     JSON strings. ``half`` stores float16 weights (half the size; loaded back as float32).
     """
-    from safetensors.torch import save_file
+    from napari_tiltgen.nets.weights import write_weights
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu().contiguous()
-        if half and v.is_floating_point():
-            v = v.half()
-        tensors[k] = v
     meta = {"format": "napari-tiltgen inpainting generator",
             "architecture": json.dumps(asdict(model.config)),
             "info": json.dumps(info or {})}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # safetensors writes 0600; weights are meant to be shared
-        path.chmod(0o644)
-    return path
+    return write_weights(path, model, meta, half=half)
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"

@@ -389,19 +389,12 @@ def save_model(path: str | Path, model: TiltInterpNet, metadata: dict[str, Any] 
     half
         Store float16 weights (half the size; loaded back as float32).
     """
-    from safetensors.torch import save_file
+    from napari_tiltgen.nets.weights import write_weights
 
-    path = Path(path)
-    tensors = {k: (v.detach().half() if half and v.is_floating_point() else v.detach())
-               .contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": "napari-tiltgen interpolation v1",
             "architecture": json.dumps(model.config.to_dict()),
             "info": json.dumps(metadata or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return write_weights(path, model, meta, half=half)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"
