@@ -45,7 +45,7 @@ fi
 # 2 SIRT on CUDA: ours vs ASTRA CUDA
 run_part sirt "$(( LIMIT_PART * 3 / 2 ))" $PY - <<'EOF'
 import os, time, numpy as np, torch
-from napari_tiltgen.recon.api import sirt
+from napari_tiltgen.recon.iterative import sirt
 from napari_tiltgen.physics.projector import Projector
 dev = os.environ["GPU_CHECK_DEVICE"]; n = int(os.environ["SIRT_N"]); it = 20
 ang = np.linspace(-60, 60, 61)
