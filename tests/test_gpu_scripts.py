@@ -27,8 +27,8 @@ def _dry_run(script: str, out: Path) -> str:
 
 
 def _rows(report: str) -> dict[str, str]:
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\| (\w+) \| ([^|]+) \|", report, re.M)
-            if m.group(1) != "part"}
+    rows = re.finditer(r"^\| (\w+) \| ([^|]+) \|", report, re.MULTILINE)
+    return {m.group(1): m.group(2) for m in rows if m.group(1) != "part"}
 
 
 def test_gpu_check_dry_run_every_part_ok(tmp_path):
