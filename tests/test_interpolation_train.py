@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,45 @@ def test_training_on_a_family_pool_resumes_to_the_same_weights(tiny_pool: Path,
         assert torch.allclose(va, vb, atol=1e-5), k
     assert info["data"]["kind"] == "family pool" and info["data"]["n_series"] == 4
     assert info["data"]["object_radius_px"][1] > 0
+
+
+def test_shared_training_helpers(tmp_path: Path) -> None:
+    """nets.training: the schedule's ends, per-item PSNR, and a saved state that resumes
+    exactly (modules and the optimiser's moments and step)."""
+    import torch
+
+    from napari_tiltgen.nets.training import (
+        item_psnr,
+        load_training_state,
+        save_training_state,
+        warmup_cosine,
+    )
+
+    assert warmup_cosine(0, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 1.0, 0.1, warmup=10) == pytest.approx(1.0)
+    assert warmup_cosine(100, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.1)
+    ref = torch.stack([torch.linspace(0, 1, 16), torch.linspace(0, 2, 16)])
+    p = item_psnr(ref, ref + 0.01)
+    assert p[1] - p[0] == pytest.approx(20 * math.log10(2), abs=1e-3)
+
+    def make():
+        torch.manual_seed(0)
+        m = torch.nn.Linear(4, 2)
+        return m, torch.optim.AdamW(m.parameters(), lr=1e-2)
+
+    def step(m, opt):
+        opt.zero_grad()
+        m(torch.ones(3, 4)).square().sum().backward()
+        opt.step()
+
+    a, opt_a = make()
+    step(a, opt_a)
+    save_training_state(tmp_path / "c.safetensors", {"m": a}, {"o": opt_a}, {"step": 1})
+    b, opt_b = make()
+    state = load_training_state(tmp_path / "c.safetensors", {"m": b}, {"o": opt_b},
+                                torch.device("cpu"))
+    assert state == {"step": 1} and [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+    step(a, opt_a)
+    step(b, opt_b)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)

@@ -46,6 +46,12 @@ from napari_tiltgen.nets.inpainting.network import (
     ralsgan_d_loss,
     save_generator,
 )
+from napari_tiltgen.nets.training import (
+    item_psnr,
+    load_training_state,
+    save_training_state,
+    warmup_cosine,
+)
 from napari_tiltgen.simulate.families import TRAIN_FAMILIES
 
 __all__ = ["TrainConfig", "dead_fractions", "make_batch", "make_optimizer", "parameter_groups",
@@ -234,73 +240,6 @@ def validation_set(cfg: TrainConfig):
     return wedge_inputs(imgs, wedges, 2.0, cfg.net.in_channels, cfg.sirt_iterations)
 
 
-def _batch_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean PSNR (dB) over the batch, each slice with its own reference range."""
-    t = target.flatten(1)
-    rng_ = (t.max(1).values - t.min(1).values).clamp_min(1e-8)
-    mse = ((pred.flatten(1) - t) ** 2).mean(1).clamp_min(1e-12)
-    return float((10 * torch.log10(rng_**2 / mse)).mean())
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def _opt_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, st in sd["state"].items():
-        for name, v in st.items():
-            tensors[f"{prefix}.{idx}.{name}"] = torch.as_tensor(v).detach().cpu().clone()
-    return tensors, sd["param_groups"]
-
-
-def _save_checkpoint(path: Path, step: int, G: UNetPP, D: PatchDiscriminator,
-                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                     best: float) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"G.{k}": v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
-    tensors.update({f"D.{k}": v.detach().cpu().contiguous() for k, v in D.state_dict().items()})
-    tg, pg_g = _opt_tensors("optG", opt_g)
-    td, pg_d = _opt_tensors("optD", opt_d)
-    tensors.update(tg)
-    tensors.update(td)
-    meta = {"step": str(step), "best": repr(best),
-            "param_groups": json.dumps({"optG": pg_g, "optD": pg_d})}
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor],
-                    groups: list[dict[str, Any]]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if not k.startswith(prefix + "."):
-            continue
-        _, idx, name = k.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _load_checkpoint(path: Path, G: UNetPP, D: PatchDiscriminator,
-                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                     device: torch.device) -> tuple[int, float]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle
-    G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-    D.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
-    G.to(device)
-    D.to(device)
-    groups = json.loads(meta["param_groups"])
-    _load_optimizer(opt_g, "optG", {k: v.to(device) if k.split(".")[-1] != "step" else v
-                                    for k, v in tensors.items()}, groups["optG"])
-    _load_optimizer(opt_d, "optD", {k: v.to(device) if k.split(".")[-1] != "step" else v
-                                    for k, v in tensors.items()}, groups["optD"])
-    return int(meta["step"]), float(meta["best"])
-
-
 # ---------------------------------------------------------------------------- optimiser
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two groups: weights of convolutions and linear layers (decayed), and every norm
@@ -387,14 +326,6 @@ def revive_dead_blocks(model: torch.nn.Module, threshold: float = 1e-30,
 
 
 # ---------------------------------------------------------------------------- training
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    warm = max(1, min(100, cfg.steps // 20))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * t))
-
-
 def _model_info(cfg: TrainConfig, step: int, val_psnr: float,
                 init_info: dict[str, Any] | None = None) -> dict[str, Any]:
     extra = {"initialised_from": init_info} if init_info is not None else {}
@@ -460,10 +391,12 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
     opt_g = make_optimizer(G, cfg.lr, cfg.weight_decay)
     # the discriminator: no weight decay at all (RMSprop's is coupled, like Adam's)
     opt_d = torch.optim.RMSprop(D.parameters(), lr=cfg.d_lr, alpha=0.99)
+    nets, opts = {"G": G, "D": D}, {"optG": opt_g, "optD": opt_d}  # the resumable state
     step, best = 0, -math.inf
     ckpt = out / "checkpoint.safetensors"
     if resume and ckpt.is_file():
-        step, best = _load_checkpoint(ckpt, G, D, opt_g, opt_d, device)
+        state = load_training_state(ckpt, nets, opts, device)
+        step, best = int(state["step"]), float(state["best"])
         yield Progress(step / cfg.steps, f"resumed at step {step}")
     yield Progress(step / cfg.steps, "generating the image bank")
     bank = _bank(cfg, out)
@@ -480,7 +413,7 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
                 break
             G.train()
             D.train()
-            lr = _lr_at(cfg, step)
+            lr = warmup_cosine(step, cfg.steps, cfg.lr, cfg.lr_min, max(1, min(100, cfg.steps // 20)))
             for g in opt_g.param_groups:
                 g["lr"] = lr
             b = make_batch(cfg, step, bank)
@@ -515,7 +448,7 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
                     save_generator(out / "best.safetensors", G,
                                    _model_info(cfg, step, best, init_info))
             if step % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt, step, G, D, opt_g, opt_d, best)
+                save_training_state(ckpt, nets, opts, {"step": step, "best": best})
             yield Progress(step / cfg.steps, f"step {step}/{cfg.steps} loss {loss.item():.4f}",
                            values={"loss": loss.item(), "val_psnr": last_val})
     finally:
@@ -526,7 +459,7 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
         save_generator(out / "best.safetensors", G,
                        _model_info(cfg, step, last_val, init_info))
     save_generator(out / "last.safetensors", G, _model_info(cfg, step, last_val, init_info))
-    _save_checkpoint(ckpt, step, G, D, opt_g, opt_d, best)
+    save_training_state(ckpt, nets, opts, {"step": step, "best": best})
     return {"steps": step, "stopped": stopped, "best_val_psnr": best, "last_val_psnr": last_val,
             "minutes": (time.perf_counter() - t0) / 60, "parameters": n_parameters(G),
             "out_dir": str(out)}
@@ -538,7 +471,7 @@ def validate(G: UNetPP, val, device: torch.device, chunk: int = 8) -> float:
     G.eval()
     preds = [G(val.inputs[i:i + chunk].to(device), val.wedge_deg[i:i + chunk].to(device)).cpu()
              for i in range(0, len(val.inputs), chunk)]
-    return _batch_psnr(torch.cat(preds), val.target)
+    return float(item_psnr(val.target, torch.cat(preds)).mean())
 
 
 def train(cfg: TrainConfig, resume: bool = True, show: bool = True) -> dict[str, Any]:

@@ -49,6 +49,12 @@ from napari_tiltgen.nets.interpolation.network import (
     interpolation_loss,
     save_model,
 )
+from napari_tiltgen.nets.training import (
+    item_psnr,
+    load_training_state,
+    save_training_state,
+    warmup_cosine,
+)
 
 __all__ = ["TrainConfig", "train", "train_iter", "validate"]
 
@@ -143,22 +149,6 @@ class TrainConfig:
         return d
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * frac))
-
-
-def _psnr(ref: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-    """PSNR per item (dB) with each reference's own range."""
-    n = ref.shape[0]
-    r = ref.reshape(n, -1)
-    mse = ((test.reshape(n, -1) - r) ** 2).mean(dim=1).clamp(min=1e-12)
-    rng = (r.amax(dim=1) - r.amin(dim=1)).clamp(min=1e-12)
-    return 10.0 * torch.log10(rng * rng / mse)
-
-
 @torch.no_grad()
 def validate(model: TiltInterpNet, batch: dict[str, torch.Tensor], device: torch.device,
              chunk: int = 32) -> dict[str, float]:
@@ -171,45 +161,12 @@ def validate(model: TiltInterpNet, batch: dict[str, torch.Tensor], device: torch
         t, g = batch["t"][sl].to(device), batch["gap_deg"][sl].to(device)
         pred = model(i0, i1, t, g)["image"]
         lin = (1 - t.view(-1, 1, 1, 1)) * i0 + t.view(-1, 1, 1, 1) * i1
-        p_model.append(_psnr(tgt, pred).cpu())
-        p_lin.append(_psnr(tgt, lin).cpu())
+        p_model.append(item_psnr(tgt, pred).cpu())
+        p_lin.append(item_psnr(tgt, lin).cpu())
     model.train()
     pm, pl = torch.cat(p_model), torch.cat(p_lin)
     return {"val_psnr": float(pm.mean()), "val_psnr_linear": float(pl.mean()),
             "val_gain_db": float((pm - pl).mean())}
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, model: TiltInterpNet, opt: torch.optim.Optimizer,
-                     state: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for i, p in enumerate(model.parameters()):
-        st = opt.state.get(p, {})
-        for k in ("exp_avg", "exp_avg_sq"):
-            if k in st:
-                tensors[f"opt.{i}.{k}"] = st[k].detach().cpu().contiguous()
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
-    tmp.replace(path)
-
-
-def _load_checkpoint(path: Path, model: TiltInterpNet, opt: torch.optim.Optimizer,
-                     device: torch.device) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = json.loads((f.metadata() or {})["state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    step = int(state["step"])
-    for i, p in enumerate(model.parameters()):
-        if f"opt.{i}.exp_avg" in tensors:
-            opt.state[p] = {"step": torch.tensor(float(step)),
-                            "exp_avg": tensors[f"opt.{i}.exp_avg"].to(device),
-                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(device)}
-    return state
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -281,7 +238,7 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
     ckpt = out / "checkpoint.safetensors"
     step, best, elapsed_before = 0, -math.inf, 0.0
     if ckpt.is_file():
-        state = _load_checkpoint(ckpt, model, opt, device)
+        state = load_training_state(ckpt, {"model": model}, {"opt": opt}, device)
         if state.get("fingerprint") != fingerprint:
             raise TiltgenError("the checkpoint in this folder was made with other data or network "
                                "settings; use a new --out folder to start again.", ckpt)
@@ -298,7 +255,7 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                 **({"initialised_from": init_info} if init_info is not None else {}), **extra}
 
     def checkpoint() -> None:
-        _save_checkpoint(ckpt, model, opt, {
+        save_training_state(ckpt, {"model": model}, {"opt": opt}, {
             "step": step, "best_val_psnr": best, "fingerprint": fingerprint,
             "elapsed_s": elapsed_before + time.perf_counter() - t_start})
         save_model(out / "last.safetensors", model, meta({}))
@@ -318,7 +275,7 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                     sampler = FamilyTriplets(fresh, cfg.gap_range_deg, crops=cfg.crops)
                     data_summary = pool_summary(fresh)
                     log.write(json.dumps({"step": step, "pool_series": len(fresh)}) + "\n")
-            lr = _lr_at(cfg, step)
+            lr = warmup_cosine(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.warmup_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
             b = sampler.sample(np.random.default_rng([cfg.seed, step]), cfg.batch_size)
