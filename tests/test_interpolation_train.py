@@ -225,3 +225,11 @@ def test_shared_training_helpers(tmp_path: Path) -> None:
     step(b, opt_b)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+    from safetensors.torch import save_file
+
+    from napari_tiltgen.core.errors import TiltgenError
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "old.safetensors"), metadata={"step": "3"})
+    with pytest.raises(TiltgenError, match="earlier version"):
+        load_training_state(tmp_path / "old.safetensors", {"m": b}, {"o": opt_b},
+                            torch.device("cpu"))

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from napari_tiltgen.core.errors import TiltgenError
+
 __all__ = ["item_psnr", "load_training_state", "save_training_state", "warmup_cosine"]
 
 
@@ -77,6 +79,10 @@ def load_training_state(path: str | os.PathLike, modules: dict[str, torch.nn.Mod
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle
+    if "state" not in meta or "param_groups" not in meta:
+        raise TiltgenError("this checkpoint was written by an earlier version of napari-tiltgen "
+                           "and cannot be resumed; train into a new folder (or delete the "
+                           "checkpoint to start this run again).", path)
     for name, module in modules.items():
         prefix = name + "."
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
