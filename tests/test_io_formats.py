@@ -117,13 +117,9 @@ def test_integer_modes_stay_memory_mapped(tmp_path: Path, dtype: type) -> None:
 
 def _info(argv: list[str]) -> int:
     """``tiltgen info ARGS`` through the command's own parser and run function."""
-    import argparse
+    from napari_tiltgen.cli import build_parser
 
-    from napari_tiltgen.cli import info as info_cli
-
-    parser = argparse.ArgumentParser(prog="tiltgen")
-    info_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["info", *argv])
+    args = build_parser().parse_args(["info", *argv])
     return args.func(args)
 
 
@@ -647,3 +643,20 @@ def test_folder_of_tiff_and_mrc_images_angles_from_names(tmp_path: Path) -> None
     with pytest.raises(TiltgenError, match="every tilt must have the same size") as e:
         read(mrc)
     assert "img99.mrc" in str(e.value)
+
+
+def test_napari_opens_an_ome_zarr_volume_lazily_as_multiscale(make_napari_viewer,
+                                                              tmp_path: Path) -> None:
+    import dask.array as da
+
+    from napari_tiltgen.recon.outofcore import reconstruct_to_file
+    from napari_tiltgen.simulate.phantoms import sphere_phantom
+
+    ts, _ = sphere_phantom(size=136, tilt_step=15.0)
+    reconstruct_to_file(ts, tmp_path / "v.zarr", "wbp", memory_budget=1 << 22)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "v.zarr"), plugin="napari-tiltgen")
+    assert layer.multiscale and len(layer.data) == 2
+    assert all(isinstance(level, da.Array) for level in layer.data)  # nothing read up front
+    assert tuple(layer.scale) == (2.0, 2.0, 2.0)
+    assert layer.metadata["napari_tiltgen"]["kind"] == "volume"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tracemalloc
 
 import mrcfile
@@ -201,7 +202,9 @@ def test_other_processes_are_seen_and_this_one_is_not(monkeypatch):
     finally:
         spin.kill()
         spin.wait()
-    assert busy > quiet + 0.5, (quiet, busy)
+    # one more busy core, unless other work already keeps every core busy (capped there)
+    n = len(os.sched_getaffinity(0))
+    assert busy >= min(quiet + 0.5, n - 0.25), (quiet, busy, n)
 
 
 def test_matrix_free_backprojection_equals_the_sparse_operator():
@@ -233,3 +236,58 @@ def test_release_pages_drops_a_read_only_map_from_resident_memory(tmp_path):
     assert not release_pages(np.ones((2, 2)))  # plain arrays are left alone
     writable = np.memmap(tmp_path / "w.bin", dtype=np.float32, mode="w+", shape=(8,))
     assert not release_pages(writable)
+
+
+def test_streamed_to_ome_zarr_equals_the_mrc_and_has_a_pyramid(tmp_path):
+    import zarr
+
+    from napari_tiltgen.io.ome_zarr import layer_data
+    from napari_tiltgen.io.readers import read
+
+    ts, _ = sphere_phantom(size=136, tilt_step=10.0)
+    budget = _budget("wbp", ts, 24)
+    mrc = reconstruct_to_file(ts, tmp_path / "v.mrc", "wbp", memory_budget=budget)
+    zr = reconstruct_to_file(ts, tmp_path / "v.zarr", "wbp", memory_budget=budget)
+    assert len(zr.slabs) >= 3
+    ref = np.asarray(mrc.open())
+    np.testing.assert_array_equal(np.asarray(zr.open()), ref)
+    root = zarr.open_group(str(tmp_path / "v.zarr"), mode="r")
+    ms = root.attrs["multiscales"][0]
+    assert [d["path"] for d in ms["datasets"]] == ["0", "1"]
+    assert ms["datasets"][1]["coordinateTransformations"][0]["scale"] == [4.0, 4.0, 4.0]
+    assert ms["axes"][0] == {"name": "z", "type": "space", "unit": "angstrom"}
+    np.testing.assert_allclose(root["1"][10, 20, 30],
+                               ref[20:22, 40:42, 60:62].mean(), rtol=1e-5, atol=1e-6)
+    levels, kw, kind = layer_data(tmp_path / "v.zarr")
+    assert kind == "image" and kw["multiscale"] and [lv.shape for lv in levels] == [
+        (136, 136, 136), (68, 68, 68)] and kw["scale"] == [2.0, 2.0, 2.0]
+    vol = read(tmp_path / "v.zarr")
+    assert vol.voxel_size_A == 2.0 and np.array_equal(vol.data, ref)
+    # exclusive unless overwrite; a folder that is not a Zarr store is never replaced
+    with pytest.raises(TiltgenError, match="already exists"):
+        reconstruct_to_file(ts, tmp_path / "v.zarr", "wbp", memory_budget=budget)
+    (tmp_path / "other.zarr").mkdir()
+    (tmp_path / "other.zarr" / "notes.txt").write_text("mine")
+    with pytest.raises(TiltgenError, match="not a Zarr store"):
+        reconstruct_to_file(ts, tmp_path / "other.zarr", "wbp", memory_budget=budget,
+                            overwrite=True)
+    assert (tmp_path / "other.zarr" / "notes.txt").read_text() == "mine"
+    reconstruct_to_file(ts, tmp_path / "v.zarr", "wbp", memory_budget=budget, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.zarr", "v.mrc", "v.zarr"]
+
+
+def test_cli_writes_ome_zarr_in_memory_and_streamed(tmp_path):
+    from napari_tiltgen.cli import main
+    from napari_tiltgen.io.readers import read
+    from napari_tiltgen.io.writers import write
+
+    ts, _ = sphere_phantom(size=40, tilt_step=10.0)
+    src = write(ts, tmp_path / "ts.mrc")
+    common = ["--method", "wbp", "--intensity", "none", "--tilt-axis", "0", "--align", "no",
+              "--quiet"]
+    assert main(["reconstruct", str(src), "--out", str(tmp_path / "a.zarr"), *common]) == 0
+    assert main(["reconstruct", str(src), "--out", str(tmp_path / "b.zarr"), "--out-of-core",
+                 "yes", *common]) == 0
+    a, b = read(tmp_path / "a.zarr"), read(tmp_path / "b.zarr")
+    assert a.shape == b.shape == (40, 40, 40)
+    assert np.abs(a.data - b.data).max() < 1e-4 * np.abs(a.data).max()

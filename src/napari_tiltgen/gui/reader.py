@@ -22,7 +22,7 @@ NO_LAYERS: list[tuple] = [(None,)]
 
 def _accepts(p: str | Path) -> bool:
     p = Path(p)
-    if str(p).lower().endswith(SUPPORTED_SUFFIXES):
+    if str(p).lower().endswith(SUPPORTED_SUFFIXES + (".zarr",)):
         return True
     try:
         return p.is_dir() and any(c.suffix.lower() in PER_TILT_SUFFIXES for c in p.iterdir())
@@ -50,6 +50,11 @@ def read_layers(path: str | list[str], **_: Any) -> list[tuple]:
     layers = []
     for p in paths:
         try:
+            if str(p).lower().rstrip("/").endswith(".zarr"):  # lazily, every pyramid level
+                from napari_tiltgen.io.ome_zarr import layer_data
+
+                layers.append(layer_data(p))
+                continue
             obj = read(p)
         except TiltgenError as exc:
             _notify_error(str(exc))

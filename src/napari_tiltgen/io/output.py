@@ -33,6 +33,8 @@ from napari_tiltgen.core.errors import TiltgenError
 MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".preali", ".rec", ".map")
 TIFF_SUFFIXES = (".tif", ".tiff")
 DATA_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES
+#: Outputs that are folders (an OME-Zarr store): written to a temporary folder and renamed.
+FOLDER_SUFFIXES = (".zarr",)
 #: Files that belong to an input stack (tilt angles, alignment, SerialEM, metadata...).
 INPUT_SIDECAR_SUFFIXES = (".rawtlt", ".tlt", ".xf", ".xtilt", ".mdoc", ".json", ".tltxf", ".prexf",
                           ".prexg", ".xg")
@@ -169,8 +171,14 @@ class OutputPlan:
                                                "choose another name.", t) from None
                     if os.path.isdir(t):
                         raise TiltgenError("is a folder; give a file name.", t)
-                elif stat.S_ISDIR(st.st_mode):
+                elif stat.S_ISDIR(st.st_mode) and not _is_folder_output(t):
                     raise TiltgenError("is a folder; give a file name.", t)
+                elif stat.S_ISDIR(st.st_mode) and self.overwrite and not _is_zarr_store(t):
+                    raise TiltgenError("exists and is not a Zarr store; it is never replaced, "
+                                       "even with --overwrite. Choose another name.", t)
+                elif _is_folder_output(t) and not stat.S_ISDIR(st.st_mode):
+                    raise TiltgenError("exists and is a file, not a Zarr folder; choose "
+                                       "another name.", t)
                 if not self.overwrite:
                     raise TiltgenError("already exists; choose another name or allow "
                                        "overwriting (--overwrite).", t)
@@ -245,7 +253,7 @@ class OutputPlan:
             os.umask(umask)
             for tmp in temps:
                 try:
-                    os.chmod(tmp, 0o666 & ~umask)
+                    os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~umask)
                 except OSError:
                     pass
             for (final, _), tmp in zip(items, temps):
@@ -254,19 +262,11 @@ class OutputPlan:
         except BaseException:
             if not self.overwrite:
                 for p in placed:  # created by us a moment ago: roll back
-                    try:
-                        os.unlink(p)
-                    except OSError:
-                        pass
+                    _remove(p)
             raise
         finally:
             for tmp in temps:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    pass
+                _remove(tmp)
         return [f for f, _ in items]
 
     def _new_temp(self, final: Path) -> Path:
@@ -274,17 +274,22 @@ class OutputPlan:
         for _ in range(100):
             tmp = final.parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}{_TMP_MARK}{suffix}"
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                if _is_folder_output(final):
+                    os.mkdir(tmp, 0o700)
+                else:
+                    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except FileExistsError:
                 continue
             except OSError as exc:
                 raise TiltgenError(f"cannot create a file in the output folder "
                                    f"({os_problem(exc)}); nothing was written.", final) from None
-            os.close(fd)
             return tmp
         raise TiltgenError("cannot create a temporary file in the output folder.", final)
 
     def _place(self, tmp: Path, final: Path) -> None:
+        if _is_folder_output(final):
+            self._place_folder(tmp, final)
+            return
         try:
             if self.overwrite:
                 if os.path.isdir(final) and not os.path.islink(final):
@@ -313,6 +318,48 @@ class OutputPlan:
         except OSError as exc:
             raise TiltgenError(f"could not move the finished file into place "
                                f"({os_problem(exc)}); nothing was written.", final) from exc
+
+    def _place_folder(self, tmp: Path, final: Path) -> None:
+        """Rename a finished folder into place: exclusively (``rename`` refuses a non-empty
+        target), or with ``overwrite`` after moving the old store aside (put back on failure)."""
+        old = None
+        if self.overwrite and final.is_dir() and _is_zarr_store(final):
+            old = final.parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}.old{final.suffix}"
+            os.rename(final, old)
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if old is not None:
+                os.rename(old, final)
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise TiltgenError("was created by another program while this one was working; "
+                                   "it was left as it is and nothing was written.",
+                                   final) from None
+            raise TiltgenError(f"could not move the finished folder into place "
+                               f"({os_problem(exc)}); nothing was written.", final) from exc
+        if old is not None:
+            _remove(old)
+
+
+def _is_folder_output(path: Path) -> bool:
+    return path.suffix.lower() in FOLDER_SUFFIXES
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return any((path / n).is_file() for n in (".zgroup", ".zarray", "zarr.json"))
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary (or just placed) file or folder; errors are ignored."""
+    import shutil
+
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def planned_outputs(

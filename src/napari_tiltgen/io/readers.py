@@ -136,6 +136,12 @@ def read(
             raise TiltgenError("no such file.", path)
         if not os.access(path, os.R_OK):
             raise PermissionError(13, "Permission denied", str(path))
+        if path.is_dir() and path.suffix.lower() == ".zarr":
+            if kind == "tilt_series":
+                raise TiltgenError("an OME-Zarr folder holds a volume, not a tilt series.", path)
+            from napari_tiltgen.io.ome_zarr import read_ome_zarr_volume
+
+            return read_ome_zarr_volume(path)
         if path.is_dir():
             files = sorted(p for p in path.iterdir()
                            if p.is_file() and p.suffix.lower() in PER_TILT_SUFFIXES)

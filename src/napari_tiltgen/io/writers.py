@@ -27,6 +27,7 @@ from napari_tiltgen.io import metadata as md
 from napari_tiltgen.io.model import METADATA_KEY, TiltSeries, Volume
 from napari_tiltgen.io.output import (
     DATA_SUFFIXES,
+    FOLDER_SUFFIXES,
     MRC_SUFFIXES,
     TIFF_SUFFIXES,
     Content,
@@ -58,7 +59,8 @@ def plan_write(path: str | os.PathLike, kind: str = "volume", *, overwrite: bool
     ``extra``: more files written together with it (reports, ``.json``), all or nothing.
     """
     return planned_outputs(path, [*sidecars_for(path, kind), *extra], overwrite=overwrite,
-                           inputs=inputs, formats=DATA_SUFFIXES,
+                           inputs=inputs,
+                           formats=DATA_SUFFIXES + (FOLDER_SUFFIXES if kind == "volume" else ()),
                            what=what or ("output tilt series" if kind == "tilt_series"
                                          else "output volume"))
 
@@ -141,7 +143,22 @@ def file_contents(obj: TiltSeries | Volume, path: str | os.PathLike) -> dict[Pat
         return _mrc_contents(obj, path, sidecar=True)
     if suffix in TIFF_SUFFIXES:
         return {path: _tiff_writer(obj)}
-    raise TiltgenError(f"cannot write {suffix!r} files; use .mrc, .st, .rec or .tif.", path)
+    if suffix in FOLDER_SUFFIXES and isinstance(obj, Volume):
+        return {path: _zarr_writer(obj)}
+    raise TiltgenError(f"cannot write {suffix!r} files; use .mrc, .st, .rec, .tif (or .zarr "
+                       "for a volume).", path)
+
+
+def _zarr_writer(vol: Volume) -> Callable[[Path], None]:
+    def write_store(tmp: Path) -> None:
+        from napari_tiltgen.io.ome_zarr import ZarrSlabWriter
+
+        w = ZarrSlabWriter(tmp, vol.shape, vol.voxel_size_A, _label(vol), chunk_rows=64)
+        for y in range(0, vol.shape[1], 64):  # plane blocks: no second copy of the volume
+            w.write(y, vol.data[:, y:y + 64, :])
+        w.finish()
+
+    return write_store
 
 
 WRITERS: dict[str, Callable[..., Path]] = {

@@ -272,7 +272,11 @@ class StreamResult:
         return max(b - a for a, b in self.slabs)
 
     def open(self) -> np.ndarray:
-        """The volume, memory-mapped read-only (napari and numpy read it lazily)."""
+        """The volume, read lazily: a read-only memory map (MRC) or the Zarr array of level 0."""
+        if self.path.suffix.lower() == ".zarr":
+            import zarr
+
+            return zarr.open_group(str(self.path), mode="r")["0"]
         import mrcfile
 
         return mrcfile.mmap(self.path, mode="r").data
@@ -341,7 +345,7 @@ def reconstruct_to_file_iter(
     overwrite: bool = False,
     plan: Any = None,
 ) -> ProgressGen[StreamResult]:
-    """Reconstruct ``ts`` into the MRC file ``out`` slab by slab (see module docstring).
+    """Reconstruct ``ts`` into the MRC file (or OME-Zarr folder) ``out`` slab by slab.
 
     Parameters
     ----------
@@ -349,7 +353,9 @@ def reconstruct_to_file_iter(
         Tilt series, tilt axis along y (within 45 degrees), angles in degrees; its data may be a
         memory map or lazy frames (only each slab's rows are read).
     out
-        Output ``.mrc``/``.rec`` file; written atomically through :mod:`napari_tiltgen.io.output`.
+        Output ``.mrc``/``.rec`` file, or ``.zarr`` (OME-Zarr with a 2x pyramid,
+        :mod:`napari_tiltgen.io.ome_zarr`); written atomically through
+        :mod:`napari_tiltgen.io.output`.
     method, iterations
         ``"wbp"`` or ``"sirt"``; SIRT iterations.
     memory_budget
@@ -365,13 +371,13 @@ def reconstruct_to_file_iter(
         Replace an existing output; a plan from :func:`napari_tiltgen.io.writers.plan_write`
         made before the work (else one is made here).
     """
-    from napari_tiltgen.io.output import MRC_SUFFIXES, planned_outputs
+    from napari_tiltgen.io.output import FOLDER_SUFFIXES, MRC_SUFFIXES, planned_outputs
 
     m = _method(method)
     out = Path(out)
-    if out.suffix.lower() not in MRC_SUFFIXES:
-        raise TiltgenError(f"out-of-core reconstruction writes MRC; the output must end in one "
-                           f"of {', '.join(MRC_SUFFIXES)}.", out)
+    if out.suffix.lower() not in MRC_SUFFIXES + FOLDER_SUFFIXES:
+        raise TiltgenError(f"out-of-core reconstruction writes MRC or OME-Zarr; the output must "
+                           f"end in one of {', '.join(MRC_SUFFIXES + FOLDER_SUFFIXES)}.", out)
     if plan is None:
         src = ts.provenance.get("source")
         plan = planned_outputs(out, overwrite=overwrite, inputs=[src] if src else [],
@@ -418,7 +424,14 @@ def reconstruct_to_file_iter(
     stop = threading.Event()
 
     def write_all(tmp: Path) -> None:
-        writer = _MrcSlabWriter(tmp, shape, ts.pixel_size_A, f"napari-tiltgen: {m} (streamed)")
+        label = f"napari-tiltgen: {m} (streamed)"
+        if out.suffix.lower() in FOLDER_SUFFIXES:
+            from napari_tiltgen.io.ome_zarr import ZarrSlabWriter
+
+            writer: Any = ZarrSlabWriter(tmp, shape, ts.pixel_size_A, label,
+                                         chunk_rows=params["slab_rows"])
+        else:
+            writer = _MrcSlabWriter(tmp, shape, ts.pixel_size_A, label)
         done = 0
         if client is None:
             for y0, y1 in slabs:
