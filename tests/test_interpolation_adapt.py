@@ -23,8 +23,8 @@ from napari_tiltgen.nets.interpolation.adapt import (
     training_triplets,
 )
 from napari_tiltgen.nets.interpolation.api import interpolate_series, real_frames
-from napari_tiltgen.nets.interpolation.frames import load_pretrained
-from napari_tiltgen.nets.interpolation.select import adapt_and_select
+from napari_tiltgen.nets.interpolation.frames import interpolate_at, load_pretrained
+from napari_tiltgen.nets.interpolation.select import ENSEMBLES, adapt_and_select
 
 torch.set_num_threads(1)
 
@@ -107,10 +107,20 @@ def test_selection_table_has_the_three_methods_on_the_same_held_out_frames() -> 
     ts, _ = _blobs_series()
     sel = run(adapt_and_select(ts, config=AdaptConfig(seconds=600, max_steps=5, crop_px=48),
                                device="cpu"), show=False)
-    assert sel.method in ("pretrained", "adapted", "linear")
+    assert sel.method in ("pretrained", "adapted", "linear", *ENSEMBLES)
     assert sorted(sel.qa) == [1, 2]
+    # at twice the step each network is also scored averaged with the SIRT reprojection of the
+    # other real frames (each held-out frame predicted without itself)
+    assert set(sel.qa[1]) == {"pretrained", "adapted", "linear", *ENSEMBLES}
+    assert set(sel.qa[2]) == {"pretrained", "adapted", "linear"}
+    for e in ENSEMBLES:
+        net = sel.qa[1][e.split("+")[0]]
+        ens = sel.qa[1][e]
+        rep = 2 * ens.predicted - net.predicted  # the reprojection half of the mean
+        assert not np.allclose(rep, net.predicted, atol=1e-3)
+        diff = ens.psnr - sel.qa[1]["linear"].psnr
+        assert sel.gain_db[e] == pytest.approx(float(np.mean(diff)))
     for k, res in sel.qa.items():
-        assert set(res) == {"pretrained", "adapted", "linear"}
         for r in res.values():  # same frames for the three; none used in the fine-tuning
             np.testing.assert_array_equal(r.indices, res["linear"].indices)
             assert set(r.indices.tolist()) <= set(sel.adapt.holdout.tolist())
@@ -139,12 +149,12 @@ def test_auto_never_picks_a_method_that_scored_worse_than_linear() -> None:
         if sel.method == "linear":
             assert margin >= 100.0 or all(
                 not (sel.gain_db[m] >= margin and sel.gain_db[m] - sel.stderr_db[m] > 0)
-                for m in ("pretrained", "adapted"))
+                for m in ("pretrained", "adapted", *ENSEMBLES))
             assert sel.message.startswith("linear interpolation used")
         else:
             g = sel.gain_db[sel.method]
             assert g >= margin and g - sel.stderr_db[sel.method] > 0
-            assert g == max(sel.gain_db[m] for m in ("pretrained", "adapted"))
+            assert g == max(v for m, v in sel.gain_db.items() if m != "linear")
             assert f"{g:+.2f} dB over linear" in sel.message
     assert sel.method == "linear"  # margin 100 dB: no network qualifies
     # frames that change linearly with angle: nothing beats linear interpolation
@@ -162,7 +172,8 @@ def test_too_few_frames_compare_pretrained_and_linear_only() -> None:
     sel = run(adapt_and_select(ts, seconds=5, device="cpu"), show=False)
     assert sel.adapt is None and "too few to adapt" in sel.notes[0]
     assert np.all(np.isnan(sel.qa[1]["adapted"].psnr))
-    assert sel.method in ("pretrained", "linear")
+    assert "adapted+reprojection" not in sel.qa[1]  # nothing to average without an adaptation
+    assert sel.method in ("pretrained", "linear", "pretrained+reprojection")
     with pytest.raises(TiltgenError, match="at least 7 real frames"):
         run(adapt_and_select(ts, requested="adapted", seconds=5, device="cpu"), show=False)
 
@@ -174,9 +185,16 @@ def test_interpolate_series_auto_records_the_choice() -> None:
     res = run(interpolate_series(sparse, frames_per_gap=1, method="auto", device="cpu",
                                  adapt_config=AdaptConfig(seconds=600, max_steps=3,
                                                           crop_px=48)), show=False)
-    assert res.method in ("pretrained", "adapted", "linear")
+    # on this noisy stack the adapted network averaged with the SIRT reprojection wins the QA,
+    # and the inserted frames are exactly that mean
+    assert res.method == "adapted+reprojection"
     assert res.selection is not None and res.selection.method == res.method
     assert res.tilt_series.n_tilts == 2 * ts.n_tilts - 1
+    pairs = [(i, i + 1, [0.5]) for i in range(ts.n_tilts - 1)]
+    net, _, _ = run(interpolate_at(sparse, pairs, "adapted", model=res.selection.model,
+                                   device="cpu"), show=False)
+    rep, _, _ = run(interpolate_at(sparse, pairs, "reprojection", device="cpu"), show=False)
+    np.testing.assert_allclose(res.tilt_series.data[1::2], 0.5 * (net + rep), atol=1e-5)
     np.testing.assert_array_equal(res.tilt_series.data[::2], ts.data)
     rep = res.report()
     assert rep["method"] == res.method and rep["selection"]["method"] == res.method

@@ -203,9 +203,18 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
                    "range (" + refused + ")")
             warnings.warn(msg, UserWarning, stacklevel=2)
             yield Progress(0.0, "warning: " + msg)
-    frames, new_angles, msgs = yield from scaled(interpolate_at(
-        ts, pairs, used, weights=weights, device=device, allow_out_of_range=allow_out_of_range,
-        reprojection_iterations=reprojection_iterations, scale=scale, model=model), lo, 1.0)
+    kw = dict(weights=weights, device=device, allow_out_of_range=allow_out_of_range,
+              reprojection_iterations=reprojection_iterations, scale=scale, model=model,
+              reprojection_source=real_frames(ts))
+    if used.endswith("+reprojection"):  # an ensemble: the network's and the reprojection's mean
+        mid = lo + 0.5 * (1.0 - lo)
+        frames, new_angles, msgs = yield from scaled(
+            interpolate_at(ts, pairs, used.split("+")[0], **kw), lo, mid)
+        rep, _, _ = yield from scaled(interpolate_at(ts, pairs, "reprojection", **kw), mid, 1.0)
+        frames = (0.5 * (frames + rep)).astype(np.float32)
+    else:
+        frames, new_angles, msgs = yield from scaled(interpolate_at(ts, pairs, used, **kw),
+                                                     lo, 1.0)
     if method in ("auto", "adapted") and refused is not None:
         msgs = [msg, *msgs]
     method = used

@@ -83,6 +83,28 @@ class LeaveOneOutResult:
                 "warnings": list(self.warnings)}
 
 
+def _scores(real: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame PSNR and SSIM, each frame's data range its own ``max - min``."""
+    from napari_tiltgen.evaluate.metrics import psnr, ssim
+
+    ps, ss = [], []
+    for r, p in zip(real, pred):
+        dr = float(r.max() - r.min()) or 1.0
+        ps.append(psnr(r, p, dr))
+        ss.append(ssim(r, p, dr) if min(r.shape) >= 11 else float("nan"))
+    return np.asarray(ps), np.asarray(ss)
+
+
+def blend(a: LeaveOneOutResult, b: LeaveOneOutResult, method: str) -> LeaveOneOutResult:
+    """The mean of two methods' predictions of the same frames, scored (an ensemble)."""
+    if not np.array_equal(a.indices, b.indices):
+        raise ValueError("blend needs two results on the same frames")
+    pred = (0.5 * (a.predicted + b.predicted)).astype(np.float32)
+    ps, ss = _scores(a.real, pred)
+    return LeaveOneOutResult(a.indices, a.tilt_angles, a.gaps_deg, a.real, pred, ps, ss, method,
+                             [*a.warnings, *b.warnings])
+
+
 def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
                   indices: Sequence[int] | None = None, weights: str | Path | None = None,
                   device: str = "auto", allow_out_of_range: bool = False,
@@ -115,8 +137,6 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
     -------
     LeaveOneOutResult
     """
-    from napari_tiltgen.evaluate.metrics import psnr, ssim
-
     ts = ts.sorted_by_angle()
     a = ts.require_angles()
     n = ts.n_tilts
@@ -153,10 +173,5 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
             ts, pairs, method, weights=weights, device=device,
             allow_out_of_range=allow_out_of_range, scale=scale, model=model, quiet=quiet)
     real = np.asarray(ts.data[idx], np.float32)
-    ps, ss = [], []
-    for r, p in zip(real, pred):
-        dr = float(r.max() - r.min()) or 1.0
-        ps.append(psnr(r, p, dr))
-        ss.append(ssim(r, p, dr) if min(r.shape) >= 11 else float("nan"))
-    return LeaveOneOutResult(idx, a[idx], gaps, real, pred, np.asarray(ps), np.asarray(ss),
-                             method, msgs)
+    ps, ss = _scores(real, pred)
+    return LeaveOneOutResult(idx, a[idx], gaps, real, pred, ps, ss, method, msgs)

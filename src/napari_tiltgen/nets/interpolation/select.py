@@ -27,11 +27,17 @@ from napari_tiltgen.nets.interpolation.adapt import (
 )
 from napari_tiltgen.nets.interpolation.network import TiltInterpNet
 
-__all__ = ["Selection", "adapt_and_select"]
+__all__ = ["ENSEMBLES", "Selection", "adapt_and_select"]
 
 
 # ---------------------------------------------------------------------------- selection
 SELECTABLE = ("pretrained", "adapted", "linear")
+#: The networks averaged with the SIRT reprojection of the other real frames (an ensemble: the
+#: network follows the local motion, the reprojection the whole object's geometry).
+ENSEMBLES = ("pretrained+reprojection", "adapted+reprojection")
+#: Largest ``n_tilts * ny * nx^2`` for which the QA also scores the ensembles (three SIRT runs
+#: of 50 iterations; 61 tilts of 160 px frames is about 2.5e8).
+REPROJECTION_QA_MAX = 3e8
 
 
 @dataclass
@@ -85,7 +91,7 @@ class Selection:
             first = next(iter(res.values()))
             row: dict[str, Any] = {"k": k, "gap_deg": float(np.mean(first.gaps_deg)),
                                    "frames": int(len(first.indices))}
-            for m in SELECTABLE:
+            for m in SELECTABLE + tuple(e for e in ENSEMBLES if e in res):
                 r = res.get(m)
                 row[f"psnr_{m}"] = float(np.mean(r.psnr)) if r is not None else float("nan")
                 row[f"ssim_{m}"] = float(np.nanmean(r.ssim)) if r is not None else float("nan")
@@ -96,13 +102,16 @@ class Selection:
         """The QA table (pretrained, adapted, linear side by side) and the decision, as text."""
         head = (f"{'gap (deg)':>9} {'frames':>6} | {'PSNR pretrained':>15} {'adapted':>8} "
                 f"{'linear':>8} | {'SSIM pretrained':>15} {'adapted':>8} {'linear':>8}")
+        ens = [e for e in ENSEMBLES if any(f"psnr_{e}" in r for r in self.rows())]
+        head += "".join(f" | {e.replace('+reprojection', '+reproj.'):>21}" for e in ens)
         lines = ["leave-one-out QA on held-out real frames (PSNR dB, SSIM)", head,
                  "-" * len(head)]
         for r in self.rows():
             lines.append(
                 f"{r['gap_deg']:9.2f} {r['frames']:6d} | {r['psnr_pretrained']:15.2f} "
                 f"{r['psnr_adapted']:8.2f} {r['psnr_linear']:8.2f} | "
-                f"{r['ssim_pretrained']:15.4f} {r['ssim_adapted']:8.4f} {r['ssim_linear']:8.4f}")
+                f"{r['ssim_pretrained']:15.4f} {r['ssim_adapted']:8.4f} {r['ssim_linear']:8.4f}"
+                + "".join(f" | {r.get(f'psnr_{e}', float('nan')):21.2f}" for e in ens))
         lines.append(self.message)
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
@@ -140,6 +149,29 @@ def _nan_loo(like: Any, method: str) -> Any:
         like.indices, like.tilt_angles, like.gaps_deg, like.real,
         np.full_like(like.predicted, np.nan), np.full(like.psnr.shape, np.nan),
         np.full(like.ssim.shape, np.nan), method, [])
+
+
+def _score_ensembles(ts: TiltSeries, res: dict[str, Any], dev: Any,
+                     notes: list[str]) -> ProgressGen:
+    """Add each network averaged with the SIRT reprojection to the QA results ``res`` (k = 1)."""
+    from napari_tiltgen.nets.interpolation.qa import blend, leave_one_out
+
+    n, ny, nx = (int(s) for s in ts.shape)
+    if n * ny * nx * nx > REPROJECTION_QA_MAX:
+        notes.append(f"the network + reprojection ensembles were not scored: {n} frames of "
+                     f"{ny} x {nx} px make three SIRT runs too long for the QA.")
+        return
+    try:
+        rep = yield from scaled(
+            leave_one_out(ts, "reprojection", indices=res["linear"].indices, k=1,
+                          device=str(dev), quiet=True), 0.95, 1.0, "QA reprojection: ")
+    except TiltgenError as exc:  # e.g. a tilt axis the projector cannot use
+        notes.append(f"the network + reprojection ensembles were not scored ({exc}).")
+        return
+    for e in ENSEMBLES:
+        net = res.get(e.split("+")[0])
+        if net is not None and np.all(np.isfinite(net.psnr)):
+            res[e] = blend(net, rep, e)
 
 
 def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
@@ -231,10 +263,14 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
             job += 1
         if "adapted" not in qa[k]:
             qa[k]["adapted"] = _nan_loo(qa[k]["linear"], "adapted")
+    k0 = min(qa) if qa else None
+    if k0 == 1:
+        yield from _score_ensembles(ts, qa[1], dev, notes)
     gain: dict[str, float] = {"linear": 0.0}
     se: dict[str, float] = {"linear": 0.0}
-    k0 = min(qa) if qa else None
-    for m in ("pretrained", "adapted"):
+    candidates = ("pretrained", "adapted") + tuple(e for e in ENSEMBLES
+                                                 if k0 is not None and e in qa[k0])
+    for m in candidates:
         if k0 is None or not np.all(np.isfinite(qa[k0][m].psnr)):
             gain[m], se[m] = float("nan"), float("nan")
             continue
@@ -242,7 +278,7 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         gain[m] = float(np.mean(d))
         se[m] = float(np.std(d, ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("inf")
     ok = {m: gain[m] >= margin_db and gain[m] - se[m] > 0.0
-          for m in ("pretrained", "adapted") if math.isfinite(gain[m])}
+          for m in candidates if math.isfinite(gain[m])}
     n_scored = len(qa[k0]["linear"].indices) if k0 is not None else 0
     gap_txt = f"{np.mean(qa[k0]['linear'].gaps_deg):.1f}" if k0 is not None else "?"
     where = f"{n_scored} held-out real frames, gap {gap_txt} deg"
@@ -257,9 +293,10 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         winners = [m for m, good in ok.items() if good]
         if winners:
             method = max(winners, key=lambda m: gain[m])
-            other = "pretrained" if method == "adapted" else "adapted"
-            tail = (f"; {other} {gain[other]:+.2f} dB" if math.isfinite(gain[other]) else "")
-            message = (f"{method} network chosen: {gain[method]:+.2f} dB over linear "
+            others = [f"{o} {gain[o]:+.2f} dB" for o in candidates
+                      if o != method and math.isfinite(gain[o])]
+            tail = f"; {', '.join(others)}" if others else ""
+            message = (f"{method} chosen: {gain[method]:+.2f} dB over linear "
                        f"(+/- {se[method]:.2f}) on {where}{tail}.")
         else:
             method = "linear"
@@ -268,9 +305,10 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
             message = (f"linear interpolation used: no network beat it by {margin_db:g} dB on "
                        f"{where} ({', '.join(parts) or 'no network scored'}).")
     model = None
-    if method == "pretrained":
+    base = method.split("+")[0]
+    if base == "pretrained":
         model = (net, info)
-    elif method == "adapted" and adapted is not None:
+    elif base == "adapted" and adapted is not None:
         model = (adapted.model, info)
     yield Progress(1.0, message)
     return Selection(method, requested, model, qa, gain, se, np.asarray(frames, int), adapted,
