@@ -132,7 +132,10 @@ def test_selection_table_has_the_three_methods_on_the_same_held_out_frames() -> 
     assert "PSNR pretrained" in text and "adapted" in text and "linear" in text
     assert "SSIM pretrained" in text and sel.message in text
     md = sel.markdown()
-    assert md.count("|") > 20 and "PSNR adapted" in md
+    assert md.count("|") > 20 and "PSNR adapted" in md and "PSNR adapted+reprojection" in md
+    k2 = next(line for line in text.splitlines()
+              if line.strip().startswith(f"{rows[1]['gap_deg']:.2f}"))
+    assert "PSNR pretrained+reprojection" in text and k2.rstrip().endswith("-")  # k = 2: not scored
     d = json.loads(json.dumps(sel.as_dict()))
     assert d["method"] == sel.method and len(d["rows"]) == 2
     # the gain reported is the mean per-frame PSNR difference at k = 1

@@ -107,7 +107,8 @@ def test_leave_one_out_panel_shows_three_methods_on_real_frames(make_napari_view
     _run(w, qtbot, w.qa_button)
     assert w.status.value == "done"
     sel = w.selection
-    assert sel is not None and sel.method in ("pretrained", "adapted", "linear")
+    assert sel is not None and sel.method in ("pretrained", "adapted", "linear",
+                                              "pretrained+reprojection", "adapted+reprojection")
     table = w.qa_table.value
     assert list(table["columns"]) == QA_COLUMNS
     assert len(table["data"]) == len(sel.rows()) >= 1
@@ -115,6 +116,9 @@ def test_leave_one_out_panel_shows_three_methods_on_real_frames(make_napari_view
     assert row[0] == 6.0  # twice the 3-degree step
     assert all(np.isfinite(v) for v in row[2:5])  # PSNR pretrained, adapted, linear
     assert all(0 < v <= 1 for v in row[5:8])
+    # the ensembles with the reprojection, scored at twice the step like the rest
+    assert row[8] == pytest.approx(round(float(np.mean(sel.qa[1]["pretrained+reprojection"].psnr)),
+                                         2))
     assert w.qa_summary.value.startswith(sel.message)
     chosen = sel.method
     names = [layer.name for layer in viewer.layers]

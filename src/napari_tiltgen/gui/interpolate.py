@@ -50,14 +50,15 @@ from napari_tiltgen.nets.interpolation.api import (
 )
 from napari_tiltgen.nets.interpolation.frames import SERIES_METHODS
 from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
-from napari_tiltgen.nets.interpolation.select import Selection, adapt_and_select
+from napari_tiltgen.nets.interpolation.select import ENSEMBLES, Selection, adapt_and_select
 
 if TYPE_CHECKING:
     import napari
 
 STEP_MODE = "target step (deg)"
 QA_COLUMNS = ["gap (deg)", "frames", "PSNR pretrained", "PSNR adapted", "PSNR linear",
-              "SSIM pretrained", "SSIM adapted", "SSIM linear"]
+              "SSIM pretrained", "SSIM adapted", "SSIM linear", "PSNR pretrained+reproj.",
+              "PSNR adapted+reproj."]
 COUNT_MODE = "frames per gap"
 
 
@@ -223,11 +224,13 @@ class InterpolateWidget(WorkerWidget):
                    on_result=lambda sel: self._show_qa(sel, name, ts))
 
     def _show_selection(self, sel: Selection) -> None:
-        """Fill the QA table (three methods side by side) and the decision line."""
+        """Fill the QA table (three methods side by side, then the ensembles with the SIRT
+        reprojection where scored) and the decision line."""
         self.selection = sel
         rows = [[round(r["gap_deg"], 2), r["frames"]]
                 + [round(r[f"psnr_{m}"], 2) for m in ("pretrained", "adapted", "linear")]
                 + [round(r[f"ssim_{m}"], 4) for m in ("pretrained", "adapted", "linear")]
+                + [round(r.get(f"psnr_{e}", float("nan")), 2) for e in ENSEMBLES]
                 for r in sel.rows()]
         self.qa_table.value = {"data": rows, "index": [f"x{2 * r['k']} step" for r in sel.rows()],
                                "columns": QA_COLUMNS}

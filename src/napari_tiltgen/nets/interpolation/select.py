@@ -98,33 +98,35 @@ class Selection:
             out.append(row)
         return out
 
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        """Header and cells of the QA table: PSNR and SSIM of the three methods side by side,
+        then the ensembles' PSNR where they were scored (``-`` where not)."""
+        rows = self.rows()
+        ens = [e for e in ENSEMBLES if any(f"psnr_{e}" in r for r in rows)]
+        cols = [("gap (deg)", "gap_deg", ".2f"), ("frames", "frames", "d"),
+                *((f"PSNR {m}", f"psnr_{m}", ".2f") for m in SELECTABLE),
+                *((f"SSIM {m}", f"ssim_{m}", ".4f") for m in SELECTABLE),
+                *((f"PSNR {e}", f"psnr_{e}", ".2f") for e in ens)]
+        cells = [[_cell(r.get(key), fmt) for _, key, fmt in cols] for r in rows]
+        return [c[0] for c in cols], cells
+
     def table(self) -> str:
         """The QA table (pretrained, adapted, linear side by side) and the decision, as text."""
-        head = (f"{'gap (deg)':>9} {'frames':>6} | {'PSNR pretrained':>15} {'adapted':>8} "
-                f"{'linear':>8} | {'SSIM pretrained':>15} {'adapted':>8} {'linear':>8}")
-        ens = [e for e in ENSEMBLES if any(f"psnr_{e}" in r for r in self.rows())]
-        head += "".join(f" | {e.replace('+reprojection', '+reproj.'):>21}" for e in ens)
-        lines = ["leave-one-out QA on held-out real frames (PSNR dB, SSIM)", head,
-                 "-" * len(head)]
-        for r in self.rows():
-            lines.append(
-                f"{r['gap_deg']:9.2f} {r['frames']:6d} | {r['psnr_pretrained']:15.2f} "
-                f"{r['psnr_adapted']:8.2f} {r['psnr_linear']:8.2f} | "
-                f"{r['ssim_pretrained']:15.4f} {r['ssim_adapted']:8.4f} {r['ssim_linear']:8.4f}"
-                + "".join(f" | {r.get(f'psnr_{e}', float('nan')):21.2f}" for e in ens))
+        head, cells = self._cells()
+        widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+                  for i, h in enumerate(head)]
+        line = "  ".join(h.rjust(w) for h, w in zip(head, widths))
+        lines = ["leave-one-out QA on held-out real frames (PSNR dB, SSIM)", line, "-" * len(line)]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
         lines.append(self.message)
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
     def markdown(self) -> str:
         """The QA table as Markdown."""
-        lines = [("| gap (deg) | frames | PSNR pretrained | PSNR adapted | PSNR linear | "
-                  "SSIM pretrained | SSIM adapted | SSIM linear |"), "|---" * 8 + "|"]
-        for r in self.rows():
-            lines.append(
-                f"| {r['gap_deg']:.2f} | {r['frames']} | {r['psnr_pretrained']:.2f} | "
-                f"{r['psnr_adapted']:.2f} | {r['psnr_linear']:.2f} | {r['ssim_pretrained']:.4f} "
-                f"| {r['ssim_adapted']:.4f} | {r['ssim_linear']:.4f} |")
+        head, cells = self._cells()
+        lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
         return "\n".join(lines + ["", self.message] + [f"note: {n}" for n in self.notes])
 
     def as_dict(self) -> dict[str, Any]:
@@ -139,6 +141,11 @@ class Selection:
                 "rows": [{k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
                          for r in self.rows()],
                 "adaptation": self.adapt.summary() if self.adapt is not None else None}
+
+
+def _cell(v: float | None, fmt: str) -> str:
+    """A table cell; ``-`` where the method was not scored (ensembles at ``k = 2``)."""
+    return format(v, fmt) if v is not None and math.isfinite(v) else "-"
 
 
 def _nan_loo(like: Any, method: str) -> Any:
@@ -300,8 +307,7 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
                        f"(+/- {se[method]:.2f}) on {where}{tail}.")
         else:
             method = "linear"
-            parts = [f"{m} {gain[m]:+.2f} dB" for m in ("pretrained", "adapted")
-                     if math.isfinite(gain[m])]
+            parts = [f"{m} {gain[m]:+.2f} dB" for m in candidates if math.isfinite(gain[m])]
             message = (f"linear interpolation used: no network beat it by {margin_db:g} dB on "
                        f"{where} ({', '.join(parts) or 'no network scored'}).")
     model = None
