@@ -291,3 +291,25 @@ def test_cli_writes_ome_zarr_in_memory_and_streamed(tmp_path):
     a, b = read(tmp_path / "a.zarr"), read(tmp_path / "b.zarr")
     assert a.shape == b.shape == (40, 40, 40)
     assert np.abs(a.data - b.data).max() < 1e-4 * np.abs(a.data).max()
+
+
+def test_an_ngff_05_volume_from_another_writer_opens(tmp_path):
+    import zarr
+
+    from napari_tiltgen.io.ome_zarr import layer_data
+    from napari_tiltgen.io.readers import read
+
+    root = zarr.open_group(str(tmp_path / "other.zarr"), mode="w", zarr_format=3)
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    root.create_array("s0", shape=data.shape, dtype="float32")[...] = data
+    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+        {"path": "s0", "coordinateTransformations": [{"type": "scale",
+                                                       "scale": [0.5, 0.5, 0.5]}]}]}]}
+    vol = read(tmp_path / "other.zarr")
+    assert vol.voxel_size_A == pytest.approx(5.0) and np.array_equal(vol.data, data)
+    arr, kw, _ = layer_data(tmp_path / "other.zarr")
+    assert not kw["multiscale"] and arr.shape == (4, 5, 6) and kw["scale"] == [5.0] * 3
+    (tmp_path / "junk.zarr").mkdir()
+    with pytest.raises(TiltgenError, match="not a readable OME-Zarr"):
+        read(tmp_path / "junk.zarr")

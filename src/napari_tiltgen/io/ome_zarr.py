@@ -104,7 +104,7 @@ def _open(path: str | os.PathLike) -> tuple[Any, dict[str, Any], list[str], floa
     try:
         root = zarr.open_group(str(path), mode="r")
         attrs = dict(root.attrs)
-        ms = attrs["multiscales"][0]
+        ms = (attrs.get("ome") or attrs)["multiscales"][0]  # NGFF 0.5 nests it under "ome"
         paths = [d["path"] for d in ms["datasets"]]
     except Exception as exc:  # noqa: BLE001 - any unreadable store gets one message
         raise TiltgenError(f"not a readable OME-Zarr image ({type(exc).__name__}: {exc}).",
