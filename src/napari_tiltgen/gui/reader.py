@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.io.output import FOLDER_SUFFIXES
 from napari_tiltgen.io.readers import PER_TILT_SUFFIXES, SUPPORTED_SUFFIXES
 
 #: napari/npe2's "the reader handled the path but made no layers" value.
@@ -22,7 +23,7 @@ NO_LAYERS: list[tuple] = [(None,)]
 
 def _accepts(p: str | Path) -> bool:
     p = Path(p)
-    if str(p).lower().endswith(SUPPORTED_SUFFIXES + (".zarr",)):
+    if str(p).lower().endswith(SUPPORTED_SUFFIXES + FOLDER_SUFFIXES):
         return True
     try:
         return p.is_dir() and any(c.suffix.lower() in PER_TILT_SUFFIXES for c in p.iterdir())
@@ -50,7 +51,7 @@ def read_layers(path: str | list[str], **_: Any) -> list[tuple]:
     layers = []
     for p in paths:
         try:
-            if str(p).lower().rstrip("/").endswith(".zarr"):  # lazily, every pyramid level
+            if str(p).lower().rstrip("/").endswith(FOLDER_SUFFIXES):  # OME-Zarr: lazily, every level
                 from napari_tiltgen.io.ome_zarr import layer_data
 
                 layers.append(layer_data(p))

@@ -15,14 +15,15 @@ do not.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ZarrSlabWriter", "is_ome_zarr", "layer_data", "read_ome_zarr_volume"]
+from napari_tiltgen.io.slabs import SlabStats
+
+__all__ = ["ZarrSlabWriter", "layer_data", "read_ome_zarr_volume"]
 
 #: Stop the pyramid when a level's smallest edge would fall below this (voxels).
 MIN_LEVEL_EDGE = 64
@@ -44,18 +45,13 @@ class ZarrSlabWriter:
         self.level0 = self.root.create_array(
             "0", shape=(nz, ny, nx), dtype="float32", fill_value=0.0,
             chunks=(min(nz, 128), max(1, min(ny, int(chunk_rows))), min(nx, 512)))
-        self.count, self.total, self.sq = 0, 0.0, 0.0
-        self.lo, self.hi = math.inf, -math.inf
+        self.stats = SlabStats()
 
     def write(self, y0: int, slab: np.ndarray) -> None:
         slab = np.asarray(slab, dtype=np.float32)
         self.level0[:, y0:y0 + slab.shape[1], :] = slab
-        if slab.size:
-            s64 = slab.astype(np.float64)
-            self.total += float(s64.sum())
-            self.sq += float(np.vdot(s64, s64))
-            self.lo, self.hi = min(self.lo, float(slab.min())), max(self.hi, float(slab.max()))
-        self.count += slab.size
+        for plane in slab:  # one plane at a time: no slab-sized float64 copy
+            self.stats.add_plane(plane)
 
     def finish(self, budget_bytes: float = 64 * 2**20) -> None:
         """Add the pyramid and the metadata (reads level 0 back about ``budget_bytes`` at a time)."""
@@ -81,19 +77,12 @@ class ZarrSlabWriter:
             datasets.append({"path": str(k), "coordinateTransformations": [
                 {"type": "scale", "scale": [v * f] * 3},
                 {"type": "translation", "translation": [v * (f - 1) / 2] * 3}]})
-        mean = self.total / max(1, self.count)
-        rms = math.sqrt(max(0.0, self.sq / max(1, self.count) - mean * mean))
+        st = self.stats
         self.root.attrs["multiscales"] = [{"version": "0.4", "name": self.label, "axes": axes,
                                            "datasets": datasets, "type": "mean (2x2x2)"}]
         self.root.attrs["napari_tiltgen"] = {
             "kind": "volume", "voxel_size_A": self.voxel_size_A, "label": self.label,
-            "dmin": self.lo, "dmax": self.hi, "dmean": mean, "rms": rms}
-
-
-def is_ome_zarr(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder holding an OME-Zarr image (a ``multiscales`` group)."""
-    p = Path(path)
-    return p.is_dir() and ((p / ".zattrs").is_file() or (p / "zarr.json").is_file())
+            "dmin": st.lo, "dmax": st.hi, "dmean": st.mean, "rms": st.rms}
 
 
 def _open(path: str | os.PathLike) -> tuple[Any, dict[str, Any], list[str], float | None]:

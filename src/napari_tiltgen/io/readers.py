@@ -41,15 +41,10 @@ from napari_tiltgen.io import metadata as md
 from napari_tiltgen.io.lazy import LazyFrames
 from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.io.mrc import _read_mrc
+from napari_tiltgen.io.output import FOLDER_SUFFIXES, MRC_SUFFIXES, TIFF_SUFFIXES
 from napari_tiltgen.io.tiff import _read_tiff
 
 __all__ = ["AXIS_NOT_RECORDED", "FORMAT_SUFFIXES", "MRC_SUFFIXES", "PER_TILT_SUFFIXES", "SUPPORTED_SUFFIXES", "TIFF_SUFFIXES", "VOLUME_SUFFIXES", "Kind", "MultiFrame", "read", "read_tilt_series", "read_volume"]
-
-
-MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".preali", ".rec", ".map")
-
-
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 FORMAT_SUFFIXES = formats.SUFFIXES
@@ -136,7 +131,7 @@ def read(
             raise TiltgenError("no such file.", path)
         if not os.access(path, os.R_OK):
             raise PermissionError(13, "Permission denied", str(path))
-        if path.is_dir() and path.suffix.lower() == ".zarr":
+        if path.is_dir() and path.suffix.lower() in FOLDER_SUFFIXES:  # OME-Zarr
             if kind == "tilt_series":
                 raise TiltgenError("an OME-Zarr folder holds a volume, not a tilt series.", path)
             from napari_tiltgen.io.ome_zarr import read_ome_zarr_volume

@@ -273,58 +273,15 @@ class StreamResult:
 
     def open(self) -> np.ndarray:
         """The volume, read lazily: a read-only memory map (MRC) or the Zarr array of level 0."""
-        if self.path.suffix.lower() == ".zarr":
+        from napari_tiltgen.io.output import FOLDER_SUFFIXES
+
+        if self.path.suffix.lower() in FOLDER_SUFFIXES:
             import zarr
 
             return zarr.open_group(str(self.path), mode="r")["0"]
         import mrcfile
 
         return mrcfile.mmap(self.path, mode="r").data
-
-
-class _MrcSlabWriter:
-    """Positioned writes of ``(nz, r, nx)`` slabs into a float32 MRC file; header by mrcfile."""
-
-    def __init__(self, path: Path, shape: tuple[int, int, int], voxel_size_A: float | None,
-                 label: str):
-        import mrcfile
-
-        self.path, self.shape = path, shape
-        with mrcfile.new_mmap(path, shape=shape, mrc_mode=2, overwrite=True) as mrc:
-            mrc.set_volume()
-            if voxel_size_A:
-                mrc.voxel_size = voxel_size_A
-            mrc.add_label(label[:80])
-            self.offset = int(mrc.data.offset)  # header + extended header bytes
-        self.count, self.total, self.sq = 0, 0.0, 0.0
-        self.lo, self.hi = math.inf, -math.inf
-
-    def write(self, y0: int, slab: np.ndarray) -> None:
-        nz, ny, nx = self.shape
-        slab = np.asarray(slab, dtype="<f4")
-        fd = os.open(self.path, os.O_WRONLY)
-        try:
-            for z in range(nz):  # one plane at a time: no slab-sized temporaries
-                plane = np.ascontiguousarray(slab[z])
-                os.pwrite(fd, plane.tobytes(), self.offset + ((z * ny + y0) * nx) * 4)
-                if plane.size:
-                    p64 = plane.astype(np.float64)
-                    self.total += float(p64.sum())
-                    self.sq += float(np.dot(p64.ravel(), p64.ravel()))
-                    self.lo = min(self.lo, float(plane.min()))
-                    self.hi = max(self.hi, float(plane.max()))
-        finally:
-            os.close(fd)
-        self.count += slab.size
-
-    def finish(self) -> None:
-        import mrcfile
-
-        mean = self.total / max(1, self.count)
-        rms = math.sqrt(max(0.0, self.sq / max(1, self.count) - mean * mean))
-        with mrcfile.mmap(self.path, mode="r+") as mrc:  # the data pages are not touched
-            mrc.header.dmin, mrc.header.dmax = self.lo, self.hi
-            mrc.header.dmean, mrc.header.rms = mean, rms
 
 
 def reconstruct_to_file_iter(
@@ -431,7 +388,9 @@ def reconstruct_to_file_iter(
             writer: Any = ZarrSlabWriter(tmp, shape, ts.pixel_size_A, label,
                                          chunk_rows=params["slab_rows"])
         else:
-            writer = _MrcSlabWriter(tmp, shape, ts.pixel_size_A, label)
+            from napari_tiltgen.io.slabs import MrcSlabWriter
+
+            writer = MrcSlabWriter(tmp, shape, ts.pixel_size_A, label)
         done = 0
         if client is None:
             for y0, y1 in slabs:
