@@ -93,13 +93,15 @@ def run_eval(args: argparse.Namespace) -> int:
     table.md, results.json, metrics.png and fourier.png (the 3-D Fourier power of a held-out
     cluster volume before and after inpainting, showing what was filled in the missing wedge).
     """
+    from napari_tiltgen.core.devices import num_threads
     from napari_tiltgen.nets.inpainting.evaluate import EvalConfig, evaluate
 
     cfg = config_from_args(
         EvalConfig, args, out_dir=args.out, tilt_step_deg=args.tilt_step,
         wedges_deg=[float(v) for v in args.wedges.split(",") if v.strip()],
     )
-    result = evaluate(cfg, show=not args.quiet)
+    with num_threads(args.threads):
+        result = evaluate(cfg, show=not args.quiet)
     print(result["table"])
     print(f"wrote {Path(args.out) / 'table.md'}, results.json, metrics.png, fourier.png")
     return 0

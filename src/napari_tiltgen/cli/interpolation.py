@@ -120,7 +120,7 @@ def run_eval(args: argparse.Namespace) -> int:
     reconstruction by NRMSE, SSIM and Otsu + Chamfer/RMS surface distances. Writes a Markdown
     table, JSON and a PNG plot.
     """
-
+    from napari_tiltgen.core.devices import num_threads
     from napari_tiltgen.nets.interpolation.evaluate import EvalConfig, evaluate
 
     cfg = config_from_args(
@@ -129,7 +129,8 @@ def run_eval(args: argparse.Namespace) -> int:
         presets=None if not args.presets else tuple(args.presets.split(",")),
         recon_gaps=_gap_list(args.recon_gaps) if args.recon_gaps else [],
     )
-    result = evaluate(cfg, show_progress=not args.quiet)
+    with num_threads(args.threads):
+        result = evaluate(cfg, show_progress=not args.quiet)
     print(result["table_markdown"])
     print(f"wrote {', '.join(result['files'])}")
     return 0

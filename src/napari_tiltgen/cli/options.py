@@ -178,6 +178,7 @@ def add_command(sub: Any, name: str, func: Any, *, help: str | None = None,
     return p
 
 
+@functools.cache
 def _named_lists() -> dict[str, list[str]]:
     """The lists ``options.toml`` names (``@name`` choices, ``{name}`` in defaults and help)."""
     from napari_tiltgen.recon.names import BACKENDS, FILTER_NAMES, METHODS
@@ -213,6 +214,13 @@ def _option_type(entry: dict[str, Any]) -> Any:
     raise ValueError(f"options.toml: unknown type {kind!r}")
 
 
+def _with_lists(text: str, sep: str) -> str:
+    """``text`` with each ``{name}`` replaced by that named list joined by ``sep``."""
+    if "{" not in text:  # most entries: no list needed, none imported
+        return text
+    return text.format(**{k: sep.join(v) for k, v in _named_lists().items()})
+
+
 def add_options(p: argparse.ArgumentParser, section: str) -> None:
     """Add the options ``options.toml`` declares in ``[[section]]`` to ``p``, in file order.
 
@@ -220,10 +228,6 @@ def add_options(p: argparse.ArgumentParser, section: str) -> None:
     the options shared by many commands are declared by the ``add_*_options`` functions here.
     """
     entries = option_table()[section]
-    lists = _named_lists() if any("@" in str(e.get("choices", "")) or "{" in str(e)
-                                  for e in entries) else {}
-    joined = {k: ",".join(v) for k, v in lists.items()}
-    listed = {k: ", ".join(v) for k, v in lists.items()}
     groups = {g.title: g for g in p._action_groups}  # reuse a titled group another call made
     exclusive: dict[str, Any] = {}
     for e in entries:
@@ -236,13 +240,13 @@ def add_options(p: argparse.ArgumentParser, section: str) -> None:
             kw["type"] = t
         if "default" in e:
             d = e["default"]
-            kw["default"] = (d.format(**joined) if isinstance(d, str)
+            kw["default"] = (_with_lists(d, ",") if isinstance(d, str)
                              else tuple(d) if isinstance(d, list) else d)
         if "choices" in e:
             c = e["choices"]
-            kw["choices"] = lists[c[1:]] if isinstance(c, str) else c
+            kw["choices"] = _named_lists()[c[1:]] if isinstance(c, str) else c
         if "help" in e:
-            kw["help"] = e["help"].format(**listed) if "{" in e["help"] else e["help"]
+            kw["help"] = _with_lists(e["help"], ", ")
         target: Any = p
         if "group" in e:
             if e["group"] not in groups:
@@ -263,16 +267,12 @@ def command_line() -> str:
 def config_from_args(cls: Any, args: argparse.Namespace, **values: Any) -> Any:
     """The dataclass ``cls`` from parsed options: every field takes the option of the same
     ``dest``; ``values`` (converted or renamed options) override; ``command`` is the command
-    line. Set ``--threads`` for torch on the way (every config run in this process)."""
+    line."""
     names = {f.name for f in dataclasses.fields(cls)}
     kw = {k: v for k, v in vars(args).items() if k in names}
     if "command" in names:
         kw["command"] = command_line()
     kw.update(values)
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     return cls(**kw)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,8 +44,11 @@ def save_training_state(path: str | os.PathLike, modules: dict[str, torch.nn.Mod
                         optimizers: dict[str, torch.optim.Optimizer],
                         state: dict[str, Any]) -> None:
     """Write modules, optimisers and ``state`` (JSON-able: step, best score, fingerprint...)
-    to one safetensors file, atomically (a run stopped while writing keeps its last state)."""
+    to one safetensors file through the package's output path (atomic: a run stopped while
+    writing keeps its last state)."""
     from safetensors.torch import save_file
+
+    from napari_tiltgen.io.output import write_file
 
     tensors: dict[str, torch.Tensor] = {}
     groups: dict[str, Any] = {}
@@ -59,14 +61,8 @@ def save_training_state(path: str | os.PathLike, modules: dict[str, torch.nn.Mod
             for key, v in st.items():
                 tensors[f"{name}.{idx}.{key}"] = torch.as_tensor(v).detach().cpu().clone()
         groups[name] = sd["param_groups"]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
     meta = {"state": json.dumps(state), "param_groups": json.dumps(groups)}
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=True)
 
 
 def load_training_state(path: str | os.PathLike, modules: dict[str, torch.nn.Module],

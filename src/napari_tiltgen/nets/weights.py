@@ -186,25 +186,21 @@ def write_weights(path: str | os.PathLike, model: Any, meta: dict[str, str],
     """Write ``model``'s state (weights and buffers) as safetensors with ``meta``, atomically.
 
     The one writer of both networks: ``half`` stores floating tensors as float16 (loaded back
-    as float32); the file is written beside ``path`` and renamed into place, with the
-    permissions of a new file (safetensors creates 0600: weights are meant to be shared).
+    as float32). Written through the package's output path (:func:`napari_tiltgen.io.output.
+    write_file`: checked, a temporary file renamed into place, the permissions of a new file
+    where safetensors alone creates 0600); an existing file is replaced (training rewrites its
+    ``best``/``last`` weights), the folder is created.
     """
     from safetensors.torch import save_file
+
+    from napari_tiltgen.io.output import write_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.detach().half() if half and v.is_floating_point() else v.detach())
                .contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta),
+                      overwrite=True)
 
 
 def main(argv: list[str] | None = None) -> int:
