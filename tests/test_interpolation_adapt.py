@@ -255,3 +255,11 @@ def test_cli_auto_prints_the_choice_and_writes_the_qa_table(tmp_path: Path, caps
     d = json.loads((tmp_path / "qa.json").read_text())
     assert d["requested"] == "auto" and {"psnr_pretrained", "psnr_adapted", "psnr_linear"} <= \
         set(d["rows"][0])
+
+
+def test_selection_progress_never_goes_back() -> None:
+    """The QA of the three methods and then the ensembles' reprojection: one rising bar."""
+    ts, _ = _blobs_series(size=32)
+    fractions = [p.fraction for p in adapt_and_select(
+        ts, config=AdaptConfig(seconds=600, max_steps=2, crop_px=32), device="cpu")]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

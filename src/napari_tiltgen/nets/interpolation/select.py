@@ -260,12 +260,12 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         idx = frames[(frames >= k) & (frames <= n - 1 - k)]
         qa[k] = {}
         for m, mod in methods:
-            lo = 0.85 + 0.15 * job / n_jobs
+            lo = 0.85 + 0.10 * job / n_jobs  # 0.95-1.0: the ensembles' reprojection
             res = yield from scaled(
                 leave_one_out(ts, "linear" if m == "linear" else m, indices=idx, k=k,
                               model=mod, device=str(dev), allow_out_of_range=True,
                               scale=factor, quiet=True),
-                lo, lo + 0.15 / n_jobs, f"QA {m} (gap x{2 * k}): ")
+                lo, lo + 0.10 / n_jobs, f"QA {m} (gap x{2 * k}): ")
             qa[k][m] = res
             job += 1
         if "adapted" not in qa[k]:
