@@ -105,6 +105,12 @@ def test_guide_panel_steps_fit_the_screen(make_napari_viewer, qtbot, tmp_path: P
         area = panel.tabs.currentWidget()
         if hasattr(area, "currentWidget"):  # inner tabs (Enhance)
             area = area.currentWidget()
+        # the scroll bar follows the layout, which Qt settles asynchronously after the page
+        # switch (under load 150 ms was not always enough): wait for it, then check
+        try:
+            qtbot.waitUntil(lambda a=area: not a.horizontalScrollBar().isVisible(), timeout=3000)
+        except AssertionError:
+            pass
         assert not area.horizontalScrollBar().isVisible(), f"{page}: wider than the panel"
         cut = clipped_texts(area.widget())
         if cut:
