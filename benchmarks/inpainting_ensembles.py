@@ -45,35 +45,26 @@ def main() -> None:
     dev = torch.device("cpu")
     out, t0 = [], time.perf_counter()
     wedges = [float(w) for w in args.wedges.split(",")]
-    for wedge in wedges:
-        for fi, fam in enumerate(B.F.HELDOUT_FAMILIES):
-            for k in range(args.n_per_family):
-                cache = cache_dir / f"{fam}_{k}_{args.size}_{args.rows}_{wedge:g}.npz"
-                if not cache.is_file():
-                    raise SystemExit(f"{cache} is missing: run inpainting_transfer.py --cache")
-                truth, ts = B.make_case(fam, args.size, args.rows, wedge, 2.0,
-                                        [B.HELDOUT_SEED, 500 + fi, k, int(wedge)])
-                proj, b = api._geometry(ts, ts.tilt_angles, dev, None)
-                with np.load(cache) as z:
-                    recs = {n: torch.from_numpy(z[n]) for n in ("wbp", "sirt", "ref")}
-                    tv = torch.from_numpy(z["tv"]).float()
-                bound = consistency.reprojection_error(proj, b, recs["ref"])
-                net = run(api.network_volume(model, recs, chans, wedge, 8, dev), show=False)
+    for case in B.cached_cases(cache_dir, args.size, args.rows, wedges, args.n_per_family):
+        fam, k, wedge, truth = case["family"], case["k"], case["wedge"], case["truth"]
+        proj, b, recs, tv = case["proj"], case["b"], case["recs"], case["tv"]
+        bound = consistency.reprojection_error(proj, b, recs["ref"])
+        net = run(api.network_volume(model, recs, chans, wedge, 8, dev), show=False)
 
-                def nearest(x: torch.Tensor, proj=proj, b=b, bound=bound) -> torch.Tensor:
-                    return run(consistency.closest_consistent(proj, b, x, bound), show=False)[0]
+        def nearest(x: torch.Tensor, proj=proj, b=b, bound=bound) -> torch.Tensor:
+            return run(consistency.closest_consistent(proj, b, x, bound), show=False)[0]
 
-                c_net, c_tv = nearest(net), nearest(tv)
-                vols = {"sirt": recs["ref"], "tv": tv, "net": net, "default": c_net,
-                        "nearest to TV": c_tv, "mean of both": 0.5 * (c_net + c_tv),
-                        "nearest to (net+TV)/2": nearest(0.5 * (net + tv))}
-                e = {n: B.nrmse(truth, v.numpy()) for n, v in vols.items()}
-                rep = {n: consistency.reprojection_error(proj, b, v) / bound
-                       for n, v in vols.items()}
-                out.append({"family": fam, "k": k, "wedge": wedge, "nrmse": e,
-                            "reprojection_over_sirt": rep})
-                print(f"[{time.perf_counter() - t0:5.0f} s] {fam} #{k} {wedge:g}: "
-                      + ", ".join(f"{n} {v / e['sirt']:.3f}" for n, v in e.items()), flush=True)
+        c_net, c_tv = nearest(net), nearest(tv)
+        vols = {"sirt": recs["ref"], "tv": tv, "net": net, "default": c_net,
+                "nearest to TV": c_tv, "mean of both": 0.5 * (c_net + c_tv),
+                "nearest to (net+TV)/2": nearest(0.5 * (net + tv))}
+        e = {n: B.nrmse(truth, v.numpy()) for n, v in vols.items()}
+        rep = {n: consistency.reprojection_error(proj, b, v) / bound
+               for n, v in vols.items()}
+        out.append({"family": fam, "k": k, "wedge": wedge, "nrmse": e,
+                    "reprojection_over_sirt": rep})
+        print(f"[{time.perf_counter() - t0:5.0f} s] {fam} #{k} {wedge:g}: "
+              + ", ".join(f"{n} {v / e['sirt']:.3f}" for n, v in e.items()), flush=True)
     print("\n| wedge | " + " | ".join(out[0]["nrmse"]) + " |")
     print("|---" * (1 + len(out[0]["nrmse"])) + "|")
     for wedge in wedges:

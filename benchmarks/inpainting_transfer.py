@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,28 @@ def make_case(family: str, size: int, rows: int, wedge: float, step: float, seed
                     pixel_size_A=float(info["pixel_size_A"]),
                     provenance={"source": f"{family} seed {seed}"})
     return np.ascontiguousarray(vol[:, y0:y0 + rows, :]), ts
+
+
+def cached_cases(cache_dir: Path, size: int, rows: int, wedges: list[float],
+                 n_per_family: int) -> Iterator[dict[str, Any]]:
+    """The cases this benchmark cached with ``--cache``, rebuilt: for each wedge, held-out
+    family and object, a dict with ``family``, ``k``, ``wedge``, ``truth``, ``ts``, the
+    projector ``proj`` and data ``b`` (as the product builds them), the cached network inputs
+    and reference SIRT ``recs`` (``wbp``, ``sirt``, ``ref``, torch) and ``tv`` (torch)."""
+    for wedge in wedges:
+        for fi, fam in enumerate(F.HELDOUT_FAMILIES):
+            for k in range(n_per_family):
+                cache = cache_dir / f"{fam}_{k}_{size}_{rows}_{wedge:g}.npz"
+                if not cache.is_file():
+                    raise SystemExit(f"{cache} is missing: run inpainting_transfer.py --cache")
+                truth, ts = make_case(fam, size, rows, wedge, 2.0,
+                                      [HELDOUT_SEED, 500 + fi, k, int(wedge)])
+                proj, b = api._geometry(ts, ts.tilt_angles, torch.device("cpu"), None)
+                with np.load(cache) as z:
+                    recs = {n: torch.from_numpy(z[n]) for n in ("wbp", "sirt", "ref")}
+                    tv = torch.from_numpy(z["tv"]).float()
+                yield {"family": fam, "k": k, "wedge": wedge, "truth": truth, "ts": ts,
+                       "proj": proj, "b": b, "recs": recs, "tv": tv}
 
 
 def tune_tv(size: int, rows: int, wedge: float, step: float) -> float:

@@ -22,7 +22,7 @@ range as data range.
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/interpolation_adapt.py --threads 1
 
 Options: ``--size`` (frame side, px; 128), ``--gaps``, ``--cases``, ``--adapt-seconds`` (60),
-``--counts``. Prints a Markdown table (per case and gap: the four methods' PSNR against clean and
+``--adapt-steps``, ``--counts``. Prints a Markdown table (per case and gap: the four methods' PSNR against clean and
 noisy truth, the gain of auto over linear, and what auto chose) and writes it with ``--out``.
 ``tiltgen interpolate`` subtracts a detected vacuum level from the stack it reads; the offset is
 measured on the real frames of its output and added back before scoring.
@@ -101,9 +101,17 @@ CASES = {
 
 
 def make_series(case: str, n: int, step: float, counts: float, seed: int
-                ) -> tuple[TiltSeries, np.ndarray]:
-    """(noisy series, clean frames) every ``step`` degrees over -60..60 (jittered if the case
-    says so; clean frames carry the same jitter, since a real frame's position is what it is)."""
+                ) -> tuple[TiltSeries, np.ndarray, np.ndarray]:
+    """(noisy series, clean frames, expected frames) every ``step`` degrees over -60..60.
+
+    Frames are jittered if the case says so; the clean frames carry the same jitter, since a real
+    frame's position is what it is. The *expected* frames are the ceiling of any interpolator:
+    the object known exactly, but not the frame's own random shift or noise, so the best guess
+    in the mean-square sense is the unshifted projection averaged over the jitter distribution
+    (a Gaussian blur of sigma = the jitter; the clean frame itself without jitter).
+    """
+    from scipy.ndimage import gaussian_filter
+
     from napari_tiltgen.physics.projector import forward_project
 
     spec = CASES[case]
@@ -113,7 +121,12 @@ def make_series(case: str, n: int, step: float, counts: float, seed: int
         if spec["jitter_px"] else None
     vol = torch.from_numpy(spec["volume"](n))
     clean = forward_project(vol, angles, shifts).numpy().astype(np.float32)
-    clean /= float(clean.max())
+    scale = float(clean.max())
+    clean /= scale
+    expected = clean.copy()
+    if shifts is not None:
+        still = forward_project(vol, angles, None).numpy().astype(np.float32) / scale
+        expected = np.stack([gaussian_filter(f, spec["jitter_px"]) for f in still])
     if counts > 0:
         noisy = (rng.poisson(np.clip(clean, 0, None) * counts) / counts).astype(np.float32)
     else:  # noise-free
@@ -121,12 +134,12 @@ def make_series(case: str, n: int, step: float, counts: float, seed: int
     # a vacuum offset, as detectors have
     offset = 0.02
     ts = TiltSeries(noisy + offset, tilt_angles=angles, pixel_size_A=spec["pixel_size_A"])
-    return ts, clean + offset
+    return ts, clean + offset, expected + offset
 
 
 # ---------------------------------------------------------------------------- one run
-def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, device: str
-            ) -> tuple[np.ndarray, np.ndarray, str, float]:
+def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, device: str,
+            adapt_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, str, float]:
     """``tiltgen interpolate`` in-process; returns (frames, predicted mask, stderr, seconds)."""
     from napari_tiltgen.cli import main
     from napari_tiltgen.io import read_tilt_series
@@ -134,6 +147,8 @@ def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, dev
     argv = ["interpolate", str(sparse_path), "--out", str(out), "--frames-per-gap", "1", "--method", method,
             "--device", device, "--quiet", "--overwrite", "--adapt-seconds", str(adapt_seconds),
             "--qa-report", str(out.with_suffix(".qa.json"))]
+    if adapt_steps is not None:
+        argv += ["--adapt-steps", str(adapt_steps)]
     err = io.StringIO()
     t0 = time.perf_counter()
     try:
@@ -164,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default="catalyst,needle", help="cases (default both)")
     p.add_argument("--methods", default="linear,pretrained,adapted,auto")
     p.add_argument("--adapt-seconds", type=float, default=60.0)
+    p.add_argument("--adapt-steps", type=int, help="tiltgen's --adapt-steps (default: its own)")
     p.add_argument("--counts", type=float, default=200.0,
                    help="Poisson counts at the brightest pixel (default 200; 0: noise-free)")
     p.add_argument("--threads", type=int, default=1)
@@ -181,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         tmpd = Path(tmp)
         for case in args.cases.split(","):
             for gap in gaps:
-                ts, clean = make_series(case, args.size, gap / 2.0, args.counts, args.seed)
+                ts, clean, expected = make_series(case, args.size, gap / 2.0, args.counts,
+                                                  args.seed)
                 keep = np.arange(0, ts.n_tilts, 2)
                 hidden = np.arange(1, ts.n_tilts, 2)
                 sparse = ts.subset(keep)
@@ -189,11 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                 write_mrc(sparse, sp, overwrite=True)
                 sp.with_suffix(".rawtlt").write_text(
                     "".join(f"{a:.4f}\n" for a in sparse.tilt_angles))
-                row = {"case": case, "gap": gap, "size": args.size, "hidden": int(hidden.size)}
+                row = {"case": case, "gap": gap, "size": args.size, "hidden": int(hidden.size),
+                       "ceiling_clean": psnr_frames(clean[hidden], expected[hidden]),
+                       "ceiling_noisy": psnr_frames(ts.data[hidden], expected[hidden])}
                 for m in methods:
                     out = tmpd / f"{case}_{gap:g}_{m}.mrc"
                     frames, pred, err, secs = run_cli(sp, out, m, args.adapt_seconds,
-                                                      args.device)
+                                                      args.device, args.adapt_steps)
                     # ``tiltgen interpolate`` may subtract a detected vacuum level from the whole
                     # stack: put it back (measured on the real frames, copied unchanged)
                     offset = float(np.median(sparse.data - frames[~pred]))
@@ -212,15 +231,20 @@ def main(argv: list[str] | None = None) -> int:
                           f"noisy {row[f'{m}_noisy']:.2f} dB, {secs:.0f} s "
                           + (chosen[0] if chosen else ""), file=sys.stderr, flush=True)
                 rows.append(row)
-    head = ["case", "gap (deg)", "truth"] + methods + ["auto - linear (dB)", "auto chose"]
+    head = (["case", "gap (deg)", "truth"] + methods
+            + ["auto - linear (dB)", "auto chose", "ceiling", "ceiling - linear (dB)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         for truth in ("clean", "noisy"):
             vals = [f"{r[f'{m}_{truth}']:.2f}" for m in methods]
             gain = (f"{r['auto_' + truth] - r['linear_' + truth]:+.2f}"
                     if "auto" in methods and "linear" in methods else "")
+            ceil = r[f"ceiling_{truth}"]
+            room = (f"{ceil - r['linear_' + truth]:+.2f}"
+                    if "linear" in methods and np.isfinite(ceil) else "")
+            ceil_s = f"{ceil:.2f}" if np.isfinite(ceil) else "exact"  # noise- and jitter-free
             lines.append(f"| {r['case']} | {r['gap']:g} | {truth} | " + " | ".join(vals)
-                         + f" | {gain} | {r.get('auto_chose', '')} |")
+                         + f" | {gain} | {r.get('auto_chose', '')} | {ceil_s} | {room} |")
     table = "\n".join(lines)
     print(table)
     times = ", ".join(f"{m} {np.mean([r[f'{m}_s'] for r in rows]):.0f} s" for m in methods)

@@ -235,26 +235,32 @@ def test_cli_auto_prints_the_choice_and_writes_the_qa_table(tmp_path: Path, caps
     src = write_mrc(ts, tmp_path / "in.mrc")
     Path(src).with_suffix(".rawtlt").write_text("".join(f"{a}\n" for a in ts.tilt_angles))
     out = tmp_path / "out.mrc"
+    # the step cap ends the fine-tuning long before the time budget
     rc = main(["interpolate", str(src), "--out", str(out), "--frames-per-gap", "1",
-               "--adapt-seconds", "1", "--qa-report", str(tmp_path / "qa.txt"), "--quiet",
-               "--device", "cpu"])
+               "--adapt-seconds", "600", "--adapt-steps", "2", "--qa-report",
+               str(tmp_path / "qa.txt"), "--quiet", "--device", "cpu"])
     assert rc == 0
     err = capsys.readouterr().err
     assert "tiltgen: method: " in err and "dB" in err
     table = (tmp_path / "qa.txt").read_text()
     assert "PSNR pretrained" in table and "adapted" in table and "linear" in table
     rep = json.loads(out.with_suffix(".json").read_text())
-    assert rep["method"] in ("pretrained", "adapted", "linear")
+    assert rep["method"] in ("pretrained", "adapted", "linear", "pretrained+reprojection",
+                             "adapted+reprojection")
     assert rep["selection"]["method"] == rep["method"]
     assert f"method: {rep['method']}" in err
+    assert rep["selection"]["adaptation"]["steps"] == 2
+    assert rep["selection"]["adaptation"]["stopped"] == "steps"
     # --qa with auto: the three-way table on stdout, JSON report
-    rc = main(["interpolate", str(src), "--qa", "--adapt-seconds", "1", "--quiet",
-               "--qa-report", str(tmp_path / "qa.json"), "--device", "cpu"])
+    rc = main(["interpolate", str(src), "--qa", "--adapt-seconds", "600", "--adapt-steps", "3",
+               "--quiet", "--qa-report", str(tmp_path / "qa.json"), "--device", "cpu"])
     assert rc == 0
     assert "PSNR pretrained" in capsys.readouterr().out
     d = json.loads((tmp_path / "qa.json").read_text())
     assert d["requested"] == "auto" and {"psnr_pretrained", "psnr_adapted", "psnr_linear"} <= \
         set(d["rows"][0])
+    assert d["adaptation"]["steps"] == 3 and d["adaptation"]["config"]["max_steps"] == 3
+    assert AdaptConfig().max_steps == 300  # the default cap (docs/interpolation.md)
 
 
 def test_selection_progress_never_goes_back() -> None:

@@ -183,11 +183,12 @@ def run_interpolate(args: argparse.Namespace) -> int:
           "allow_out_of_range": args.allow_out_of_range}
     if args.qa:
         if args.method in ("auto", "adapted"):
+            from napari_tiltgen.nets.interpolation.adapt import AdaptConfig
             from napari_tiltgen.nets.interpolation.select import adapt_and_select
 
-            sel = run(adapt_and_select(real_frames(ts), requested=args.method,
-                                       seconds=args.adapt_seconds, weights=args.weights,
-                                       device=args.device),
+            cfg = AdaptConfig(seconds=args.adapt_seconds, max_steps=args.adapt_steps or None)
+            sel = run(adapt_and_select(real_frames(ts), requested=args.method, config=cfg,
+                                       weights=args.weights, device=args.device),
                       show=not args.quiet, desc="adapt + leave-one-out")
             print(sel.table())
             print(f"tiltgen: {sel.message}", file=sys.stderr)
@@ -214,7 +215,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
         raise TiltgenError("give --frames-per-gap N or --target-step DEG.")
     res = run(interpolate_series(ts, frames_per_gap=args.frames_per_gap,
                                  target_step_deg=args.target_step, method=args.method,
-                                 adapt_seconds=args.adapt_seconds, **kw),
+                                 adapt_seconds=args.adapt_seconds,
+                                 adapt_steps=args.adapt_steps, **kw),
               show=not args.quiet, desc=f"interpolate ({args.method})")
     for w in res.warnings:
         print(f"tiltgen: warning: {w}", file=sys.stderr)

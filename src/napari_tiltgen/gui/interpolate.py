@@ -75,7 +75,7 @@ class InterpolateWidget(WorkerWidget):
         self.method = ComboBox(choices=list(SERIES_METHODS), value="auto", label="method")
         self.adapt_seconds = FloatSpinBox(value=DEFAULT_ADAPT_SECONDS, min=1.0, max=3600.0,
                                           step=10.0, label="adapt (s)",
-                                          tooltip="fine-tuning budget of auto / adapted, seconds")
+                                          tooltip="fine-tuning budget of auto / adapted, seconds (at most 300 steps)")
         self.device = ComboBox(choices=["auto", "cpu", "cuda"], value="auto", label="device")
         self.allow_out_of_range = CheckBox(value=False, text="allow out-of-range (not advised)")
         self.note = Label(value="")

@@ -118,7 +118,8 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
                        weights: str | Path | None = None, device: str = "auto",
                        allow_out_of_range: bool = False, reprojection_iterations: int = 50,
                        scale: str | int = "auto", adapt_seconds: float | None = None,
-                       adapt_config: Any = None, margin_db: float | None = None
+                       adapt_steps: int | None = None, adapt_config: Any = None,
+                       margin_db: float | None = None
                        ) -> ProgressGen:
     """Insert frames between the tilts of a series (progress generator).
 
@@ -138,8 +139,11 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
     adapt_seconds
         Fine-tuning budget for ``"auto"``/``"adapted"``, seconds (default
         :data:`~.adapt.DEFAULT_ADAPT_SECONDS`).
+    adapt_steps
+        Most fine-tuning steps (default :data:`~.adapt.DEFAULT_ADAPT_STEPS`; 0: time only).
     adapt_config
-        A full :class:`~.adapt.AdaptConfig` instead (its ``seconds`` wins).
+        A full :class:`~.adapt.AdaptConfig` instead (``adapt_seconds`` and ``adapt_steps``
+        override its fields when given).
     margin_db
         See :func:`~.adapt.adapt_and_select` (default :data:`~.adapt.DEFAULT_MARGIN_DB`).
 
@@ -181,6 +185,8 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
             cfg = replace(cfg, seconds=float(adapt_seconds))
         elif adapt_config is None:
             cfg = replace(cfg, seconds=DEFAULT_ADAPT_SECONDS)
+        if adapt_steps is not None:
+            cfg = replace(cfg, max_steps=int(adapt_steps) or None)
         if pairs:
             # the gaps a network would bridge must be in its range before spending the budget
             _, info = load_pretrained(weights, resolve_device(device))
