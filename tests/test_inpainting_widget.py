@@ -86,12 +86,16 @@ def test_tilt_series_is_reconstructed_first(make_napari_viewer, qtbot, tiny_mode
     w = InpaintWidget(viewer)
     w.device.value = "cpu"
     assert w.consistency.value == "closest"
-    w.consistency.value = "iterative"  # the user's choice reaches the pipeline
+    w.consistency.value = "iterative"  # the user's choices reach the pipeline
+    assert w.reference.value == 100
+    w.reference.value = 30
     _run(w, qtbot)
     from napari_tiltgen.gui.views import volume_view
 
     out = Volume.from_layer(volume_view(viewer).layers["series inpainted (pretrained)"])
     assert out.provenance["data_consistency"]["method"] == "iterative"
+    assert out.provenance["parameters"]["reference_iterations"] == 30
+    assert out.provenance["data_consistency"]["sirt_iterations"] == 30
     assert out.shape == (16, 4, 16)
     assert out.provenance["parameters"]["input"] == "tilt series"
     assert out.provenance["parameters"]["missing_wedge_deg"] == pytest.approx(50.0)

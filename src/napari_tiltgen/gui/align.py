@@ -48,7 +48,8 @@ class AlignWidget(WorkerWidget):
                                tooltip="auto: centre of mass for one compact object, else "
                                "cross-correlation with cosine stretching")
         self.refine_axis = CheckBox(text="refine the tilt-axis angle (+-3 deg)", value=True)
-        self.rounds = SpinBox(label="projection matching rounds", value=3, min=0, max=50)
+        self.rounds = SpinBox(label="matching rounds", value=3, min=0, max=50,
+                              tooltip="rounds of projection matching")
         self.iterations = SpinBox(label="SIRT iterations / round", value=20, min=1, max=1000)
         self.max_size = SpinBox(label="bin to (px)", value=64, min=16, max=1024,
                                 tooltip="frames binned to at most this size for projection "

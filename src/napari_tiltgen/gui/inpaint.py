@@ -49,6 +49,11 @@ class InpaintWidget(WorkerWidget):
             label="consistency iterations", value=consistency.REFINE_ITERATIONS, min=0, max=2000,
             tooltip="with SIRT iterations: at least this many from the network's output, and "
             "more (then a blend toward SIRT) until it reprojects no worse than SIRT")
+        self.reference = SpinBox(
+            label="reference SIRT", value=api.REFERENCE_SIRT_ITERATIONS, min=1, max=2000,
+            tooltip="iterations of the SIRT whose reprojection error the result must meet "
+            "(default 100, as Reconstruct's SIRT); fewer fit less noise and bind less "
+            "(models/inpainting.md, 'What the bound costs')")
         self.allow_out_of_range = CheckBox(
             value=False, text="allow wedges outside the trained range",
             tooltip="run (with a warning) instead of refusing")
@@ -56,7 +61,7 @@ class InpaintWidget(WorkerWidget):
         self.note.native.setWordWrap(True)
         for i, w in enumerate([self.layer, self.method, self.wedge, self.device,
                                self.batch_size, self.consistency, self.refine,
-                               self.allow_out_of_range, self.note]):
+                               self.reference, self.allow_out_of_range, self.note]):
             self.insert(i, w)
         for w in (self.layer, self.wedge, self.method):
             w.changed.connect(self._describe)
@@ -113,6 +118,7 @@ class InpaintWidget(WorkerWidget):
             "batch_size": int(self.batch_size.value),
             "refine_iterations": int(self.refine.value),
             "consistency": str(self.consistency.value),
+            "reference_iterations": int(self.reference.value),
             "allow_out_of_range": bool(self.allow_out_of_range.value),
         }
 
