@@ -139,7 +139,7 @@ def test_options_table_is_consistent_with_the_code():
     is one add_options reads, and defaults the code also defines agree with it."""
     from napari_tiltgen.cli import build_parser
     from napari_tiltgen.cli.options import option_table
-    from napari_tiltgen.nets.interpolation.adapt import DEFAULT_ADAPT_SECONDS
+    from napari_tiltgen.nets.interpolation.adapt import DEFAULT_ADAPT_SECONDS, DEFAULT_ADAPT_STEPS
 
     table = option_table()
     commands = table["commands"]
@@ -156,6 +156,7 @@ def test_options_table_is_consistent_with_the_code():
     assert list(sub.choices) == list(commands)  # the help lists them in the table's order
     interp = sub.choices["interpolate"].parse_args(["x.mrc"])
     assert interp.adapt_seconds == DEFAULT_ADAPT_SECONDS
+    assert interp.adapt_steps == DEFAULT_ADAPT_STEPS
     # a range from the table is enforced by the parser
     with pytest.raises(SystemExit):
         sub.choices["align"].parse_args(["x.mrc", "--out", "y.mrc", "--rounds", "101"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pytestqt.exceptions import TimeoutError
+from pytestqt.exceptions import TimeoutError as QtWaitTimeout
 
 pytestmark = pytest.mark.gui
 
@@ -110,7 +110,7 @@ def test_guide_panel_steps_fit_the_screen(make_napari_viewer, qtbot, tmp_path: P
         # switch (under load 150 ms was not always enough): wait for it, then check
         try:
             qtbot.waitUntil(lambda a=area: not a.horizontalScrollBar().isVisible(), timeout=3000)
-        except (AssertionError, TimeoutError):  # pytest-qt's own TimeoutError: checked below
+        except (AssertionError, QtWaitTimeout):  # waited long enough: checked below
             pass
         assert not area.horizontalScrollBar().isVisible(), f"{page}: wider than the panel"
         cut = clipped_texts(area.widget())

@@ -42,7 +42,7 @@ from magicgui.widgets import (
 
 from napari_tiltgen.gui._base import LayerPicker, WorkerWidget
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.nets.interpolation.adapt import DEFAULT_ADAPT_SECONDS
+from napari_tiltgen.nets.interpolation.adapt import DEFAULT_ADAPT_SECONDS, DEFAULT_ADAPT_STEPS
 from napari_tiltgen.nets.interpolation.api import (
     InterpolationResult,
     interpolate_series,
@@ -75,7 +75,8 @@ class InterpolateWidget(WorkerWidget):
         self.method = ComboBox(choices=list(SERIES_METHODS), value="auto", label="method")
         self.adapt_seconds = FloatSpinBox(value=DEFAULT_ADAPT_SECONDS, min=1.0, max=3600.0,
                                           step=10.0, label="adapt (s)",
-                                          tooltip="fine-tuning budget of auto / adapted, seconds (at most 300 steps)")
+                                          tooltip="fine-tuning budget of auto / adapted, seconds "
+                                          f"(at most {DEFAULT_ADAPT_STEPS} steps)")
         self.device = ComboBox(choices=["auto", "cpu", "cuda"], value="auto", label="device")
         self.allow_out_of_range = CheckBox(value=False, text="allow out-of-range (not advised)")
         self.note = Label(value="")
