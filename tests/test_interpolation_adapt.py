@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,16 @@ def test_cli_auto_prints_the_choice_and_writes_the_qa_table(tmp_path: Path, caps
         set(d["rows"][0])
     assert d["adaptation"]["steps"] == 3 and d["adaptation"]["config"]["max_steps"] == 3
     assert AdaptConfig().max_steps == 300  # the default cap (docs/interpolation.md)
+
+
+def test_adapt_step_cap_zero_means_time_only_and_negative_is_refused() -> None:
+    """``--adapt-steps 0`` / ``adapt_steps=0``: no cap (one rule, in AdaptConfig)."""
+    assert AdaptConfig(max_steps=0).max_steps is None
+    assert AdaptConfig(max_steps=None).max_steps is None
+    assert replace(AdaptConfig(), max_steps=0).max_steps is None
+    assert AdaptConfig(max_steps=12).max_steps == 12
+    with pytest.raises(TiltgenError, match="step cap"):
+        AdaptConfig(max_steps=-1)
 
 
 def test_selection_progress_never_goes_back() -> None:

@@ -34,6 +34,20 @@ def test_each_family_makes_a_finite_nonempty_volume(family):
     assert info["family"] == family and info["pixel_size_A"] > 0
 
 
+def test_decorated_training_family_is_dense_particles_on_a_lighter_support():
+    """The training cousin of the held-out catalysts: two density levels, the particles the
+    smaller and denser part, on a support of one of three shapes."""
+    kinds = set()
+    for seed in range(4):
+        vol, info = make_sample("decorated", 48, np.random.default_rng(seed))
+        kinds.add(info["support"])
+        dense = (vol > 0.5).mean()
+        support = ((vol > 0.02) & (vol < 0.45)).mean()
+        assert 0 < dense < support, (seed, dense, support)
+        assert info["n_particles"] >= 5
+    assert kinds <= {"blob", "grain", "tube"} and len(kinds) >= 2
+
+
 def test_families_are_deterministic_with_a_seed():
     for family in ("rods", "supported", "texture"):
         a = make_volume(family, 32, np.random.default_rng(7))

@@ -186,7 +186,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
             from napari_tiltgen.nets.interpolation.adapt import AdaptConfig
             from napari_tiltgen.nets.interpolation.select import adapt_and_select
 
-            cfg = AdaptConfig(seconds=args.adapt_seconds, max_steps=args.adapt_steps or None)
+            cfg = AdaptConfig(seconds=args.adapt_seconds, max_steps=args.adapt_steps)
             sel = run(adapt_and_select(real_frames(ts), requested=args.method, config=cfg,
                                        weights=args.weights, device=args.device),
                       show=not args.quiet, desc="adapt + leave-one-out")

@@ -50,15 +50,17 @@ from napari_tiltgen.nets.interpolation.api import (
 )
 from napari_tiltgen.nets.interpolation.frames import SERIES_METHODS
 from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
-from napari_tiltgen.nets.interpolation.select import ENSEMBLES, Selection, adapt_and_select
+from napari_tiltgen.nets.interpolation.select import (
+    QA_COLUMNS,
+    Selection,
+    adapt_and_select,
+    qa_columns,
+)
 
 if TYPE_CHECKING:
     import napari
 
 STEP_MODE = "target step (deg)"
-QA_COLUMNS = ["gap (deg)", "frames", "PSNR pretrained", "PSNR adapted", "PSNR linear",
-              "SSIM pretrained", "SSIM adapted", "SSIM linear", "PSNR pretrained+reproj.",
-              "PSNR adapted+reproj."]
 COUNT_MODE = "frames per gap"
 
 
@@ -228,10 +230,8 @@ class InterpolateWidget(WorkerWidget):
         """Fill the QA table (three methods side by side, then the ensembles with the SIRT
         reprojection where scored) and the decision line."""
         self.selection = sel
-        rows = [[round(r["gap_deg"], 2), r["frames"]]
-                + [round(r[f"psnr_{m}"], 2) for m in ("pretrained", "adapted", "linear")]
-                + [round(r[f"ssim_{m}"], 4) for m in ("pretrained", "adapted", "linear")]
-                + [round(r.get(f"psnr_{e}", float("nan")), 2) for e in ENSEMBLES]
+        cols = qa_columns()  # the same columns as `tiltgen interpolate --qa`'s table
+        rows = [[_number(r.get(key, float("nan")), fmt) for _, key, fmt in cols]
                 for r in sel.rows()]
         self.qa_table.value = {"data": rows, "index": [f"x{2 * r['k']} step" for r in sel.rows()],
                                "columns": QA_COLUMNS}
@@ -258,3 +258,8 @@ class InterpolateWidget(WorkerWidget):
         from napari.utils.notifications import show_warning
 
         show_warning(message)
+
+
+def _number(v: float, fmt: str) -> float | int:
+    """A QA table number rounded as the text table prints it (``fmt``: ``"d"`` or ``".Nf"``)."""
+    return int(v) if fmt == "d" else round(float(v), int(fmt[1:-1]))

@@ -23,6 +23,8 @@ family              split    what it is
 ``polyhedra``       train    1-4 faceted convex polyhedra (intersections of random half-spaces)
 ``texture``         train    a shape whose density is a texture from scikit-image's images
                              (camera, moon, coins, brick, text, grass, page, clock)
+``decorated``       train    particles on a support, a generator of its own: small faceted or
+                             ellipsoidal particles half sunk into a blob, grain or (hollow) tube
 ``supported``       held out catalyst: a large low-density support (sphere or slab, with
                              amorphous texture) decorated with many small dense particles
 ``aggregate``       held out sintered aggregate: a random chain of overlapping spheres
@@ -320,6 +322,55 @@ def _polyhedra(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[st
     return vol, {"pixel_size_A": _px_particles(rng), "n": n}
 
 
+def _decorated(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training-only particles on a support, from a generator of its own (not ``supported``'s):
+    the support is a smooth random blob, a large faceted grain or a (hollow) tube, at low
+    density with an amorphous texture; the particles are small faceted polyhedra or
+    ellipsoids, half sunk into its surface, denser than it."""
+    z, y, x = _grid(size)
+    w = float(rng.uniform(0.4, 1.0))
+    kind = str(rng.choice(["blob", "grain", "tube"]))
+    if kind == "blob":  # a thresholded smooth random field inside the cylinder seen at every tilt
+        field = _smooth_noise((size, size, size), rng, rng.uniform(0.15, 0.35) * size)
+        radial = np.sqrt(x * x + z * z + 0 * y) / (0.44 * size)
+        sd = (rng.uniform(-0.3, 0.5) - field + 4.0 * np.maximum(radial - 0.7, 0)) * 0.1 * size
+    elif kind == "grain":
+        r = float(rng.uniform(0.25, 0.4) * size)
+        sd = _polyhedron_sd(z, y, x, _place(rng, size, 1.1 * r), r, int(rng.integers(6, 14)),
+                            rng)
+    else:  # a tube, inclined to the tilt axis, sometimes hollow
+        d = np.array([rng.normal(0, 0.6), 1.0, rng.normal(0, 0.6)], np.float32)
+        d /= np.linalg.norm(d)
+        r = float(rng.uniform(0.1, 0.25) * size)
+        c = np.array([rng.uniform(-0.1, 0.1) * size, 0.0, rng.uniform(-0.1, 0.1) * size],
+                     np.float32)
+        sd = _capsule_sd(z, y, x, c - 2.0 * size * d, c + 2.0 * size * d, r)
+        if rng.random() < 0.5:
+            t = float(rng.uniform(0.15, 0.4) * r)
+            sd = np.abs(sd + t) - t
+    sd = np.maximum(sd, np.sqrt(x * x + z * z + 0 * y) - 0.46 * size)
+    amorph = 1.0 + 0.3 * _smooth_noise((size, size, size), rng, rng.uniform(1.5, 6.0))
+    vol = _soft(sd, w) * float(rng.uniform(0.08, 0.4)) * amorph
+    band = np.argwhere(np.abs(sd) < 1.0)
+    n = int(rng.integers(5, 60))
+    if len(band):
+        for p in band[rng.integers(0, len(band), n)]:
+            pr = float(rng.uniform(0.015, 0.06) * size + 0.7)
+            pc = p.astype(np.float32) - 0.5 * (size - 1)
+            lo = np.maximum(np.floor(pc - 1.8 * pr - 3).astype(int) + size // 2, 0)
+            hi = np.minimum(np.ceil(pc + 1.8 * pr + 3).astype(int) + size // 2 + 1, size)
+            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+            zz, yy, xx = z[sl[0]], y[:, sl[1]], x[:, :, sl[2]]
+            if rng.random() < 0.6:
+                psd = _polyhedron_sd(zz, yy, xx, pc, pr, int(rng.integers(6, 12)), rng)
+            else:
+                psd = _ellipsoid_sd(zz, yy, xx, pc, pr * rng.uniform(0.6, 1.6, 3), _rot(rng))
+            occ = _soft(psd, rng.uniform(0.3, 0.8)) * float(rng.uniform(0.5, 1.0))
+            vol[sl] = np.maximum(vol[sl], occ)
+    return vol.astype(np.float32), {"pixel_size_A": _px_particles(rng), "support": kind,
+                                    "n_particles": n}
+
+
 _TEXTURE_CACHE: dict[str, np.ndarray] = {}
 
 
@@ -465,12 +516,12 @@ def _aggregate(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[st
 
 FAMILIES: dict[str, Callable[[int, np.random.Generator], tuple[np.ndarray, dict[str, Any]]]] = {
     "cluster": _cluster, "rods": _rods, "needle": _needle, "porous": _porous,
-    "hollow": _hollow, "metaballs": _metaballs, "polyhedra": _polyhedra, "texture": _texture,
+    "hollow": _hollow, "metaballs": _metaballs, "polyhedra": _polyhedra, "texture": _texture, "decorated": _decorated,
     "supported": _supported, "aggregate": _aggregate, "texture_heldout": _texture_heldout,
 }
 #: Families (and generators) used to make training data.
 TRAIN_FAMILIES: tuple[str, ...] = ("cluster", "rods", "needle", "porous", "hollow", "metaballs",
-                                   "polyhedra", "texture")
+                                   "polyhedra", "texture", "decorated")
 #: Families held out of training entirely (evaluation only): catalyst-like supported particles,
 #: sintered aggregates, and the texture generator on held-out images and shapes.
 HELDOUT_FAMILIES: tuple[str, ...] = ("supported", "aggregate", "texture_heldout")

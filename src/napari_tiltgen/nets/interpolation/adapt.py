@@ -104,7 +104,8 @@ class AdaptConfig:
     layers
         ``"all"`` or ``"decoders"`` (encoder frozen).
     max_steps
-        Stop after this many steps even if time is left (default 300; ``None``: time only).
+        Stop after this many steps even if time is left (default 300; ``None`` or 0: time
+        only).
         The held-out QA cannot see over-fitting: it scores frames at twice the step, the gaps
         the fine-tuning trains on, while the inserted frames lie at half the step. On the
         jittered needle of ``benchmarks/interpolation_adapt.py`` (8 degrees, noisy truth), 216
@@ -135,6 +136,11 @@ class AdaptConfig:
             raise TiltgenError(f"layers must be 'all' or 'decoders'; got {self.layers!r}.")
         if self.holdout_every < 2:
             raise TiltgenError("holdout_every must be at least 2.")
+        if self.max_steps is not None:  # 0 (as `--adapt-steps 0` says it): no cap, time only
+            if int(self.max_steps) < 0:
+                raise TiltgenError(f"the adaptation step cap must be 0 (none) or more; got "
+                                   f"{self.max_steps}.")
+            self.max_steps = int(self.max_steps) or None
 
 
 # ---------------------------------------------------------------------------- frame bookkeeping

@@ -186,7 +186,7 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
         elif adapt_config is None:
             cfg = replace(cfg, seconds=DEFAULT_ADAPT_SECONDS)
         if adapt_steps is not None:
-            cfg = replace(cfg, max_steps=int(adapt_steps) or None)
+            cfg = replace(cfg, max_steps=int(adapt_steps))
         if pairs:
             # the gaps a network would bridge must be in its range before spending the budget
             _, info = load_pretrained(weights, resolve_device(device))

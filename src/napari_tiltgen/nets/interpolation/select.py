@@ -102,11 +102,7 @@ class Selection:
         """Header and cells of the QA table: PSNR and SSIM of the three methods side by side,
         then the ensembles' PSNR where they were scored (``-`` where not)."""
         rows = self.rows()
-        ens = [e for e in ENSEMBLES if any(f"psnr_{e}" in r for r in rows)]
-        cols = [("gap (deg)", "gap_deg", ".2f"), ("frames", "frames", "d"),
-                *((f"PSNR {m}", f"psnr_{m}", ".2f") for m in SELECTABLE),
-                *((f"SSIM {m}", f"ssim_{m}", ".4f") for m in SELECTABLE),
-                *((f"PSNR {e}", f"psnr_{e}", ".2f") for e in ens)]
+        cols = qa_columns([e for e in ENSEMBLES if any(f"psnr_{e}" in r for r in rows)])
         cells = [[_cell(r.get(key), fmt) for _, key, fmt in cols] for r in rows]
         return [c[0] for c in cols], cells
 
@@ -141,6 +137,20 @@ class Selection:
                 "rows": [{k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
                          for r in self.rows()],
                 "adaptation": self.adapt.summary() if self.adapt is not None else None}
+
+
+def qa_columns(ensembles: Sequence[str] = ENSEMBLES) -> list[tuple[str, str, str]]:
+    """The QA table's columns as ``(header, key of Selection.rows(), format)``: gap, frames,
+    PSNR and SSIM of the three methods side by side, then the PSNR of ``ensembles``. The one
+    list behind the text and Markdown tables and the Interpolate widget's table."""
+    return [("gap (deg)", "gap_deg", ".2f"), ("frames", "frames", "d"),
+            *((f"PSNR {m}", f"psnr_{m}", ".2f") for m in SELECTABLE),
+            *((f"SSIM {m}", f"ssim_{m}", ".4f") for m in SELECTABLE),
+            *((f"PSNR {e}", f"psnr_{e}", ".2f") for e in ensembles)]
+
+
+#: Headers of the full QA table (every ensemble column).
+QA_COLUMNS: list[str] = [h for h, _, _ in qa_columns()]
 
 
 def _cell(v: float | None, fmt: str) -> str:
