@@ -27,6 +27,8 @@ from napari_tiltgen.nets.inpainting.network import (
     ralsgan_d_loss,
     ralsgan_g_loss,
     save_generator,
+    wedge_mask,
+    wedge_mse,
 )
 
 torch.set_num_threads(1)
@@ -140,6 +142,32 @@ def test_wedge_limited_wbp_errs_along_the_missing_directions() -> None:
         assert (missing & nonzero).sum() / nonzero.sum() < 0.3
 
 
+def test_wedge_loss_sees_only_the_missing_wedge() -> None:
+    """The wedge part of the error: SIRT's error lives there, an error along the measured
+    directions does not count, the whole plane as mask gives the MSE, and the loss term."""
+    n, wedge = 32, 60.0
+    imgs = np.stack([D.phantom_face(n, np.random.default_rng(s)) for s in range(3)])
+    b = D.wedge_inputs(imgs, [wedge] * 3, 2.0, ("wbp",))
+    w = torch.full((3,), wedge)
+    m = wedge_mask(n, n, w)
+    assert m.shape == (3, 1, n, n) and 0.2 < float(m[0].mean()) < 0.4  # 60 of 180 degrees
+    assert float(m[0, 0, 5, 0]) == 1.0 and float(m[0, 0, 0, 5]) == 0.0  # k_z axis in, k_x out
+    full = float(wedge_mse(b.inputs, b.target, w).mean())
+    assert full > 0.8 * float(((b.inputs - b.target) ** 2).mean())  # WBP errs in the wedge
+    # a 180-degree wedge leaves only the k_z = 0 line (the 0-degree projection): Parseval
+    e = (b.inputs - b.target)[:, 0].numpy().astype(np.float64)
+    row0 = (np.abs(np.fft.fft2(e, norm="ortho")[:, 0, :]) ** 2).sum(1) / (n * n)
+    np.testing.assert_allclose(wedge_mse(b.inputs, b.target, torch.full((3,), 180.0)).numpy(),
+                               (e**2).mean((1, 2)) - row0, rtol=1e-4)
+    # an error along x only (k_z = 0: a measured direction) is not in the wedge at all
+    stripes = torch.sin(torch.arange(n) * 0.7).expand(3, 1, n, n)
+    assert float(wedge_mse(b.target + stripes, b.target, w).max()) < 1e-10
+    total, parts = generator_loss(b.inputs, b.target, missing_wedge_deg=w, wedge_weight=10.0)
+    plain, _ = generator_loss(b.inputs, b.target)
+    assert parts["wedge_mse"] == pytest.approx(full, rel=1e-5)
+    assert float(total) == pytest.approx(float(plain) + 10.0 * full, rel=1e-5)
+
+
 # ---------------------------------------------------------------------------- training
 def test_training_writes_weights_and_resumes_exactly(tmp_path: Path) -> None:
     from napari_tiltgen.nets.inpainting.train import TrainConfig, train, train_iter
@@ -194,6 +222,23 @@ def test_fine_tuning_from_weights_and_source_option(tmp_path: Path, capsys) -> N
         torch.testing.assert_close(va, vb, msg=k)
     assert info["initialised_from"]["steps"] == 2
     assert info["sources"] == {"phantom": 1.0, "cluster": 0.0, "natural": 0.0}
+    assert info["wedge_loss_weight"] == 0.0 and "val_psnr_db" in info
+    # the wedge loss and picking the checkpoint on the wedge part of the error
+    assert main(["train-inpainting", "--out", str(tmp_path / "wl"), "--size", "32", "--steps",
+                 "2", "--batch-size", "2", "--sirt-iterations", "3", "--adv-weight", "0",
+                 "--device", "cpu", "--threads", "1", "--quiet", "--sources", "phantom=1",
+                 "--val-every", "1", "--wedge-weight", "5", "--select-on", "wedge", "--init",
+                 str(tmp_path / "base" / "last.safetensors")]) == 0
+    logs = [json.loads(l) for l in (tmp_path / "wl" / "log.jsonl").read_text().splitlines()]
+    vals = [r for r in logs if "val_wedge_psnr" in r]
+    assert len(vals) == 2 and all(r["val_wedge_psnr"] > r["val_psnr"] - 20 for r in vals)
+    assert all("wedge_mse" in r for r in logs if "loss" in r)
+    _, winfo = load_generator(tmp_path / "wl" / "best.safetensors")
+    assert winfo["wedge_loss_weight"] == 5.0
+    assert winfo["val_wedge_psnr_db"] == pytest.approx(max(r["val_wedge_psnr"] for r in vals))
+    with pytest.raises(TiltgenError, match="validation score"):
+        train(TrainConfig(out_dir=str(tmp_path / "bad2"), size=32, steps=1, select_on="ssim"),
+              show=False)
     with pytest.raises(TiltgenError, match="SIRT-3"):
         train(TrainConfig(out_dir=str(tmp_path / "bad"), size=32, steps=1, sirt_iterations=5,
                           init=str(tmp_path / "base" / "last.safetensors")), show=False)

@@ -45,6 +45,8 @@ __all__ = [
     "ralsgan_d_loss",
     "ralsgan_g_loss",
     "save_generator",
+    "wedge_mask",
+    "wedge_mse",
 ]
 
 DEPTH = 4  # poolings
@@ -183,10 +185,35 @@ def ralsgan_g_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
             + torch.mean((d_fake - d_real.mean() - 1.0) ** 2))
 
 
+def wedge_mask(h: int, w: int, missing_wedge_deg: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, h, w)`` float mask of the missing wedge in the unshifted 2-D FFT of slices
+    ``(z, x)`` (beam along z at 0 degrees): the frequencies more than ``90 - wedge / 2``
+    degrees from the ``k_x`` axis, i.e. within ``wedge / 2`` of the ``k_z`` axis, which no
+    measured projection samples. (SIRT's error on training slices: 87 % of its energy inside
+    it at a 70-degree wedge, on 35 % of the frequencies.)"""
+    kz = torch.fft.fftfreq(h, device=missing_wedge_deg.device).abs()[:, None]
+    kx = torch.fft.fftfreq(w, device=missing_wedge_deg.device).abs()[None, :]
+    phi = torch.rad2deg(torch.atan2(kz * h, kx * w))  # angle from k_x, frequencies in cycles
+    limit = 90.0 - 0.5 * missing_wedge_deg.float().reshape(-1, 1, 1, 1)
+    return (phi[None, None] > limit).float()
+
+
+def wedge_mse(fake: torch.Tensor, target: torch.Tensor, missing_wedge_deg: torch.Tensor
+              ) -> torch.Tensor:
+    """Per-slice mean squared error of the part of ``fake - target`` in the missing wedge
+    (:func:`wedge_mask`; orthonormal FFT, so with the whole plane as mask it is the MSE)."""
+    err = torch.fft.fft2((fake - target).float(), norm="ortho")
+    m = wedge_mask(fake.shape[-2], fake.shape[-1], missing_wedge_deg)
+    return (m * err.abs().pow(2)).flatten(1).mean(1)
+
+
 def generator_loss(fake: torch.Tensor, target: torch.Tensor, d_real: torch.Tensor | None = None,
-                   d_fake: torch.Tensor | None = None, adv_weight: float = 0.0
+                   d_fake: torch.Tensor | None = None, adv_weight: float = 0.0,
+                   missing_wedge_deg: torch.Tensor | None = None, wedge_weight: float = 0.0
                    ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Pixel loss (L1 + MSE) plus ``adv_weight`` times the RaLSGAN generator loss.
+    """Pixel loss (L1 + MSE), plus ``wedge_weight`` times the MSE of the error's part in the
+    missing wedge (:func:`wedge_mse`; the part the data-consistency step cannot correct), plus
+    ``adv_weight`` times the RaLSGAN generator loss.
 
     Returns the total and its parts as floats (for logging).
     """
@@ -194,6 +221,10 @@ def generator_loss(fake: torch.Tensor, target: torch.Tensor, d_real: torch.Tenso
     l2 = F.mse_loss(fake, target)
     total = l1 + l2
     parts = {"l1": l1.item(), "mse": l2.item()}
+    if wedge_weight > 0 and missing_wedge_deg is not None:
+        wl = wedge_mse(fake, target, missing_wedge_deg).mean()
+        total = total + wedge_weight * wl
+        parts["wedge_mse"] = wl.item()
     if adv_weight > 0 and d_real is not None and d_fake is not None:
         adv = ralsgan_g_loss(d_real, d_fake)
         total = total + adv_weight * adv

@@ -45,6 +45,7 @@ from napari_tiltgen.nets.inpainting.network import (
     n_parameters,
     ralsgan_d_loss,
     save_generator,
+    wedge_mse,
 )
 from napari_tiltgen.nets.training import (
     item_psnr,
@@ -104,6 +105,14 @@ class TrainConfig:
         Weight of the RaLSGAN generator loss next to the pixel loss.
     adv_start
         Fraction of ``steps`` trained with the pixel loss only before the GAN terms start.
+    wedge_weight
+        Weight of the MSE of the error's part in the missing wedge (:func:`~.network.
+        wedge_mse`) next to the pixel loss: the part the hard data-consistency step cannot
+        correct (0: pixel loss only, as before).
+    select_on
+        Validation score that picks ``best.safetensors``: ``"psnr"`` (the PSNR of the slices)
+        or ``"wedge"`` (the PSNR of the error's part in the missing wedge, ``val_wedge_psnr``;
+        both are logged).
     val_every, val_size
         Validate every this many steps on this many fixed validation slices.
     seed, device, threads, max_minutes
@@ -143,6 +152,8 @@ class TrainConfig:
     d_lr: float = 1e-4
     adv_weight: float = 0.003
     adv_start: float = 0.5
+    wedge_weight: float = 0.0
+    select_on: str = "psnr"
     val_every: int = 100
     val_size: int = 24
     seed: int = 0
@@ -339,7 +350,8 @@ def _model_info(cfg: TrainConfig, step: int, val_psnr: float,
         "train_size_px": cfg.size,
         "steps": step,
         "batch_size": cfg.batch_size,
-        "val_psnr_db": val_psnr,
+        f"{_SELECT[cfg.select_on]}_db": val_psnr,
+        "wedge_loss_weight": cfg.wedge_weight,
         "sources": cfg.source_weights,
         "noise": cfg.noise_level or f"gaussian {list(cfg.noise_range)}",
         "weight_decay": f"AdamW {cfg.weight_decay:g} (none on norms and biases)",
@@ -362,6 +374,11 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
     lo, hi = cfg.wedge_range_deg
     if not 0 < lo < hi <= 180:
         raise TiltgenError(f"bad wedge range {cfg.wedge_range_deg} (degrees, 0 < lo < hi).")
+    if cfg.select_on not in _SELECT:
+        raise TiltgenError(f"unknown validation score {cfg.select_on!r}; use "
+                           f"{' or '.join(_SELECT)}.")
+    if not cfg.wedge_weight >= 0:
+        raise TiltgenError(f"the wedge loss weight must be 0 or more; got {cfg.wedge_weight}.")
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -425,10 +442,12 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
                 d_loss = ralsgan_d_loss(D(y, x), D(fake.detach(), x))
                 d_loss.backward()
                 opt_d.step()
-                loss, parts = generator_loss(fake, y, D(y, x).detach(), D(fake, x), cfg.adv_weight)
+                loss, parts = generator_loss(fake, y, D(y, x).detach(), D(fake, x), cfg.adv_weight,
+                                             w, cfg.wedge_weight)
                 parts["d"] = d_loss.item()
             else:
-                loss, parts = generator_loss(fake, y)
+                loss, parts = generator_loss(fake, y, missing_wedge_deg=w,
+                                             wedge_weight=cfg.wedge_weight)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(G.parameters(), 1.0)
@@ -440,8 +459,9 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             if step % cfg.val_every == 0 or step == cfg.steps:
-                last_val = validate(G, val, device)
-                log.write(json.dumps({"step": step, "val_psnr": last_val}) + "\n")
+                scores = validation_scores(G, val, device)
+                last_val = scores[_SELECT[cfg.select_on]]
+                log.write(json.dumps({"step": step, **scores}) + "\n")
                 log.flush()
                 if last_val > best:
                     best = last_val
@@ -453,7 +473,7 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
                            values={"loss": loss.item(), "val_psnr": last_val})
     finally:
         log.close()
-    last_val = validate(G, val, device)
+    last_val = validation_scores(G, val, device)[_SELECT[cfg.select_on]]
     if last_val > best or not (out / "best.safetensors").is_file():
         best = max(best, last_val)
         save_generator(out / "best.safetensors", G,
@@ -465,13 +485,34 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
             "out_dir": str(out)}
 
 
+_SELECT = {"psnr": "val_psnr", "wedge": "val_wedge_psnr"}
+
+
 @torch.no_grad()
+def _predict(G: UNetPP, val, device: torch.device, chunk: int = 8) -> torch.Tensor:
+    G.eval()
+    return torch.cat([G(val.inputs[i:i + chunk].to(device),
+                        val.wedge_deg[i:i + chunk].to(device)).cpu()
+                      for i in range(0, len(val.inputs), chunk)])
+
+
 def validate(G: UNetPP, val, device: torch.device, chunk: int = 8) -> float:
     """Mean PSNR (dB) of the generator on a validation batch."""
-    G.eval()
-    preds = [G(val.inputs[i:i + chunk].to(device), val.wedge_deg[i:i + chunk].to(device)).cpu()
-             for i in range(0, len(val.inputs), chunk)]
-    return float(item_psnr(val.target, torch.cat(preds)).mean())
+    return float(item_psnr(val.target, _predict(G, val, device, chunk)).mean())
+
+
+def validation_scores(G: UNetPP, val, device: torch.device, chunk: int = 8
+                      ) -> dict[str, float]:
+    """``val_psnr`` (mean PSNR of the slices, dB) and ``val_wedge_psnr`` (mean PSNR of the
+    error's part in the missing wedge, :func:`~.network.wedge_mse`, each slice against its
+    own range) on a validation batch."""
+    pred = _predict(G, val, device, chunk)
+    n = val.target.shape[0]
+    t = val.target.reshape(n, -1)
+    rng2 = (t.amax(1) - t.amin(1)).clamp(min=1e-12) ** 2
+    wm = wedge_mse(pred, val.target, val.wedge_deg).clamp(min=1e-12)
+    return {"val_psnr": float(item_psnr(val.target, pred).mean()),
+            "val_wedge_psnr": float((10.0 * torch.log10(rng2 / wm)).mean())}
 
 
 def train(cfg: TrainConfig, resume: bool = True, show: bool = True) -> dict[str, Any]:
