@@ -581,10 +581,11 @@ def test_shipped_weights_load_offline_and_beat_wbp() -> None:
     and than the SIRT-20 it gets as input (noise-free; phantom faces are 15 % of its training
     data since stage 3, which trained on object families with noise).
 
-    Measured with the shipped stage-4 weights (96 px phantom, models/inpainting.md): +6.91 dB
-    over WBP, +2.35 dB over SIRT-20 (stage 3: +6.50 and +1.94; stage 2, trained on noise-free
-    phantoms: +11.5 and +6.8). Asserted with a 2 dB and a 1 dB margin (other CPUs / BLAS
-    libraries round differently).
+    Measured with the shipped stage-7 weights (96 px phantom, models/inpainting.md): +5.34 dB
+    over WBP, +0.78 dB over SIRT-20 (stage 4: +6.91 and +2.35; stage 3: +6.50 and +1.94; stage
+    2, trained on noise-free phantoms: +11.5 and +6.8: each stage that gained on the noisy
+    held-out families lost some of this). Asserted with a 2 dB and a 0.5 dB margin (other CPUs
+    / BLAS libraries round differently), so it must still beat SIRT-20.
     """
     assert api.DEFAULT_WEIGHTS.is_file()
     assert api.DEFAULT_WEIGHTS.stat().st_size < 8e6
@@ -599,21 +600,22 @@ def test_shipped_weights_load_offline_and_beat_wbp() -> None:
     truth = b.target[0, 0].numpy()
     gain_wbp = psnr(truth, out) - psnr(truth, b.inputs[0, 0].numpy())
     gain_sirt = psnr(truth, out) - psnr(truth, b.inputs[0, 1].numpy())
-    assert gain_wbp > 6.91 - 2.0, gain_wbp
-    assert gain_sirt > 2.35 - 1.0, gain_sirt
+    assert gain_wbp > 5.34 - 2.0, gain_wbp
+    assert gain_sirt > 0.78 - 0.5, gain_sirt
 
 
 def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
     """Through the public API (tilt series in, WBP + SIRT-20, network, hard data consistency):
     a 4-slice held-out phantom series, 64 px, 60 degree wedge, noise-free, against SIRT-100.
 
-    Measured with the shipped stage-4 weights (models/inpainting.md, "Where it loses"):
-    SIRT-100 25.52 dB; the network alone 25.62 dB (barely above SIRT on noise-free phantom
-    faces: trained for noisy object families, it smooths); default pipeline (the nearest volume
-    meeting SIRT's reprojection error) 26.68 dB; 100 DC iterations from the network 27.27 dB
-    (noise-free, fitting the data harder helps). Asserted: the default beats SIRT and the
-    network alone by half the measured +1.16 / +1.06 dB, 100 iterations beat the network by
-    half of +1.65 dB, and every result reprojects no worse than SIRT-100.
+    Measured with the shipped stage-7 weights (models/inpainting.md, "Where it loses"):
+    SIRT-100 25.52 dB; the network alone 24.52 dB (below SIRT on noise-free phantom faces:
+    trained for noisy object families, it smooths; stage 4: 25.62); default pipeline (the
+    nearest volume meeting SIRT's reprojection error) 26.29 dB (stage 4: 26.68); 100 DC
+    iterations from the network 27.04 dB (noise-free, fitting the data harder helps).
+    Asserted: the default beats SIRT and the network alone by half the measured +0.77 / +1.77
+    dB, 100 iterations beat the network by half of +2.52 dB, and every result reprojects no
+    worse than SIRT-100.
     """
     from napari_tiltgen.physics.projector import Projector
     from napari_tiltgen.recon.iterative import sirt
@@ -636,6 +638,6 @@ def test_shipped_pipeline_beats_sirt_on_a_heldout_phantom_series() -> None:
     ref = sirt(proj, sino, 100, preview_every=0).numpy()
     p_sirt, p_net, p_full, p_long = (psnr(truth, v, data_range=1.0)
                                      for v in (ref, net.data, full.data, long.data))
-    assert p_full - p_sirt > 1.16 / 2, (p_sirt, p_full)
-    assert p_full - p_net > 1.06 / 2, (p_net, p_full)
-    assert p_long - p_net > 1.65 / 2, (p_net, p_long)
+    assert p_full - p_sirt > 0.77 / 2, (p_sirt, p_full)
+    assert p_full - p_net > 1.77 / 2, (p_net, p_full)
+    assert p_long - p_net > 2.52 / 2, (p_net, p_long)
