@@ -56,6 +56,17 @@ from typing import Any
 import numpy as np
 
 from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.simulate.shapes import capsule_sd as _capsule_sd
+from napari_tiltgen.simulate.shapes import ellipsoid_sd as _ellipsoid_sd
+from napari_tiltgen.simulate.shapes import grid as _grid
+from napari_tiltgen.simulate.shapes import place as _place
+from napari_tiltgen.simulate.shapes import polyhedron_sd as _polyhedron_sd
+from napari_tiltgen.simulate.shapes import px_particles as _px_particles
+from napari_tiltgen.simulate.shapes import rot as _rot
+from napari_tiltgen.simulate.shapes import smooth_noise as _smooth_noise
+from napari_tiltgen.simulate.shapes import soft as _soft
+from napari_tiltgen.simulate.shapes import sphere_sd as _sphere_sd
+from napari_tiltgen.simulate.shapes import unit as _unit
 
 __all__ = ["FAMILIES", "HELDOUT_FAMILIES", "TEXTURE_IMAGES_HELDOUT", "TEXTURE_IMAGES_TRAIN",
            "TRAIN_FAMILIES", "make_sample", "make_volume", "project", "tilt_series"]
@@ -65,92 +76,6 @@ TEXTURE_IMAGES_TRAIN: tuple[str, ...] = ("camera", "moon", "coins", "brick", "te
                                          "page", "clock")
 #: scikit-image images held out of training (``texture_heldout`` only).
 TEXTURE_IMAGES_HELDOUT: tuple[str, ...] = ("gravel", "cell", "hubble_deep_field")
-
-
-# ---------------------------------------------------------------------------- helpers
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Broadcastable voxel-centre coordinates ``(z, y, x)`` in voxels from the centre."""
-    c = np.arange(size, dtype=np.float32) - 0.5 * (size - 1)
-    return c[:, None, None], c[None, :, None], c[None, None, :]
-
-
-def _rot(rng: np.random.Generator) -> np.ndarray:
-    """Uniform random 3x3 rotation (acting on (z, y, x) vectors)."""
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    a, b, c, d = q
-    return np.array([[a*a+b*b-c*c-d*d, 2*(b*c-a*d), 2*(b*d+a*c)],
-                     [2*(b*c+a*d), a*a-b*b+c*c-d*d, 2*(c*d-a*b)],
-                     [2*(b*d-a*c), 2*(c*d+a*b), a*a-b*b-c*c+d*d]], dtype=np.float32)
-
-
-def _unit(rng: np.random.Generator) -> np.ndarray:
-    v = rng.normal(size=3)
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def _soft(sd: np.ndarray, width: float) -> np.ndarray:
-    """Occupancy from a signed distance (negative inside), anti-aliased over ``width`` voxels."""
-    return (0.5 - 0.5 * np.tanh(sd / max(width, 1e-3))).astype(np.float32)
-
-
-def _sphere_sd(z, y, x, c, r):
-    return np.sqrt((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) - r
-
-
-def _ellipsoid_sd(z, y, x, c, radii, rot):
-    """Approximate signed distance of a rotated ellipsoid (voxels)."""
-    dz, dy, dx = z - c[0], y - c[1], x - c[2]
-    u = [rot[i, 0] * dz + rot[i, 1] * dy + rot[i, 2] * dx for i in range(3)]
-    q = np.sqrt(sum((u[i] / radii[i]) ** 2 for i in range(3)))
-    return (q - 1.0) * float(min(radii))
-
-
-def _capsule_sd(z, y, x, p0, p1, r):
-    """Signed distance to a sphero-cylinder between points ``p0``, ``p1`` (voxels)."""
-    d = np.asarray(p1, np.float32) - np.asarray(p0, np.float32)
-    dd = float(d @ d) + 1e-9
-    h = np.clip(((z - p0[0]) * d[0] + (y - p0[1]) * d[1] + (x - p0[2]) * d[2]) / dd, 0.0, 1.0)
-    return np.sqrt((z - p0[0] - h * d[0]) ** 2 + (y - p0[1] - h * d[1]) ** 2
-                   + (x - p0[2] - h * d[2]) ** 2) - r
-
-
-def _box_blur(vol: np.ndarray, sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(vol, sigma, mode="constant").astype(np.float32)
-
-
-def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, scale: float) -> np.ndarray:
-    """Smooth random field with correlation length ``scale`` voxels, zero mean, unit std.
-
-    Made on a coarse grid and up-sampled (cheap for 128^3-256^3)."""
-    from scipy.ndimage import zoom
-
-    f = max(1.0, scale / 2.0)
-    small = tuple(max(4, int(math.ceil(s / f)) + 2) for s in shape)
-    from scipy.ndimage import gaussian_filter
-
-    n = gaussian_filter(rng.normal(size=small).astype(np.float32), 1.0)
-    out = zoom(n, [s / m for s, m in zip(shape, small)], order=1)[tuple(slice(0, s) for s in shape)]
-    out = out - out.mean()
-    return (out / (out.std() + 1e-6)).astype(np.float32)
-
-
-def _px_particles(rng: np.random.Generator) -> float:
-    return float(np.exp(rng.uniform(math.log(1.0), math.log(100.0))))
-
-
-def _place(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
-    """Random centre (z, y, x) keeping an object of ``radius`` inside the cylinder seen at every
-    tilt (distance from the y axis below ``size / 2``)."""
-    lim = max(0.0, 0.46 * size - radius)
-    while True:
-        zx = rng.uniform(-lim, lim, 2)
-        if float(np.hypot(*zx)) <= lim:
-            break
-    y = rng.uniform(-lim, lim)
-    return np.array([zx[0], y, zx[1]], np.float32)
 
 
 # ---------------------------------------------------------------------------- families
@@ -287,27 +212,6 @@ def _metaballs(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[st
     if rng.random() < 0.6:  # graded density inside
         vol *= np.clip(0.6 + 0.4 * field / max(float(field.max()), 1e-6), 0, 1)
     return vol * float(rng.uniform(0.5, 1.0)), {"pixel_size_A": _px_particles(rng), "n": n}
-
-
-def _polyhedron_sd(z, y, x, c, r, n_planes, rng):
-    sd = None
-    # regular-ish shapes (cube, octahedron) or random facets
-    kind = rng.integers(3)
-    rot = _rot(rng)
-    if kind == 0:
-        normals = np.eye(3, dtype=np.float32)
-        normals = np.concatenate([normals, -normals])
-    elif kind == 1:
-        normals = np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)],
-                           np.float32) / math.sqrt(3)
-    else:
-        normals = np.stack([_unit(rng) for _ in range(n_planes)])
-    normals = normals @ rot.T
-    aniso = rng.uniform(0.7, 1.0, len(normals))
-    for nrm, a in zip(normals, aniso):
-        plane = (z - c[0]) * nrm[0] + (y - c[1]) * nrm[1] + (x - c[2]) * nrm[2] - r * a
-        sd = plane if sd is None else np.maximum(sd, plane)
-    return sd
 
 
 def _polyhedra(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
