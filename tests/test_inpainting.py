@@ -535,6 +535,17 @@ def test_cli_inpaint_writes_a_new_file(tmp_path: Path, tiny_weights: Path, capsy
     assert not (tmp_path / "b.mrc").exists()
     assert main(["inpaint", str(src), str(src), "--weights", str(tiny_weights), "--quiet"]) == 2
     assert "never overwritten" in capsys.readouterr().err
+    # --out as in tiltgen reconstruct / interpolate (the README's form), the same volume
+    o2 = tmp_path / "by_option.mrc"
+    assert main(["inpaint", str(src), "--out", str(o2), "--weights", str(tiny_weights),
+                 "--device", "cpu", "--quiet", "--tilt-axis", "0", "--intensity", "none"]) == 0
+    np.testing.assert_allclose(read_volume(o2).data, read_volume(out).data, atol=1e-5)
+    assert main(["inpaint", str(src), str(tmp_path / "c.mrc"), "--out", str(tmp_path / "d.mrc"),
+                 "--weights", str(tiny_weights), "--quiet"]) == 2
+    assert "two outputs" in capsys.readouterr().err
+    assert main(["inpaint", str(src), "--weights", str(tiny_weights), "--quiet"]) == 2
+    assert "no output given" in capsys.readouterr().err
+    assert not (tmp_path / "c.mrc").exists() and not (tmp_path / "d.mrc").exists()
 
 
 def test_cli_eval_writes_table_and_plots(tmp_path: Path, tiny_weights: Path) -> None:

@@ -124,6 +124,12 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from napari_tiltgen.core.progress import run
     from napari_tiltgen.nets.inpainting.api import inpaint_iter
 
+    if args.output and args.out_option and args.output != args.out_option:
+        raise TiltgenError(f"two outputs given ({args.output} and --out {args.out_option}); "
+                           "give one.")
+    args.output = args.output or args.out_option
+    if not args.output:
+        raise TiltgenError("no output given: tiltgen inpaint INPUT OUTPUT (or --out OUTPUT).")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise TiltgenError("the output must be a new file; the input is never overwritten.",
                            args.output)
