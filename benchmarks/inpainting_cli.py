@@ -24,12 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import inpainting_transfer as B  # the benchmark's cases and metric
 
+from napari_tiltgen.io import read_volume, write_mrc
 from napari_tiltgen.simulate import families as F
 
 
@@ -46,8 +46,7 @@ def run_case(stem: Path, extra: list[str]) -> tuple[dict[str, np.ndarray], dict[
         if r.returncode:
             raise SystemExit(f"tiltgen {cmd[0]} failed:\n{r.stderr[-2000:]}")
         notes[name] = r.stderr.strip().splitlines()
-        with mrcfile.open(str(out)) as m:
-            vols[name] = np.array(m.data, np.float32)
+        vols[name] = np.asarray(read_volume(out).data, np.float32)
     return vols, notes
 
 
@@ -71,11 +70,7 @@ def main() -> None:
                 truth, ts = B.make_case(fam, args.size, args.size, wedge, 2.0,
                                         [B.HELDOUT_SEED, 500 + fi, k, int(wedge)])
                 stem = out / f"{fam}_{k}_{wedge:g}"
-                with mrcfile.new(f"{stem}.mrc", overwrite=True) as m:
-                    m.set_data(ts.data.astype(np.float32))
-                    m.voxel_size = ts.pixel_size_A
-                Path(f"{stem}.rawtlt").write_text(
-                    "\n".join(f"{a:.4f}" for a in ts.tilt_angles) + "\n")
+                write_mrc(ts, f"{stem}.mrc", overwrite=True)  # with its .rawtlt sidecar
                 vols, notes = run_case(stem, extra)
                 e = {n: B.nrmse(truth, v) if v.shape == truth.shape else float("nan")
                      for n, v in vols.items()}

@@ -31,13 +31,16 @@ def warmup_cosine(step: int, total: int, peak: float, floor: float, warmup: int 
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * frac))
 
 
-def item_psnr(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) of each item of a batch, each against its own reference's range."""
+def item_psnr(reference: torch.Tensor, test: torch.Tensor | None = None, *,
+              mse: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR (dB) of each item of a batch, each against its own reference's range: of ``test``,
+    or of a given per-item mean squared error ``mse`` (e.g. of part of the error)."""
     n = reference.shape[0]
     r = reference.reshape(n, -1)
-    mse = ((test.reshape(n, -1) - r) ** 2).mean(dim=1).clamp(min=1e-12)
+    if mse is None:
+        mse = ((test.reshape(n, -1) - r) ** 2).mean(dim=1)
     rng = (r.amax(dim=1) - r.amin(dim=1)).clamp(min=1e-12)
-    return 10.0 * torch.log10(rng * rng / mse)
+    return 10.0 * torch.log10(rng * rng / mse.clamp(min=1e-12))
 
 
 def save_training_state(path: str | os.PathLike, modules: dict[str, torch.nn.Module],

@@ -56,7 +56,7 @@ from napari_tiltgen.nets.training import (
 from napari_tiltgen.simulate.families import TRAIN_FAMILIES
 
 __all__ = ["TrainConfig", "dead_fractions", "make_batch", "make_optimizer", "parameter_groups",
-           "revive_dead_blocks", "train", "train_iter", "validation_set"]
+           "revive_dead_blocks", "train", "train_iter", "validation_scores", "validation_set"]
 
 VAL_SEED = HELDOUT_SEED + 1000  # validation images: neither training nor the evaluation set
 FAMILY_SLICES_PER_VOLUME = 8  # planes taken from each family volume of the bank
@@ -489,30 +489,18 @@ _SELECT = {"psnr": "val_psnr", "wedge": "val_wedge_psnr"}
 
 
 @torch.no_grad()
-def _predict(G: UNetPP, val, device: torch.device, chunk: int = 8) -> torch.Tensor:
-    G.eval()
-    return torch.cat([G(val.inputs[i:i + chunk].to(device),
-                        val.wedge_deg[i:i + chunk].to(device)).cpu()
-                      for i in range(0, len(val.inputs), chunk)])
-
-
-def validate(G: UNetPP, val, device: torch.device, chunk: int = 8) -> float:
-    """Mean PSNR (dB) of the generator on a validation batch."""
-    return float(item_psnr(val.target, _predict(G, val, device, chunk)).mean())
-
-
 def validation_scores(G: UNetPP, val, device: torch.device, chunk: int = 8
                       ) -> dict[str, float]:
     """``val_psnr`` (mean PSNR of the slices, dB) and ``val_wedge_psnr`` (mean PSNR of the
     error's part in the missing wedge, :func:`~.network.wedge_mse`, each slice against its
-    own range) on a validation batch."""
-    pred = _predict(G, val, device, chunk)
-    n = val.target.shape[0]
-    t = val.target.reshape(n, -1)
-    rng2 = (t.amax(1) - t.amin(1)).clamp(min=1e-12) ** 2
-    wm = wedge_mse(pred, val.target, val.wedge_deg).clamp(min=1e-12)
+    own range) of the generator on a validation batch."""
+    G.eval()
+    pred = torch.cat([G(val.inputs[i:i + chunk].to(device),
+                        val.wedge_deg[i:i + chunk].to(device)).cpu()
+                      for i in range(0, len(val.inputs), chunk)])
+    wedge = item_psnr(val.target, mse=wedge_mse(pred, val.target, val.wedge_deg))
     return {"val_psnr": float(item_psnr(val.target, pred).mean()),
-            "val_wedge_psnr": float((10.0 * torch.log10(rng2 / wm)).mean())}
+            "val_wedge_psnr": float(wedge.mean())}
 
 
 def train(cfg: TrainConfig, resume: bool = True, show: bool = True) -> dict[str, Any]:
