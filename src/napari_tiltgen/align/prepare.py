@@ -300,7 +300,18 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
         notes.append(f"tilt axis not recorded in the file: {est.describe()}")
         ts = replace(ts, provenance={**copy.deepcopy(ts.provenance), "tilt_axis_estimate": {
             "angle_deg": est.angle_deg, "confidence": est.confidence,
-            "runner_up_deg": est.second_deg, "method": "common lines, full 0-180 deg"}})
+            "runner_up_deg": est.second_deg, "edge_fraction": est.edge_fraction,
+            "method": "common lines, full 0-180 deg"}})
+        if est.extended:
+            # Material crossing the frame edges breaks the common lines: such estimates were
+            # off by 3-90 degrees on held-out supported/texture series, with any confidence.
+            notes.append(f"WARNING: the object crosses the frame edges ({100 * est.edge_fraction:.0f} "
+                         "% of a frame's edge; a laterally extended specimen?): the tilt-axis "
+                         "estimate is not reliable, frames NOT turned, axis assumed vertical "
+                         "(y); check the volume's orientation or give --tilt-axis DEG")
+            return with_known_tilt_axis(
+                ts, 0.0, "assumed vertical (object crosses the frame edges; estimate not "
+                "trusted)"), notes
         if est.confidence < low_confidence:
             # A round or featureless object gives no usable common lines: turning the frames by
             # a guess would be worse than the usual convention, so keep them and say so loudly.
