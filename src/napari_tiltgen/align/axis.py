@@ -233,6 +233,12 @@ class TiltAxisEstimate:
         The coarse grid and its cost (1 - mean correlation of the axis profiles).
     full_range
         Whether the whole 0-180 degree range was searched.
+    needle_deg
+        Set (to ``angle_deg``) when the axis is the object's elongation instead of the common
+        lines' estimate (a needle along the axis, more than 10 degrees from their coarse
+        minimum: :func:`_needle_direction`); ``None`` otherwise.
+    common_lines_deg
+        The best angle of the common lines' coarse grid.
     edge_fraction
         The largest fraction of a frame's outermost pixels that belong to the object. Above
         :data:`EXTENDED_EDGE_FRACTION` the object crosses the frame edges (a laterally extended
@@ -250,16 +256,24 @@ class TiltAxisEstimate:
     costs: np.ndarray
     full_range: bool
     edge_fraction: float = 0.0
+    needle_deg: float | None = None
+    common_lines_deg: float = float("nan")
 
     @property
     def extended(self) -> bool:
-        """Whether the object crosses the frame edges (the estimate is then unreliable)."""
-        return self.edge_fraction > EXTENDED_EDGE_FRACTION
+        """Whether the object crosses the frame edges (the estimate is then unreliable),
+        unless it is a needle along the axis (:attr:`needle_deg`), which keeps its shape."""
+        return self.edge_fraction > EXTENDED_EDGE_FRACTION and self.needle_deg is None
 
     def describe(self) -> str:
         rng = "searched 0-180 deg" if self.full_range else "searched near the recorded value"
         ext = (f"; the object crosses the frame edges ({100 * self.edge_fraction:.0f} % of a "
                "frame's edge): unreliable" if self.extended else "")
+        if self.needle_deg is not None:
+            return (f"tilt axis {self.angle_deg:.2f} deg from image Y, estimated from the data "
+                    "(along the object's elongation: it keeps its length and total signal at "
+                    "every tilt, a needle along the axis; common lines, which cannot see such a "
+                    f"needle, said {self.common_lines_deg:.0f} deg)")
         return (f"tilt axis {self.angle_deg:.2f} deg from image Y, estimated from the data "
                 f"(common lines, {rng}, confidence {self.confidence:.2f}{ext})")
 
@@ -318,6 +332,46 @@ def _confidence(grid: np.ndarray, costs: np.ndarray, angle: float, full: bool
     return float(np.clip((costs[j] - cmin) / max(med - cmin, 1e-12), 0.0, 1.0)), float(grid[j])
 
 
+def _needle_direction(frames: np.ndarray) -> float | None:
+    """The tilt axis of a needle that lies along it, from the shape alone, or ``None``.
+
+    A straight object keeps its projected length at every tilt only when it lies along the
+    tilt axis (across it, its length goes with the cosine of the tilt), and it keeps its total
+    signal then too (a rod across the axis that runs out of the frame gains signal as
+    1 / cos). So when the tilt-averaged frame is elongated (second moments > 4 : 1), every
+    frame's extent along that direction is the same (max / min of the second moments < 1.3)
+    and every frame's total is the same (within 10 %), the axis is the elongation. Common lines
+    cannot see this for a needle with few features: it looks the same at every tilt, and the
+    perpendicular direction scores as well or better. Frames: background-free, each weighted
+    by its pixels above 10 % of its maximum.
+    """
+    w = np.clip(frames, 0.0, None)
+    w = np.where(w > 0.1 * w.max(axis=(1, 2), keepdims=True), w, 0.0)
+    mass = w.sum(axis=(1, 2))
+    if mass.min() <= 0 or (mass.max() - mass.min()) > 0.1 * float(np.median(mass)):
+        return None
+    ny, nx = frames.shape[1:]
+    y, x = np.meshgrid(_centred(ny), _centred(nx), indexing="ij")
+
+    def moments(img: np.ndarray) -> tuple[np.ndarray, float, float]:
+        m = img.sum()
+        cy, cx = float((img * y).sum() / m), float((img * x).sum() / m)
+        dy, dx = y - cy, x - cx
+        return np.array([[(img * dx * dx).sum(), (img * dx * dy).sum()],
+                         [(img * dx * dy).sum(), (img * dy * dy).sum()]]) / m, cy, cx
+
+    cov, _, _ = moments(w.mean(axis=0))
+    ev, vec = np.linalg.eigh(cov)
+    if ev[1] < 4.0 * max(ev[0], 1e-12):
+        return None
+    ux, uy = vec[:, 1]  # unit direction (x, y) of the elongation
+    ext = np.array([float(np.array([ux, uy]) @ moments(f)[0] @ np.array([ux, uy]))
+                    for f in w])
+    if ext.max() > 1.3 * ext.min():
+        return None
+    return wrap_axis_deg(math.degrees(math.atan2(-ux, uy)))
+
+
 def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
                         search_range_deg: float = 12.0, coarse_step_deg: float = 2.0,
                         max_size: int = 128, smooth_px: float = 1.0,
@@ -356,6 +410,13 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
     costs = pair[view]
     best = int(np.argmin(costs))
     coarse = float(grid[best])
+    needle = _needle_direction(base) if flatten_vacuum else None
+    if needle is not None:
+        needle = wrap_axis_deg(needle, coarse)
+        inside = full or abs(wrap_axis_deg(needle, float(around_deg)) - float(around_deg)) \
+            <= search_range_deg
+        if not (abs(needle - coarse) > 10.0 and inside):
+            needle = None  # the common lines agree (or it is outside the range): theirs
     # fine: a 0.25-degree grid over +-4 degrees and a parabola through the +-3 degrees around
     # its minimum (the cost is noisy at the 0.1-degree scale; a fit averages that out)
     fine = coarse + np.arange(-4.0, 4.001, 0.25)
@@ -370,10 +431,15 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
     angle = float(fine[k])
     if a2 > 0:
         angle = float(fine[k] + np.clip(-a1 / (2 * a2), -1.0, 1.0))
+    if needle is not None:  # a needle along the axis: its elongation (the common lines
+        angle = needle      # cannot see it; refined around it they wandered by 3-10 degrees)
     angle = wrap_axis_deg(angle, 0.0 if full else float(around_deg))
+    if needle is not None:
+        needle = angle
     return TiltAxisEstimate(angle_deg=angle, confidence=conf, coarse_deg=coarse,
                             second_deg=second, grid_deg=grid, costs=costs, full_range=full,
-                            edge_fraction=edge)
+                            edge_fraction=edge, needle_deg=needle,
+                            common_lines_deg=coarse)
 
 
 def find_tilt_axis(ts: TiltSeries, *, around_deg: float | None = None,

@@ -301,6 +301,7 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
         ts = replace(ts, provenance={**copy.deepcopy(ts.provenance), "tilt_axis_estimate": {
             "angle_deg": est.angle_deg, "confidence": est.confidence,
             "runner_up_deg": est.second_deg, "edge_fraction": est.edge_fraction,
+            "needle_deg": est.needle_deg,
             "method": "common lines, full 0-180 deg"}})
         if est.extended:
             # Material crossing the frame edges breaks the common lines: such estimates were
@@ -312,7 +313,7 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             return with_known_tilt_axis(
                 ts, 0.0, "assumed vertical (object crosses the frame edges; estimate not "
                 "trusted)"), notes
-        if est.confidence < low_confidence:
+        if est.confidence < low_confidence and est.needle_deg is None:
             # A round or featureless object gives no usable common lines: turning the frames by
             # a guess would be worse than the usual convention, so keep them and say so loudly.
             notes.append(f"WARNING: the tilt-axis estimate is too uncertain (confidence "
