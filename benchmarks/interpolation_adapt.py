@@ -24,8 +24,9 @@ range as data range.
 Options: ``--size`` (frame side, px; 128), ``--gaps``, ``--cases``, ``--adapt-seconds`` (60),
 ``--adapt-steps``, ``--counts``. Prints a Markdown table (per case and gap: the four methods' PSNR against clean and
 noisy truth, the gain of auto over linear, and what auto chose) and writes it with ``--out``.
-``tiltgen interpolate`` subtracts a detected vacuum level from the stack it reads; the offset is
-measured on the real frames of its output and added back before scoring.
+``tiltgen interpolate`` writes the stack as recorded (real frames as read, inserted frames mapped
+back to the recorded units); the offset measured on the real frames of its output, added back
+before scoring, is 0 since 2 Dec 2026 (before, the output was the prepared, offset-free stack).
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ __all__ = [
     "prepare_intensity",
     "prepare_iter",
     "prepare_tilt_axis_iter",
+    "unprepare_frames",
     "vacuum_levels",
 ]
 
@@ -382,3 +383,69 @@ def prepare(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: str = 
     """
     return run(prepare_iter(ts, tilt_axis=tilt_axis, intensity=intensity, normalise=normalise,
                             estimate_axis=estimate_axis), show=False)
+
+
+# ---------------------------------------------------------------------------- and back
+def unprepare_frames(frames: np.ndarray, angles: np.ndarray, prepared: TiltSeries,
+                     recorded: TiltSeries) -> np.ndarray:
+    """Frames made in ``prepared``'s geometry and units, mapped back to ``recorded``'s.
+
+    For frames a method made from the prepared series (the frames a tilt-frame interpolation
+    inserts at ``angles``): the steps :func:`prepare` added to ``recorded``'s history are undone
+    in reverse order: the rotation that made the tilt axis vertical (same spline order, the
+    corners filled with the frame's border median), the quarter turns (exact), the per-frame
+    normalisation, then the vacuum level (HAADF: added back) or ``-log(I / I0)`` (bright field:
+    ``I0 exp(-p)``), each frame's scale, level and ``I0`` interpolated in angle between the
+    recorded frames'.
+
+    Parameters
+    ----------
+    frames
+        ``(m, ny, nx)`` frames in the prepared series' geometry and units.
+    angles
+        ``(m,)`` their tilt angles, degrees.
+    prepared, recorded
+        The series after and before :func:`prepare` (``recorded`` as read).
+
+    Returns
+    -------
+    np.ndarray
+        ``(m, ny0, nx0)`` float32 frames in the recorded series' geometry and units.
+    """
+    from scipy import ndimage
+
+    out = np.asarray(frames, dtype=np.float32).copy()
+    if out.shape[0] == 0:
+        return out
+    steps = prepared.provenance.get("history", [])[len(recorded.provenance.get("history", [])):]
+    rec_angles = np.asarray(prepared.tilt_angles, dtype=np.float64)
+    o = np.argsort(rec_angles)
+
+    def per_frame(values: list[float]) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        return np.interp(np.asarray(angles, np.float64), rec_angles[o], v[o])[:, None, None]
+
+    for step in reversed(steps):
+        name = step.get("step")
+        if name == "rotate_tilt_axis_to_vertical" and "order" in step:
+            phi = float(step["angle_deg"])
+            out = np.stack([ndimage.rotate(f, -phi, reshape=False, order=int(step["order"]),
+                                           mode="constant", cval=float(np.median(
+                                               np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]]))))
+                            for f in out]).astype(np.float32)
+        elif name == "rot90":
+            k = int(step["quarter_turns_clockwise"])
+            out = np.ascontiguousarray(np.rot90(out, k=-k, axes=(1, 2)))
+        elif name == "prepare_intensity":
+            if step.get("normalise"):  # the scales are in provenance["intensity"]
+                scale = prepared.provenance["intensity"]["normalise"]["scale"]
+                out = out / per_frame(scale).astype(np.float32)
+            if "vacuum_levels" in step:
+                out = out + per_frame(step["vacuum_levels"]).astype(np.float32)
+            elif "i0_levels" in step:
+                out = (per_frame(step["i0_levels"]) * np.exp(-out.astype(np.float64))
+                       ).astype(np.float32)
+    if out.shape[1:] != tuple(recorded.data.shape[1:]):
+        raise TiltgenError(f"could not map frames of shape {out.shape[1:]} back to the recorded "
+                           f"{tuple(recorded.data.shape[1:])}.")
+    return out.astype(np.float32)

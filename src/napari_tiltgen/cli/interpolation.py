@@ -163,7 +163,11 @@ def run_interpolate(args: argparse.Namespace) -> int:
     from napari_tiltgen.core.progress import run
     from napari_tiltgen.io.output import planned_outputs
     from napari_tiltgen.io.writers import plan_write, write
-    from napari_tiltgen.nets.interpolation.api import interpolate_series, real_frames
+    from napari_tiltgen.nets.interpolation.api import (
+        as_recorded,
+        interpolate_series,
+        real_frames,
+    )
     from napari_tiltgen.nets.interpolation.qa import leave_one_out
     from napari_tiltgen.recon.api import with_vertical_axis
 
@@ -176,7 +180,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
     if args.out and not args.qa:
         plan = plan_write(args.out, "tilt_series", overwrite=args.overwrite, inputs=inputs,
                           extra=[Path(args.out).with_suffix(".json")])
-    ts, note = with_vertical_axis(read_series_from_args(args))
+    recorded, prepared = read_series_from_args(args, keep_recorded=True)
+    ts, note = with_vertical_axis(prepared)
     if note:
         print(f"tiltgen: note: {note}", file=sys.stderr)
     kw = {"weights": args.weights, "device": args.device,
@@ -229,6 +234,9 @@ def run_interpolate(args: argparse.Namespace) -> int:
     elif args.qa_report:
         print("tiltgen: note: --qa-report is written only for --method auto or adapted "
               "(or with --qa).", file=sys.stderr)
+    # the output is the input as recorded with the new frames inserted: the real frames as
+    # they were read, the predicted ones mapped back to the recorded geometry and units
+    res = as_recorded(res, ts, recorded)
     # the stack, its .rawtlt and the .json report appear together or not at all
     path = write(res.tilt_series, plan=plan,
                  extra={out.with_suffix(".json"): json.dumps(res.report(), indent=2)})

@@ -296,7 +296,7 @@ def add_angle_options(p: argparse.ArgumentParser) -> None:
                    help="scale every frame to a common total signal (mass conservation)")
 
 
-def read_series_from_args(args: argparse.Namespace):
+def read_series_from_args(args: argparse.Namespace, *, keep_recorded: bool = False):
     """Read ``args.input`` as a tilt series, applying the angle options of :func:`add_angle_options`.
 
     Then prepares it (:func:`napari_tiltgen.align.prepare.prepare`: vacuum offset or
@@ -306,6 +306,8 @@ def read_series_from_args(args: argparse.Namespace):
     Then checks the options that depend on the data (``--axis-offset`` within the frame,
     ``--thickness``) and the job's estimated peak memory against what this machine has
     (:mod:`napari_tiltgen.core.resources`), so a job that cannot fit is refused before it starts.
+
+    ``keep_recorded``: return ``(recorded, prepared)``, the series as read and as prepared.
     """
     from napari_tiltgen.io import read_tilt_series
 
@@ -318,14 +320,15 @@ def read_series_from_args(args: argparse.Namespace):
     )
     check_job(args, ts)
     if getattr(args, "intensity", None) is None:  # a parser without add_angle_options
-        return ts
+        return (ts, ts) if keep_recorded else ts
     from napari_tiltgen.align.prepare import prepare
 
-    ts, notes = prepare(ts, tilt_axis=getattr(args, "tilt_axis", None), intensity=args.intensity,
-                        normalise=bool(getattr(args, "normalise", False)))
+    prepared, notes = prepare(ts, tilt_axis=getattr(args, "tilt_axis", None),
+                              intensity=args.intensity,
+                              normalise=bool(getattr(args, "normalise", False)))
     for note in notes:
         print(f"tiltgen: note: {note}", file=sys.stderr)
-    return ts
+    return (ts, prepared) if keep_recorded else prepared
 
 
 def check_job(args: argparse.Namespace, ts: Any) -> None:

@@ -245,3 +245,44 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
     out = replace(ts, data=stack[o], tilt_angles=all_angles[o], shifts_px=shifts,
                   acquisition_times_s=times, provenance=prov)
     return InterpolationResult(out, predicted, src[o], method, msgs, selection)
+
+
+def as_recorded(res: InterpolationResult, prepared: TiltSeries, recorded: TiltSeries
+                ) -> InterpolationResult:
+    """``res`` (made from ``prepared``) as the recorded series with the new frames inserted.
+
+    Real frames are ``recorded``'s own, untouched (same values, geometry, units); predicted
+    frames are mapped back by :func:`napari_tiltgen.align.prepare.unprepare_frames` (the
+    tilt-axis turn undone, the vacuum level / ``I0`` restored). Shifts are ``recorded``'s, the
+    predicted frames' interpolated in angle. ``prepared`` may differ from what
+    ``prepare`` returned by whole quarter turns recorded in its history.
+    """
+    from napari_tiltgen.align.prepare import unprepare_frames
+
+    if prepared.n_tilts != recorded.n_tilts:
+        raise TiltgenError("the prepared and the recorded series have different frame counts.")
+    out = res.tilt_series
+    angles = out.tilt_angles
+    pred = res.predicted
+    data = np.empty((out.n_tilts, *recorded.data.shape[1:]), np.float32)
+    data[~pred] = np.asarray(recorded.data, np.float32)[res.source_index[~pred]]
+    data[pred] = unprepare_frames(np.asarray(out.data, np.float32)[pred], angles[pred],
+                                  prepared, recorded)
+    ra = np.asarray(recorded.tilt_angles, np.float64)
+    o = np.argsort(ra)
+    shifts = np.empty((out.n_tilts, 2))
+    shifts[~pred] = recorded.shifts_px[res.source_index[~pred]]
+    for c in range(2):
+        shifts[pred, c] = np.interp(angles[pred], ra[o], recorded.shifts_px[o, c])
+    prov = copy.deepcopy(recorded.provenance)
+    record = dict(out.provenance.get("interpolation", {}))
+    record["frames"] = ("real frames as recorded; predicted frames made on the prepared series "
+                        "and mapped back to the recorded geometry and units")
+    prov.setdefault("history", []).append(record)
+    prov["interpolation"] = record
+    times = None
+    if recorded.acquisition_times_s is not None:
+        times = np.interp(angles, ra[o], np.asarray(recorded.acquisition_times_s)[o])
+    series = replace(recorded, data=data, tilt_angles=angles, shifts_px=shifts,
+                     acquisition_times_s=times, provenance=prov)
+    return replace(res, tilt_series=series)
