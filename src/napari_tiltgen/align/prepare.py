@@ -51,6 +51,7 @@ from napari_tiltgen.io.model import TiltSeries
 __all__ = [
     "INTENSITY_MODES",
     "detect_contrast",
+    "inserted_as_recorded",
     "prepare",
     "prepare_intensity",
     "prepare_iter",
@@ -449,3 +450,42 @@ def unprepare_frames(frames: np.ndarray, angles: np.ndarray, prepared: TiltSerie
         raise TiltgenError(f"could not map frames of shape {out.shape[1:]} back to the recorded "
                            f"{tuple(recorded.data.shape[1:])}.")
     return out.astype(np.float32)
+
+
+def inserted_as_recorded(series: TiltSeries, predicted: np.ndarray, source_index: np.ndarray,
+                         prepared: TiltSeries, recorded: TiltSeries, note: str) -> TiltSeries:
+    """A denser ``series`` made from ``prepared`` (frames inserted between its tilts), as the
+    recorded series with those frames inserted.
+
+    Real frames (``predicted`` False; ``source_index`` their index in the input) are
+    ``recorded``'s own, untouched (same values, geometry, units); inserted frames are mapped
+    back by :func:`unprepare_frames`. Shifts are ``recorded``'s, the inserted frames'
+    interpolated in angle; ``series``' history record of the step (``note`` added) is kept.
+    """
+    if prepared.n_tilts != recorded.n_tilts:
+        raise TiltgenError("the prepared and the recorded series have different frame counts.")
+    angles = np.asarray(series.tilt_angles, np.float64)
+    pred = np.asarray(predicted, bool)
+    src = np.asarray(source_index)
+    data = np.empty((series.n_tilts, *recorded.data.shape[1:]), np.float32)
+    data[~pred] = np.asarray(recorded.data, np.float32)[src[~pred]]
+    data[pred] = unprepare_frames(np.asarray(series.data, np.float32)[pred], angles[pred],
+                                  prepared, recorded)
+    ra = np.asarray(recorded.tilt_angles, np.float64)
+    o = np.argsort(ra)
+    shifts = np.empty((series.n_tilts, 2))
+    shifts[~pred] = recorded.shifts_px[src[~pred]]
+    for c in range(2):
+        shifts[pred, c] = np.interp(angles[pred], ra[o], recorded.shifts_px[o, c])
+    prov = copy.deepcopy(recorded.provenance)
+    last = copy.deepcopy(series.provenance.get("history", [{}])[-1])
+    last["frames"] = note
+    prov.setdefault("history", []).append(last)
+    for key in ("interpolation",):
+        if key in series.provenance:
+            prov[key] = {**copy.deepcopy(series.provenance[key]), "frames": note}
+    times = None
+    if recorded.acquisition_times_s is not None:
+        times = np.interp(angles, ra[o], np.asarray(recorded.acquisition_times_s)[o])
+    return replace(recorded, data=data, tilt_angles=angles, shifts_px=shifts,
+                   acquisition_times_s=times, provenance=prov)

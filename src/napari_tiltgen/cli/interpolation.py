@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from napari_tiltgen.cli.options import (
@@ -159,15 +160,12 @@ def run_interpolate(args: argparse.Namespace) -> int:
     interpolation there. The choice and its margin over linear are printed on stderr; --qa-
     report writes the QA table. With --qa, only the leave-one-out QA is run and printed.
     """
+    from napari_tiltgen.align.prepare import inserted_as_recorded
     from napari_tiltgen.core.errors import TiltgenError
     from napari_tiltgen.core.progress import run
     from napari_tiltgen.io.output import planned_outputs
     from napari_tiltgen.io.writers import plan_write, write
-    from napari_tiltgen.nets.interpolation.api import (
-        as_recorded,
-        interpolate_series,
-        real_frames,
-    )
+    from napari_tiltgen.nets.interpolation.api import interpolate_series, real_frames
     from napari_tiltgen.nets.interpolation.qa import leave_one_out
     from napari_tiltgen.recon.api import with_vertical_axis
 
@@ -236,7 +234,10 @@ def run_interpolate(args: argparse.Namespace) -> int:
               "(or with --qa).", file=sys.stderr)
     # the output is the input as recorded with the new frames inserted: the real frames as
     # they were read, the predicted ones mapped back to the recorded geometry and units
-    res = as_recorded(res, ts, recorded)
+    res = replace(res, tilt_series=inserted_as_recorded(
+        res.tilt_series, res.predicted, res.source_index, ts, recorded,
+        "real frames as recorded; inserted frames made on the prepared series and mapped back "
+        "to the recorded geometry and units"))
     # the stack, its .rawtlt and the .json report appear together or not at all
     path = write(res.tilt_series, plan=plan,
                  extra={out.with_suffix(".json"): json.dumps(res.report(), indent=2)})
