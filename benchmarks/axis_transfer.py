@@ -79,13 +79,14 @@ def main() -> None:
                     est = find_tilt_axis(ts, flatten_vacuum=flat)
                     e = wrap_axis_deg(est.angle_deg - true)
                     errs[m].append(abs(e))
-                    trusted = ((est.confidence >= LOW_CONFIDENCE or est.needle_deg is not None)
+                    trusted = ((est.confidence >= LOW_CONFIDENCE or est.needle_override)
                                and not est.extended)  # as prepare decides
                     used = est.angle_deg if trusted else 0.0
                     applied[m].append(abs(wrap_axis_deg(used - true)))
                     cells.append(f"{est.angle_deg:+.2f} / {e:+.2f} / {est.confidence:.2f}"
                                  + (" ext" if est.extended else "")
-                                 + (" needle" if est.needle_deg is not None else ""))
+                                 + (" needle" if est.needle_deg is not None else "")
+                                 + (" (used)" if est.needle_override else ""))
                 print(f"| {fam} #{k} {wedge:g} | {true:+.2f} | " + " | ".join(cells) + " |",
                       flush=True)
     print(f"\n{len(errs['flattened'])} series, {time.perf_counter() - t0:.0f} s; "

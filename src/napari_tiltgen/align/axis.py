@@ -234,9 +234,13 @@ class TiltAxisEstimate:
     full_range
         Whether the whole 0-180 degree range was searched.
     needle_deg
-        Set (to ``angle_deg``) when the axis is the object's elongation instead of the common
-        lines' estimate (a needle along the axis, more than 10 degrees from their coarse
-        minimum: :func:`_needle_direction`); ``None`` otherwise.
+        The object's elongation when it is a needle along the axis (elongated, the same length
+        and total signal in every frame: :func:`_needle_direction`), else ``None``. Such an
+        object does not bring material into the field with the tilt, so it is not
+        :attr:`extended` even when it crosses the frame edges.
+    needle_override
+        Whether ``angle_deg`` is that elongation rather than the common lines' estimate (their
+        coarse minimum was more than 10 degrees away from it).
     common_lines_deg
         The best angle of the common lines' coarse grid.
     edge_fraction
@@ -257,6 +261,7 @@ class TiltAxisEstimate:
     full_range: bool
     edge_fraction: float = 0.0
     needle_deg: float | None = None
+    needle_override: bool = False
     common_lines_deg: float = float("nan")
 
     @property
@@ -269,7 +274,7 @@ class TiltAxisEstimate:
         rng = "searched 0-180 deg" if self.full_range else "searched near the recorded value"
         ext = (f"; the object crosses the frame edges ({100 * self.edge_fraction:.0f} % of a "
                "frame's edge): unreliable" if self.extended else "")
-        if self.needle_deg is not None:
+        if self.needle_override:
             return (f"tilt axis {self.angle_deg:.2f} deg from image Y, estimated from the data "
                     "(along the object's elongation: it keeps its length and total signal at "
                     "every tilt, a needle along the axis; common lines, which cannot see such a "
@@ -411,12 +416,15 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
     best = int(np.argmin(costs))
     coarse = float(grid[best])
     needle = _needle_direction(base) if flatten_vacuum else None
+    override = False
     if needle is not None:
         needle = wrap_axis_deg(needle, coarse)
         inside = full or abs(wrap_axis_deg(needle, float(around_deg)) - float(around_deg)) \
             <= search_range_deg
-        if not (abs(needle - coarse) > 10.0 and inside):
-            needle = None  # the common lines agree (or it is outside the range): theirs
+        if not inside:
+            needle = None
+        # far from the common lines' minimum: the elongation is the axis; near it, theirs
+        override = needle is not None and abs(needle - coarse) > 10.0
     # fine: a 0.25-degree grid over +-4 degrees and a parabola through the +-3 degrees around
     # its minimum (the cost is noisy at the 0.1-degree scale; a fit averages that out)
     fine = coarse + np.arange(-4.0, 4.001, 0.25)
@@ -431,14 +439,14 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
     angle = float(fine[k])
     if a2 > 0:
         angle = float(fine[k] + np.clip(-a1 / (2 * a2), -1.0, 1.0))
-    if needle is not None:  # a needle along the axis: its elongation (the common lines
-        angle = needle      # cannot see it; refined around it they wandered by 3-10 degrees)
+    if override:  # a needle along the axis: its elongation (the common lines cannot see it;
+        angle = float(needle)  # refined around it they wandered by 3-10 degrees)
     angle = wrap_axis_deg(angle, 0.0 if full else float(around_deg))
     if needle is not None:
-        needle = angle
+        needle = wrap_axis_deg(float(needle), angle)
     return TiltAxisEstimate(angle_deg=angle, confidence=conf, coarse_deg=coarse,
                             second_deg=second, grid_deg=grid, costs=costs, full_range=full,
-                            edge_fraction=edge, needle_deg=needle,
+                            edge_fraction=edge, needle_deg=needle, needle_override=override,
                             common_lines_deg=coarse)
 
 

@@ -315,7 +315,7 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             return with_known_tilt_axis(
                 ts, 0.0, "assumed vertical (object crosses the frame edges; estimate not "
                 "trusted)"), notes
-        if est.confidence < low_confidence and est.needle_deg is None:
+        if est.confidence < low_confidence and not est.needle_override:
             # A round or featureless object gives no usable common lines: turning the frames by
             # a guess would be worse than the usual convention, so keep them and say so loudly.
             notes.append(f"WARNING: the tilt-axis estimate is too uncertain (confidence "
