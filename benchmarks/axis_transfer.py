@@ -28,33 +28,26 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import inpainting_transfer as B  # the benchmark's seeds and angles
+import inpainting_transfer as B  # the benchmark's cases
 
 from napari_tiltgen.align.axis import find_tilt_axis, wrap_axis_deg
 from napari_tiltgen.align.prepare import prepare_intensity
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.simulate import families as F
-from napari_tiltgen.simulate.degrade import degrade, sample_params
 
 LOW_CONFIDENCE = 0.3  # prepare_tilt_axis_iter's default
 
 
 def make_series(fam: str, fi: int, k: int, wedge: float, size: int, scan_lines: bool
                 ) -> tuple[TiltSeries, float]:
-    """The prepared series and its true tilt-axis angle (degrees, IMOD convention)."""
-    rng = np.random.default_rng([B.HELDOUT_SEED, 500 + fi, k, int(wedge)])
-    vol, info = F.make_sample(fam, size, rng)
-    angles = B.wedge_angles(wedge, 2.0)
-    blur = float(rng.uniform(0.3, 1.2))  # the draws of inpainting_transfer.make_case, in order
-    frames = F.project(vol, angles, info["pixel_size_A"], 0.0, blur)
-    params = sample_params(rng, "realistic")
-    if not scan_lines:
-        params = replace(params, scan_line_sigma=0.0)
-    ts = TiltSeries(degrade(frames, rng, params), tilt_angles=angles,
-                    pixel_size_A=float(info["pixel_size_A"]))
+    """The prepared series of ``inpainting_transfer.make_case`` (all rows) and its true
+    tilt-axis angle (degrees, IMOD convention)."""
+    adjust = None if scan_lines else (lambda p: replace(p, scan_line_sigma=0.0))
+    _, ts = B.make_case(fam, size, size, wedge, 2.0, [B.HELDOUT_SEED, 500 + fi, k, int(wedge)],
+                        adjust=adjust)
+    true = -float(ts.provenance["degrade"]["axis_error_deg"])  # a vertical axis turned by -e
     ts, _ = prepare_intensity(ts, "auto")
-    # degrade turns the frames by ndimage.rotate(+e), which moves a vertical axis to -e
-    return ts, -float(params.axis_error_deg)
+    return ts, true
 
 
 def main() -> None:

@@ -34,9 +34,10 @@ Run (about 2-4 CPU minutes per object and wedge on one thread)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from napari_tiltgen.nets.inpainting import api, consistency
 from napari_tiltgen.nets.inpainting.data import HELDOUT_SEED, wedge_angles
 from napari_tiltgen.recon.tv import tv_reconstruct
 from napari_tiltgen.simulate import families as F
-from napari_tiltgen.simulate.degrade import degrade, sample_params
+from napari_tiltgen.simulate.degrade import DegradeParams, degrade, sample_params
 
 TV_SWEEP = (0.003, 0.01, 0.03)
 
@@ -64,19 +65,27 @@ def psnr(truth: np.ndarray, rec: np.ndarray) -> float:
     return float(10 * np.log10(rng_**2 / max(mse, 1e-30)))
 
 
-def make_case(family: str, size: int, rows: int, wedge: float, step: float, seed: list[int]
+def make_case(family: str, size: int, rows: int, wedge: float, step: float, seed: list[int],
+              adjust: Callable[[DegradeParams], DegradeParams] | None = None
               ) -> tuple[np.ndarray, TiltSeries]:
-    """Truth block ``(size, rows, size)`` and its degraded tilt series ``(n, rows, size)``."""
+    """Truth block ``(size, rows, size)`` and its degraded tilt series ``(n, rows, size)``.
+
+    ``adjust`` may change the drawn degradation (an ablation); the parameters used are in the
+    series' ``provenance["degrade"]`` (``axis_error_deg`` turns a vertical axis to minus it)."""
     rng = np.random.default_rng(seed)
     vol, info = F.make_sample(family, size, rng)
     angles = wedge_angles(wedge, step)
     blur = float(rng.uniform(0.3, 1.2))
     frames = F.project(vol, angles, info["pixel_size_A"], 0.0, blur)
-    noisy = degrade(frames, rng, sample_params(rng, "realistic"))
+    params = sample_params(rng, "realistic")
+    if adjust is not None:
+        params = adjust(params)
+    noisy = degrade(frames, rng, params)
     y0 = size // 2 - rows // 2
     ts = TiltSeries(np.ascontiguousarray(noisy[:, y0:y0 + rows, :]), tilt_angles=angles,
                     pixel_size_A=float(info["pixel_size_A"]),
-                    provenance={"source": f"{family} seed {seed}"})
+                    provenance={"source": f"{family} seed {seed}",
+                                "degrade": dataclasses.asdict(params)})
     return np.ascontiguousarray(vol[:, y0:y0 + rows, :]), ts
 
 

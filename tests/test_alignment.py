@@ -393,7 +393,7 @@ def test_a_needle_that_keeps_its_length_gives_the_axis_along_it():
     ts, _ = raw_series(30.0, spheres=needle, shift=4.0)
     est = find_tilt_axis(ts)
     assert est.needle_override and abs(wrap_axis_deg(est.angle_deg - 30.0)) < 2.5
-    assert abs(wrap_axis_deg(est.common_lines_deg - 30.0)) > 80.0
+    assert abs(wrap_axis_deg(est.coarse_deg - 30.0)) > 80.0
     assert not est.extended and "needle along the axis" in est.describe()
     # with a few dense inclusions off its axis the common lines are still 90 deg off (with
     # confidence 0.96); the rule gives the axis, and the needle is not "extended" although it

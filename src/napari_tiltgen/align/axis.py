@@ -241,8 +241,6 @@ class TiltAxisEstimate:
     needle_override
         Whether ``angle_deg`` is that elongation rather than the common lines' estimate (their
         coarse minimum was more than 10 degrees away from it).
-    common_lines_deg
-        The best angle of the common lines' coarse grid.
     edge_fraction
         The largest fraction of a frame's outermost pixels that belong to the object. Above
         :data:`EXTENDED_EDGE_FRACTION` the object crosses the frame edges (a laterally extended
@@ -262,7 +260,6 @@ class TiltAxisEstimate:
     edge_fraction: float = 0.0
     needle_deg: float | None = None
     needle_override: bool = False
-    common_lines_deg: float = float("nan")
 
     @property
     def extended(self) -> bool:
@@ -278,7 +275,7 @@ class TiltAxisEstimate:
             return (f"tilt axis {self.angle_deg:.2f} deg from image Y, estimated from the data "
                     "(along the object's elongation: it keeps its length and total signal at "
                     "every tilt, a needle along the axis; common lines, which cannot see such a "
-                    f"needle, said {self.common_lines_deg:.0f} deg)")
+                    f"needle, said {self.coarse_deg:.0f} deg)")
         return (f"tilt axis {self.angle_deg:.2f} deg from image Y, estimated from the data "
                 f"(common lines, {rng}, confidence {self.confidence:.2f}{ext})")
 
@@ -358,20 +355,20 @@ def _needle_direction(frames: np.ndarray) -> float | None:
     ny, nx = frames.shape[1:]
     y, x = np.meshgrid(_centred(ny), _centred(nx), indexing="ij")
 
-    def moments(img: np.ndarray) -> tuple[np.ndarray, float, float]:
+    def moments(img: np.ndarray) -> np.ndarray:
+        """Second central moments ``[[xx, xy], [xy, yy]]`` of ``img``."""
         m = img.sum()
-        cy, cx = float((img * y).sum() / m), float((img * x).sum() / m)
-        dy, dx = y - cy, x - cx
+        dy, dx = y - (img * y).sum() / m, x - (img * x).sum() / m
         return np.array([[(img * dx * dx).sum(), (img * dx * dy).sum()],
-                         [(img * dx * dy).sum(), (img * dy * dy).sum()]]) / m, cy, cx
+                         [(img * dx * dy).sum(), (img * dy * dy).sum()]]) / m
 
-    cov, _, _ = moments(w.mean(axis=0))
+    cov = moments(w.mean(axis=0))
     ev, vec = np.linalg.eigh(cov)
     if ev[1] < 4.0 * max(ev[0], 1e-12):
         return None
     ux, uy = vec[:, 1]  # unit direction (x, y) of the elongation
-    ext = np.array([float(np.array([ux, uy]) @ moments(f)[0] @ np.array([ux, uy]))
-                    for f in w])
+    u = np.array([ux, uy])
+    ext = np.array([float(u @ moments(f) @ u) for f in w])
     if ext.max() > 1.3 * ext.min():
         return None
     return wrap_axis_deg(math.degrees(math.atan2(-ux, uy)))
@@ -446,8 +443,7 @@ def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,
         needle = wrap_axis_deg(float(needle), angle)
     return TiltAxisEstimate(angle_deg=angle, confidence=conf, coarse_deg=coarse,
                             second_deg=second, grid_deg=grid, costs=costs, full_range=full,
-                            edge_fraction=edge, needle_deg=needle, needle_override=override,
-                            common_lines_deg=coarse)
+                            edge_fraction=edge, needle_deg=needle, needle_override=override)
 
 
 def find_tilt_axis(ts: TiltSeries, *, around_deg: float | None = None,

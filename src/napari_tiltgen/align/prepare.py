@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_tiltgen.align.common import _border_stats
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress, run
 from napari_tiltgen.io.model import TiltSeries
@@ -305,26 +306,24 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             "runner_up_deg": est.second_deg, "edge_fraction": est.edge_fraction,
             "needle_deg": est.needle_deg,
             "method": "common lines, full 0-180 deg"}})
+        why = source_note = ""  # why the estimate is not used, and the recorded source
         if est.extended:
             # Material crossing the frame edges breaks the common lines: such estimates were
             # off by 3-90 degrees on held-out supported/texture series, with any confidence.
-            notes.append(f"WARNING: the object crosses the frame edges ({100 * est.edge_fraction:.0f} "
-                         "% of a frame's edge; a laterally extended specimen?): the tilt-axis "
-                         "estimate is not reliable, frames NOT turned, axis assumed vertical "
-                         "(y); check the volume's orientation or give --tilt-axis DEG")
-            return with_known_tilt_axis(
-                ts, 0.0, "assumed vertical (object crosses the frame edges; estimate not "
-                "trusted)"), notes
-        if est.confidence < low_confidence and not est.needle_override:
+            why = (f"the object crosses the frame edges ({100 * est.edge_fraction:.0f} % of a "
+                   "frame's edge; a laterally extended specimen?): the tilt-axis estimate is not "
+                   "reliable, ")
+            source_note = "object crosses the frame edges; estimate not trusted"
+        elif est.confidence < low_confidence and not est.needle_override:
             # A round or featureless object gives no usable common lines: turning the frames by
             # a guess would be worse than the usual convention, so keep them and say so loudly.
-            notes.append(f"WARNING: the tilt-axis estimate is too uncertain (confidence "
-                         f"{est.confidence:.2f} < {low_confidence}, runner-up at "
-                         f"{est.second_deg:.0f} deg): frames NOT turned, axis assumed vertical "
-                         "(y); check the volume's orientation or give --tilt-axis DEG")
-            return with_known_tilt_axis(
-                ts, 0.0, f"assumed vertical (estimate too uncertain: confidence "
-                f"{est.confidence:.2f})"), notes
+            why = (f"the tilt-axis estimate is too uncertain (confidence {est.confidence:.2f} < "
+                   f"{low_confidence}, runner-up at {est.second_deg:.0f} deg): ")
+            source_note = f"estimate too uncertain: confidence {est.confidence:.2f}"
+        if why:
+            notes.append(f"WARNING: {why}frames NOT turned, axis assumed vertical (y); check the "
+                         "volume's orientation or give --tilt-axis DEG")
+            return with_known_tilt_axis(ts, 0.0, f"assumed vertical ({source_note})"), notes
     turned = turn_tilt_axis_to_vertical(ts, angle, source, min_rotation_deg=min_rotation_deg)
     rest = float(angle - 90.0 * round(angle / 90.0))
     quarter = int(round(angle / 90.0)) % 4
@@ -430,10 +429,10 @@ def unprepare_frames(frames: np.ndarray, angles: np.ndarray, prepared: TiltSerie
         name = step.get("step")
         if name == "rotate_tilt_axis_to_vertical" and "order" in step:
             phi = float(step["angle_deg"])
+            bg, _ = _border_stats(out)  # the corners get the border median, as going there
             out = np.stack([ndimage.rotate(f, -phi, reshape=False, order=int(step["order"]),
-                                           mode="constant", cval=float(np.median(
-                                               np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]]))))
-                            for f in out]).astype(np.float32)
+                                           mode="constant", cval=float(c))
+                            for f, c in zip(out, bg)]).astype(np.float32)
         elif name == "rot90":
             k = int(step["quarter_turns_clockwise"])
             out = np.ascontiguousarray(np.rot90(out, k=-k, axes=(1, 2)))
@@ -481,9 +480,9 @@ def inserted_as_recorded(series: TiltSeries, predicted: np.ndarray, source_index
     last = copy.deepcopy(series.provenance.get("history", [{}])[-1])
     last["frames"] = note
     prov.setdefault("history", []).append(last)
-    for key in ("interpolation",):
-        if key in series.provenance:
-            prov[key] = {**copy.deepcopy(series.provenance[key]), "frames": note}
+    if "interpolation" in series.provenance:
+        prov["interpolation"] = {**copy.deepcopy(series.provenance["interpolation"]),
+                                 "frames": note}
     times = None
     if recorded.acquisition_times_s is not None:
         times = np.interp(angles, ra[o], np.asarray(recorded.acquisition_times_s)[o])
