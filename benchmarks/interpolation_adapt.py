@@ -22,7 +22,7 @@ range as data range.
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/interpolation_adapt.py --threads 1
 
 Options: ``--size`` (frame side, px; 128), ``--gaps``, ``--cases``, ``--adapt-seconds`` (60),
-``--adapt-steps``, ``--counts``. Prints a Markdown table (per case and gap: the four methods' PSNR against clean and
+``--adapt-steps``, ``--counts``, ``--weights`` (other network weights). Prints a Markdown table (per case and gap: the four methods' PSNR against clean and
 noisy truth, the gain of auto over linear, and what auto chose) and writes it with ``--out``.
 ``tiltgen interpolate`` writes the stack as recorded (real frames as read, inserted frames mapped
 back to the recorded units); the offset measured on the real frames of its output, added back
@@ -140,7 +140,8 @@ def make_series(case: str, n: int, step: float, counts: float, seed: int
 
 # ---------------------------------------------------------------------------- one run
 def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, device: str,
-            adapt_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, str, float]:
+            adapt_steps: int | None = None, weights: str | None = None
+            ) -> tuple[np.ndarray, np.ndarray, str, float]:
     """``tiltgen interpolate`` in-process; returns (frames, predicted mask, stderr, seconds)."""
     from napari_tiltgen.cli import main
     from napari_tiltgen.io import read_tilt_series
@@ -150,6 +151,8 @@ def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, dev
             "--qa-report", str(out.with_suffix(".qa.json"))]
     if adapt_steps is not None:
         argv += ["--adapt-steps", str(adapt_steps)]
+    if weights:
+        argv += ["--weights", weights]
     err = io.StringIO()
     t0 = time.perf_counter()
     try:
@@ -184,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counts", type=float, default=200.0,
                    help="Poisson counts at the brightest pixel (default 200; 0: noise-free)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weights", help="tiltgen's --weights (default: the packaged network)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the Markdown table here")
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 for m in methods:
                     out = tmpd / f"{case}_{gap:g}_{m}.mrc"
                     frames, pred, err, secs = run_cli(sp, out, m, args.adapt_seconds,
-                                                      args.device, args.adapt_steps)
+                                                      args.device, args.adapt_steps,
+                                                      args.weights)
                     # ``tiltgen interpolate`` may subtract a detected vacuum level from the whole
                     # stack: put it back (measured on the real frames, copied unchanged)
                     offset = float(np.median(sparse.data - frames[~pred]))

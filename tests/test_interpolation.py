@@ -248,3 +248,51 @@ def test_leave_one_out_qa(held_out: TiltSeries) -> None:
     lin = run(leave_one_out(ramp, "linear"), show=False)
     np.testing.assert_allclose(lin.predicted, lin.real, atol=1e-5)
     np.testing.assert_allclose(lin.gaps_deg, [7.0, 7.0, 7.0])
+
+
+def test_noise_level_measures_white_noise_and_ignores_smooth_structure() -> None:
+    from napari_tiltgen.nets.interpolation.network import noise_level
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    disk = (((yy - 64) ** 2 + (xx - 60) ** 2) < 40**2).float()[None, None]
+    ramp = (0.3 * xx / 128 + 0.1 * yy / 128)[None, None]  # planes: no response at all
+    clean = noise_level(disk + ramp, disk + ramp)
+    assert float(clean[0, 0]) < 1e-6 and 0.0 < float(clean[0, 1]) < 0.02  # edges raise the mean
+    for sigma in (0.01, 0.05):
+        a = disk + ramp + sigma * torch.randn(disk.shape, generator=g)
+        b = disk + ramp + sigma * torch.randn(disk.shape, generator=g)
+        est = noise_level(a, b)[0]
+        assert float(est[0]) == pytest.approx(sigma, rel=0.1)
+        # the mean response adds (at most) the edges' share to the noise
+        assert 0.9 * sigma < float(est[1]) < sigma + float(clean[0, 1])
+
+
+def test_noise_planes_start_as_the_plain_network_and_survive_save_and_load(tmp_path) -> None:
+    from napari_tiltgen.nets.interpolation.network import TiltInterpNet, load_model, save_model
+
+    torch.manual_seed(0)
+    net = TiltInterpNet(TINY)
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    nc = net.with_noise_planes()
+    assert nc.config.noise_planes == 2 and net.config.noise_planes == 0
+    i0, i1 = torch.rand(2, 3, 1, 32, 48)
+    t, gap = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([3.0, 6.0, 9.0])
+    assert torch.allclose(nc(i0, i1, t, gap)["image"], net(i0, i1, t, gap)["image"], atol=1e-6)
+    # the planes are inputs: once their weights are not zero, the pair's noise level matters
+    with torch.no_grad():
+        for dec in nc.decoders:
+            dec.body[0][0].weight[:, -2:].normal_(0.0, 0.5)
+    noisy0, noisy1 = i0 + 0.3 * torch.randn_like(i0), i1 + 0.3 * torch.randn_like(i1)
+    planes = nc.noise_planes(noisy0, noisy1)
+    assert planes.shape == (3, 2) and float(planes.min()) > 1.0
+    assert not torch.allclose(nc(i0, i1, t, gap)["image"], net(i0, i1, t, gap)["image"],
+                              atol=1e-4)
+    save_model(tmp_path / "nc.safetensors", nc)
+    back, _ = load_model(tmp_path / "nc.safetensors")
+    assert back.config == nc.config
+    assert torch.allclose(back(noisy0, noisy1, t, gap)["image"],
+                          nc.eval()(noisy0, noisy1, t, gap)["image"], atol=1e-6)
+    with pytest.raises(ValueError, match="noise_planes"):
+        NetConfig(noise_planes=1)

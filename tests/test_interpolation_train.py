@@ -185,6 +185,51 @@ def test_training_on_a_family_pool_resumes_to_the_same_weights(tiny_pool: Path,
     assert info["data"]["object_radius_px"][1] > 0
 
 
+def test_noise_conditioned_fine_tuning_from_plain_weights(tiny_pool: Path,
+                                                          tmp_path: Path) -> None:
+    """--noise-planes 2 with --init: the new planes are added to the start weights (same
+    predictions at step 0), clean triplets are mixed in and validated on, and the weights
+    written keep the noise conditioning through save and load."""
+    from napari_tiltgen.nets.interpolation.data import FamilyTriplets, load_family_pool
+    from napari_tiltgen.nets.interpolation.network import TiltInterpNet, noise_level, save_model
+
+    torch.manual_seed(1)
+    plain = TiltInterpNet(TINY)
+    for p in plain.parameters():  # a non-trivial start (the fresh network is exactly linear)
+        p.data.add_(0.05 * torch.randn_like(p))
+    save_model(tmp_path / "plain.safetensors", plain)
+    cfg = TrainConfig(data=[str(tiny_pool)], out_dir=str(tmp_path / "nc"), steps=2,
+                      batch_size=2, warmup_steps=1, val_every=1, val_triplets=4, log_every=1,
+                      checkpoint_every=1, device="cpu", net=NetConfig(noise_planes=2),
+                      init=str(tmp_path / "plain.safetensors"), crops=(32,), val_crop=32,
+                      gap_range_deg=(2.0, 6.0), clean_fraction=0.5, lr=0.0, weight_decay=0.0)
+    summary = train(cfg, show_progress=False)
+    assert summary["step"] == 2
+    tuned, _ = load_model(tmp_path / "nc" / "last.safetensors")
+    assert tuned.config.noise_planes == 2 and tuned.config.channels == TINY.channels
+    assert tuned.n_parameters() == plain.n_parameters() + 2 * sum(TINY.decoder_channels) * 9
+    i0, i1 = torch.rand(2, 1, 1, 32, 32)
+    noisy = (i0 + 0.2 * torch.randn_like(i0), i1 + 0.2 * torch.randn_like(i1))
+    for a, b in ((i0, i1), noisy):  # lr 0: exactly the plain network, noisy input or not
+        assert torch.allclose(tuned(a, b, 0.4, 4.0)["image"], plain(a, b, 0.4, 4.0)["image"],
+                              atol=1e-6)
+    log = [json.loads(line) for line in (tmp_path / "nc" / "log.jsonl").read_text().splitlines()]
+    val = [r for r in log if "score" in r]
+    assert val and all(r["score"] == pytest.approx(r["val_gain_db"] + r["val_gain_db_clean"])
+                       for r in val)
+    # clean_fraction=1: the inputs are the clean frames (no noise), 0: noisy ("realistic")
+    pool = load_family_pool(tiny_pool, "train")
+    rng = np.random.default_rng(0)
+    clean = FamilyTriplets(pool, (2.0, 6.0), crops=(32,), level="realistic",
+                           clean_fraction=1.0).sample(rng, 4)
+    dirty = FamilyTriplets(pool, (2.0, 6.0), crops=(32,), level="realistic").sample(rng, 4)
+    s_clean = noise_level(clean["img0"], clean["img1"])[:, 0]
+    s_dirty = noise_level(dirty["img0"], dirty["img1"])[:, 0]
+    assert float(s_clean.max()) < 0.3 * float(s_dirty.min())
+    with pytest.raises(Exception, match="clean_fraction"):
+        FamilyTriplets(pool, (2.0, 6.0), crops=(32,), clean_fraction=1.5)
+
+
 def test_shared_training_helpers(tmp_path: Path) -> None:
     """nets.training: the schedule's ends, per-item PSNR, and a saved state that resumes
     exactly (modules and the optimiser's moments and step)."""

@@ -78,7 +78,8 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(
         TrainConfig, args, out_dir=args.out, warmup_steps=args.warmup,
         gap_range_deg=(args.min_gap, args.max_gap),
-        net=NetConfig(channels=_ints(args.channels), decoder_channels=_ints(args.decoder_channels)),
+        net=NetConfig(channels=_ints(args.channels), decoder_channels=_ints(args.decoder_channels),
+                      noise_planes=args.noise_planes),
         crops=tuple(int(c) for c in args.crops.split(",")),
     )
     summary = train(cfg, show_progress=not args.quiet)

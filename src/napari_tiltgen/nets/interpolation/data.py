@@ -416,12 +416,14 @@ class FamilyTriplets:
     are the degraded ones (shot, read and scan-line noise, their own jitter), the target is the
     clean reference (same tilt-axis error and background, no noise, no jitter). A random
     square crop (one size per batch, from ``crops``) and mirror / swap augmentation follow;
-    everything is normalised by the noisy pair's range.
+    everything is normalised by the noisy pair's range. A fraction ``clean_fraction`` of the
+    triplets is left untouched (level ``"clean"``: no noise, jitter, axis error or background),
+    so that a noise-conditioned network keeps the detail of clean pairs.
     """
 
     def __init__(self, pool: FamilyPool, gap_range_deg: tuple[float, float] = (2.0, 12.0),
                  crops: tuple[int, ...] = (96, 112, 128), augment: bool = True,
-                 level: str = "train"):
+                 level: str = "train", clean_fraction: float = 0.0):
         self.pool = pool
         self.step_deg = pool.step_deg
         lo = max(2, round(gap_range_deg[0] / pool.step_deg))
@@ -434,6 +436,9 @@ class FamilyTriplets:
         self.crops = tuple(int(c) for c in crops)
         self.augment = augment
         self.level = level
+        if not 0.0 <= clean_fraction <= 1.0:
+            raise TiltgenError(f"clean_fraction must be in [0, 1]; got {clean_fraction}.")
+        self.clean_fraction = float(clean_fraction)
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         """A batch; same keys as :meth:`Triplets.sample`."""
@@ -452,7 +457,9 @@ class FamilyTriplets:
             k = int(rng.integers(1, g))
             start = int(rng.integers(0, stacks.shape[1] - g))
             three = stacks[j, [start, start + k, start + g]].astype(np.float32)
-            noisy, ref = degrade(three, rng, sample_params(rng, self.level), return_clean=True)
+            level = ("clean" if self.clean_fraction and rng.random() < self.clean_fraction
+                     else self.level)
+            noisy, ref = degrade(three, rng, sample_params(rng, level), return_clean=True)
             a = int(rng.integers(0, size - crop + 1))
             b = int(rng.integers(0, size - crop + 1))
             sl = (slice(a, a + crop), slice(b, b + crop))

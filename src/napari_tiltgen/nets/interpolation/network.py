@@ -34,6 +34,7 @@ detached).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,13 +51,14 @@ __all__ = [
     "charbonnier",
     "interpolation_loss",
     "load_model",
+    "noise_level",
     "normalise_pair",
     "save_model",
     "warp",
 ]
 
 N_COND = 4
-"""Number of conditioning planes ``(t, g, t g, (1 - t) g)``."""
+"""Number of conditioning planes ``(t, g, t g, (1 - t) g)`` (plus ``NetConfig.noise_planes``)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,29 @@ class NetConfig:
         Hidden channels of the decoders, finest (1/2 -> 1) to coarsest (1/16 -> 1/8).
     gap_scale_deg
         Gap (degrees) that maps to ``g = 1`` in the conditioning planes.
+    noise_planes
+        0: conditioned on ``t`` and the gap only. 2: also on the noise level of the two input
+        frames (:func:`noise_level`, two robust estimates), so that one network can denoise
+        noisy pairs and pass the detail of clean ones through.
+    noise_scale
+        Noise sigma (in units of the pair's normalised range) that maps to 1 in the noise
+        planes.
     """
 
     channels: tuple[int, int, int, int] = (12, 24, 32, 48)
     decoder_channels: tuple[int, int, int, int] = (16, 32, 48, 64)
     gap_scale_deg: float = 12.0
+    noise_planes: int = 0
+    noise_scale: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.noise_planes not in (0, 2):
+            raise ValueError(f"noise_planes must be 0 or 2; got {self.noise_planes}")
+
+    @property
+    def n_cond(self) -> int:
+        """Conditioning planes given to every decoder."""
+        return N_COND + self.noise_planes
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -180,7 +200,7 @@ class TiltInterpNet(nn.Module):
             nn.Sequential(_conv(c_in, c, stride=2), _conv(c, c))
             for c_in, c in zip((1, c1, c2, c3), (c1, c2, c3, c4))
         ])
-        k = N_COND
+        k = cfg.n_cond
         self.decoders = nn.ModuleList([
             _Decoder(2 * c4 + k, d4, 4 + c3),          # 1/16 -> 1/8
             _Decoder(3 * c3 + 4 + k, d3, 4 + c2),      # 1/8  -> 1/4
@@ -207,24 +227,39 @@ class TiltInterpNet(nn.Module):
             feats.append(x)
         return feats
 
-    def _cond(self, t: torch.Tensor, gap_deg: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def _cond(self, t: torch.Tensor, gap_deg: torch.Tensor, like: torch.Tensor,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
         n, _, h, w = like.shape
         t = t.to(like).reshape(n)
         g = gap_deg.to(like).reshape(n) / self.config.gap_scale_deg
-        c = torch.stack([t, g, t * g, (1.0 - t) * g], dim=1)
-        return c[:, :, None, None].expand(n, N_COND, h, w)
+        planes = [t, g, t * g, (1.0 - t) * g]
+        if noise is not None:
+            planes.extend(noise.to(like).reshape(n, -1).unbind(dim=1))
+        c = torch.stack(planes, dim=1)
+        return c[:, :, None, None].expand(n, len(planes), h, w)
+
+    def noise_planes(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor | None:
+        """The noise conditioning ``(N, 2)`` of a normalised pair, or None (``noise_planes=0``)."""
+        if not self.config.noise_planes:
+            return None
+        return (noise_level(img0, img1) * self.config.noise_scale).clamp(max=4.0)
 
     def decode(self, img0: torch.Tensor, img1: torch.Tensor, f0: Sequence[torch.Tensor],
                f1: Sequence[torch.Tensor], t: torch.Tensor, gap_deg: torch.Tensor
                ) -> dict[str, Any]:
-        """Intermediate frame from two frames and their features (see :meth:`forward`)."""
-        x = torch.cat([f0[3], f1[3], self._cond(t, gap_deg, f0[3])], dim=1)
+        """Intermediate frame from two frames and their features (see :meth:`forward`).
+
+        A noise-conditioned network (``config.noise_planes``) measures the noise of ``img0``
+        and ``img1`` as given here (binned frames when the flow is estimated on a binned copy).
+        """
+        nz = self.noise_planes(img0, img1)
+        x = torch.cat([f0[3], f1[3], self._cond(t, gap_deg, f0[3], nz)], dim=1)
         out = self.decoders[0](x)
         flow0, flow1, ft = out[:, 0:2], out[:, 2:4], out[:, 4:]
         features = [ft]
         for level, dec in zip((2, 1, 0), self.decoders[1:]):
             x = torch.cat([ft, warp(f0[level], flow0), warp(f1[level], flow1), flow0, flow1,
-                           self._cond(t, gap_deg, ft)], dim=1)
+                           self._cond(t, gap_deg, ft, nz)], dim=1)
             out = dec(x)
             flow0 = out[:, 0:2] + _up2(flow0)
             flow1 = out[:, 2:4] + _up2(flow1)
@@ -266,6 +301,52 @@ class TiltInterpNet(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def with_noise_planes(self) -> TiltInterpNet:
+        """A noise-conditioned copy (``noise_planes=2``) that predicts exactly what this network
+        predicts: the new planes enter every decoder through zero-initialised weights, so
+        fine-tuning starts from this network's behaviour."""
+        if self.config.noise_planes:
+            return self
+        cfg = NetConfig(**{**asdict(self.config), "noise_planes": 2})
+        new = TiltInterpNet(cfg).to(next(self.parameters()).device)
+        state = self.state_dict()
+        with torch.no_grad():
+            for name, p in new.state_dict().items():
+                old = state[name]
+                if p.shape == old.shape:
+                    p.copy_(old)
+                else:  # first conv of a decoder: conditioning planes are the last inputs
+                    p.zero_()
+                    p[:, : old.shape[1]] = old
+        return new.train(self.training)
+
+
+# ---------------------------------------------------------------------------- noise level
+_LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
+
+
+def noise_level(img0: torch.Tensor, img1: torch.Tensor, max_samples: int = 262144
+                ) -> torch.Tensor:
+    """Robust noise sigma of a pair of frames ``(N, 1, H, W)``, two estimates ``(N, 2)``.
+
+    Both frames are filtered with Immerkaer's difference-of-Laplacians kernel (divided by 6, so
+    pixel-independent noise of sigma ``s`` gives a response of standard deviation ``s``, while
+    planes and linear ramps give zero). Column 0 is the median absolute response / 0.6745
+    (robust to edges; low where most of the frame is dark, noise-poor vacuum), column 1 the
+    mean absolute response times sqrt(pi / 2) (Immerkaer's estimate; raised by edges).
+    (J. Immerkaer, Fast noise variance estimation, CVIU 64, 300-302, 1996.)
+    """
+    x = torch.cat([img0, img1], dim=1).float()
+    n, _, h, w = x.shape
+    if h < 3 or w < 3:
+        return torch.zeros(n, 2, dtype=img0.dtype, device=img0.device)
+    r = F.conv2d(x.reshape(2 * n, 1, h, w), _LAPLACE.to(x)[None, None]).abs().reshape(n, -1)
+    step = max(1, r.shape[1] // max_samples)
+    r = r[:, ::step]
+    med = r.median(dim=1).values / 0.6745
+    mean = r.mean(dim=1) * math.sqrt(math.pi / 2.0)
+    return torch.stack([med, mean], dim=1).to(img0.dtype)
 
 
 # ---------------------------------------------------------------------------- normalisation

@@ -114,6 +114,10 @@ class TrainConfig:
         Family pools: crop size of the validation triplets.
     reload_every
         Family pools: re-read the pool's shards every this many steps (a pool being built).
+    clean_fraction
+        Family pools: fraction of training triplets left clean (no noise, jitter or
+        background). When > 0 the run also validates on clean triplets and keeps the weights
+        with the best sum of the noisy and clean gains over linear interpolation.
     """
 
     data: list[str]
@@ -140,6 +144,7 @@ class TrainConfig:
     crops: tuple[int, ...] = (96, 112, 128)
     val_crop: int = 128
     reload_every: int = 500
+    clean_fraction: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -194,12 +199,19 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                            "on both at once.")
     use_pool = all(pools)
     sampler: Triplets | FamilyTriplets
+    val_clean: dict[str, torch.Tensor] | None = None
     if use_pool:
         pool = load_family_pool(cfg.data, "train")
-        sampler = FamilyTriplets(pool, cfg.gap_range_deg, crops=cfg.crops)
-        val_batch = FamilyTriplets(load_family_pool(cfg.data, "val"), cfg.gap_range_deg,
-                                   crops=(cfg.val_crop,), augment=False).sample(
+        sampler = FamilyTriplets(pool, cfg.gap_range_deg, crops=cfg.crops,
+                                 clean_fraction=cfg.clean_fraction)
+        val_pool = load_family_pool(cfg.data, "val")
+        val_batch = FamilyTriplets(val_pool, cfg.gap_range_deg, crops=(cfg.val_crop,),
+                                   augment=False).sample(
             np.random.default_rng([cfg.seed, 10**9]), cfg.val_triplets)
+        if cfg.clean_fraction > 0:
+            val_clean = FamilyTriplets(val_pool, cfg.gap_range_deg, crops=(cfg.val_crop,),
+                                       augment=False, level="clean").sample(
+                np.random.default_rng([cfg.seed, 10**9 + 1]), cfg.val_triplets)
 
         def pool_summary(p: Any) -> dict[str, Any]:
             summ = p.summary()
@@ -227,6 +239,8 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
         from napari_tiltgen.nets.interpolation.network import load_model
 
         init_model, init_info = load_model(cfg.init)
+        if cfg.net.noise_planes and not init_model.config.noise_planes:
+            init_model = init_model.with_noise_planes()
         cfg.net = init_model.config
         model = init_model.to(device).train()
     else:
@@ -234,7 +248,8 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = {"net": cfg.net.to_dict(), "data": [str(Path(d).resolve()) for d in cfg.data],
                    "seed": cfg.seed, "batch_size": cfg.batch_size,
-                   "init": str(Path(cfg.init).resolve()) if cfg.init else None}
+                   "init": str(Path(cfg.init).resolve()) if cfg.init else None,
+                   **({"clean_fraction": cfg.clean_fraction} if cfg.clean_fraction else {})}
     ckpt = out / "checkpoint.safetensors"
     step, best, elapsed_before = 0, -math.inf, 0.0
     if ckpt.is_file():
@@ -260,6 +275,15 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
             "elapsed_s": elapsed_before + time.perf_counter() - t_start})
         save_model(out / "last.safetensors", model, meta({}))
 
+    def validate_all() -> dict[str, float]:
+        """Validation PSNRs and the selection score: the noisy validation PSNR, or (with clean
+        triplets) the sum of the noisy and clean gains over linear interpolation."""
+        v = validate(model, val_batch, device)
+        if val_clean is None:
+            return {**v, "score": v["val_psnr"]}
+        c = {f"{k}_clean": x for k, x in validate(model, val_clean, device).items()}
+        return {**v, **c, "score": v["val_gain_db"] + c["val_gain_db_clean"]}
+
     model.train()
     running: dict[str, float] = {}
     stopped = "steps"
@@ -272,7 +296,8 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
             if use_pool and step % cfg.reload_every == 0 and step > 0:
                 fresh = load_family_pool(cfg.data, "train")
                 if fresh.n_shards > sampler.pool.n_shards:  # type: ignore[union-attr]
-                    sampler = FamilyTriplets(fresh, cfg.gap_range_deg, crops=cfg.crops)
+                    sampler = FamilyTriplets(fresh, cfg.gap_range_deg, crops=cfg.crops,
+                                             clean_fraction=cfg.clean_fraction)
                     data_summary = pool_summary(fresh)
                     log.write(json.dumps({"step": step, "pool_series": len(fresh)}) + "\n")
             lr = warmup_cosine(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.warmup_steps)
@@ -298,11 +323,11 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                 log.flush()
                 running = {}
             if step % cfg.val_every == 0 or step == cfg.steps:
-                v = validate(model, val_batch, device)
+                v = validate_all()
                 log.write(json.dumps({"step": step, **v}) + "\n")
                 log.flush()
-                if v["val_psnr"] > best:
-                    best = v["val_psnr"]
+                if v["score"] > best:
+                    best = v["score"]
                     save_model(out / "best.safetensors", model, meta({"validation": v}))
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
@@ -311,11 +336,11 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                            values={"loss": float(losses["total"].detach())})
     finally:
         checkpoint()
-        v = validate(model, val_batch, device)
+        v = validate_all()
         log.write(json.dumps({"step": step, "final": True, **v}) + "\n")
         log.close()
-        if v["val_psnr"] > best or not (out / "best.safetensors").is_file():
-            best = v["val_psnr"]
+        if v["score"] > best or not (out / "best.safetensors").is_file():
+            best = v["score"]
             save_model(out / "best.safetensors", model, meta({"validation": v}))
     return {"step": step, "stopped": stopped, "best_val_psnr": best, "final_validation": v,
             "out_dir": str(out), "elapsed_s": elapsed_before + time.perf_counter() - t_start}
