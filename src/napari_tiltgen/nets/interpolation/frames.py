@@ -29,7 +29,7 @@ from napari_tiltgen.nets.interpolation.network import (
     warp,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "METHODS", "SERIES_METHODS", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "reprojection_frames"]
+__all__ = ["DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "SERIES_METHODS", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "reprojection_frames"]
 
 
 METHODS = ("pretrained", "linear", "reprojection")
@@ -39,6 +39,11 @@ SERIES_METHODS = ("auto", "pretrained", "adapted", "linear", "reprojection")
 
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "interpolation.safetensors"
+#: The packaged DENOISING network: the same architecture, conditioned on the input pair's noise
+#: level and fine-tuned on noisy, jittered frames of many object families with clean targets
+#: (model card: models/interpolation.md). ``auto``/``adapted`` score it next to
+#: :data:`DEFAULT_WEIGHTS` on the user's held-out frames and start from the better one.
+DENOISING_WEIGHTS = DEFAULT_WEIGHTS.with_name("interpolation_denoising.safetensors")
 
 
 ProgressGen = Generator[Progress, None, Any]

@@ -27,7 +27,7 @@ from napari_tiltgen.nets.interpolation.adapt import (
 )
 from napari_tiltgen.nets.interpolation.network import TiltInterpNet
 
-__all__ = ["ENSEMBLES", "Selection", "adapt_and_select"]
+__all__ = ["ENSEMBLES", "Selection", "adapt_and_select", "choose_start"]
 
 
 # ---------------------------------------------------------------------------- selection
@@ -69,6 +69,11 @@ class Selection:
         The margin a network had to beat linear by.
     notes
         Further remarks (QA gap beyond the trained range, too few frames...).
+    pretrained
+        Which packaged network "pretrained" is (and the adaptation started from):
+        ``"clean"`` (:data:`~napari_tiltgen.nets.interpolation.frames.DEFAULT_WEIGHTS`),
+        ``"denoising"`` (:data:`~napari_tiltgen.nets.interpolation.frames.DENOISING_WEIGHTS`,
+        when it scored better on the held-out frames) or ``"given"`` (the caller's weights).
     """
 
     method: str
@@ -82,6 +87,7 @@ class Selection:
     message: str
     margin_db: float
     notes: list[str] = field(default_factory=list)
+    pretrained: str = "clean"
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per QA gap: gap (degrees, mean), frames, PSNR and SSIM of each method."""
@@ -134,6 +140,7 @@ class Selection:
                 "stderr_db": {k: clean(v) for k, v in self.stderr_db.items()},
                 "margin_db": self.margin_db, "frames": self.frames.tolist(),
                 "message": self.message, "notes": list(self.notes),
+                "pretrained": self.pretrained,
                 "rows": [{k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
                          for r in self.rows()],
                 "adaptation": self.adapt.summary() if self.adapt is not None else None}
@@ -214,7 +221,10 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         A network is chosen only if its mean PSNR gain over linear on the held-out frames at the
         smallest QA gap is at least this (dB) and above one standard error of the per-frame gains.
     weights, device
-        The pretrained network (default: the packaged one) and the torch device.
+        The pretrained network and the torch device. Default (``None``): the two packaged
+        networks, clean-data and denoising, are scored on the held-out frames at ``k = 1``
+        before any fine-tuning; the better one is "pretrained" and the start of the
+        adaptation (:func:`choose_start`).
     qa_neighbours
         Neighbour distances ``k`` of the QA table (``1``: twice the native step).
     adapt
@@ -224,6 +234,7 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
     -------
     Selection
     """
+    from napari_tiltgen.nets.interpolation.adapt import holdout_indices
     from napari_tiltgen.nets.interpolation.frames import check_inputs, load_pretrained
     from napari_tiltgen.nets.interpolation.qa import leave_one_out
 
@@ -248,17 +259,22 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         notes[-1] = (f"the QA bridges {qa_gap:.1f} degrees (twice the step), beyond the "
                      "model's trained gaps; the networks are scored there anyway (extrapolated).")
     can_adapt = adapt and n >= MIN_FRAMES
+    frames = holdout_indices(n, cfg.holdout_every) if can_adapt else np.arange(1, n - 1)
+    variant = "given" if weights is not None else "clean"
+    first: dict[str, Any] = {}
+    if weights is None:
+        net, info, variant, first, note = yield from scaled(
+            choose_start(ts, frames, (net, info), dev, factor), 0.0, 0.05, "")
+        if note:
+            notes.append(note)
     adapted: AdaptResult | None = None
     if can_adapt:
-        adapted = yield from scaled(adapt_iter(ts, net, cfg, bin_factor=factor, device=dev),
-                                     0.0, 0.85, "")
-        frames = adapted.holdout
-    else:
-        frames = np.arange(1, n - 1)
-        if adapt:
-            notes.append(f"only {n} real frames: too few to adapt with held-out frames "
-                         f"(at least {MIN_FRAMES}); pretrained and linear compared on all "
-                         "interior frames.")
+        adapted = yield from scaled(adapt_iter(ts, net, cfg, bin_factor=factor, device=dev,
+                                               holdout=frames), 0.05, 0.85, "")
+    elif adapt:
+        notes.append(f"only {n} real frames: too few to adapt with held-out frames "
+                     f"(at least {MIN_FRAMES}); pretrained and linear compared on all "
+                     "interior frames.")
     qa: dict[int, dict[str, Any]] = {}
     ks = [k for k in qa_neighbours if np.any((frames >= k) & (frames <= n - 1 - k))]
     methods: list[tuple[str, Any]] = [("pretrained", (net, info)), ("linear", None)]
@@ -271,6 +287,10 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         qa[k] = {}
         for m, mod in methods:
             lo = 0.85 + 0.10 * job / n_jobs  # 0.95-1.0: the ensembles' reprojection
+            if k == 1 and m == "pretrained" and "result" in first:
+                qa[k][m] = first["result"]  # scored already by choose_start, same frames
+                job += 1
+                continue
             res = yield from scaled(
                 leave_one_out(ts, "linear" if m == "linear" else m, indices=idx, k=k,
                               model=mod, device=str(dev), allow_out_of_range=True,
@@ -328,4 +348,37 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         model = (adapted.model, info)
     yield Progress(1.0, message)
     return Selection(method, requested, model, qa, gain, se, np.asarray(frames, int), adapted,
-                     message, float(margin_db), notes)
+                     message, float(margin_db), notes, variant)
+
+
+def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet, dict[str, Any]],
+                 device: Any, factor: int) -> ProgressGen:
+    """Score the packaged clean-data and denoising networks on ``frames`` (each predicted from
+    its neighbours ``i - 1``, ``i + 1``) and return the better one (generator).
+
+    Returns ``(network, info, "clean" | "denoising", {"result": LeaveOneOutResult of the
+    winner}, note)``. Without the denoising weights (or with no frame to score) the clean
+    network is returned with an empty dict and no note.
+    """
+    from napari_tiltgen.nets.interpolation.frames import DENOISING_WEIGHTS, load_pretrained
+    from napari_tiltgen.nets.interpolation.qa import leave_one_out
+
+    n = ts.n_tilts
+    idx = frames[(frames >= 1) & (frames <= n - 2)]
+    if not DENOISING_WEIGHTS.is_file() or idx.size == 0:
+        return clean[0], clean[1], "clean", {}, ""
+    denoising = load_pretrained(DENOISING_WEIGHTS, device)
+    scores = {}
+    for j, (name, mod) in enumerate((("clean", clean), ("denoising", denoising))):
+        scores[name] = yield from scaled(
+            leave_one_out(ts, "pretrained", indices=idx, k=1, model=mod, device=str(device),
+                          allow_out_of_range=True, scale=factor, quiet=True),
+            0.5 * j, 0.5 * (j + 1), f"QA start ({name} network): ")
+    psnr = {name: float(np.mean(r.psnr)) for name, r in scores.items()}
+    best = "denoising" if psnr["denoising"] > psnr["clean"] else "clean"
+    other = "clean" if best == "denoising" else "denoising"
+    note = (f"pretrained = the packaged {best} network ({psnr[best]:.2f} dB on {idx.size} "
+            f"held-out frames at twice the step; the {other} network {psnr[other]:.2f} dB); "
+            "the adaptation starts from it.")
+    mod = denoising if best == "denoising" else clean
+    return mod[0], mod[1], best, {"result": scores[best]}, note
