@@ -46,7 +46,8 @@ def test_gpu_train_dry_run_brings_back_loadable_weights(tmp_path):
     rows = _rows((tmp_path / "gpu_train.md").read_text())
     assert set(rows) == {"setup", "pool", "interp", "inpaint"}
     assert all(s.strip() == "ok" for s in rows.values()), rows
-    _, info = load_model(tmp_path / "interpolation.safetensors")
+    model, info = load_model(tmp_path / "interpolation_denoising.safetensors")
     assert "train-interpolation" in info["training"]["command"]
+    assert model.config.noise_planes == 2 and info["training"]["clean_fraction"] == 0.3
     _, info = load_generator(tmp_path / "inpainting.safetensors")
     assert "train-inpainting" in info.get("command", "")

@@ -340,6 +340,8 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
             parts = [f"{m} {gain[m]:+.2f} dB" for m in candidates if math.isfinite(gain[m])]
             message = (f"linear interpolation used: no network beat it by {margin_db:g} dB on "
                        f"{where} ({', '.join(parts) or 'no network scored'}).")
+    if variant == "denoising":
+        message = message[:-1] + "; pretrained = the packaged denoising network."
     model = None
     base = method.split("+")[0]
     if base == "pretrained":
