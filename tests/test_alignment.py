@@ -14,6 +14,7 @@ from napari_tiltgen.align.axis import (
     rotate_tilt_axis_to_vertical,
     tilt_axis_known,
     turn_tilt_axis_to_vertical,
+    with_known_tilt_axis,
     wrap_axis_deg,
 )
 from napari_tiltgen.align.com import (
@@ -365,6 +366,16 @@ def test_a_slab_wider_than_the_frame_is_flagged_and_not_turned():
     assert out.tilt_axis_angle_deg == 0.0
     assert np.array_equal(out.data, prepare_intensity(ts)[0].data)  # frames as they were
     assert any("crosses the frame edges" in n for n in notes)
+    # the align() API step follows the same rule: warned, recorded, frames not turned
+    with pytest.warns(UserWarning, match="crosses the frame edges.*NOT turned"):
+        aligned = align(ts, steps=("axis_angle",))
+    assert np.array_equal(aligned.data, ts.data) and aligned.tilt_axis_angle_deg == 0.0
+    step = [h for h in aligned.provenance["history"] if "angle_source" in h][-1]
+    assert step["angle_source"].startswith("assumed vertical") and "warning" in step
+    # with a recorded axis the recorded value is kept (turned by it, not by the estimate)
+    with pytest.warns(UserWarning, match="the recorded 30.00 deg used"):
+        recorded = align(with_known_tilt_axis(ts, 30.0, "test"), steps=("axis_angle",))
+    assert np.array_equal(recorded.data, turn_tilt_axis_to_vertical(ts, 30.0, "test").data)
 
 
 def test_a_needle_crossing_the_frame_is_flagged_not_turned_by_90_degrees():

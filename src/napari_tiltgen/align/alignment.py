@@ -44,6 +44,7 @@ Functions
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -97,11 +98,25 @@ def align_iter(ts: TiltSeries, steps: Sequence[str] = ("axis_angle", "com"), *,
             est = yield from scaled(find_tilt_axis_iter(
                 ts, around_deg=ts.tilt_axis_angle_deg if known else None,
                 search_range_deg=search_range_deg), k)
-            ts = turn_tilt_axis_to_vertical(ts, est.angle_deg, est.describe())
-            ts.provenance["history"][-1]["angle_source"] = (
-                "find_tilt_axis (common lines, "
-                + ("near the recorded value" if known else "full 0-180 deg search")
-                + f", confidence {est.confidence:.2f})")
+            why, note = est.distrust()
+            if why:  # the same rule as every command's preparation (align.prepare)
+                keep = float(ts.tilt_axis_angle_deg) if known else 0.0
+                msg = (f"{why}not applied; "
+                       + (f"the recorded {keep:.2f} deg used" if known
+                          else "frames NOT turned, axis assumed vertical (y)")
+                       + "; give the tilt axis if you know it")
+                warnings.warn(msg, UserWarning, stacklevel=2)
+                yield Progress((k + 1) / n, "warning: " + msg)
+                src = "recorded value" if known else "assumed vertical"
+                ts = turn_tilt_axis_to_vertical(ts, keep, f"{src} ({note})")
+                ts.provenance["history"][-1]["angle_source"] = f"{src}; {est.describe()}"
+                ts.provenance["history"][-1]["warning"] = msg
+            else:
+                ts = turn_tilt_axis_to_vertical(ts, est.angle_deg, est.describe())
+                ts.provenance["history"][-1]["angle_source"] = (
+                    "find_tilt_axis (common lines, "
+                    + ("near the recorded value" if known else "full 0-180 deg search")
+                    + f", confidence {est.confidence:.2f})")
         elif step == "xcorr":
             ts = yield from scaled(_xcorr_iter(ts, stretch, 20, 0.03, 0.25, 0.05, 0.1, None), k)
         elif step == "com":

@@ -267,6 +267,23 @@ class TiltAxisEstimate:
         unless it is a needle along the axis (:attr:`needle_deg`), which keeps its shape."""
         return self.edge_fraction > EXTENDED_EDGE_FRACTION and self.needle_deg is None
 
+    def distrust(self, low_confidence: float = 0.3) -> tuple[str, str]:
+        """Why this estimate should not be applied: ``(reason for the user, short note for the
+        provenance)``, or ``("", "")`` when it can be. Not applied: an object crossing the
+        frame edges (:attr:`extended`; such estimates were 3-90 degrees off on held-out
+        supported and texture series, with any confidence) or a confidence below
+        ``low_confidence`` (a round or featureless object), unless the needle rule chose it."""
+        if self.extended:
+            return ((f"the object crosses the frame edges ({100 * self.edge_fraction:.0f} % of "
+                     "a frame's edge; a laterally extended specimen?): the tilt-axis estimate "
+                     "is not reliable, "),
+                    "object crosses the frame edges; estimate not trusted")
+        if self.confidence < low_confidence and not self.needle_override:
+            return ((f"the tilt-axis estimate is too uncertain (confidence {self.confidence:.2f}"
+                     f" < {low_confidence}, runner-up at {self.second_deg:.0f} deg): "),
+                    f"estimate too uncertain: confidence {self.confidence:.2f}")
+        return "", ""
+
     def describe(self) -> str:
         rng = "searched 0-180 deg" if self.full_range else "searched near the recorded value"
         ext = (f"; the object crosses the frame edges ({100 * self.edge_fraction:.0f} % of a "

@@ -306,20 +306,7 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             "runner_up_deg": est.second_deg, "edge_fraction": est.edge_fraction,
             "needle_deg": est.needle_deg,
             "method": "common lines, full 0-180 deg"}})
-        why = source_note = ""  # why the estimate is not used, and the recorded source
-        if est.extended:
-            # Material crossing the frame edges breaks the common lines: such estimates were
-            # off by 3-90 degrees on held-out supported/texture series, with any confidence.
-            why = (f"the object crosses the frame edges ({100 * est.edge_fraction:.0f} % of a "
-                   "frame's edge; a laterally extended specimen?): the tilt-axis estimate is not "
-                   "reliable, ")
-            source_note = "object crosses the frame edges; estimate not trusted"
-        elif est.confidence < low_confidence and not est.needle_override:
-            # A round or featureless object gives no usable common lines: turning the frames by
-            # a guess would be worse than the usual convention, so keep them and say so loudly.
-            why = (f"the tilt-axis estimate is too uncertain (confidence {est.confidence:.2f} < "
-                   f"{low_confidence}, runner-up at {est.second_deg:.0f} deg): ")
-            source_note = f"estimate too uncertain: confidence {est.confidence:.2f}"
+        why, source_note = est.distrust(low_confidence)  # why it is not used, if it is not
         if why:
             notes.append(f"WARNING: {why}frames NOT turned, axis assumed vertical (y); check the "
                          "volume's orientation or give --tilt-axis DEG")
