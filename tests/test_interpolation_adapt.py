@@ -196,6 +196,9 @@ def test_the_better_packaged_network_is_pretrained_and_the_start_of_the_adaptati
     start = run(adapt_iter(ts, load_pretrained(DENOISING_WEIGHTS, "cpu")[0], cfg), show=False)
     assert sel.adapt is not None
     assert sel.adapt.holdout_mse_before == pytest.approx(start.holdout_mse_before, rel=1e-6)
+    # the packaged networks by name (--weights clean / denoising)
+    assert load_pretrained("denoising", "cpu")[0].config.noise_planes == 2
+    assert load_pretrained("clean", "cpu")[0] is load_pretrained(None, "cpu")[0]
     # weights given by the caller: used as they are, no second network scored
     given = run(adapt_and_select(ts, config=cfg, device="cpu", weights=DEFAULT_WEIGHTS),
                 show=False)

@@ -63,12 +63,15 @@ def load_pretrained(weights: str | Path | None = None, device: str | torch.devic
     Parameters
     ----------
     weights
-        A ``.safetensors`` file written by training; default :data:`DEFAULT_WEIGHTS`. Only
-        safetensors are read (no pickle), nothing is downloaded.
+        A ``.safetensors`` file written by training; default :data:`DEFAULT_WEIGHTS`; the
+        names ``"clean"`` and ``"denoising"`` pick the packaged networks
+        (:data:`DEFAULT_WEIGHTS`, :data:`DENOISING_WEIGHTS`). Only safetensors are read (no
+        pickle), nothing is downloaded.
     device
         Torch device.
     """
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    named = {"clean": DEFAULT_WEIGHTS, "denoising": DENOISING_WEIGHTS}
+    path = named.get(str(weights), Path(weights)) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise TiltgenError("the interpolation weights are missing; reinstall napari-tiltgen or "
                            "train them (tiltgen train-interpolation).", path)
