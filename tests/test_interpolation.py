@@ -16,6 +16,7 @@ from napari_tiltgen.evaluate.metrics import psnr
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.nets.interpolation import (
     DEFAULT_WEIGHTS,
+    DENOISING_WEIGHTS,
     NetConfig,
     TiltInterpNet,
     census_loss,
@@ -120,12 +121,16 @@ def test_safetensors_round_trip(tmp_path: Path) -> None:
 
 
 def test_shipped_weights_are_small_safetensors_with_a_card() -> None:
-    assert DEFAULT_WEIGHTS.is_file() and DEFAULT_WEIGHTS.stat().st_size < 4_000_000
-    card = DEFAULT_WEIGHTS.with_suffix(".md").read_text()
-    assert "tiltgen train-interpolation" in card and "eval-interpolation" in card
-    _, info = load_pretrained()
-    assert info["trained_gap_deg"] == [2.0, 12.0]
-    assert info["data"]["pixel_size_A"][0] > 0
+    for name, path in (("clean", DEFAULT_WEIGHTS), ("denoising", DENOISING_WEIGHTS)):
+        assert path.is_file() and path.stat().st_size < 4_000_000
+        card = path.with_suffix(".md").read_text()
+        assert "tiltgen train-interpolation" in card and "interpolation_transfer.py" in card
+        net, info = load_pretrained(name)
+        assert info["trained_gap_deg"] == [2.0, 12.0]
+        assert info["data"]["pixel_size_A"][0] > 0
+        # the clean-data network has no noise input; the denoising one reads two noise planes
+        assert net.config.noise_planes == (2 if name == "denoising" else 0)
+        assert (f"--noise-planes {net.config.noise_planes}" in card) == (name == "denoising")
 
 
 # ---------------------------------------------------------------------------- planning, baselines

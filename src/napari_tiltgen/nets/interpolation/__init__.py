@@ -26,6 +26,7 @@ from napari_tiltgen.nets.interpolation.api import (
 )
 from napari_tiltgen.nets.interpolation.frames import (
                                                       DEFAULT_WEIGHTS,
+                                                      DENOISING_WEIGHTS,
                                                       METHODS,
                                                       SERIES_METHODS,
                                                       check_inputs,
@@ -50,6 +51,7 @@ from napari_tiltgen.nets.interpolation.select import Selection, adapt_and_select
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "DENOISING_WEIGHTS",
     "METHODS",
     "SERIES_METHODS",
     "AdaptConfig",
