@@ -29,6 +29,8 @@ from napari_tiltgen.nets.interpolation.select import (
     ENSEMBLES,
     MIN_HOLDOUT_TO_CHOOSE_ADAPTED,
     adapt_and_select,
+    distrust_adapted,
+    distrust_ensembles,
 )
 
 torch.set_num_threads(1)
@@ -234,6 +236,69 @@ def test_an_adapted_network_scored_on_two_frames_is_not_chosen() -> None:
               show=False)
     assert len(sel.frames) == 3 and not any(n.startswith("adapted not") for n in sel.notes)
     assert sel.method.startswith("adapted")
+
+
+def test_an_adapted_network_that_loses_to_linear_at_four_steps_is_not_chosen() -> None:
+    from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
+
+    def loo(psnr: list[float], method: str) -> LeaveOneOutResult:
+        n = len(psnr)
+        z = np.zeros((n, 4, 4), np.float32)
+        return LeaveOneOutResult(np.arange(2, 2 + 4 * n, 4), np.zeros(n), np.full(n, 8.0), z, z,
+                                 np.asarray(psnr, float), np.ones(n), method)
+
+    def qa(adapted_k2: list[float]) -> dict:
+        return {1: {"linear": loo([30, 30, 30, 30], "linear"),
+                    "adapted": loo([31, 31, 30.5, 31], "adapted")},
+                2: {"linear": loo([25, 25, 25], "linear"),
+                    "adapted": loo(adapted_k2, "adapted")}}
+
+    # better than linear at 2 steps, worse at 4 (a gap it trained on): withdrawn, with the reason
+    ok = {"pretrained": True, "adapted": True, "adapted+reprojection": True}
+    notes = distrust_adapted(qa([24.5, 24.8, 24.9]), ok, n_scored=4)
+    assert ok == {"pretrained": True, "adapted": False, "adapted+reprojection": False}
+    assert len(notes) == 1 and "four times the step" in notes[0] and "-0.27 dB" in notes[0]
+    # not worse at 4 steps either: stays eligible, no note
+    ok = {"pretrained": True, "adapted": True}
+    assert distrust_adapted(qa([25.0, 25.5, 25.1]), ok, n_scored=4) == [] and ok["adapted"]
+    # two held-out frames: withdrawn whatever the scores
+    ok = {"adapted": True}
+    assert "only 2 held-out" in distrust_adapted(qa([26, 26, 26]), ok, n_scored=2)[0]
+    assert not ok["adapted"]
+    # nothing eligible: nothing to say
+    assert distrust_adapted(qa([20, 20, 20]), {"adapted": False}, n_scored=4) == []
+
+
+def test_an_ensemble_the_qa_flatters_is_not_chosen() -> None:
+    """The QA at twice the step: a network whose error falls fast with the gap is predicted
+    better alone at the inserted frames than averaged with the gap-independent reprojection."""
+    from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
+
+    def loo(db: float, method: str) -> LeaveOneOutResult:
+        z = np.zeros((3, 4, 4), np.float32)
+        return LeaveOneOutResult(np.array([2, 6, 10]), np.zeros(3), np.full(3, 8.0), z, z,
+                                 np.full(3, db), np.ones(3), method)
+
+    def case(k1: float, k2: float, ens: float) -> dict:
+        return {1: {"linear": loo(28.0, "linear"), "pretrained": loo(k1, "pretrained"),
+                    "pretrained+reprojection": loo(ens, "pretrained+reprojection")},
+                2: {"linear": loo(22.0, "linear"), "pretrained": loo(k2, "pretrained")}}
+
+    rep = loo(27.0, "reprojection")
+    # atomic-cluster-like: 6.2 dB better at 2 steps than at 4; the average gains 0.2 dB at 2 steps
+    ok = {"pretrained": True, "pretrained+reprojection": True}
+    notes = distrust_ensembles(case(28.8, 22.6, 29.0), rep, ok)
+    assert ok == {"pretrained": True, "pretrained+reprojection": False}
+    assert "falls by 6.2 dB" in notes[0] and "network alone is better" in notes[0]
+    # jitter-limited (as good at 4 steps as at 2): the average's gain holds, stays eligible
+    ok = {"pretrained": True, "pretrained+reprojection": True}
+    assert distrust_ensembles(case(28.8, 29.0, 29.6), rep, ok) == []
+    assert ok["pretrained+reprojection"]
+    # nothing at 4 steps to extrapolate from: left as it is
+    ok = {"pretrained+reprojection": True}
+    only_k1 = case(28.8, 22.6, 29.0)
+    del only_k1[2]
+    assert distrust_ensembles(only_k1, rep, ok) == [] and ok["pretrained+reprojection"]
 
 
 def test_too_few_frames_compare_pretrained_and_linear_only() -> None:
