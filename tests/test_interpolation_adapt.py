@@ -24,7 +24,13 @@ from napari_tiltgen.nets.interpolation.adapt import (
     training_triplets,
 )
 from napari_tiltgen.nets.interpolation.api import interpolate_series, real_frames
-from napari_tiltgen.nets.interpolation.frames import interpolate_at, load_pretrained
+from napari_tiltgen.nets.interpolation.frames import (
+    DEFAULT_WEIGHTS,
+    DENOISING_WEIGHTS,
+    interpolate_at,
+    load_pretrained,
+)
+from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
 from napari_tiltgen.nets.interpolation.select import (
     ENSEMBLES,
     MIN_HOLDOUT_TO_CHOOSE_ADAPTED,
@@ -180,7 +186,6 @@ def test_auto_never_picks_a_method_that_scored_worse_than_linear() -> None:
 def test_the_better_packaged_network_is_pretrained_and_the_start_of_the_adaptation() -> None:
     """Both packaged networks (clean-data and denoising) are scored on the held-out frames;
     the better one is "pretrained" (its QA row, its note) and the adaptation starts from it."""
-    from napari_tiltgen.nets.interpolation.frames import DEFAULT_WEIGHTS, DENOISING_WEIGHTS
     from napari_tiltgen.nets.interpolation.qa import leave_one_out
 
     ts, _ = _blobs_series(n_tilts=13, counts=30.0)  # Poisson noise of 30 counts: noisy
@@ -218,8 +223,6 @@ def test_an_adapted_network_scored_on_two_frames_is_not_chosen() -> None:
     """11 real frames leave 2 held-out frames: the fine-tuned network's QA gain there is not
     trusted (benchmark, noise-free jittered needle at 12 degrees: +1.00 dB on 2 frames, -0.20
     dB at the inserted ones); from 12 frames (3 held out) it can be chosen."""
-    from napari_tiltgen.nets.interpolation.frames import DEFAULT_WEIGHTS
-
     cfg = AdaptConfig(seconds=60, max_steps=60)
     # the clean-data network as the start: noisy blobs, where fitting to the stack pays
     few, _ = _blobs_series(n_tilts=11, counts=30.0, size=32)
@@ -238,20 +241,20 @@ def test_an_adapted_network_scored_on_two_frames_is_not_chosen() -> None:
     assert sel.method.startswith("adapted")
 
 
+def _loo(psnr: list[float], method: str) -> LeaveOneOutResult:
+    """A QA result with these per-frame PSNRs on held-out frames 2, 6, 10, ... (no images)."""
+    n = len(psnr)
+    z = np.zeros((n, 4, 4), np.float32)
+    return LeaveOneOutResult(np.arange(2, 2 + 4 * n, 4), np.zeros(n), np.full(n, 8.0), z, z,
+                             np.asarray(psnr, float), np.ones(n), method)
+
+
 def test_an_adapted_network_that_loses_to_linear_at_four_steps_is_not_chosen() -> None:
-    from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
-
-    def loo(psnr: list[float], method: str) -> LeaveOneOutResult:
-        n = len(psnr)
-        z = np.zeros((n, 4, 4), np.float32)
-        return LeaveOneOutResult(np.arange(2, 2 + 4 * n, 4), np.zeros(n), np.full(n, 8.0), z, z,
-                                 np.asarray(psnr, float), np.ones(n), method)
-
     def qa(adapted_k2: list[float]) -> dict:
-        return {1: {"linear": loo([30, 30, 30, 30], "linear"),
-                    "adapted": loo([31, 31, 30.5, 31], "adapted")},
-                2: {"linear": loo([25, 25, 25], "linear"),
-                    "adapted": loo(adapted_k2, "adapted")}}
+        return {1: {"linear": _loo([30, 30, 30, 30], "linear"),
+                    "adapted": _loo([31, 31, 30.5, 31], "adapted")},
+                2: {"linear": _loo([25, 25, 25], "linear"),
+                    "adapted": _loo(adapted_k2, "adapted")}}
 
     # better than linear at 2 steps, worse at 4 (a gap it trained on): withdrawn, with the reason
     ok = {"pretrained": True, "adapted": True, "adapted+reprojection": True}
@@ -272,12 +275,9 @@ def test_an_adapted_network_that_loses_to_linear_at_four_steps_is_not_chosen() -
 def test_an_ensemble_the_qa_flatters_is_not_chosen() -> None:
     """The QA at twice the step: a network whose error falls fast with the gap is predicted
     better alone at the inserted frames than averaged with the gap-independent reprojection."""
-    from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
 
     def loo(db: float, method: str) -> LeaveOneOutResult:
-        z = np.zeros((3, 4, 4), np.float32)
-        return LeaveOneOutResult(np.array([2, 6, 10]), np.zeros(3), np.full(3, 8.0), z, z,
-                                 np.full(3, db), np.ones(3), method)
+        return _loo([db] * 3, method)
 
     def case(k1: float, k2: float, ens: float) -> dict:
         return {1: {"linear": loo(28.0, "linear"), "pretrained": loo(k1, "pretrained"),

@@ -330,8 +330,7 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         message = (f"adapted network used (asked for): {gain['adapted']:+.2f} dB against "
                    f"linear on {where}.")
     else:
-        if adapted is not None:
-            notes.extend(distrust_adapted(qa, ok, n_scored))
+        notes.extend(distrust_adapted(qa, ok, n_scored))
         if rep is not None:
             notes.extend(distrust_ensembles(qa, rep, ok))
         winners = [m for m, good in ok.items() if good]
