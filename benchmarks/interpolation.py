@@ -72,13 +72,21 @@ def main() -> None:
     n_params = sum(t.numel() for t in model.parameters())
     rows = [
         ("pretrained, full resolution, 1 frame/pair",
-         _time(lambda: model_frames(model, f0, f1, [0.5], 6.0, 1, args.device), args.repeats)),
+         _time(lambda: model_frames(model, f0, f1, [0.5], 6.0, 1, args.device, False),
+               args.repeats)),
         ("pretrained, full resolution, 3 frames/pair (per frame)",
          tuple(v / 3 for v in _time(
-             lambda: model_frames(model, f0, f1, [0.25, 0.5, 0.75], 6.0, 1, args.device),
+             lambda: model_frames(model, f0, f1, [0.25, 0.5, 0.75], 6.0, 1, args.device, False),
              args.repeats))),
         ("pretrained, auto scale (8x binned flow), 1 frame/pair",
-         _time(lambda: model_frames(model, f0, f1, [0.5], 6.0, 8, args.device), args.repeats)),
+         _time(lambda: model_frames(model, f0, f1, [0.5], 6.0, 8, args.device, False),
+               args.repeats)),
+        ("symmetric (default: 8 predictions averaged), full res.",
+         _time(lambda: model_frames(model, f0, f1, [0.5], 6.0, 1, args.device, True),
+               args.repeats)),
+        ("symmetric (default: 8 predictions averaged), 8x binned",
+         _time(lambda: model_frames(model, f0, f1, [0.5], 6.0, 8, args.device, True),
+               args.repeats)),
         ("linear, 1 frame/pair",
          _time(lambda: linear_frames(f0, f1, [0.5]), args.repeats)),
     ]

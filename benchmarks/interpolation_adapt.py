@@ -25,7 +25,8 @@ range as data range.
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/interpolation_adapt.py --threads 1
 
 Options: ``--size`` (frame side, px; 128), ``--gaps``, ``--cases``, ``--adapt-seconds`` (60),
-``--adapt-steps``, ``--counts``, ``--weights`` (other network weights). Prints a Markdown table (per case and gap: the four methods' PSNR against clean and
+``--adapt-steps``, ``--counts``, ``--weights`` (other network weights), ``--no-symmetric``
+(networks predict each frame once instead of the default mean over eight mirror/swap symmetries). Prints a Markdown table (per case and gap: the four methods' PSNR against clean and
 noisy truth, the gain of auto over linear, and what auto chose) and writes it with ``--out``.
 ``tiltgen interpolate`` writes the stack as recorded (real frames as read, inserted frames mapped
 back to the recorded units); the offset measured on the real frames of its output, added back
@@ -163,8 +164,8 @@ def make_series(case: str, n: int, step: float, counts: float, seed: int
 
 # ---------------------------------------------------------------------------- one run
 def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, device: str,
-            adapt_steps: int | None = None, weights: str | None = None
-            ) -> tuple[np.ndarray, np.ndarray, str, float]:
+            adapt_steps: int | None = None, weights: str | None = None,
+            symmetric: bool = True) -> tuple[np.ndarray, np.ndarray, str, float]:
     """``tiltgen interpolate`` in-process; returns (frames, predicted mask, stderr, seconds)."""
     from napari_tiltgen.cli import main
     from napari_tiltgen.io import read_tilt_series
@@ -176,6 +177,8 @@ def run_cli(sparse_path: Path, out: Path, method: str, adapt_seconds: float, dev
         argv += ["--adapt-steps", str(adapt_steps)]
     if weights:
         argv += ["--weights", weights]
+    if not symmetric:
+        argv += ["--no-symmetric"]
     err = io.StringIO()
     t0 = time.perf_counter()
     try:
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--weights", help="tiltgen's --weights (default: the packaged network)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-symmetric", action="store_true",
+                   help="tiltgen's --no-symmetric (networks predict each frame once)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the Markdown table here")
     args = p.parse_args(argv)
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                     out = tmpd / f"{case}_{gap:g}_{m}.mrc"
                     frames, pred, err, secs = run_cli(sp, out, m, args.adapt_seconds,
                                                       args.device, args.adapt_steps,
-                                                      args.weights)
+                                                      args.weights, not args.no_symmetric)
                     # ``tiltgen interpolate`` may subtract a detected vacuum level from the whole
                     # stack: put it back (measured on the real frames, copied unchanged)
                     offset = float(np.median(sparse.data - frames[~pred]))

@@ -57,6 +57,9 @@ def main() -> None:
     p.add_argument("--noise", default="realistic", help="realistic, train or clean")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--no-symmetric", action="store_true",
+                   help="one prediction per frame (default: the mean over the eight mirror/swap "
+                   "symmetries, as tiltgen interpolate makes them)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     t_start = time.perf_counter()
@@ -108,7 +111,7 @@ def main() -> None:
                     for m, (model, minfo) in models.items():
                         _, bf = check_inputs(ts, [float(g)], minfo, allow_out_of_range=True)
                         preds[m] = model_frames(model, noisy[i0], noisy[i1], tpos, float(g),
-                                                bin_factor=bf)
+                                                bin_factor=bf, symmetric=not a.no_symmetric)
                     for m in methods:
                         vals = frame_metrics(truth, preds[m])["psnr"]
                         psnr.setdefault((fam, g, m), []).extend(vals.tolist())
@@ -130,7 +133,8 @@ def main() -> None:
 
     print(f"# interpolation transfer benchmark: families {', '.join(families)}; noise "
           f"{a.noise}; {a.series} series per family ({a.sizes} px), -60..60 deg every 1 deg; "
-          f"{a.pairs} pairs per gap and series; seed {a.seed}")
+          f"{a.pairs} pairs per gap and series; seed {a.seed}; networks "
+          f"{'one prediction per frame' if a.no_symmetric else 'symmetric (8 averaged)'}")
     print("flow binning used (check_inputs): " +
           ", ".join(f"{m}: {sorted(b)}" for m, b in bins.items()))
     for f in families:

@@ -84,6 +84,29 @@ def test_conditioning_on_t_and_gap_changes_the_output() -> None:
     assert np.abs(g4 - g10).mean() > 1e-3
 
 
+def test_symmetric_prediction_is_mirror_and_swap_equivariant() -> None:
+    """The mean over the eight mirror/swap symmetries makes the prediction equivariant: the
+    mirrored pair gives the mirrored frame, the swapped pair (t -> 1 - t) the same frame. One
+    prediction alone is not (the trained network is not exactly symmetric)."""
+    net, _ = load_pretrained()
+    rng = np.random.default_rng(4)
+    f0 = rng.random((40, 36)).astype(np.float32)
+    f1 = np.roll(f0, 2, axis=1) + 0.1 * rng.random((40, 36)).astype(np.float32)
+    for factor in (1, 2):
+        kw = {"gap_deg": 6.0, "bin_factor": factor}
+        sym = model_frames(net, f0, f1, [0.3], symmetric=True, **kw)[0]
+        mirrored = model_frames(net, f0[:, ::-1], f1[:, ::-1], [0.3], symmetric=True, **kw)[0]
+        upside = model_frames(net, f0[::-1], f1[::-1], [0.3], symmetric=True, **kw)[0]
+        swapped = model_frames(net, f1, f0, [0.7], symmetric=True, **kw)[0]
+        scale = float(np.abs(sym).mean())
+        for other in (mirrored[:, ::-1], upside[::-1], swapped):
+            assert np.abs(other - sym).max() < 1e-4 * scale
+        one = model_frames(net, f0, f1, [0.3], symmetric=False, **kw)[0]
+        one_swapped = model_frames(net, f1, f0, [0.7], symmetric=False, **kw)[0]
+        assert np.abs(one - one_swapped).mean() > 1e-3 * scale
+        assert np.abs(one - sym).mean() > 1e-3 * scale
+
+
 # ---------------------------------------------------------------------------- losses
 def test_loss_terms() -> None:
     x = torch.rand(2, 1, 32, 32)

@@ -361,6 +361,32 @@ def test_auto_uses_linear_when_the_gap_is_out_of_the_networks_range() -> None:
         run(interpolate_series(ts, frames_per_gap=1, method="adapted"), show=False)
 
 
+def test_cli_no_symmetric_predicts_once_and_says_so(tmp_path: Path) -> None:
+    """``--no-symmetric`` makes the network predict each frame once; the .json report records
+    whether the eight mirror/swap predictions were averaged (and nothing for linear)."""
+    from napari_tiltgen.cli import main
+    from napari_tiltgen.io import read_tilt_series, write_mrc
+
+    ts, _ = _blobs_series(n_tilts=5, size=32)
+    src = write_mrc(ts, tmp_path / "in.mrc")
+    Path(src).with_suffix(".rawtlt").write_text("".join(f"{a}\n" for a in ts.tilt_angles))
+    stacks, reports = {}, {}
+    for name, extra in (("sym", []), ("once", ["--no-symmetric"]),
+                        ("linear", ["--method", "linear"])):
+        out = tmp_path / f"{name}.mrc"
+        method = [] if extra[:1] == ["--method"] else ["--method", "pretrained"]
+        assert main(["interpolate", str(src), "--out", str(out), "--frames-per-gap", "1",
+                     "--quiet", "--device", "cpu", *method, *extra]) == 0
+        stacks[name] = read_tilt_series(out).data
+        reports[name] = json.loads(out.with_suffix(".json").read_text())
+    assert [reports[n]["symmetric"] for n in ("sym", "once", "linear")] == [True, False, None]
+    pred = np.array(reports["sym"]["predicted_indices"])
+    real = np.setdiff1d(np.arange(stacks["sym"].shape[0]), pred)
+    np.testing.assert_array_equal(stacks["sym"][real], stacks["once"][real])
+    diff = np.abs(stacks["sym"][pred] - stacks["once"][pred]).mean()
+    assert diff > 1e-3 * np.abs(stacks["once"][pred]).mean()
+
+
 def test_cli_auto_prints_the_choice_and_writes_the_qa_table(tmp_path: Path, capsys) -> None:
     from napari_tiltgen.cli import main
     from napari_tiltgen.io import write_mrc

@@ -51,6 +51,12 @@ def test_interpolate_marks_predicted_frames(make_napari_viewer, qtbot) -> None:
     assert w.method.value == "auto" and not w.adapt_seconds.native.isHidden()
     w.method.value = "pretrained"
     assert w.adapt_seconds.native.isHidden()
+    # the networks average 8 mirror/swap predictions unless unticked (hidden for linear)
+    assert w.symmetric.value and not w.symmetric.native.isHidden()
+    w.method.value = "linear"
+    assert w.symmetric.native.isHidden()
+    w.method.value = "pretrained"
+    w.symmetric.value = False
     w.mode.value = COUNT_MODE
     w.frames_per_gap.value = 2
     w.device.value = "cpu"
@@ -64,6 +70,7 @@ def test_interpolate_marks_predicted_frames(make_napari_viewer, qtbot) -> None:
     out = TiltSeries.from_layer(layer)  # still a tilt series with the new angles
     np.testing.assert_allclose(out.tilt_angles, np.arange(-12.0, 12.5, 1.0))
     assert out.provenance["interpolation"]["n_inserted"] == 16
+    assert out.provenance["interpolation"]["symmetric"] is False  # as the box said
     markers = viewer.layers["sparse + pretrained (16 predicted) [predicted frames]"]
     assert markers.data[:, 0].tolist() == rep["predicted_indices"]
     assert markers.properties["label"][0] == "PREDICTED -11.0°"

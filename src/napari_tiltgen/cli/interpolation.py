@@ -184,7 +184,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     if note:
         print(f"tiltgen: note: {note}", file=sys.stderr)
     kw = {"weights": args.weights, "device": args.device,
-          "allow_out_of_range": args.allow_out_of_range}
+          "allow_out_of_range": args.allow_out_of_range, "symmetric": not args.no_symmetric}
     if args.qa:
         if args.method in ("auto", "adapted"):
             from napari_tiltgen.nets.interpolation.adapt import AdaptConfig
@@ -192,7 +192,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
             cfg = AdaptConfig(seconds=args.adapt_seconds, max_steps=args.adapt_steps)
             sel = run(adapt_and_select(real_frames(ts), requested=args.method, config=cfg,
-                                       weights=args.weights, device=args.device),
+                                       weights=args.weights, device=args.device,
+                                       symmetric=not args.no_symmetric),
                       show=not args.quiet, desc="adapt + leave-one-out")
             print(sel.table())
             print(f"tiltgen: {sel.message}", file=sys.stderr)

@@ -39,6 +39,7 @@ from napari_tiltgen.core.devices import resolve_device
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress, scaled
 from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.nets.interpolation import frames as frames_mod
 from napari_tiltgen.nets.interpolation.frames import (
     SERIES_METHODS,
     ProgressGen,
@@ -88,13 +89,17 @@ class InterpolationResult:
         return [int(i) for i in np.flatnonzero(self.predicted)]
 
     def report(self) -> dict[str, Any]:
-        """JSON-ready description: angles, predicted frame indices and angles, warnings."""
+        """JSON-ready description: angles, predicted frame indices and angles, whether the
+        networks averaged their eight mirror/swap predictions (``None`` for linear and
+        reprojection), warnings."""
         a = self.tilt_series.tilt_angles
         out = {"method": self.method, "n_frames": int(a.size),
                "tilt_angles_deg": [float(x) for x in a],
                "predicted_indices": self.predicted_indices,
                "predicted_angles_deg": [float(a[i]) for i in self.predicted_indices],
                "source_index": [int(i) for i in self.source_index],
+               "symmetric": (self.tilt_series.provenance.get("interpolation") or {}).get(
+                   "symmetric"),
                "warnings": list(self.warnings)}
         if self.selection is not None:
             out["selection"] = self.selection.as_dict()
@@ -119,7 +124,7 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
                        allow_out_of_range: bool = False, reprojection_iterations: int = 50,
                        scale: str | int = "auto", adapt_seconds: float | None = None,
                        adapt_steps: int | None = None, adapt_config: Any = None,
-                       margin_db: float | None = None
+                       margin_db: float | None = None, symmetric: bool | None = None
                        ) -> ProgressGen:
     """Insert frames between the tilts of a series (progress generator).
 
@@ -146,6 +151,10 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
         override its fields when given).
     margin_db
         See :func:`~.adapt.adapt_and_select` (default :data:`~.adapt.DEFAULT_MARGIN_DB`).
+    symmetric
+        Networks: average the predictions over the eight flips and swaps of the input pair,
+        in the QA and in the output (``None``: :data:`~.frames.SYMMETRIC_DEFAULT`, on;
+        ``False``: 8x faster).
 
     Returns
     -------
@@ -201,7 +210,8 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
             selection = yield from scaled(
                 adapt_and_select(real_frames(ts), requested=method, config=cfg,
                                  margin_db=DEFAULT_MARGIN_DB if margin_db is None else margin_db,
-                                 weights=weights, device=device), 0.0, 0.9, "")
+                                 weights=weights, device=device, symmetric=symmetric),
+                0.0, 0.9, "")
             used, model, lo = selection.method, selection.model, 0.9
         else:
             used = "linear"
@@ -211,7 +221,7 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
             yield Progress(0.0, "warning: " + msg)
     kw = dict(weights=weights, device=device, allow_out_of_range=allow_out_of_range,
               reprojection_iterations=reprojection_iterations, scale=scale, model=model,
-              reprojection_source=real_frames(ts))
+              reprojection_source=real_frames(ts), symmetric=symmetric)
     if used.endswith("+reprojection"):  # an ensemble: the network's and the reprojection's mean
         mid = lo + 0.5 * (1.0 - lo)
         frames, new_angles, msgs = yield from scaled(
@@ -231,9 +241,12 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
     shifts = np.concatenate([ts.shifts_px, _interp_shifts(ts, new_angles)])[o]
     prov = copy.deepcopy(ts.provenance)
     predicted = src[o] < 0
+    sym = frames_mod.SYMMETRIC_DEFAULT if symmetric is None else bool(symmetric)
+    sym = None if method in ("linear", "reprojection") else sym  # whether networks averaged
     record = {"step": "interpolate", "method": method,
               "selection": selection.as_dict() if selection is not None else None,
               "frames_per_gap": frames_per_gap, "target_step_deg": target_step_deg,
+              "symmetric": sym,
               "n_inserted": int(new_angles.size),
               "predicted_indices": [int(i) for i in np.flatnonzero(predicted)],
               "warnings": msgs}

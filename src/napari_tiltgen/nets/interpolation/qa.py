@@ -110,7 +110,7 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
                   device: str = "auto", allow_out_of_range: bool = False,
                   reprojection_iterations: int = 50, scale: str | int = "auto", k: int = 1,
                   model: tuple[TiltInterpNet, dict[str, Any]] | None = None,
-                  quiet: bool = False) -> ProgressGen:
+                  quiet: bool = False, symmetric: bool | None = None) -> ProgressGen:
     """Leave-one-out QA for a real (experimental) stack (progress generator).
 
     Each interior frame ``i`` (in angle order) is hidden and predicted from frames ``i - 1`` and
@@ -127,7 +127,7 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
         ``"pretrained"``, ``"linear"``, ``"reprojection"``, or ``"adapted"`` (with ``model``).
     indices
         Frames (angle order) to test; default every frame with neighbours at distance ``k``.
-    weights, device, allow_out_of_range, reprojection_iterations, scale, model, quiet
+    weights, device, allow_out_of_range, reprojection_iterations, scale, model, quiet, symmetric
         See :func:`interpolate_at`.
     k
         Predict frame ``i`` from frames ``i - k`` and ``i + k`` (the gap is then about ``2 k``
@@ -171,7 +171,8 @@ def leave_one_out(ts: TiltSeries, method: str = "pretrained", *,
                  for i in idx]
         pred, _angles, msgs = yield from interpolate_at(
             ts, pairs, method, weights=weights, device=device,
-            allow_out_of_range=allow_out_of_range, scale=scale, model=model, quiet=quiet)
+            allow_out_of_range=allow_out_of_range, scale=scale, model=model, quiet=quiet,
+            symmetric=symmetric)
     real = np.asarray(ts.data[idx], np.float32)
     ps, ss = _scores(real, pred)
     return LeaveOneOutResult(idx, a[idx], gaps, real, pred, ps, ss, method, msgs)

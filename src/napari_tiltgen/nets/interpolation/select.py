@@ -204,7 +204,7 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
                      seconds: float = DEFAULT_ADAPT_SECONDS, config: AdaptConfig | None = None,
                      margin_db: float = DEFAULT_MARGIN_DB, weights: str | Path | None = None,
                      device: str = "auto", qa_neighbours: Sequence[int] = (1, 2),
-                     adapt: bool = True) -> ProgressGen:
+                     adapt: bool = True, symmetric: bool | None = None) -> ProgressGen:
     """Adapt the network to ``ts``, score pretrained / adapted / linear on held-out real frames,
     and choose (progress generator).
 
@@ -231,6 +231,9 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         Neighbour distances ``k`` of the QA table (``1``: twice the native step).
     adapt
         ``False``: skip the fine-tuning (the adapted column stays empty).
+    symmetric
+        Score the networks as they will be used: averaged over the eight flips and swaps
+        (``None``: :data:`~.frames.SYMMETRIC_DEFAULT`).
 
     Returns
     -------
@@ -266,7 +269,7 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
     first: dict[str, Any] = {}
     if weights is None:
         net, info, variant, first, note = yield from scaled(
-            choose_start(ts, frames, (net, info), dev, factor), 0.0, 0.05, "")
+            choose_start(ts, frames, (net, info), dev, factor, symmetric), 0.0, 0.05, "")
         if note:
             notes.append(note)
     adapted: AdaptResult | None = None
@@ -296,7 +299,7 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
             res = yield from scaled(
                 leave_one_out(ts, "linear" if m == "linear" else m, indices=idx, k=k,
                               model=mod, device=str(dev), allow_out_of_range=True,
-                              scale=factor, quiet=True),
+                              scale=factor, quiet=True, symmetric=symmetric),
                 lo, lo + 0.10 / n_jobs, f"QA {m} (gap x{2 * k}): ")
             qa[k][m] = res
             job += 1
@@ -449,7 +452,7 @@ def distrust_ensembles(qa: dict[int, dict[str, Any]], rep: Any, ok: dict[str, bo
 
 
 def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet, dict[str, Any]],
-                 device: Any, factor: int) -> ProgressGen:
+                 device: Any, factor: int, symmetric: bool | None = None) -> ProgressGen:
     """Score the packaged clean-data and denoising networks on ``frames`` (each predicted from
     its neighbours ``i - 1``, ``i + 1``) and return the better one (generator).
 
@@ -469,7 +472,8 @@ def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet,
     for j, (name, mod) in enumerate((("clean", clean), ("denoising", denoising))):
         scores[name] = yield from scaled(
             leave_one_out(ts, "pretrained", indices=idx, k=1, model=mod, device=str(device),
-                          allow_out_of_range=True, scale=factor, quiet=True),
+                          allow_out_of_range=True, scale=factor, quiet=True,
+                          symmetric=symmetric),
             0.5 * j, 0.5 * (j + 1), f"QA start ({name} network): ")
     psnr = {name: float(np.mean(r.psnr)) for name, r in scores.items()}
     best = "denoising" if psnr["denoising"] > psnr["clean"] else "clean"
