@@ -212,9 +212,11 @@ def test_reprojection_baseline_on_a_phantom() -> None:
 def test_shipped_model_beats_linear_on_held_out_clusters() -> None:
     """Three held-out fcc clusters (Ir, Yb, Xe), aberrated probe, -20..20 degrees every degree.
 
-    Measured PSNR gain over linear interpolation (dB), gap 4 / gap 8, shipped stage-2 weights:
-    Ir truncated octahedron 0.70 / 1.02, Yb cuboctahedron 0.64 / 1.00, Xe octahedron 0.20 / 0.69;
-    mean 0.51 / 0.90 (stage 1: 0.29 / 0.29). Asserted: the mean gain minus a 0.15 dB margin.
+    Measured PSNR gain over linear interpolation (dB), gap 4 / gap 8, shipped stage-2 weights,
+    as run by default (the mean of the eight mirror/swap predictions): Ir truncated octahedron
+    1.05 / 1.37, Yb cuboctahedron 0.81 / 1.11, Xe octahedron 0.47 / 0.86; mean 0.78 / 1.11 (one
+    prediction: 0.70 / 1.02, 0.64 / 1.00, 0.20 / 0.69, mean 0.51 / 0.90, which fails here;
+    stage 1: 0.29 / 0.29). Asserted: the mean gain minus a 0.15 dB margin.
     """
     from napari_tiltgen.nets.interpolation.evaluate import frame_metrics, sparse_pairs
     from napari_tiltgen.nets.interpolation.frames import interpolate_at
@@ -235,8 +237,8 @@ def test_shipped_model_beats_linear_on_held_out_clusters() -> None:
                 pred, _, _ = run(interpolate_at(sparse, pairs, m, device="cpu"), show=False)
                 res[m] = frame_metrics(ts.data[hidden], pred)["psnr"].mean()
             acc.append(res["pretrained"] - res["linear"])
-    assert np.mean(gains[4]) > 0.51 - 0.15
-    assert np.mean(gains[8]) > 0.90 - 0.15
+    assert np.mean(gains[4]) > 0.78 - 0.15
+    assert np.mean(gains[8]) > 1.11 - 0.15
 
 
 # ---------------------------------------------------------------------------- refusals, QA
