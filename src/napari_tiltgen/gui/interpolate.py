@@ -83,7 +83,7 @@ class InterpolateWidget(WorkerWidget):
         self.allow_out_of_range = CheckBox(value=False, text="allow out-of-range (not advised)")
         self.symmetric = CheckBox(value=True, text="average 8 mirror/swap predictions",
                                   tooltip="networks: mean of the predictions of the mirrored "
-                                  "and swapped input pair (about 0.1 dB better, 8x slower)")
+                                  "and swapped input pair (0.0-0.3 dB better, 8x slower)")
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
         self.qa_button = PushButton(text="Leave-one-out QA: pretrained / adapted / linear")

@@ -39,7 +39,6 @@ from napari_tiltgen.core.devices import resolve_device
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress, scaled
 from napari_tiltgen.io.model import TiltSeries
-from napari_tiltgen.nets.interpolation import frames as frames_mod
 from napari_tiltgen.nets.interpolation.frames import (
     SERIES_METHODS,
     ProgressGen,
@@ -48,6 +47,7 @@ from napari_tiltgen.nets.interpolation.frames import (
     insertion_plan,
     interpolate_at,
     load_pretrained,
+    symmetric_on,
 )
 
 __all__ = ["InterpolationResult", "interpolate_series", "real_frames"]
@@ -241,8 +241,8 @@ def interpolate_series(ts: TiltSeries, *, frames_per_gap: int | None = None,
     shifts = np.concatenate([ts.shifts_px, _interp_shifts(ts, new_angles)])[o]
     prov = copy.deepcopy(ts.provenance)
     predicted = src[o] < 0
-    sym = frames_mod.SYMMETRIC_DEFAULT if symmetric is None else bool(symmetric)
-    sym = None if method in ("linear", "reprojection") else sym  # whether networks averaged
+    # whether networks averaged the symmetries (None: no network made the frames)
+    sym = None if method in ("linear", "reprojection") else symmetric_on(symmetric)
     record = {"step": "interpolate", "method": method,
               "selection": selection.as_dict() if selection is not None else None,
               "frames_per_gap": frames_per_gap, "target_step_deg": target_step_deg,

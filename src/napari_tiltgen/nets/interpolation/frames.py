@@ -29,7 +29,7 @@ from napari_tiltgen.nets.interpolation.network import (
     warp,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "reprojection_frames"]
+__all__ = ["DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "reprojection_frames", "symmetric_on"]
 
 
 METHODS = ("pretrained", "linear", "reprojection")
@@ -225,6 +225,11 @@ SYMMETRIES: tuple[tuple[bool, bool, bool], ...] = tuple(
 SYMMETRIC_DEFAULT = True
 
 
+def symmetric_on(symmetric: bool | None) -> bool:
+    """Whether the networks average the :data:`SYMMETRIES` (``None``: the default)."""
+    return SYMMETRIC_DEFAULT if symmetric is None else bool(symmetric)
+
+
 def _flip(x: torch.Tensor, fx: bool, fy: bool) -> torch.Tensor:
     dims = [d for d, f in ((-1, fx), (-2, fy)) if f]
     return x.flip(dims) if dims else x
@@ -266,8 +271,7 @@ def model_frames(model: TiltInterpNet, frame0: np.ndarray, frame1: np.ndarray,
     x1 = torch.from_numpy(np.array(frame1, np.float32)).to(dev)[None, None]
     lo, scale = normalise_pair(x0, x1)
     x0, x1 = (x0 - lo) / scale, (x1 - lo) / scale
-    sym = SYMMETRIC_DEFAULT if symmetric is None else bool(symmetric)
-    variants = SYMMETRIES if sym else SYMMETRIES[:1]
+    variants = SYMMETRIES if symmetric_on(symmetric) else SYMMETRIES[:1]
     acc = torch.zeros((len(ts),) + tuple(x0.shape[-2:]), device=dev)
     for fx, fy, sw in variants:
         a, b = _flip(x0, fx, fy), _flip(x1, fx, fy)
