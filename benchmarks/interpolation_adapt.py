@@ -107,15 +107,11 @@ def cluster_volume(n: int, seed: int = 2) -> np.ndarray:
     atoms as Gaussians weighted by their HAADF cross-section, 0.4 Å voxels: atomic detail, the
     case where the denoising network must not be the start (it smooths the lattice)."""
     from napari_tiltgen.simulate.clusters import build_cluster
-    from napari_tiltgen.simulate.haadf import haadf_cross_section_A2
-    from napari_tiltgen.simulate.series import ground_truth_volume
+    from napari_tiltgen.simulate.series import atoms_volume
 
     atoms = build_cluster("cuboctahedron", "Ir", diameter_A=0.55 * n * CLUSTER_PIXEL_A,
                           variant="solid", seed=seed)
-    pos = np.asarray(atoms.get_positions(), np.float64)
-    pos -= pos.mean(axis=0)
-    w = haadf_cross_section_A2(atoms.get_atomic_numbers())
-    return ground_truth_volume(pos, w, (n, n, n), CLUSTER_PIXEL_A, 0.35).astype(np.float32)
+    return atoms_volume(atoms, (n, n, n), CLUSTER_PIXEL_A, 0.35).astype(np.float32)
 
 
 CASES = {

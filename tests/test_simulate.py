@@ -264,6 +264,30 @@ def test_ground_truth_projection_equals_gaussian_probe_image() -> None:
     assert abs(proj.sum() / img.sum() - 1) < 0.01
 
 
+def test_atoms_volume_centres_the_atoms_and_weights_them_by_cross_section() -> None:
+    """``atoms_volume`` = ``ground_truth_volume`` of the atoms with their HAADF weights; with
+    ``centre`` the weighted centroid of the volume sits at the grid centre even for atoms placed
+    off it, without it the atoms stay where they are."""
+    from napari_tiltgen.simulate import atoms_volume
+
+    atoms = build_cluster("decahedron", "Pt", shells=3, seed=0)
+    atoms.translate([3.0, -2.0, 1.0])  # Å, off the grid centre
+    px, n, s = 0.35, 64, 0.3
+    w = haadf_cross_section_A2(atoms.numbers)
+    np.testing.assert_array_equal(atoms_volume(atoms, (n, n, n), px, s, centre=False),
+                                  ground_truth_volume(atoms.positions, w, (n, n, n), px, s))
+    grid = (np.arange(n) - (n - 1) / 2.0) * px
+    placed = (np.average(atoms.positions, axis=0, weights=w) -
+              atoms.positions.mean(axis=0))[::-1]  # (z, y, x) of the weighted centroid, Å
+    off = np.average(atoms.positions, axis=0, weights=w)[::-1]
+    assert np.abs(off).max() > 1.5  # the atoms really are off the grid centre
+    for centre, expect in ((True, placed), (False, off)):
+        vol = atoms_volume(atoms, (n, n, n), px, s, centre=centre).astype(np.float64)
+        com = [float((vol.sum(axis=tuple(j for j in range(3) if j != ax)) * grid).sum()
+                     / vol.sum()) for ax in range(3)]
+        np.testing.assert_allclose(com, expect, atol=0.02)
+
+
 def test_ground_truth_forward_projection_matches_fast_frames() -> None:
     """The package's projector applied to the GT reproduces the 35 mrad fast frames.
 

@@ -30,6 +30,7 @@ _LAZY = {
     "electron_wavelength_A": "haadf",
     "SimulationResult": "series", "simulate_tilt_series": "series",
     "simulate_tilt_series_iter": "series", "ground_truth_volume": "series",
+    "atoms_volume": "series",
     "simulated_cluster_sample": "series", "tilt_angles_from_range": "series",
     "auto_pixel_size_A": "series",
     "DynamicCluster": "dynamic", "dynamic_cluster": "dynamic", "simulate_dynamic": "dynamic",

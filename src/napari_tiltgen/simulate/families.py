@@ -81,8 +81,7 @@ TEXTURE_IMAGES_HELDOUT: tuple[str, ...] = ("gravel", "cell", "hubble_deep_field"
 # ---------------------------------------------------------------------------- families
 def _cluster(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
     from napari_tiltgen.simulate.clusters import STRUCTURES, TRAIN_ELEMENTS, VARIANTS, build_cluster
-    from napari_tiltgen.simulate.haadf import haadf_cross_section_A2
-    from napari_tiltgen.simulate.series import ground_truth_volume
+    from napari_tiltgen.simulate.series import atoms_volume
 
     structure = str(rng.choice(STRUCTURES))
     element = str(rng.choice(TRAIN_ELEMENTS))
@@ -99,9 +98,8 @@ def _cluster(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str,
     extent = float(np.max(np.linalg.norm(pos[:, [0, 2]], axis=1))) + 2.0
     fill = rng.uniform(0.35, 0.85)
     px = max(0.15, min(1.0, 2.0 * extent / (fill * size)))
-    w = haadf_cross_section_A2(atoms.get_atomic_numbers())
     sigma = float(rng.uniform(0.25, 0.45))  # thermal smearing + part of the probe, Å
-    vol = ground_truth_volume(pos[:, [0, 1, 2]], w, (size, size, size), px, sigma)
+    vol = atoms_volume(atoms, (size, size, size), px, sigma)
     return vol, {"pixel_size_A": px, "structure": structure, "element": element,
                  "variant": variant, "n_atoms": len(atoms), "probe_sigma_A": 0.35}
 

@@ -142,6 +142,19 @@ def resolve_gt_sigma_A(gt_sigma_A: float | str | None, pixel_size_A: float, opti
     return s
 
 
+def atoms_volume(atoms: Any, shape: tuple[int, int, int], pixel_size_A: float, sigma_A: float,
+                 centre: bool = True) -> np.ndarray:
+    """Ground truth of an ``ase.Atoms`` object: its atoms (centred on their mean position when
+    ``centre``) as Gaussians of ``sigma_A`` weighted by their default HAADF cross-sections,
+    :func:`ground_truth_volume` on ``shape`` voxels of ``pixel_size_A``. ``(nz, ny, nx)`` float32.
+    """
+    pos = np.asarray(atoms.get_positions(), np.float64)
+    if centre:
+        pos = pos - pos.mean(axis=0)
+    w = haadf_cross_section_A2(np.asarray(atoms.get_atomic_numbers()))
+    return ground_truth_volume(pos, w, shape, pixel_size_A, sigma_A)
+
+
 def ground_truth_volume(
     positions: np.ndarray,
     weights: np.ndarray,

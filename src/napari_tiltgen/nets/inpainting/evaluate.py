@@ -161,16 +161,14 @@ def fourier_view(size: int, wedge: float, weights: str | None, device: str, step
     from napari_tiltgen.io.model import TiltSeries
     from napari_tiltgen.nets.inpainting.api import inpaint_iter
     from napari_tiltgen.simulate.clusters import build_cluster
-    from napari_tiltgen.simulate.haadf import haadf_cross_section_A2
-    from napari_tiltgen.simulate.series import ground_truth_volume
+    from napari_tiltgen.simulate.series import atoms_volume
 
     atoms = build_cluster("decahedron", "Ir", shells=4, variant="core_shell", element2="Al",
                           seed=HELDOUT_SEED)
     pos = np.asarray(atoms.positions)
     radius = float(np.max(np.linalg.norm(pos, axis=1))) + 1.0
     px = 2.0 * radius / (0.7 * size)
-    truth = ground_truth_volume(pos, haadf_cross_section_A2(atoms.numbers), (size,) * 3, px,
-                                max(0.5, 0.4 * px))
+    truth = atoms_volume(atoms, (size,) * 3, px, max(0.5, 0.4 * px), centre=False)
     angles = wedge_angles(wedge, step_deg)
     proj = Projector(truth.shape, angles)
     ts = TiltSeries(proj.forward(torch.from_numpy(truth)).numpy(), tilt_angles=angles,
