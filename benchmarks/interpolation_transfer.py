@@ -22,7 +22,9 @@ Run::
     git show 8193553:src/napari_tiltgen/models/interpolation.safetensors > old.safetensors
     python benchmarks/interpolation_transfer.py --model old=old.safetensors --model new=packaged
 
-``packaged`` means the weights shipped in the package. Prints one table per family and one over
+``packaged`` means the weights shipped in the package. A four-frame network (``--context 2``
+of ``tiltgen train-interpolation``) also gets the kept frame one gap before and one gap after
+each pair, where they exist (at the ends of the range it runs without). Prints one table per family and one over
 all families (PSNR in dB and the gain of each model over linear); a few minutes on one core.
 """
 
@@ -110,8 +112,13 @@ def main() -> None:
                     preds["linear_blur"] = np.stack([(1 - t) * b0 + t * b1 for t in tpos])
                     for m, (model, minfo) in models.items():
                         _, bf = check_inputs(ts, [float(g)], minfo, allow_out_of_range=True)
+                        # four-frame networks also get the kept frame one gap before i0 and
+                        # one gap after i1 (None at the ends, as in tiltgen interpolate)
+                        outer = (noisy[i0 - g] if i0 - g >= 0 else None,
+                                 noisy[i1 + g] if i1 + g < angles.size else None)
                         preds[m] = model_frames(model, noisy[i0], noisy[i1], tpos, float(g),
-                                                bin_factor=bf, symmetric=not a.no_symmetric)
+                                                bin_factor=bf, symmetric=not a.no_symmetric,
+                                                outer=outer)
                     for m in methods:
                         vals = frame_metrics(truth, preds[m])["psnr"]
                         psnr.setdefault((fam, g, m), []).extend(vals.tolist())

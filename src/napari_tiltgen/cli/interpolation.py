@@ -22,7 +22,7 @@ from napari_tiltgen.cli.options import (
 def run_data(args: argparse.Namespace) -> int:
     """Simulate a family pool (training data for transfer) for train-interpolation.
 
-    Simulate clean tilt-series windows (25 frames, 1 degree apart, random start angle) of
+    Simulate clean tilt-series windows (25 frames by default, 1 degree apart, random start angle) of
     random volumes of the TRAINING object families (napari_tiltgen.simulate.families),
     projected with the package's forward model, as resumable .npz shards in OUT/train and
     OUT/val. Noise, jitter, tilt-axis error and backgrounds are added at training time. Run it
@@ -42,7 +42,10 @@ def run_data(args: argparse.Namespace) -> int:
         raise TiltgenError(f"cannot read the sizes {args.sizes!r}; use e.g. 128,160.") from None
     if min(sizes) < 32:
         raise TiltgenError("frame sizes must be at least 32 pixels.")
-    kw = {"sizes": sizes, "shard_size": args.shard_size, "seed": args.seed}
+    if args.window < 3:
+        raise TiltgenError(f"a window needs at least 3 frames; got {args.window}.")
+    kw = {"sizes": sizes, "shard_size": args.shard_size, "seed": args.seed,
+          "window": args.window}
     run(build_family_pool_iter(args.out, args.val_series, split="val", **kw),
         show=not args.quiet, desc="val pool")
     run(build_family_pool_iter(args.out, args.series, split="train", **kw),

@@ -261,39 +261,57 @@ class _Stack:
         return lo, scale
 
     def batch(self, items: Sequence[tuple[int, int, int, float]], rng: np.random.Generator,
-              crop: int) -> dict[str, torch.Tensor]:
+              crop: int, outer: Sequence[tuple[int | None, int | None]] | None = None
+              ) -> dict[str, torch.Tensor]:
+        """Random crops of the triplets ``items`` (and, for a four-frame network, of their
+        outer frames ``outer``, ``None`` where absent), mirrored at random."""
         _, _, h, w = self.x.shape
         ch, cw = min(crop, h), min(crop, w)
         i0s, ts, i1s = [], [], []
-        x0, xt, x1 = [], [], []
-        for i0, i, i1, _w in items:
+        x0, xt, x1, xa, xb, pres = [], [], [], [], [], []
+        for n, (i0, i, i1, _w) in enumerate(items):
             lo, scale = self.pair_norm(i0, i1)
             y = int(rng.integers(0, h - ch + 1))
             x = int(rng.integers(0, w - cw + 1))
             sl = (slice(None), slice(y, y + ch), slice(x, x + cw))
-            a, b, c = ((self.x[j][sl] - lo) / scale for j in (i0, i, i1))
+            ja, jb = outer[n] if outer is not None else (i0, i1)
+            ja_, jb_ = (i0 if ja is None else ja), (i1 if jb is None else jb)
+            a, b, c, oa, ob = ((self.x[j][sl] - lo) / scale for j in (i0, i, i1, ja_, jb_))
             if rng.random() < 0.5:
-                a, b, c = a.flip(-1), b.flip(-1), c.flip(-1)
+                a, b, c, oa, ob = (v.flip(-1) for v in (a, b, c, oa, ob))
             if rng.random() < 0.5:
-                a, b, c = a.flip(-2), b.flip(-2), c.flip(-2)
+                a, b, c, oa, ob = (v.flip(-2) for v in (a, b, c, oa, ob))
             x0.append(a)
             xt.append(b)
             x1.append(c)
+            xa.append(oa)
+            xb.append(ob)
+            pres.append((float(ja is not None), float(jb is not None)))
             i0s.append(i0)
             ts.append(i)
             i1s.append(i1)
-        return {"img0": torch.stack(x0), "target": torch.stack(xt), "img1": torch.stack(x1),
-                "i0": torch.tensor(i0s), "i": torch.tensor(ts), "i1": torch.tensor(i1s)}
+        out = {"img0": torch.stack(x0), "target": torch.stack(xt), "img1": torch.stack(x1),
+               "i0": torch.tensor(i0s), "i": torch.tensor(ts), "i1": torch.tensor(i1s)}
+        if outer is not None:
+            out.update({"outer_a": torch.stack(xa), "outer_b": torch.stack(xb),
+                        "present": torch.tensor(pres, dtype=torch.float32, device=self.device)})
+        return out
 
 
 def _swap(batch: dict[str, torch.Tensor], t: torch.Tensor, rng: np.random.Generator
           ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Swap the two inputs of random items (``t -> 1 - t``)."""
+    """Swap the two inputs of random items (``t -> 1 - t``; outer frames and their presence
+    swap with them)."""
     flip = torch.from_numpy(rng.random(t.shape[0]) < 0.5).to(t.device)
     f = flip.view(-1, 1, 1, 1)
-    a = torch.where(f, batch["img1"], batch["img0"])
-    b = torch.where(f, batch["img0"], batch["img1"])
-    return {**batch, "img0": a, "img1": b}, torch.where(flip, 1.0 - t, t)
+    out = {**batch, "img0": torch.where(f, batch["img1"], batch["img0"]),
+           "img1": torch.where(f, batch["img0"], batch["img1"])}
+    if "outer_a" in batch:
+        out["outer_a"] = torch.where(f, batch["outer_b"], batch["outer_a"])
+        out["outer_b"] = torch.where(f, batch["outer_a"], batch["outer_b"])
+        out["present"] = torch.where(flip.view(-1, 1), batch["present"].flip(-1),
+                                     batch["present"])
+    return out, torch.where(flip, 1.0 - t, t)
 
 
 class _Adam:
@@ -339,6 +357,24 @@ def _clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
             g.mul_(coef)
 
 
+def _outer(model: TiltInterpNet, a: np.ndarray, i0: int, i1: int, exclude: Sequence[int]
+           ) -> tuple[int | None, int | None] | None:
+    """A four-frame network's outer frames for the pair (None for a pair network)."""
+    if not getattr(model.config, "context", 0):
+        return None
+    from napari_tiltgen.nets.interpolation.frames import outer_indices
+
+    return outer_indices(a, i0, i1, exclude)
+
+
+def _forward(model: TiltInterpNet, b: dict[str, torch.Tensor], t: torch.Tensor,
+             gap: torch.Tensor) -> dict[str, Any]:
+    if "outer_a" in b:
+        return model.forward4(b["outer_a"], b["img0"], b["img1"], b["outer_b"], t, gap,
+                              b["present"])
+    return model(b["img0"], b["img1"], t, gap)
+
+
 @torch.no_grad()
 def _holdout_mse(model: TiltInterpNet, stack: _Stack, angles: np.ndarray,
                  holdout: np.ndarray) -> float:
@@ -349,7 +385,16 @@ def _holdout_mse(model: TiltInterpNet, stack: _Stack, angles: np.ndarray,
         a, b, c = ((stack.x[j:j + 1] - lo) / scale for j in (i0, int(i), i1))
         gap = float(angles[i1] - angles[i0])
         t = float((angles[i] - angles[i0]) / gap)
-        pred = model(a, c, torch.tensor([t]), torch.tensor([gap]))["image"]
+        batch = {"img0": a, "img1": c}
+        outer = _outer(model, angles, i0, i1, holdout)
+        if outer is not None:
+            ja, jb = outer
+            batch.update({
+                "outer_a": (stack.x[ja:ja + 1] - lo) / scale if ja is not None else a,
+                "outer_b": (stack.x[jb:jb + 1] - lo) / scale if jb is not None else c,
+                "present": torch.tensor([[float(ja is not None), float(jb is not None)]],
+                                        device=a.device)})
+        pred = _forward(model, batch, torch.tensor([t]), torch.tensor([gap]))["image"]
         errs.append(float(((pred - b) ** 2).mean()))
     return float(np.mean(errs)) if errs else float("nan")
 
@@ -395,7 +440,10 @@ def adapt_iter(ts: TiltSeries, model: TiltInterpNet, config: AdaptConfig | None 
 def _adapt(ts: TiltSeries, model: TiltInterpNet, cfg: AdaptConfig, a: np.ndarray,
            hold: np.ndarray, bin_factor: int, dev: torch.device) -> ProgressGen:
     triplets = training_triplets(a, hold, cfg.max_neighbour)
-    used = sorted({j for tr in triplets for j in tr[:3]})
+    outers = [_outer(model, a, tr[0], tr[2], hold) for tr in triplets]
+    context = bool(triplets) and outers[0] is not None
+    used = sorted({j for tr in triplets for j in tr[:3]}
+                  | {j for o in outers if o is not None for j in o if j is not None})
     t_start = time.perf_counter()
     yield Progress(0.0, "adapting: preparing the frames")
     stack = _Stack(np.asarray(ts.data, np.float32), int(bin_factor), dev)
@@ -428,12 +476,13 @@ def _adapt(ts: TiltSeries, model: TiltInterpNet, cfg: AdaptConfig, a: np.ndarray
                 stopped = "steps"
                 break
             pick = rng.choice(len(triplets), size=cfg.batch_size, p=w)
-            b = stack.batch([triplets[k] for k in pick], rng, crop)
+            b = stack.batch([triplets[k] for k in pick], rng, crop,
+                            [outers[k] for k in pick] if context else None)
             i0, i, i1 = (b[k].numpy() for k in ("i0", "i", "i1"))
             gap = torch.from_numpy((a[i1] - a[i0]).astype(np.float32)).to(dev)
             t = torch.from_numpy(((a[i] - a[i0]) / (a[i1] - a[i0])).astype(np.float32)).to(dev)
             b, t = _swap(b, t, rng)
-            out = net(b["img0"], b["img1"], t, gap)
+            out = _forward(net, b, t, gap)
             loss = F.mse_loss(out["image"], b["target"])
             opt.zero_grad()
             loss.backward()

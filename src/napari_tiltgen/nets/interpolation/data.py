@@ -419,19 +419,33 @@ class FamilyTriplets:
     everything is normalised by the noisy pair's range. A fraction ``clean_fraction`` of the
     triplets is left untouched (level ``"clean"``: no noise, jitter, axis error or background),
     so that a noise-conditioned network keeps the detail of clean pairs.
+
+    ``context=True`` draws four-frame samples for the context network
+    (:mod:`~napari_tiltgen.nets.interpolation.context`): also the degraded frames one gap
+    before ``img0`` and one gap after ``img1`` (``outer_a``, ``outer_b``), and ``present``
+    ``(N, 2)``; with probability ``absent_fraction`` each outer frame is replaced by its inner
+    neighbour and marked absent (the ends of a stack).
     """
 
     def __init__(self, pool: FamilyPool, gap_range_deg: tuple[float, float] = (2.0, 12.0),
                  crops: tuple[int, ...] = (96, 112, 128), augment: bool = True,
-                 level: str = "train", clean_fraction: float = 0.0):
+                 level: str = "train", clean_fraction: float = 0.0, context: bool = False,
+                 absent_fraction: float = 0.0):
         self.pool = pool
         self.step_deg = pool.step_deg
         lo = max(2, round(gap_range_deg[0] / pool.step_deg))
         hi = round(gap_range_deg[1] / pool.step_deg)
         window = min(int(s.shape[1]) for s in pool.stacks.values())
-        if hi < lo or hi >= window:
+        span = 3 if context else 1
+        if hi < lo or span * hi >= window:
             raise TiltgenError(f"gap range {gap_range_deg} degrees does not fit windows of "
-                               f"{window} frames {pool.step_deg:g} degrees apart.")
+                               f"{window} frames {pool.step_deg:g} degrees apart"
+                               + (" (four-frame samples span three gaps)" if context else "")
+                               + ".")
+        self.context = bool(context)
+        if not 0.0 <= absent_fraction <= 1.0:
+            raise TiltgenError(f"absent_fraction must be in [0, 1]; got {absent_fraction}.")
+        self.absent_fraction = float(absent_fraction)
         self.gaps = np.arange(lo, hi + 1)
         self.crops = tuple(int(c) for c in crops)
         self.augment = augment
@@ -451,36 +465,57 @@ class FamilyTriplets:
         crops = [c for c in self.crops if c <= size] or [size]
         crop = int(rng.choice(crops))
         img0, img1, tgt, ts, gaps = [], [], [], [], []
+        outer_a, outer_b, present = [], [], []
+        span = 3 if self.context else 1
         for _ in range(batch_size):
             j = int(rng.integers(stacks.shape[0]))
             g = int(rng.choice(self.gaps))
             k = int(rng.integers(1, g))
-            start = int(rng.integers(0, stacks.shape[1] - g))
-            three = stacks[j, [start, start + k, start + g]].astype(np.float32)
+            start = int(rng.integers(0, stacks.shape[1] - span * g))
+            i0 = start + g if self.context else start
+            idx = [i0, i0 + k, i0 + g] + ([i0 - g, i0 + 2 * g] if self.context else [])
+            frames = stacks[j, idx].astype(np.float32)
             level = ("clean" if self.clean_fraction and rng.random() < self.clean_fraction
                      else self.level)
-            noisy, ref = degrade(three, rng, sample_params(rng, level), return_clean=True)
+            noisy, ref = degrade(frames, rng, sample_params(rng, level), return_clean=True)
             a = int(rng.integers(0, size - crop + 1))
             b = int(rng.integers(0, size - crop + 1))
             sl = (slice(a, a + crop), slice(b, b + crop))
             f0, f1, ft = noisy[0][sl], noisy[2][sl], ref[1][sl]
+            fa, fb = (noisy[3][sl], noisy[4][sl]) if self.context else (f0, f1)
+            pa = pb = 1.0
+            if self.context and self.absent_fraction:
+                if rng.random() < self.absent_fraction:
+                    fa, pa = f0, 0.0
+                if rng.random() < self.absent_fraction:
+                    fb, pb = f1, 0.0
             t = k / g
             if self.augment:
                 if rng.random() < 0.5:
-                    f0, f1, ft = f0[:, ::-1], f1[:, ::-1], ft[:, ::-1]
+                    f0, f1, ft, fa, fb = (x[:, ::-1] for x in (f0, f1, ft, fa, fb))
                 if rng.random() < 0.5:
-                    f0, f1, ft = f0[::-1], f1[::-1], ft[::-1]
+                    f0, f1, ft, fa, fb = (x[::-1] for x in (f0, f1, ft, fa, fb))
                 if rng.random() < 0.5:
                     f0, f1, t = f1, f0, 1.0 - t
+                    fa, fb, pa, pb = fb, fa, pb, pa
             img0.append(np.ascontiguousarray(f0))
             img1.append(np.ascontiguousarray(f1))
             tgt.append(np.ascontiguousarray(ft))
+            outer_a.append(np.ascontiguousarray(fa))
+            outer_b.append(np.ascontiguousarray(fb))
+            present.append((pa, pb))
             ts.append(t)
             gaps.append(g * self.step_deg)
         x0 = torch.from_numpy(np.stack(img0))[:, None]
         x1 = torch.from_numpy(np.stack(img1))[:, None]
         xt = torch.from_numpy(np.stack(tgt))[:, None]
         lo, scale = normalise_pair(x0, x1)
-        return {"img0": (x0 - lo) / scale, "img1": (x1 - lo) / scale, "target": (xt - lo) / scale,
-                "t": torch.tensor(ts, dtype=torch.float32),
-                "gap_deg": torch.tensor(gaps, dtype=torch.float32)}
+        out = {"img0": (x0 - lo) / scale, "img1": (x1 - lo) / scale,
+               "target": (xt - lo) / scale, "t": torch.tensor(ts, dtype=torch.float32),
+               "gap_deg": torch.tensor(gaps, dtype=torch.float32)}
+        if self.context:
+            xa = torch.from_numpy(np.stack(outer_a))[:, None]
+            xb = torch.from_numpy(np.stack(outer_b))[:, None]
+            out.update({"outer_a": (xa - lo) / scale, "outer_b": (xb - lo) / scale,
+                        "present": torch.tensor(present, dtype=torch.float32)})
+        return out

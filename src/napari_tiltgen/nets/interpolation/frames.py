@@ -29,7 +29,7 @@ from napari_tiltgen.nets.interpolation.network import (
     warp,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "reprojection_frames", "symmetric_on"]
+__all__ = ["DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "outer_indices", "reprojection_frames", "symmetric_on"]
 
 
 METHODS = ("pretrained", "linear", "reprojection")
@@ -238,7 +238,8 @@ def _flip(x: torch.Tensor, fx: bool, fy: bool) -> torch.Tensor:
 @torch.no_grad()
 def model_frames(model: TiltInterpNet, frame0: np.ndarray, frame1: np.ndarray,
                  ts: Sequence[float], gap_deg: float, bin_factor: int = 1,
-                 device: str | torch.device = "cpu", symmetric: bool | None = None
+                 device: str | torch.device = "cpu", symmetric: bool | None = None,
+                 outer: tuple[np.ndarray | None, np.ndarray | None] | None = None
                  ) -> np.ndarray:
     """Frames predicted by the network between two frames.
 
@@ -260,6 +261,10 @@ def model_frames(model: TiltInterpNet, frame0: np.ndarray, frame1: np.ndarray,
     symmetric
         Average the predictions of the eight :data:`SYMMETRIES` (8x the time); ``None``:
         :data:`SYMMETRIC_DEFAULT`.
+    outer
+        Four-frame networks only (:mod:`.context`): the recorded frame one gap before
+        ``frame0`` and the one one gap after ``frame1`` (``None`` where there is none). Pair
+        networks ignore it.
 
     Returns
     -------
@@ -267,46 +272,80 @@ def model_frames(model: TiltInterpNet, frame0: np.ndarray, frame1: np.ndarray,
         ``(len(ts), ny, nx)`` float32 in the units of the input.
     """
     dev = torch.device(device)
-    x0 = torch.from_numpy(np.array(frame0, np.float32)).to(dev)[None, None]
-    x1 = torch.from_numpy(np.array(frame1, np.float32)).to(dev)[None, None]
+
+    def tensor(f: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(f, np.float32)).to(dev)[None, None]
+
+    x0, x1 = tensor(frame0), tensor(frame1)
     lo, scale = normalise_pair(x0, x1)
     x0, x1 = (x0 - lo) / scale, (x1 - lo) / scale
+    context = getattr(model.config, "context", 0) > 0
+    oa = ob = None
+    if context:
+        fa, fb = outer if outer is not None else (None, None)
+        oa = (tensor(fa) - lo) / scale if fa is not None else None
+        ob = (tensor(fb) - lo) / scale if fb is not None else None
     variants = SYMMETRIES if symmetric_on(symmetric) else SYMMETRIES[:1]
     acc = torch.zeros((len(ts),) + tuple(x0.shape[-2:]), device=dev)
     for fx, fy, sw in variants:
         a, b = _flip(x0, fx, fy), _flip(x1, fx, fy)
+        ca = _flip(oa, fx, fy) if oa is not None else None
+        cb = _flip(ob, fx, fy) if ob is not None else None
         if sw:
-            a, b = b, a
+            a, b, ca, cb = b, a, cb, ca
         tv = [1.0 - float(t) for t in ts] if sw else [float(t) for t in ts]
-        acc += _flip(_predict(model, a, b, tv, gap_deg, int(bin_factor), dev), fx, fy)
+        outer_v = (ca, cb) if context else None
+        acc += _flip(_predict(model, a, b, tv, gap_deg, int(bin_factor), dev, outer_v), fx, fy)
     out = acc / len(variants) * scale[0, 0] + lo[0, 0]
     return out.cpu().numpy().astype(np.float32)
 
 
 def _predict(model: TiltInterpNet, x0: torch.Tensor, x1: torch.Tensor, ts: Sequence[float],
-             gap_deg: float, f: int, dev: torch.device) -> torch.Tensor:
-    """The network's frames ``(len(ts), h, w)`` between normalised ``(1, 1, h, w)`` frames."""
+             gap_deg: float, f: int, dev: torch.device,
+             outer: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+             ) -> torch.Tensor:
+    """The network's frames ``(len(ts), h, w)`` between normalised ``(1, 1, h, w)`` frames
+    (and, for a four-frame network, the outer frames, ``None`` where absent)."""
     h, w = x0.shape[-2:]
-    if f > 1:
-        p0, _ = pad_to_multiple(x0, 16 * f)
-        p1, _ = pad_to_multiple(x1, 16 * f)
-        s0, s1 = F.avg_pool2d(p0, f), F.avg_pool2d(p1, f)
-    else:
-        p0, _ = pad_to_multiple(x0, 16)
-        p1, _ = pad_to_multiple(x1, 16)
-        s0, s1 = p0, p1
+
+    def prep(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p, _ = pad_to_multiple(x, 16 * f)
+        return p, (F.avg_pool2d(p, f) if f > 1 else p)
+
+    p0, s0 = prep(x0)
+    p1, s1 = prep(x1)
     f0, f1 = model.encode(s0), model.encode(s1)
+    if outer is not None:
+        ca, cb = outer
+        present = torch.tensor([[float(ca is not None), float(cb is not None)]], device=dev)
+        pa, sa = prep(ca) if ca is not None else (p0, s0)
+        pb, sb = prep(cb) if cb is not None else (p1, s1)
+        fa = model.encode(sa) if ca is not None else f0
+        fb = model.encode(sb) if cb is not None else f1
     out = []
     for t in ts:
         tt = torch.tensor([float(t)], device=dev)
         gg = torch.tensor([float(gap_deg)], device=dev)
-        o = model.decode(s0, s1, f0, f1, tt, gg)
+        if outer is not None:
+            o = model.decode4((sa, s0, s1, sb), (fa, f0, f1, fb), present, tt, gg)
+        else:
+            o = model.decode(s0, s1, f0, f1, tt, gg)
         if f > 1:
             up = {"scale_factor": float(f), "mode": "bilinear", "align_corners": False}
-            fl0 = F.interpolate(o["flow0"], **up) * f
-            fl1 = F.interpolate(o["flow1"], **up) * f
-            m = F.interpolate(o["mask"], **up)
-            img = m * warp(p0, fl0) + (1 - m) * warp(p1, fl1) + F.interpolate(o["residual"], **up)
+
+            def upflow(fl: torch.Tensor, up: dict[str, Any] = up) -> torch.Tensor:
+                return F.interpolate(fl, **up) * f
+
+            if outer is not None:
+                wts = F.interpolate(o["weights"], **up)
+                img = (wts[:, 0:1] * warp(p0, upflow(o["flow0"]))
+                       + wts[:, 1:2] * warp(p1, upflow(o["flow1"]))
+                       + wts[:, 2:3] * warp(pa, upflow(o["flow_a"]))
+                       + wts[:, 3:4] * warp(pb, upflow(o["flow_b"])))
+            else:
+                m = F.interpolate(o["mask"], **up)
+                img = m * warp(p0, upflow(o["flow0"])) + (1 - m) * warp(p1, upflow(o["flow1"]))
+            img = img + F.interpolate(o["residual"], **up)
         else:
             img = o["image"]
         out.append(img[0, 0, :h, :w])
@@ -340,6 +379,41 @@ def reprojection_frames(ts: TiltSeries, new_angles: Sequence[float], iterations:
 
 
 # ---------------------------------------------------------------------------- one entry point
+#: An outer frame is used when its distance to its inner neighbour is within this factor of the
+#: inner gap (the four-frame network was trained with equal spacing).
+OUTER_SPACING_TOLERANCE = 1.3
+
+
+def outer_indices(angles: np.ndarray, i0: int, i1: int,
+                  exclude: Sequence[int] = ()) -> tuple[int | None, int | None]:
+    """The frames a four-frame network takes next to the pair ``(i0, i1)``: ``i0 - (i1 - i0)``
+    and ``i1 + (i1 - i0)`` in the stack's order, each ``None`` when it does not exist, is in
+    ``exclude``, or lies not about one gap (:data:`OUTER_SPACING_TOLERANCE`) beyond its inner
+    neighbour.
+
+    Examples
+    --------
+    >>> outer_indices(np.array([0.0, 2.0, 4.0, 6.0, 8.0]), 1, 2)
+    (0, 3)
+    >>> outer_indices(np.array([0.0, 2.0, 4.0, 6.0, 8.0]), 0, 1)
+    (None, 2)
+    >>> outer_indices(np.array([0.0, 2.0, 4.0, 6.0, 20.0]), 2, 3)
+    (1, None)
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    d = int(i1) - int(i0)
+    gap = float(a[i1] - a[i0])
+    excl = {int(j) for j in exclude}
+    out: list[int | None] = []
+    for j, inner, sign in ((int(i0) - d, int(i0), -1.0), (int(i1) + d, int(i1), 1.0)):
+        ok = 0 <= j < a.size and j not in excl
+        if ok:
+            r = sign * float(a[j] - a[inner]) / gap
+            ok = 1.0 / OUTER_SPACING_TOLERANCE <= r <= OUTER_SPACING_TOLERANCE
+        out.append(j if ok else None)
+    return out[0], out[1]
+
+
 def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[float]]],
                    method: str = "pretrained", *, weights: str | Path | None = None,
                    device: str = "auto", allow_out_of_range: bool = False,
@@ -435,7 +509,12 @@ def interpolate_at(ts: TiltSeries, pairs: Sequence[tuple[int, int, Sequence[floa
         if method == "linear":
             frames = linear_frames(f0, f1, tl)
         else:
-            frames = model_frames(net, f0, f1, tl, gap, factor, dev, symmetric)
+            outer = None
+            if getattr(net.config, "context", 0):
+                ia, ib = outer_indices(angles, i0, i1)
+                outer = tuple(None if j is None else np.asarray(ts.data[j], np.float32)
+                              for j in (ia, ib))
+            frames = model_frames(net, f0, f1, tl, gap, factor, dev, symmetric, outer)
         out[k:k + len(tl)] = frames
         k += len(tl)
         yield Progress((n + 1) / len(jobs), f"{method}: {k}/{n_new} frames")

@@ -80,6 +80,10 @@ class NetConfig:
     noise_scale
         Noise sigma (in units of the pair's normalised range) that maps to 1 in the noise
         planes.
+    context
+        0: a pair network (:class:`TiltInterpNet`). 2: a four-frame network that also sees the
+        next recorded frame on each side
+        (:class:`~napari_tiltgen.nets.interpolation.context.ContextInterpNet`).
     """
 
     channels: tuple[int, int, int, int] = (12, 24, 32, 48)
@@ -87,10 +91,13 @@ class NetConfig:
     gap_scale_deg: float = 12.0
     noise_planes: int = 0
     noise_scale: float = 20.0
+    context: int = 0
 
     def __post_init__(self) -> None:
         if self.noise_planes not in (0, 2):
             raise ValueError(f"noise_planes must be 0 or 2; got {self.noise_planes}")
+        if self.context not in (0, 2):
+            raise ValueError(f"context must be 0 or 2; got {self.context}")
 
     @property
     def n_cond(self) -> int:
@@ -494,8 +501,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
             "napari-tiltgen inpainting")
 
     meta, tensors = read_weights(path, accept, "interpolation")
-    model = build_from_weights(path, meta, tensors,
-                               lambda a: TiltInterpNet(NetConfig.from_dict(a)), "interpolation")
+    def build(a: dict[str, Any]) -> TiltInterpNet:
+        cfg = NetConfig.from_dict(a)
+        if cfg.context:
+            from napari_tiltgen.nets.interpolation.context import ContextInterpNet
+
+            return ContextInterpNet(cfg)
+        return TiltInterpNet(cfg)
+
+    model = build_from_weights(path, meta, tensors, build, "interpolation")
     model.eval().to(device)
     info = json.loads(meta.get("info", "{}"))
     return model, info

@@ -118,6 +118,12 @@ class TrainConfig:
         Family pools: fraction of training triplets left clean (no noise, jitter or
         background). When > 0 the run also validates on clean triplets and keeps the weights
         with the best sum of the noisy and clean gains over linear interpolation.
+    context
+        Family pools: 2 trains the four-frame network
+        (:class:`~napari_tiltgen.nets.interpolation.context.ContextInterpNet`; from ``init``'s
+        pair network when that is one); each sample spans three gaps of the pool's windows.
+    absent_fraction
+        Four-frame training: probability that each outer frame is left out (marked absent).
     """
 
     data: list[str]
@@ -145,6 +151,8 @@ class TrainConfig:
     val_crop: int = 128
     reload_every: int = 500
     clean_fraction: float = 0.0
+    context: int = 0
+    absent_fraction: float = 0.15
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -152,6 +160,15 @@ class TrainConfig:
         d["gap_range_deg"] = list(self.gap_range_deg)
         d["crops"] = list(self.crops)
         return d
+
+
+def run_model(model: TiltInterpNet, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The network's output on a batch: four frames for a context network given outer frames,
+    the pair otherwise."""
+    if "outer_a" in batch and hasattr(model, "forward4"):
+        return model.forward4(batch["outer_a"], batch["img0"], batch["img1"], batch["outer_b"],
+                              batch["t"], batch["gap_deg"], batch["present"])
+    return model(batch["img0"], batch["img1"], batch["t"], batch["gap_deg"])
 
 
 @torch.no_grad()
@@ -162,9 +179,9 @@ def validate(model: TiltInterpNet, batch: dict[str, torch.Tensor], device: torch
     p_model, p_lin = [], []
     for a in range(0, batch["img0"].shape[0], chunk):
         sl = slice(a, a + chunk)
-        i0, i1, tgt = (batch[k][sl].to(device) for k in ("img0", "img1", "target"))
-        t, g = batch["t"][sl].to(device), batch["gap_deg"][sl].to(device)
-        pred = model(i0, i1, t, g)["image"]
+        sub = {k: v[sl].to(device) for k, v in batch.items()}
+        i0, i1, tgt, t = sub["img0"], sub["img1"], sub["target"], sub["t"]
+        pred = run_model(model, sub)["image"]
         lin = (1 - t.view(-1, 1, 1, 1)) * i0 + t.view(-1, 1, 1, 1) * i1
         p_model.append(item_psnr(tgt, pred).cpu())
         p_lin.append(item_psnr(tgt, lin).cpu())
@@ -200,17 +217,21 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
     use_pool = all(pools)
     sampler: Triplets | FamilyTriplets
     val_clean: dict[str, torch.Tensor] | None = None
+    if cfg.context and not all(pools):
+        raise TiltgenError("the four-frame network trains on family pools only.")
+    ctx = {"context": bool(cfg.context)}
     if use_pool:
         pool = load_family_pool(cfg.data, "train")
         sampler = FamilyTriplets(pool, cfg.gap_range_deg, crops=cfg.crops,
-                                 clean_fraction=cfg.clean_fraction)
+                                 clean_fraction=cfg.clean_fraction, **ctx,
+                                 absent_fraction=cfg.absent_fraction)
         val_pool = load_family_pool(cfg.data, "val")
         val_batch = FamilyTriplets(val_pool, cfg.gap_range_deg, crops=(cfg.val_crop,),
-                                   augment=False).sample(
+                                   augment=False, **ctx).sample(
             np.random.default_rng([cfg.seed, 10**9]), cfg.val_triplets)
         if cfg.clean_fraction > 0:
             val_clean = FamilyTriplets(val_pool, cfg.gap_range_deg, crops=(cfg.val_crop,),
-                                       augment=False, level="clean").sample(
+                                       augment=False, level="clean", **ctx).sample(
                 np.random.default_rng([cfg.seed, 10**9 + 1]), cfg.val_triplets)
 
         def pool_summary(p: Any) -> dict[str, Any]:
@@ -241,15 +262,28 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
         init_model, init_info = load_model(cfg.init)
         if cfg.net.noise_planes and not init_model.config.noise_planes:
             init_model = init_model.with_noise_planes()
+        if cfg.context and not init_model.config.context:
+            from napari_tiltgen.nets.interpolation.context import ContextInterpNet
+
+            init_model = ContextInterpNet.from_pair_network(init_model)
         cfg.net = init_model.config
         model = init_model.to(device).train()
+    elif cfg.context:
+        from dataclasses import replace
+
+        from napari_tiltgen.nets.interpolation.context import ContextInterpNet
+
+        cfg.net = replace(cfg.net, context=2)
+        model = ContextInterpNet(cfg.net).to(device)
     else:
         model = TiltInterpNet(cfg.net).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = {"net": cfg.net.to_dict(), "data": [str(Path(d).resolve()) for d in cfg.data],
                    "seed": cfg.seed, "batch_size": cfg.batch_size,
                    "init": str(Path(cfg.init).resolve()) if cfg.init else None,
-                   **({"clean_fraction": cfg.clean_fraction} if cfg.clean_fraction else {})}
+                   **({"clean_fraction": cfg.clean_fraction} if cfg.clean_fraction else {}),
+                   **({"context": cfg.context, "absent_fraction": cfg.absent_fraction}
+                      if cfg.context else {})}
     ckpt = out / "checkpoint.safetensors"
     step, best, elapsed_before = 0, -math.inf, 0.0
     if ckpt.is_file():
@@ -297,7 +331,8 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                 fresh = load_family_pool(cfg.data, "train")
                 if fresh.n_shards > sampler.pool.n_shards:  # type: ignore[union-attr]
                     sampler = FamilyTriplets(fresh, cfg.gap_range_deg, crops=cfg.crops,
-                                             clean_fraction=cfg.clean_fraction)
+                                             clean_fraction=cfg.clean_fraction, **ctx,
+                                             absent_fraction=cfg.absent_fraction)
                     data_summary = pool_summary(fresh)
                     log.write(json.dumps({"step": step, "pool_series": len(fresh)}) + "\n")
             lr = warmup_cosine(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.warmup_steps)
@@ -305,7 +340,7 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                 group["lr"] = lr
             b = sampler.sample(np.random.default_rng([cfg.seed, step]), cfg.batch_size)
             b = {k: v.to(device) for k, v in b.items()}
-            out_net = model(b["img0"], b["img1"], b["t"], b["gap_deg"])
+            out_net = run_model(model, b)
             with torch.no_grad():
                 tfeat = model.encode(b["target"])
             losses = interpolation_loss(out_net, b["target"], tfeat)
