@@ -29,7 +29,7 @@ from napari_tiltgen.nets.interpolation.network import (
     warp,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "outer_indices", "reprojection_frames", "symmetric_on"]
+__all__ = ["CONTEXT_WEIGHTS", "DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "PACKAGED", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "outer_indices", "reprojection_frames", "symmetric_on"]
 
 
 METHODS = ("pretrained", "linear", "reprojection")
@@ -44,6 +44,12 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "interpolatio
 #: (model card: models/interpolation.md). ``auto``/``adapted`` score it next to
 #: :data:`DEFAULT_WEIGHTS` on the user's held-out frames and start from the better one.
 DENOISING_WEIGHTS = DEFAULT_WEIGHTS.with_name("interpolation_denoising.safetensors")
+#: The packaged FOUR-FRAME network (:mod:`.context`): the denoising network extended to also see
+#: the next recorded frame on each side of a pair (model card: models/interpolation_context.md).
+CONTEXT_WEIGHTS = DEFAULT_WEIGHTS.with_name("interpolation_context.safetensors")
+#: The packaged networks by name (``--weights NAME``); ``auto`` scores every one that is
+#: shipped on the user's held-out frames and starts from the best.
+PACKAGED = {"clean": DEFAULT_WEIGHTS, "denoising": DENOISING_WEIGHTS, "context": CONTEXT_WEIGHTS}
 
 
 ProgressGen = Generator[Progress, None, Any]
@@ -64,14 +70,13 @@ def load_pretrained(weights: str | Path | None = None, device: str | torch.devic
     ----------
     weights
         A ``.safetensors`` file written by training; default :data:`DEFAULT_WEIGHTS`; the
-        names ``"clean"`` and ``"denoising"`` pick the packaged networks
-        (:data:`DEFAULT_WEIGHTS`, :data:`DENOISING_WEIGHTS`). Only safetensors are read (no
+        names ``"clean"``, ``"denoising"`` and ``"context"`` pick the packaged networks
+        (:data:`PACKAGED`). Only safetensors are read (no
         pickle), nothing is downloaded.
     device
         Torch device.
     """
-    named = {"clean": DEFAULT_WEIGHTS, "denoising": DENOISING_WEIGHTS}
-    path = named.get(str(weights), Path(weights)) if weights is not None else DEFAULT_WEIGHTS
+    path = PACKAGED.get(str(weights), Path(weights)) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise TiltgenError("the interpolation weights are missing; reinstall napari-tiltgen or "
                            "train them (tiltgen train-interpolation).", path)

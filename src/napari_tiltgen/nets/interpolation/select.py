@@ -349,8 +349,8 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
             parts = [f"{m} {gain[m]:+.2f} dB" for m in candidates if math.isfinite(gain[m])]
             message = (f"linear interpolation used: no network beat it by {margin_db:g} dB on "
                        f"{where} ({', '.join(parts) or 'no network scored'}).")
-    if variant == "denoising":
-        message = message[:-1] + "; pretrained = the packaged denoising network."
+    if variant in ("denoising", "context"):
+        message = message[:-1] + f"; pretrained = the packaged {variant} network."
     model = None
     base = method.split("+")[0]
     if base == "pretrained":
@@ -453,33 +453,35 @@ def distrust_ensembles(qa: dict[int, dict[str, Any]], rep: Any, ok: dict[str, bo
 
 def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet, dict[str, Any]],
                  device: Any, factor: int, symmetric: bool | None = None) -> ProgressGen:
-    """Score the packaged clean-data and denoising networks on ``frames`` (each predicted from
-    its neighbours ``i - 1``, ``i + 1``) and return the better one (generator).
+    """Score the packaged networks (clean-data, denoising and, where shipped, the four-frame
+    one) on ``frames`` (each predicted from its neighbours ``i - 1``, ``i + 1``, and for the
+    four-frame network also ``i - 3``, ``i + 3``) and return the best (generator).
 
-    Returns ``(network, info, "clean" | "denoising", {"result": LeaveOneOutResult of the
-    winner}, note)``. Without the denoising weights (or with no frame to score) the clean
-    network is returned with an empty dict and no note.
+    Returns ``(network, info, name, {"result": LeaveOneOutResult of the winner}, note)`` with
+    ``name`` one of :data:`~napari_tiltgen.nets.interpolation.frames.PACKAGED`. Without the
+    other weights (or with no frame to score) the clean network is returned with an empty dict
+    and no note.
     """
-    from napari_tiltgen.nets.interpolation.frames import DENOISING_WEIGHTS, load_pretrained
+    from napari_tiltgen.nets.interpolation.frames import PACKAGED, load_pretrained
     from napari_tiltgen.nets.interpolation.qa import leave_one_out
 
     n = ts.n_tilts
     idx = frames[(frames >= 1) & (frames <= n - 2)]
-    if not DENOISING_WEIGHTS.is_file() or idx.size == 0:
+    others = [name for name, path in PACKAGED.items() if name != "clean" and path.is_file()]
+    if not others or idx.size == 0:
         return clean[0], clean[1], "clean", {}, ""
-    denoising = load_pretrained(DENOISING_WEIGHTS, device)
+    nets = {"clean": clean, **{name: load_pretrained(PACKAGED[name], device) for name in others}}
     scores = {}
-    for j, (name, mod) in enumerate((("clean", clean), ("denoising", denoising))):
+    for j, (name, mod) in enumerate(nets.items()):
         scores[name] = yield from scaled(
             leave_one_out(ts, "pretrained", indices=idx, k=1, model=mod, device=str(device),
                           allow_out_of_range=True, scale=factor, quiet=True,
                           symmetric=symmetric),
-            0.5 * j, 0.5 * (j + 1), f"QA start ({name} network): ")
+            j / len(nets), (j + 1) / len(nets), f"QA start ({name} network): ")
     psnr = {name: float(np.mean(r.psnr)) for name, r in scores.items()}
-    best = "denoising" if psnr["denoising"] > psnr["clean"] else "clean"
-    other = "clean" if best == "denoising" else "denoising"
+    best = max(psnr, key=lambda name: psnr[name])  # ties: the first (clean)
+    rest = ", ".join(f"the {o} network {psnr[o]:.2f} dB" for o in psnr if o != best)
     note = (f"pretrained = the packaged {best} network ({psnr[best]:.2f} dB on {idx.size} "
-            f"held-out frames at twice the step; the {other} network {psnr[other]:.2f} dB); "
-            "the adaptation starts from it.")
-    mod = denoising if best == "denoising" else clean
+            f"held-out frames at twice the step; {rest}); the adaptation starts from it.")
+    mod = nets[best]
     return mod[0], mod[1], best, {"result": scores[best]}, note
