@@ -55,6 +55,7 @@ def _time(fn, repeats: int) -> tuple[float, float]:
 
 def main() -> None:
     from napari_tiltgen.nets.interpolation.frames import (
+        CONTEXT_WEIGHTS,
         linear_frames,
         load_pretrained,
         model_frames,
@@ -90,6 +91,20 @@ def main() -> None:
         ("linear, 1 frame/pair",
          _time(lambda: linear_frames(f0, f1, [0.5]), args.repeats)),
     ]
+    if CONTEXT_WEIGHTS.is_file():
+        ctx, _ = load_pretrained("context", args.device)
+        fa, fb = np.roll(f0, -2, axis=1), np.roll(f1, 2, axis=1)
+        rows[-1:-1] = [
+            ("four-frame (context) network, full res., 1 prediction",
+             _time(lambda: model_frames(ctx, f0, f1, [0.5], 6.0, 1, args.device, False,
+                                        (fa, fb)), args.repeats)),
+            ("four-frame (context) network, symmetric, full res.",
+             _time(lambda: model_frames(ctx, f0, f1, [0.5], 6.0, 1, args.device, True,
+                                        (fa, fb)), args.repeats)),
+            ("four-frame (context) network, symmetric, 8x binned",
+             _time(lambda: model_frames(ctx, f0, f1, [0.5], 6.0, 8, args.device, True,
+                                        (fa, fb)), args.repeats)),
+        ]
     print(f"tilt-frame interpolation, {args.size} x {args.size} frames, device {args.device}, "
           f"torch threads {torch.get_num_threads()}, model {n_params} parameters "
           f"(trained {info.get('training', {}).get('step', '?')} steps)")

@@ -27,7 +27,7 @@ from napari_tiltgen.nets.interpolation.adapt import (
 )
 from napari_tiltgen.nets.interpolation.network import TiltInterpNet
 
-__all__ = ["ENSEMBLES", "MIN_HOLDOUT_TO_CHOOSE_ADAPTED", "Selection", "adapt_and_select", "choose_start", "distrust_adapted", "distrust_ensembles"]
+__all__ = ["ENSEMBLES", "MIN_HOLDOUT_TO_CHOOSE_ADAPTED", "Selection", "adapt_and_select", "choose_start", "distrust_adapted", "distrust_ensembles", "keep_context"]
 
 
 # ---------------------------------------------------------------------------- selection
@@ -451,6 +451,24 @@ def distrust_ensembles(qa: dict[int, dict[str, Any]], rep: Any, ok: dict[str, bo
     return notes
 
 
+def keep_context(context_psnr: Any, denoising_psnr: Any) -> tuple[bool, float, float]:
+    """Whether :func:`choose_start` keeps the four-frame network where the denoising one
+    scored higher: the mean per-frame PSNR difference (context - denoising) is at least minus
+    its standard error. Returns ``(keep, mean difference, standard error)``.
+
+    >>> keep_context([30.0, 31.0, 29.0], [30.1, 31.1, 28.9])[0]
+    True
+    >>> keep_context([30.0, 31.0, 29.0], [30.5, 31.5, 29.5])[0]
+    False
+    """
+    d = np.asarray(context_psnr, float) - np.asarray(denoising_psnr, float)
+    if d.size == 0:
+        return False, math.nan, math.nan
+    mean = float(d.mean())
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
+    return mean >= -se, mean, se
+
+
 def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet, dict[str, Any]],
                  device: Any, factor: int, symmetric: bool | None = None) -> ProgressGen:
     """Score the packaged networks (clean-data, denoising and, where shipped, the four-frame
@@ -480,8 +498,20 @@ def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet,
             j / len(nets), (j + 1) / len(nets), f"QA start ({name} network): ")
     psnr = {name: float(np.mean(r.psnr)) for name, r in scores.items()}
     best = max(psnr, key=lambda name: psnr[name])  # ties: the first (clean)
+    why = ""
+    if best == "denoising" and "context" in scores:
+        # The four-frame network is the denoising network trained further with the next
+        # recorded frame on each side; it gains most at the native step, which the QA (at
+        # twice the step) cannot test. Keep it unless the denoising network is better on these
+        # frames by more than the standard error of the per-frame differences.
+        keep, mean, se = keep_context(scores["context"].psnr, scores["denoising"].psnr)
+        if keep:
+            best = "context"
+            why = (f"; within one standard error ({mean:+.2f} +/- {se:.2f} dB) of "
+                   "the denoising network, the four-frame network is kept: it also sees the "
+                   "next recorded frame on each side, which helps most at the native step")
     rest = ", ".join(f"the {o} network {psnr[o]:.2f} dB" for o in psnr if o != best)
     note = (f"pretrained = the packaged {best} network ({psnr[best]:.2f} dB on {idx.size} "
-            f"held-out frames at twice the step; {rest}); the adaptation starts from it.")
+            f"held-out frames at twice the step; {rest}{why}); the adaptation starts from it.")
     mod = nets[best]
     return mod[0], mod[1], best, {"result": scores[best]}, note
