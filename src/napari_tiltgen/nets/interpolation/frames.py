@@ -29,7 +29,7 @@ from napari_tiltgen.nets.interpolation.network import (
     warp,
 )
 
-__all__ = ["CONTEXT_WEIGHTS", "DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "PACKAGED", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "outer_indices", "reprojection_frames", "symmetric_on"]
+__all__ = ["CONTEXT_WEIGHTS", "DEFAULT_WEIGHTS", "DENOISING_WEIGHTS", "METHODS", "PACKAGED", "SERIES_METHODS", "SYMMETRIC_DEFAULT", "SYMMETRIES", "auto_noisy", "check_inputs", "insertion_plan", "interpolate_at", "linear_frames", "load_pretrained", "model_frames", "outer_indices", "reprojection_frames", "symmetric_on"]
 
 
 METHODS = ("pretrained", "linear", "reprojection")
@@ -47,9 +47,20 @@ DENOISING_WEIGHTS = DEFAULT_WEIGHTS.with_name("interpolation_denoising.safetenso
 #: The packaged FOUR-FRAME network (:mod:`.context`): the denoising network extended to also see
 #: the next recorded frame on each side of a pair (model card: models/interpolation_context.md).
 CONTEXT_WEIGHTS = DEFAULT_WEIGHTS.with_name("interpolation_context.safetensors")
-#: The packaged networks by name (``--weights NAME``); ``auto`` scores every one that is
-#: shipped on the user's held-out frames and starts from the best.
+#: The packaged networks by name (``--weights NAME``).
 PACKAGED = {"clean": DEFAULT_WEIGHTS, "denoising": DENOISING_WEIGHTS, "context": CONTEXT_WEIGHTS}
+
+
+def auto_noisy() -> str | None:
+    """The noise-aware packaged network that ``auto`` scores next to the clean-data one: the
+    four-frame ``"context"`` network where it is shipped (it was trained from the denoising
+    network and beat it in every measurement: validation with and without its outer frames,
+    held-out families noisy and noise-free at every gap; models/interpolation_context.md),
+    else ``"denoising"``; ``None`` when neither is there."""
+    for name in ("context", "denoising"):
+        if PACKAGED[name].is_file():
+            return name
+    return None
 
 
 ProgressGen = Generator[Progress, None, Any]

@@ -27,7 +27,7 @@ from napari_tiltgen.nets.interpolation.adapt import (
 )
 from napari_tiltgen.nets.interpolation.network import TiltInterpNet
 
-__all__ = ["ENSEMBLES", "MIN_HOLDOUT_TO_CHOOSE_ADAPTED", "Selection", "adapt_and_select", "choose_start", "distrust_adapted", "distrust_ensembles", "keep_context"]
+__all__ = ["ENSEMBLES", "MIN_HOLDOUT_TO_CHOOSE_ADAPTED", "Selection", "adapt_and_select", "choose_start", "distrust_adapted", "distrust_ensembles"]
 
 
 # ---------------------------------------------------------------------------- selection
@@ -72,8 +72,10 @@ class Selection:
     pretrained
         Which packaged network "pretrained" is (and the adaptation started from):
         ``"clean"`` (:data:`~napari_tiltgen.nets.interpolation.frames.DEFAULT_WEIGHTS`),
-        ``"denoising"`` (:data:`~napari_tiltgen.nets.interpolation.frames.DENOISING_WEIGHTS`,
-        when it scored better on the held-out frames) or ``"given"`` (the caller's weights).
+        ``"context"`` (the four-frame network,
+        :data:`~napari_tiltgen.nets.interpolation.frames.CONTEXT_WEIGHTS`, when it scored better
+        on the held-out frames; ``"denoising"`` in its place where it is not shipped) or
+        ``"given"`` (the caller's weights).
     """
 
     method: str
@@ -223,8 +225,8 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         A network is chosen only if its mean PSNR gain over linear on the held-out frames at the
         smallest QA gap is at least this (dB) and above one standard error of the per-frame gains.
     weights, device
-        The pretrained network and the torch device. Default (``None``): the two packaged
-        networks, clean-data and denoising, are scored on the held-out frames at ``k = 1``
+        The pretrained network and the torch device. Default (``None``): the packaged
+        clean-data and four-frame networks are scored on the held-out frames at ``k = 1``
         before any fine-tuning; the better one is "pretrained" and the start of the
         adaptation (:func:`choose_start`).
     qa_neighbours
@@ -451,44 +453,27 @@ def distrust_ensembles(qa: dict[int, dict[str, Any]], rep: Any, ok: dict[str, bo
     return notes
 
 
-def keep_context(context_psnr: Any, denoising_psnr: Any) -> tuple[bool, float, float]:
-    """Whether :func:`choose_start` keeps the four-frame network where the denoising one
-    scored higher: the mean per-frame PSNR difference (context - denoising) is at least minus
-    its standard error. Returns ``(keep, mean difference, standard error)``.
-
-    >>> keep_context([30.0, 31.0, 29.0], [30.1, 31.1, 28.9])[0]
-    True
-    >>> keep_context([30.0, 31.0, 29.0], [30.5, 31.5, 29.5])[0]
-    False
-    """
-    d = np.asarray(context_psnr, float) - np.asarray(denoising_psnr, float)
-    if d.size == 0:
-        return False, math.nan, math.nan
-    mean = float(d.mean())
-    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
-    return mean >= -se, mean, se
-
-
 def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet, dict[str, Any]],
                  device: Any, factor: int, symmetric: bool | None = None) -> ProgressGen:
-    """Score the packaged networks (clean-data, denoising and, where shipped, the four-frame
-    one) on ``frames`` (each predicted from its neighbours ``i - 1``, ``i + 1``, and for the
-    four-frame network also ``i - 3``, ``i + 3``) and return the best (generator).
+    """Score the packaged clean-data network and the noise-aware one
+    (:data:`~napari_tiltgen.nets.interpolation.frames.AUTO_NOISY`: the four-frame network where
+    it is shipped, else the denoising pair network) on ``frames`` (each predicted from its
+    neighbours ``i - 1``, ``i + 1``, and for the four-frame network also ``i - 3``, ``i + 3``)
+    and return the better (generator).
 
-    Returns ``(network, info, name, {"result": LeaveOneOutResult of the winner}, note)`` with
-    ``name`` one of :data:`~napari_tiltgen.nets.interpolation.frames.PACKAGED`. Without the
-    other weights (or with no frame to score) the clean network is returned with an empty dict
-    and no note.
+    Returns ``(network, info, name, {"result": LeaveOneOutResult of the winner}, note)``. Without
+    the noise-aware weights (or with no frame to score) the clean network is returned with an
+    empty dict and no note.
     """
-    from napari_tiltgen.nets.interpolation.frames import PACKAGED, load_pretrained
+    from napari_tiltgen.nets.interpolation.frames import PACKAGED, auto_noisy, load_pretrained
     from napari_tiltgen.nets.interpolation.qa import leave_one_out
 
     n = ts.n_tilts
     idx = frames[(frames >= 1) & (frames <= n - 2)]
-    others = [name for name, path in PACKAGED.items() if name != "clean" and path.is_file()]
-    if not others or idx.size == 0:
+    other = auto_noisy()
+    if other is None or idx.size == 0:
         return clean[0], clean[1], "clean", {}, ""
-    nets = {"clean": clean, **{name: load_pretrained(PACKAGED[name], device) for name in others}}
+    nets = {"clean": clean, other: load_pretrained(PACKAGED[other], device)}
     scores = {}
     for j, (name, mod) in enumerate(nets.items()):
         scores[name] = yield from scaled(
@@ -497,21 +482,10 @@ def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet,
                           symmetric=symmetric),
             j / len(nets), (j + 1) / len(nets), f"QA start ({name} network): ")
     psnr = {name: float(np.mean(r.psnr)) for name, r in scores.items()}
-    best = max(psnr, key=lambda name: psnr[name])  # ties: the first (clean)
-    why = ""
-    if best == "denoising" and "context" in scores:
-        # The four-frame network is the denoising network trained further with the next
-        # recorded frame on each side; it gains most at the native step, which the QA (at
-        # twice the step) cannot test. Keep it unless the denoising network is better on these
-        # frames by more than the standard error of the per-frame differences.
-        keep, mean, se = keep_context(scores["context"].psnr, scores["denoising"].psnr)
-        if keep:
-            best = "context"
-            why = (f"; within one standard error ({mean:+.2f} +/- {se:.2f} dB) of "
-                   "the denoising network, the four-frame network is kept: it also sees the "
-                   "next recorded frame on each side, which helps most at the native step")
-    rest = ", ".join(f"the {o} network {psnr[o]:.2f} dB" for o in psnr if o != best)
+    best = other if psnr[other] > psnr["clean"] else "clean"
+    rest = "clean" if best == other else other
     note = (f"pretrained = the packaged {best} network ({psnr[best]:.2f} dB on {idx.size} "
-            f"held-out frames at twice the step; {rest}{why}); the adaptation starts from it.")
+            f"held-out frames at twice the step; the {rest} network {psnr[rest]:.2f} dB); "
+            "the adaptation starts from it.")
     mod = nets[best]
     return mod[0], mod[1], best, {"result": scores[best]}, note
