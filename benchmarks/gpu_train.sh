@@ -10,12 +10,14 @@
 # (the trainers checkpoint every few steps and stop cleanly at --max-minutes):
 #   0 setup     nvidia-smi; pip install -e . when napari_tiltgen is missing (torch kept)
 #   1 pool      interpolation training data for transfer (tiltgen build-interpolation-data:
-#               the training object families of simulate.families; held-out families never)
-#   2 interp    tiltgen train-interpolation from the packaged DENOISING weights (--init; noise-
-#               conditioned, 30 % clean triplets, clean + noisy validation), TRAIN_MIN minutes
+#               the training object families of simulate.families; held-out families never;
+#               37-frame windows, so that four-frame samples of gaps up to 12 degrees fit)
+#   2 interp    tiltgen train-interpolation from the packaged FOUR-FRAME weights (--init, --context
+#               2; noise-conditioned, 30 % clean samples, clean + noisy validation), TRAIN_MIN
+#               minutes (before 3 Dec 2026, session 12: the denoising pair network)
 #   3 inpaint   tiltgen train-inpainting from the packaged weights (--init), TRAIN_MIN minutes,
 #               families + phantoms, realistic noise, wedges 20-90 degrees
-# Results in $OUT (or ./gpu_train_out without $OUT): interpolation_denoising.safetensors and
+# Results in $OUT (or ./gpu_train_out without $OUT): interpolation_context.safetensors and
 # inpainting.safetensors (the best validation weights, with their metadata and the command),
 # the run folders (checkpoints, log.jsonl) for RESUME, gpu_train.md (the table), logs/.
 # Nothing is shipped by this script: measure the weights on the held-out families on the CPU
@@ -44,16 +46,16 @@ run_part setup "$LIMIT_SETUP" bash -c '
   '"$PY"' -c "import napari_tiltgen; print(\"RESULT napari_tiltgen\", napari_tiltgen.__version__)"'
 
 # 1 the interpolation pool (resumable: finished shards are kept)
-run_part pool "$LIMIT_POOL" $PY -m napari_tiltgen.cli build-interpolation-data "$RUN/pool" \
-  --series "$SERIES" --val-series "$VAL" --sizes "$SIZES" --quiet $THREADS
+run_part pool "$LIMIT_POOL" $PY -m napari_tiltgen.cli build-interpolation-data "$RUN/pool37" \
+  --series "$SERIES" --val-series "$VAL" --sizes "$SIZES" --window 37 --seed 37 --quiet $THREADS
 
-# 2 interpolation: fine-tune the packaged denoising weights on the pool, best weights exported
-run_part interp "$LIMIT_TRAIN" $PY -m napari_tiltgen.cli train-interpolation "$RUN/pool" \
-  --out "$RUN/interp_run" --init "$MODELS/interpolation_denoising.safetensors" \
-  --noise-planes 2 --clean-fraction 0.3 --device "$DEVICE" \
+# 2 interpolation: fine-tune the packaged four-frame weights on the pool, best weights exported
+run_part interp "$LIMIT_TRAIN" $PY -m napari_tiltgen.cli train-interpolation "$RUN/pool37" \
+  --out "$RUN/interp_run" --init "$MODELS/interpolation_context.safetensors" \
+  --context 2 --absent-fraction 0.15 --clean-fraction 0.3 --device "$DEVICE" \
   --steps 100000 --max-minutes "$TRAIN_MIN" --batch-size "$BATCH" --lr 2.5e-4 --warmup 20 \
   --val-every 50 --crops "$SIZES" --val-crop "$SIZES" --val-triplets 32 --quiet $THREADS \
-  --export "$OUTDIR/interpolation_denoising.safetensors"
+  --export "$OUTDIR/interpolation_context.safetensors"
 
 # 3 inpainting: fine-tune the packaged weights (families + phantoms, training noise levels)
 run_part inpaint "$LIMIT_TRAIN" $PY -m napari_tiltgen.cli train-inpainting \

@@ -46,8 +46,9 @@ def test_gpu_train_dry_run_brings_back_loadable_weights(tmp_path):
     rows = _rows((tmp_path / "gpu_train.md").read_text())
     assert set(rows) == {"setup", "pool", "interp", "inpaint"}
     assert all(s.strip() == "ok" for s in rows.values()), rows
-    model, info = load_model(tmp_path / "interpolation_denoising.safetensors")
+    model, info = load_model(tmp_path / "interpolation_context.safetensors")
     assert "train-interpolation" in info["training"]["command"]
     assert model.config.noise_planes == 2 and info["training"]["clean_fraction"] == 0.3
+    assert model.config.context == 2 and info["training"]["context"] == 2
     _, info = load_generator(tmp_path / "inpainting.safetensors")
     assert "train-inpainting" in info.get("command", "")
