@@ -6,7 +6,7 @@ interpolation and SIRT reprojection are baselines behind the same API.
 
 Modules: :mod:`.network` (model, losses, safetensors I/O), :mod:`.data` (training triplets),
 :mod:`.train` (resumable training), :mod:`.api` (inference, checks, leave-one-out QA),
-:mod:`.adapt` (test-time fine-tuning on the user's stack and the choice pretrained / adapted /
+:mod:`.context` (the four-frame network), :mod:`.adapt` (test-time fine-tuning on the user's stack and the choice pretrained / adapted /
 linear by leave-one-out QA: ``interpolate_series(ts, method="auto")``),
 :mod:`.evaluate` (the benchmark of ``tiltgen eval-interpolation``).
 
@@ -24,7 +24,9 @@ from napari_tiltgen.nets.interpolation.api import (
                                                       interpolate_series,
                                                       real_frames,
 )
+from napari_tiltgen.nets.interpolation.context import ContextInterpNet
 from napari_tiltgen.nets.interpolation.frames import (
+                                                      CONTEXT_WEIGHTS,
                                                       DEFAULT_WEIGHTS,
                                                       DENOISING_WEIGHTS,
                                                       METHODS,
@@ -50,12 +52,14 @@ from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult, leave_one_ou
 from napari_tiltgen.nets.interpolation.select import Selection, adapt_and_select
 
 __all__ = [
+    "CONTEXT_WEIGHTS",
     "DEFAULT_WEIGHTS",
     "DENOISING_WEIGHTS",
     "METHODS",
     "SERIES_METHODS",
     "AdaptConfig",
     "AdaptResult",
+    "ContextInterpNet",
     "InterpolationResult",
     "LeaveOneOutResult",
     "NetConfig",

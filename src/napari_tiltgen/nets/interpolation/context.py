@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from napari_tiltgen.nets.interpolation.network import (
+    NETWORKS,
     NetConfig,
     TiltInterpNet,
     _Decoder,
@@ -187,3 +188,6 @@ class ContextInterpNet(TiltInterpNet):
                     raise RuntimeError(f"cannot transfer {name}: {tuple(o.shape)} -> "
                                        f"{tuple(p.shape)}")
         return new.train(pair.training)
+
+
+NETWORKS[2] = ContextInterpNet

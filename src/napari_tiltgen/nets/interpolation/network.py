@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "NETWORKS",
     "NetConfig",
     "TiltInterpNet",
     "census_loss",
@@ -329,6 +330,12 @@ class TiltInterpNet(nn.Module):
         return new.train(self.training)
 
 
+#: Network class by ``NetConfig.context``: the pair network here; the four-frame class registers
+#: itself in :mod:`.context`, which the package imports (so :func:`load_model` finds it without
+#: this module importing that one).
+NETWORKS: dict[int, type[TiltInterpNet]] = {0: TiltInterpNet}
+
+
 # ---------------------------------------------------------------------------- noise level
 _LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
 
@@ -503,11 +510,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     meta, tensors = read_weights(path, accept, "interpolation")
     def build(a: dict[str, Any]) -> TiltInterpNet:
         cfg = NetConfig.from_dict(a)
-        if cfg.context:
-            from napari_tiltgen.nets.interpolation.context import ContextInterpNet
-
-            return ContextInterpNet(cfg)
-        return TiltInterpNet(cfg)
+        if cfg.context not in NETWORKS:
+            raise ValueError(f"no network class for context={cfg.context}")
+        return NETWORKS[cfg.context](cfg)
 
     model = build_from_weights(path, meta, tensors, build, "interpolation")
     model.eval().to(device)
