@@ -110,18 +110,16 @@ class ContextInterpNet(TiltInterpNet):
                            self._cond(t, gap_deg, ft, nz),
                            warp(fa[level], flow_a), warp(fb[level], flow_b), flow_a, flow_b],
                           dim=1)
-            parts = self._out_split(dec(x), j == n_dec - 1)
+            last = j == n_dec - 1
+            parts = self._out_split(dec(x), last)
             flow0 = parts[0] + _up2(flow0)
             flow1 = parts[1] + _up2(flow1)
-            if j == n_dec - 1:
-                ft = parts[2]
-                da = parts[3] + _up2(da)
-                db = parts[4] + _up2(db)
+            ft = parts[2]
+            da = parts[3] + _up2(da)
+            db = parts[4] + _up2(db)
+            if last:
                 outer_logits = parts[5]
             else:
-                ft = parts[2]
-                da = parts[3] + _up2(da)
-                db = parts[4] + _up2(db)
                 features.append(ft)
         flow_a = 2.0 * flow0 - flow1 + da
         flow_b = 2.0 * flow1 - flow0 + db
