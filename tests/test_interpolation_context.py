@@ -107,12 +107,13 @@ def test_model_frames_uses_the_outer_frames_and_stays_symmetric() -> None:
 
 
 def test_four_frame_samples_hold_the_outer_frames_and_train(tmp_path: Path) -> None:
+    from napari_tiltgen.nets.interpolation.context import forward_batch
     from napari_tiltgen.nets.interpolation.data import (
         FamilyTriplets,
         build_family_pool_iter,
         load_family_pool,
     )
-    from napari_tiltgen.nets.interpolation.train import TrainConfig, run_model, train
+    from napari_tiltgen.nets.interpolation.train import TrainConfig, train
 
     pool_dir = tmp_path / "pool"
     for split, n in (("val", 2), ("train", 2)):
@@ -163,7 +164,8 @@ def test_four_frame_samples_hold_the_outer_frames_and_train(tmp_path: Path) -> N
     tuned, info = load_model(tmp_path / "run" / "last.safetensors")
     assert is_context(tuned) and info["training"]["context"] == 2
     assert info["initialised_from"] == {}
-    out = run_model(tuned, {k: v[:2] for k, v in clean.items()})
+    sub = {k: v[:2] for k, v in clean.items()}
+    out = forward_batch(tuned, sub, sub["t"], sub["gap_deg"])
     assert out["image"].shape == (2, 1, 32, 32) and "flow_a" in out
 
 

@@ -55,6 +55,7 @@ from napari_tiltgen.core.devices import flush_denormals
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress
 from napari_tiltgen.io.model import TiltSeries
+from napari_tiltgen.nets.interpolation.context import forward_batch
 from napari_tiltgen.nets.interpolation.network import TiltInterpNet
 
 __all__ = ["DEFAULT_ADAPT_SECONDS", "DEFAULT_ADAPT_STEPS", "DEFAULT_MARGIN_DB", "AdaptConfig", "AdaptResult", "adapt_iter", "holdout_indices", "training_triplets"]
@@ -367,14 +368,6 @@ def _outer(model: TiltInterpNet, a: np.ndarray, i0: int, i1: int, exclude: Seque
     return outer_indices(a, i0, i1, exclude)
 
 
-def _forward(model: TiltInterpNet, b: dict[str, torch.Tensor], t: torch.Tensor,
-             gap: torch.Tensor) -> dict[str, Any]:
-    if "outer_a" in b:
-        return model.forward4(b["outer_a"], b["img0"], b["img1"], b["outer_b"], t, gap,
-                              b["present"])
-    return model(b["img0"], b["img1"], t, gap)
-
-
 @torch.no_grad()
 def _holdout_mse(model: TiltInterpNet, stack: _Stack, angles: np.ndarray,
                  holdout: np.ndarray) -> float:
@@ -394,7 +387,7 @@ def _holdout_mse(model: TiltInterpNet, stack: _Stack, angles: np.ndarray,
                 "outer_b": (stack.x[jb:jb + 1] - lo) / scale if jb is not None else c,
                 "present": torch.tensor([[float(ja is not None), float(jb is not None)]],
                                         device=a.device)})
-        pred = _forward(model, batch, torch.tensor([t]), torch.tensor([gap]))["image"]
+        pred = forward_batch(model, batch, torch.tensor([t]), torch.tensor([gap]))["image"]
         errs.append(float(((pred - b) ** 2).mean()))
     return float(np.mean(errs)) if errs else float("nan")
 
@@ -482,7 +475,7 @@ def _adapt(ts: TiltSeries, model: TiltInterpNet, cfg: AdaptConfig, a: np.ndarray
             gap = torch.from_numpy((a[i1] - a[i0]).astype(np.float32)).to(dev)
             t = torch.from_numpy(((a[i] - a[i0]) / (a[i1] - a[i0])).astype(np.float32)).to(dev)
             b, t = _swap(b, t, rng)
-            out = _forward(net, b, t, gap)
+            out = forward_batch(net, b, t, gap)
             loss = F.mse_loss(out["image"], b["target"])
             opt.zero_grad()
             loss.backward()

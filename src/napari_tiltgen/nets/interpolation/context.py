@@ -34,10 +34,11 @@ from napari_tiltgen.nets.interpolation.network import (
     TiltInterpNet,
     _Decoder,
     _up2,
+    grow_into,
     warp,
 )
 
-__all__ = ["OUTER_LOGIT", "ContextInterpNet", "is_context"]
+__all__ = ["OUTER_LOGIT", "ContextInterpNet", "forward_batch", "is_context"]
 
 #: Offset of the outer frames' blend logits (initial weight of each about e^-5 / (1 + 2 e^-5)).
 OUTER_LOGIT = -5.0
@@ -168,24 +169,20 @@ class ContextInterpNet(TiltInterpNet):
         """A context network that starts from a trained pair network's weights."""
         cfg = NetConfig(**{**asdict(pair.config), "context": 2})
         new = cls(cfg).to(next(pair.parameters()).device)
-        old = pair.state_dict()
-        with torch.no_grad():
-            for name, p in new.state_dict().items():
-                o = old[name]
-                if p.shape == o.shape:
-                    p.copy_(o)
-                    continue
-                p.zero_()
-                if name.endswith("body.0.0.weight"):  # first conv: old inputs come first
-                    p[:, : o.shape[1]] = o
-                elif name.endswith("body.2.weight"):  # ConvTranspose (in, out, k, k)
-                    p[:, : o.shape[1]] = o  # old outputs first, then the outer ones
-                elif p.dim() == 1:
-                    p[: o.shape[0]] = o
-                else:
-                    raise RuntimeError(f"cannot transfer {name}: {tuple(o.shape)} -> "
-                                       f"{tuple(p.shape)}")
+        # grown tensors: the first conv of each decoder (old inputs first, then the outer ones)
+        # and its transposed conv and bias (old outputs first, then the outer ones)
+        grow_into(new, pair.state_dict())
         return new.train(pair.training)
 
+
+def forward_batch(model: TiltInterpNet, batch: dict[str, torch.Tensor], t: torch.Tensor,
+                  gap_deg: torch.Tensor) -> dict[str, Any]:
+    """The network's output on a batch (``img0``, ``img1``): with the outer frames
+    (``outer_a``, ``outer_b``, ``present``) for a four-frame network given them, the pair
+    otherwise. Used by training and by the adaptation to the user's stack."""
+    if "outer_a" in batch and is_context(model):
+        return model.forward4(batch["outer_a"], batch["img0"], batch["img1"], batch["outer_b"],
+                              t, gap_deg, batch["present"])
+    return model(batch["img0"], batch["img1"], t, gap_deg)
 
 NETWORKS[2] = ContextInterpNet

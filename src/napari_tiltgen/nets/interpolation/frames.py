@@ -41,8 +41,8 @@ SERIES_METHODS = ("auto", "pretrained", "adapted", "linear", "reprojection")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "interpolation.safetensors"
 #: The packaged DENOISING network: the same architecture, conditioned on the input pair's noise
 #: level and fine-tuned on noisy, jittered frames of many object families with clean targets
-#: (model card: models/interpolation.md). ``auto``/``adapted`` score it next to
-#: :data:`DEFAULT_WEIGHTS` on the user's held-out frames and start from the better one.
+#: (model card: models/interpolation_denoising.md). ``auto``/``adapted`` score it next to
+#: :data:`DEFAULT_WEIGHTS` only where :data:`CONTEXT_WEIGHTS` is not shipped (:func:`auto_noisy`).
 DENOISING_WEIGHTS = DEFAULT_WEIGHTS.with_name("interpolation_denoising.safetensors")
 #: The packaged FOUR-FRAME network (:mod:`.context`): the denoising network extended to also see
 #: the next recorded frame on each side of a pair (model card: models/interpolation_context.md).

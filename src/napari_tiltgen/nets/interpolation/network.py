@@ -50,6 +50,7 @@ __all__ = [
     "TiltInterpNet",
     "census_loss",
     "charbonnier",
+    "grow_into",
     "interpolation_loss",
     "load_model",
     "noise_level",
@@ -318,16 +319,27 @@ class TiltInterpNet(nn.Module):
             return self
         cfg = NetConfig(**{**asdict(self.config), "noise_planes": 2})
         new = TiltInterpNet(cfg).to(next(self.parameters()).device)
-        state = self.state_dict()
-        with torch.no_grad():
-            for name, p in new.state_dict().items():
-                old = state[name]
-                if p.shape == old.shape:
-                    p.copy_(old)
-                else:  # first conv of a decoder: conditioning planes are the last inputs
-                    p.zero_()
-                    p[:, : old.shape[1]] = old
+        # only the first conv of each decoder grows: the conditioning planes are its last inputs
+        grow_into(new, self.state_dict())
         return new.train(self.training)
+
+
+def grow_into(new: nn.Module, old_state: dict[str, torch.Tensor]) -> None:
+    """Load ``old_state`` into ``new``, whose tensors may be larger: each old tensor fills the
+    leading slice of the new one (the old input channels of a conv, the old outputs of a
+    transposed conv, the old entries of a bias) and the rest is zero, so new inputs are ignored
+    and new outputs are zero until trained. Raises for tensors that cannot hold the old one."""
+    with torch.no_grad():
+        for name, p in new.state_dict().items():
+            o = old_state[name]
+            if p.shape == o.shape:
+                p.copy_(o)
+                continue
+            if p.dim() != o.dim() or any(a < b for a, b in zip(p.shape, o.shape)):
+                raise RuntimeError(f"cannot transfer {name}: {tuple(o.shape)} -> "
+                                   f"{tuple(p.shape)}")
+            p.zero_()
+            p[tuple(slice(0, n) for n in o.shape)] = o
 
 
 #: Network class by ``NetConfig.context``: the pair network here; the four-frame class registers

@@ -456,7 +456,7 @@ def distrust_ensembles(qa: dict[int, dict[str, Any]], rep: Any, ok: dict[str, bo
 def choose_start(ts: TiltSeries, frames: np.ndarray, clean: tuple[TiltInterpNet, dict[str, Any]],
                  device: Any, factor: int, symmetric: bool | None = None) -> ProgressGen:
     """Score the packaged clean-data network and the noise-aware one
-    (:data:`~napari_tiltgen.nets.interpolation.frames.AUTO_NOISY`: the four-frame network where
+    (:func:`~napari_tiltgen.nets.interpolation.frames.auto_noisy`: the four-frame network where
     it is shipped, else the denoising pair network) on ``frames`` (each predicted from its
     neighbours ``i - 1``, ``i + 1``, and for the four-frame network also ``i - 3``, ``i + 3``)
     and return the better (generator).

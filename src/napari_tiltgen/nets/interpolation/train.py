@@ -34,6 +34,7 @@ import torch
 
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress
+from napari_tiltgen.nets.interpolation.context import forward_batch
 from napari_tiltgen.nets.interpolation.data import (
     FamilyTriplets,
     FrameBank,
@@ -162,15 +163,6 @@ class TrainConfig:
         return d
 
 
-def run_model(model: TiltInterpNet, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The network's output on a batch: four frames for a context network given outer frames,
-    the pair otherwise."""
-    if "outer_a" in batch and hasattr(model, "forward4"):
-        return model.forward4(batch["outer_a"], batch["img0"], batch["img1"], batch["outer_b"],
-                              batch["t"], batch["gap_deg"], batch["present"])
-    return model(batch["img0"], batch["img1"], batch["t"], batch["gap_deg"])
-
-
 @torch.no_grad()
 def validate(model: TiltInterpNet, batch: dict[str, torch.Tensor], device: torch.device,
              chunk: int = 32) -> dict[str, float]:
@@ -181,7 +173,7 @@ def validate(model: TiltInterpNet, batch: dict[str, torch.Tensor], device: torch
         sl = slice(a, a + chunk)
         sub = {k: v[sl].to(device) for k, v in batch.items()}
         i0, i1, tgt, t = sub["img0"], sub["img1"], sub["target"], sub["t"]
-        pred = run_model(model, sub)["image"]
+        pred = forward_batch(model, sub, t, sub["gap_deg"])["image"]
         lin = (1 - t.view(-1, 1, 1, 1)) * i0 + t.view(-1, 1, 1, 1) * i1
         p_model.append(item_psnr(tgt, pred).cpu())
         p_lin.append(item_psnr(tgt, lin).cpu())
@@ -340,7 +332,7 @@ def train_iter(cfg: TrainConfig) -> Generator[Progress, None, dict[str, Any]]:
                 group["lr"] = lr
             b = sampler.sample(np.random.default_rng([cfg.seed, step]), cfg.batch_size)
             b = {k: v.to(device) for k, v in b.items()}
-            out_net = run_model(model, b)
+            out_net = forward_batch(model, b, b["t"], b["gap_deg"])
             with torch.no_grad():
                 tfeat = model.encode(b["target"])
             losses = interpolation_loss(out_net, b["target"], tfeat)
