@@ -31,6 +31,7 @@ import inpainting_transfer as B  # the benchmark's cases and metric
 
 from napari_tiltgen.io import read_volume, write_mrc
 from napari_tiltgen.simulate import families as F
+from napari_tiltgen.simulate.degrade import DegradeParams
 
 
 def run_case(stem: Path, extra: list[str]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
@@ -50,6 +51,11 @@ def run_case(stem: Path, extra: list[str]) -> tuple[dict[str, np.ndarray], dict[
     return vols, notes
 
 
+def clean(_params: DegradeParams) -> DegradeParams:
+    """No noise, jitter, axis error, offset or ramp (the object and blur stay the same)."""
+    return DegradeParams()
+
+
 def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -57,6 +63,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--wedges", default="60,80")
     ap.add_argument("--objects", default="0,1", help="object numbers per family")
+    ap.add_argument("--families", default=",".join(F.HELDOUT_FAMILIES),
+                    help="held-out families to run (comma-separated)")
+    ap.add_argument("--noise", choices=("realistic", "clean"), default="realistic",
+                    help="clean: the same objects, jitter-free and noise-free projections")
     ap.add_argument("--out", required=True, help="folder for the files")
     ap.add_argument("--json", help="save every number here")
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -65,10 +75,13 @@ def main() -> None:
     rows = []
     for wedge in [float(w) for w in args.wedges.split(",")]:
         for fi, fam in enumerate(F.HELDOUT_FAMILIES):
+            if fam not in args.families.split(","):
+                continue
             for k in [int(k) for k in args.objects.split(",")]:
                 t0 = time.perf_counter()
                 truth, ts = B.make_case(fam, args.size, args.size, wedge, 2.0,
-                                        [B.HELDOUT_SEED, 500 + fi, k, int(wedge)])
+                                        [B.HELDOUT_SEED, 500 + fi, k, int(wedge)],
+                                        adjust=clean if args.noise == "clean" else None)
                 stem = out / f"{fam}_{k}_{wedge:g}"
                 write_mrc(ts, f"{stem}.mrc", overwrite=True)  # with its .rawtlt sidecar
                 vols, notes = run_case(stem, extra)

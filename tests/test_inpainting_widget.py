@@ -85,7 +85,7 @@ def test_tilt_series_is_reconstructed_first(make_napari_viewer, qtbot, tiny_mode
     viewer.add_layer(Layer.create(*ts.to_layer_data(name="series")))
     w = InpaintWidget(viewer)
     w.device.value = "cpu"
-    assert w.consistency.value == "closest"
+    assert w.consistency.value == "auto"
     w.consistency.value = "iterative"  # the user's choices reach the pipeline
     assert w.reference.value == 100
     w.reference.value = 30

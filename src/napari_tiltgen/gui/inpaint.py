@@ -39,12 +39,15 @@ class InpaintWidget(WorkerWidget):
         self.device = ComboBox(label="device", value="auto", choices=available_devices())
         self.batch_size = SpinBox(label="slices per batch", value=8, min=1, max=4096)
         self.consistency = ComboBox(
-            label="data consistency", value="closest",
-            choices=[("nearest consistent volume (noisy data)", "closest"),
-                     ("SIRT iterations (clean data)", "iterative")],
+            label="data consistency", value="auto",
+            choices=[("auto (fit noise-free data to convergence)", "auto"),
+                     ("nearest consistent volume (noisy data)", "closest"),
+                     ("SIRT iterations", "iterative")],
             tooltip="how the result is made to reproject no worse than SIRT at the measured "
-            "angles: the volume nearest the network's that does, or SIRT iterations started "
-            "from the network's output")
+            "angles: auto fits data that the forward model explains (noise-free, jitter-free) "
+            "to convergence from the network's output and otherwise takes the volume nearest "
+            "the network's that meets SIRT's error; or always that nearest volume; or SIRT "
+            "iterations started from the network's output")
         self.refine = SpinBox(
             label="consistency iterations", value=consistency.REFINE_ITERATIONS, min=0, max=2000,
             tooltip="with SIRT iterations: at least this many from the network's output, and "

@@ -1,10 +1,12 @@
 """SIRT and (ordered-subset) SART on a :class:`~napari_tiltgen.physics.projector.Projector`:
-row- and column-sum weighted Landweber iterations, optional positivity.
+row- and column-sum weighted Landweber iterations, optional positivity; and an accelerated
+(FISTA) SIRT for fitting consistent data to convergence.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,7 +18,7 @@ from napari_tiltgen.physics.projector import (
 )
 from napari_tiltgen.recon.common import _as_data, _check_iterations, _preview, _safe_reciprocal
 
-__all__ = ["sart", "sart_iter", "sirt", "sirt_iter"]
+__all__ = ["fista_sirt_iter", "sart", "sart_iter", "sirt", "sirt_iter"]
 
 
 # ---------------------------------------------------------------------------- SIRT
@@ -82,6 +84,63 @@ def sirt_iter(
         show = preview_every > 0 and ((it + 1) % preview_every == 0 or it + 1 == iterations)
         yield Progress((it + 1) / iterations, f"SIRT iteration {it + 1}/{iterations}",
                        preview=_preview(x) if show else None, values={"residual": rel})
+    return x
+
+
+# ---------------------------------------------------------------------------- FISTA-SIRT
+def fista_sirt_iter(
+    projector: Projector,
+    data: Any,
+    iterations: int = 100,
+    x0: torch.Tensor | None = None,
+    stop: Callable[[int, float], bool] | None = None,
+) -> ProgressGen[torch.Tensor]:
+    """SIRT with Nesterov momentum (FISTA) and positivity: the same fixed point, much sooner.
+
+    ``x_k = max(0, y + C A^T R (b - A y))``, ``y = x_k + (t_{k-1} - 1) / t_k (x_k -
+    x_{k-1})`` (Beck & Teboulle 2009): a projected gradient method on the row-weighted
+    least-squares misfit in the column-weighted metric, where SIRT's unit step is the
+    admissible one. On noise-free held-out series 100 of its iterations reach a lower
+    reprojection error than 1000 of SIRT's (models/inpainting.md). It also fits noise that
+    much sooner: meant for consistent data, with a stopping rule.
+
+    Parameters
+    ----------
+    projector, data
+        Geometry and projections ``(n_tilts, ny, n_det)``.
+    iterations
+        Most iterations (each one forward and one back projection).
+    x0
+        Starting volume (default zeros), clipped at zero.
+    stop
+        ``stop(k, residual)`` after iteration ``k`` (1-based; residual ``||b - A y|| /
+        ||b||`` at the extrapolated point the iteration used): true ends the run early.
+
+    Yields
+    ------
+    Progress
+        One per iteration, with ``values["residual"]`` as passed to ``stop``.
+    """
+    iterations = _check_iterations(iterations)
+    b = _as_data(projector, data)
+    row = _safe_reciprocal(projector.row_sums())
+    col = _safe_reciprocal(projector.column_sums())
+    x = (torch.zeros(projector.volume_shape, dtype=projector.dtype, device=projector.device)
+         if x0 is None else torch.as_tensor(x0).to(projector.device, projector.dtype).clamp(min=0))
+    y, t = x.clone(), 1.0
+    b_norm = float(torch.linalg.vector_norm(b)) or 1.0
+    for it in range(iterations):
+        res = b - projector.forward(y)
+        rel = float(torch.linalg.vector_norm(res)) / b_norm
+        res *= row
+        x_new = y.addcmul_(col, projector.adjoint(res)).clamp_(min=0.0)  # y is rebuilt below
+        t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+        y = x_new + ((t - 1.0) / t_new) * (x_new - x)
+        x, t = x_new, t_new
+        yield Progress((it + 1) / iterations, f"accelerated SIRT iteration {it + 1}/{iterations}",
+                       values={"residual": rel})
+        if stop is not None and stop(it + 1, rel):
+            break
     return x
 
 
