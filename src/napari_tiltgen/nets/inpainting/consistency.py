@@ -15,8 +15,8 @@ from napari_tiltgen.core.progress import scaled as _scaled
 
 __all__ = [
     "closest_consistent",
-    "converged_fit",
     "consistency_note",
+    "converged_fit",
     "enforce_consistency",
     "reprojection_error",
 ]
