@@ -533,6 +533,19 @@ def test_auto_consistency_fits_noise_free_data_on_and_leaves_noisy_data_alone() 
             assert "noise- or jitter-limited" in consistency.consistency_note(rep)
 
 
+def test_auto_probe_is_held_to_sirt_100_whatever_the_bound(tiny_weights: Path) -> None:
+    """The probe of the fit to convergence compares with SIRT-100's error also when the bound's
+    SIRT has 30 iterations (a looser bound must not make noisy data pass it): the same probe
+    ratio with either reference, and the bound follows the reference."""
+    ts, _ = _shifted_series()
+    a, _ = api.inpaint(ts, weights=tiny_weights, device="cpu")
+    b, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", reference_iterations=30)
+    da, db = a.provenance["data_consistency"], b.provenance["data_consistency"]
+    assert da["converge_probe_ratio"] == pytest.approx(db["converge_probe_ratio"], rel=1e-4)
+    assert db["sirt_error"] > da["sirt_error"] * 1.01 and db["sirt_iterations"] == 30
+    assert db["final_error"] <= db["sirt_error"] * (1 + 1e-4)
+
+
 def test_closest_consistent_volume_is_nearer_the_start_than_sirt_iterations() -> None:
     """From a start that reprojects worse than SIRT (the truth blurred, noisy data), the
     nearest volume meeting SIRT's reprojection error changes the start less than SIRT

@@ -63,6 +63,7 @@ from napari_tiltgen.io.model import TiltSeries, Volume
 from napari_tiltgen.nets.inpainting.consistency import (
     CONSISTENCY_METHODS,
     MAX_REFINE_ITERATIONS,
+    PROBE_SIRT_ITERATIONS,
     REFINE_ITERATIONS,
     enforce_consistency,
     reprojection_error,
@@ -480,6 +481,15 @@ def inpaint_iter(
         recs = yield from _scaled(_inputs(proj, b, channels, sirt_it, ref_it), 0.0, 0.35)
     x_ref = recs.pop("ref")
     r_sirt = reprojection_error(proj, b, x_ref)
+    r_probe = None  # the auto rule's probe is set against SIRT-100, whatever the bound's SIRT
+    if hard_consistency and consistency == "auto" and ref_it < PROBE_SIRT_ITERATIONS:
+        from napari_tiltgen.recon.iterative import sirt_iter
+
+        with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
+            x100 = yield from _scaled(sirt_iter(proj, b, PROBE_SIRT_ITERATIONS - ref_it,
+                                                x0=x_ref, preview_every=0), 0.35, 0.4)
+        r_probe = reprojection_error(proj, b, x100)
+        del x100
     net = yield from _scaled(network_volume(model, recs, channels, wedge, batch_size, dev),
                              0.35, 0.75)
     del recs
@@ -488,7 +498,8 @@ def inpaint_iter(
         if hard_consistency:
             vol_t, report = yield from _scaled(
                 enforce_consistency(proj, b, net, x_ref, refine, max_refine_iterations,
-                                    sirt_error=r_sirt, method=consistency), 0.75, 1.0)
+                                    sirt_error=r_sirt, method=consistency,
+                                    probe_error=r_probe), 0.75, 1.0)
         else:
             vol_t, report = yield from _scaled(
                 enforce_consistency(proj, b, net, x_ref, refine, refine, sirt_error=r_sirt,

@@ -41,6 +41,8 @@ CONVERGE_ITERATIONS = 300
 #: 0.41-0.63, 0.3 px jitter or any realistic noise 0.73 and above.
 CONVERGE_PROBE = 30
 CONVERGE_PROBE_RATIO = 0.6
+#: ... x the reprojection error of SIRT with this many iterations (the calibration's).
+PROBE_SIRT_ITERATIONS = 100
 #: ... and it stops once ``CONVERGE_WINDOW`` iterations lowered the residual by less than
 #: ``1 - CONVERGE_PLATEAU`` (what is left to fit is the data's own inconsistency).
 CONVERGE_WINDOW = 50
@@ -64,7 +66,7 @@ def enforce_consistency(
     proj: Any, b: torch.Tensor, x_net: torch.Tensor, x_sirt: torch.Tensor,
     min_iterations: int = REFINE_ITERATIONS, max_iterations: int = MAX_REFINE_ITERATIONS,
     block: int = 5, sirt_error: float | None = None, fallback: bool = True,
-    method: str = "closest",
+    method: str = "closest", probe_error: float | None = None,
 ) -> Generator[Progress, None, tuple[torch.Tensor, dict[str, Any]]]:
     """Make the network's volume reproject no worse than SIRT at the measured angles (hard).
 
@@ -89,6 +91,10 @@ def enforce_consistency(
         (relative, see :func:`reprojection_error`), ``iterations`` (DC iterations run),
         ``blend_toward_sirt`` (``t``, 0 when no fallback was needed), ``fallback`` (bool),
         ``met`` (final <= SIRT's, always true up to rounding).
+
+    ``probe_error`` is the reprojection error of SIRT-100 for the probe of
+    :func:`converged_fit` (default: ``sirt_error``; the probe's threshold was set against
+    SIRT-100 and must not loosen when the bound's SIRT has fewer iterations).
     """
     from napari_tiltgen.recon.iterative import sirt_iter
 
@@ -104,7 +110,8 @@ def enforce_consistency(
     closest: dict[str, Any] = {}
     converged: dict[str, Any] = {}
     if method == "auto":
-        xc, converged = yield from _scaled(converged_fit(proj, b, x, r_sirt), 0.0, 0.5)
+        xc, converged = yield from _scaled(
+            converged_fit(proj, b, x, r_sirt, probe_error=probe_error), 0.0, 0.5)
         if xc is not None:
             x, r, lo_it = xc, converged["error"], 0
     if method == "closest" or (method == "auto" and not converged.get("kept")):
@@ -145,7 +152,7 @@ def converged_fit(
     proj: Any, b: torch.Tensor, x_net: torch.Tensor, sirt_error: float, *,
     iterations: int = CONVERGE_ITERATIONS, probe: int = CONVERGE_PROBE,
     probe_ratio: float = CONVERGE_PROBE_RATIO, window: int = CONVERGE_WINDOW,
-    plateau: float = CONVERGE_PLATEAU,
+    plateau: float = CONVERGE_PLATEAU, probe_error: float | None = None,
 ) -> Generator[Progress, None, tuple[torch.Tensor | None, dict[str, Any]]]:
     """The data fitted to convergence from the network's volume, where the data allow it.
 
@@ -154,36 +161,39 @@ def converged_fit(
     network leaves: accelerated SIRT (:func:`~napari_tiltgen.recon.iterative.fista_sirt_iter`)
     from ``x_net``. On noisy or jittered data the same fit brings back the noise within tens of
     iterations, so it is tried only as long as the data say it works: after ``probe``
-    iterations the reprojection error must be below ``probe_ratio`` x SIRT's (else ``None``
-    is returned: the caller uses :func:`closest_consistent`); it then stops at ``iterations``
-    or once ``window`` iterations lowered it by less than ``1 - plateau``. The result
-    reprojects below ``probe_ratio`` x SIRT's error, so it meets the bound.
+    iterations the reprojection error must be below ``probe_ratio`` x SIRT-100's
+    (``probe_error``, default ``sirt_error``; else ``None`` is returned: the caller uses
+    :func:`closest_consistent`); it then stops at ``iterations`` or once ``window``
+    iterations lowered it by less than ``1 - plateau``. A result above ``sirt_error`` (the
+    bound) is dropped too.
 
     Returns
     -------
     (volume or None, report)
         ``report``: ``iterations`` run, ``probe_ratio`` (error after ``probe`` iterations /
-        SIRT's), ``error`` (final, :func:`reprojection_error`; absent when dropped), ``kept``.
+        ``probe_error``), ``error`` (final, :func:`reprojection_error`; absent when dropped
+        at the probe), ``kept``.
     """
     from napari_tiltgen.recon.iterative import fista_sirt_iter
 
     hist: list[float] = []
     limit = max(int(iterations), int(probe))
+    probe_error = sirt_error if probe_error is None else float(probe_error)
 
     def stop(k: int, r: float) -> bool:
         hist.append(r)
-        if k == probe and r > probe_ratio * sirt_error:
+        if k == probe and r > probe_ratio * probe_error:
             return True
         return k >= probe + window and r > plateau * hist[k - 1 - window]
 
     x = yield from fista_sirt_iter(proj, b, limit, x0=x_net, stop=stop)
     k = len(hist)
-    ratio = hist[probe - 1] / max(sirt_error, 1e-30) if k >= probe else float("nan")
+    ratio = hist[probe - 1] / max(probe_error, 1e-30) if k >= probe else float("nan")
     report: dict[str, Any] = {"iterations": k, "probe_ratio": ratio}
     if not ratio <= probe_ratio:
         return None, {**report, "kept": False}
     err = reprojection_error(proj, b, x)
-    if err > sirt_error:  # cannot happen after the probe; the bound comes first
+    if err > sirt_error:  # the bound comes first (a reference SIRT of over 100 iterations)
         return None, {**report, "kept": False, "error": err}
     return x, {**report, "kept": True, "error": err}
 
