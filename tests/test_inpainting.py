@@ -443,6 +443,8 @@ def test_hard_data_consistency_never_reprojects_worse_than_sirt(tiny_weights: Pa
                        weights=tiny_weights, device="cpu")
     dv = v.provenance["data_consistency"]
     assert v.shape == truth.shape and dv["final_error"] <= dv["sirt_error"] * (1 + 1e-4)
+    # (its own projections are noise-free to any probe: auto takes the nearest volume)
+    assert dv["method"] == "closest" and "converge_kept" not in dv
 
 
 def test_enforce_consistency_stops_at_sirts_error_not_at_a_perfect_fit() -> None:

@@ -419,7 +419,8 @@ def inpaint_iter(
     consistency
         How the hard step meets SIRT's reprojection error: ``"auto"`` (default: where the
         data allow it, the data fitted to convergence from the network's volume,
-        :func:`converged_fit`, else as ``"closest"``), ``"closest"`` (the volume nearest the
+        :func:`converged_fit`, else as ``"closest"``; for a volume, whose own projections
+        always allow it, as ``"closest"``), ``"closest"`` (the volume nearest the
         network's that does, :func:`closest_consistent`) or ``"iterative"`` (SIRT
         iterations from the network's volume, at least ``refine_iterations``).
     hard_consistency
@@ -451,6 +452,9 @@ def inpaint_iter(
         raise TiltgenError(f"unknown consistency step {consistency!r}; use one of "
                            f"{', '.join(CONSISTENCY_METHODS)}.")
     wedge, angles, how = missing_wedge_of(source, missing_wedge_deg, tilt_angles)
+    if consistency == "auto" and isinstance(source, Volume):
+        # a volume's own projections always look noise-free to the probe: the nearest volume
+        consistency = "closest"
     if method == "tv":
         return (yield from _tv_iter(source, wedge, angles, how, str(dev), tv_weight,
                                     tv_iterations, thickness_px, t0))
