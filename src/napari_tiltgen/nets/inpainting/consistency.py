@@ -37,8 +37,8 @@ CONSISTENCY_METHODS = ("auto", "closest", "iterative")
 CONVERGE_ITERATIONS = 300
 #: ... after this many, the fit must be below ``CONVERGE_PROBE_RATIO`` x SIRT's reprojection
 #: error, or the data are taken as noise- or jitter-limited and it is dropped. Held-out series
-#: (models/inpainting.md, "Noise-free data"): noise-free 0.16-0.49, with 0.1 px jitter
-#: 0.41-0.63, 0.3 px jitter or any realistic noise 0.73 and above.
+#: (models/inpainting.md, "Noise-free data"): noise-free 0.14-0.52, with 0.1 px jitter
+#: 0.39-0.69, 0.3 px jitter 0.68-1.00, realistic noise 0.95-1.00.
 CONVERGE_PROBE = 30
 CONVERGE_PROBE_RATIO = 0.6
 #: ... x the reprojection error of SIRT with this many iterations (the calibration's).
