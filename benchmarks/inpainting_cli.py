@@ -36,9 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import inpainting_transfer as B  # the benchmark's cases and metric
 
 from napari_tiltgen.io import read_volume, write_mrc
-from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.simulate import families as F
-from napari_tiltgen.simulate.degrade import DegradeParams, degrade, sample_params
+from napari_tiltgen.simulate.degrade import DegradeParams
 
 
 def run_case(stem: Path, extra: list[str], sirt_iterations: int = 100
@@ -62,29 +61,6 @@ def run_case(stem: Path, extra: list[str], sirt_iterations: int = 100
 def clean(_params: DegradeParams) -> DegradeParams:
     """No noise, jitter, axis error, offset or ramp (the object and blur stay the same)."""
     return DegradeParams()
-
-
-def fine_case(family: str, size: int, wedge: float, seed: list[int], noise: str, n: int
-              ) -> tuple[np.ndarray, TiltSeries]:
-    """The object drawn at ``n`` x the size, projected there (blur scaled to match) and its
-    frames binned ``n`` x ``n`` (line integrals in coarse voxels), the truth binned
-    ``n``-cubed: data that no projector on the coarse grid reproduces exactly, as from
-    another simulator. The same draws in the same order as ``make_case``."""
-    rng = np.random.default_rng(seed)
-    vol, info = F.make_sample(family, n * size, rng)
-    angles = B.wedge_angles(wedge, 2.0)
-    blur = float(rng.uniform(0.3, 1.2))
-    frames = F.project(vol, angles, info["pixel_size_A"], 0.0, n * blur)
-    frames = frames.reshape(len(angles), size, n, size, n).mean((2, 4)) / n
-    params = sample_params(rng, "realistic")
-    if noise == "clean":
-        params = clean(params)
-    frames = degrade(np.ascontiguousarray(frames, np.float32), rng, params)
-    truth = vol.reshape(size, n, size, n, size, n).mean((1, 3, 5))
-    ts = TiltSeries(np.ascontiguousarray(frames, np.float32), tilt_angles=angles,
-                    pixel_size_A=n * float(info["pixel_size_A"]),
-                    provenance={"source": f"{family} seed {seed}, {n}x finer grid"})
-    return np.ascontiguousarray(truth, np.float32), ts
 
 
 def main() -> None:
@@ -117,12 +93,13 @@ def main() -> None:
             for k in [int(k) for k in args.objects.split(",")]:
                 t0 = time.perf_counter()
                 seed = [B.HELDOUT_SEED, 500 + fi, k, int(wedge)]
+                adjust = clean if args.noise == "clean" else None
                 if args.oversample > 1:
-                    truth, ts = fine_case(fam, args.size, wedge, seed, args.noise,
-                                          args.oversample)
+                    truth, ts = B.make_fine_case(fam, args.size, args.size, wedge, 2.0, seed,
+                                                 args.oversample, adjust)
                 else:
                     truth, ts = B.make_case(fam, args.size, args.size, wedge, 2.0, seed,
-                                            adjust=clean if args.noise == "clean" else None)
+                                            adjust=adjust)
                 stem = out / f"{fam}_{k}_{wedge:g}"
                 write_mrc(ts, f"{stem}.mrc", overwrite=True)  # with its .rawtlt sidecar
                 vols, notes = run_case(stem, extra, args.sirt_iterations)

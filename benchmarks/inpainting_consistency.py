@@ -38,38 +38,23 @@ from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.nets.inpainting import api
 from napari_tiltgen.nets.inpainting.consistency import enforce_consistency, reprojection_error
 from napari_tiltgen.simulate import families as F
-from napari_tiltgen.simulate.degrade import DegradeParams, degrade
+from napari_tiltgen.simulate.degrade import DegradeParams
 
 CASES = ("supported:0:60,supported:1:60,aggregate:0:60,aggregate:1:60,texture_heldout:0:60,"
          "supported:0:80,supported:1:80,aggregate:1:80,texture_heldout:1:80")
 
 
-def fine_case(fam: str, k: int, wedge: float, rows: int, jitter: float
-              ) -> tuple[np.ndarray, TiltSeries]:
-    fi = F.HELDOUT_FAMILIES.index(fam)
-    rng = np.random.default_rng([B.HELDOUT_SEED, 500 + fi, k, int(wedge)])
-    vol, info = F.make_sample(fam, 256, rng)
-    angles = B.wedge_angles(wedge, 2.0)
-    blur = float(rng.uniform(0.3, 1.2))
-    sub = np.ascontiguousarray(vol[:, 128 - rows:128 + rows, :])
-    fr = F.project(sub, angles, info["pixel_size_A"], 0.0, 2 * blur)
-    fr = (fr.reshape(len(angles), rows, 2, 128, 2).mean((2, 4)) / 2).astype(np.float32)
-    if jitter > 0:
-        fr = degrade(fr, rng, DegradeParams(jitter_px=jitter))
-    truth = sub.reshape(128, 2, rows, 2, 128, 2).mean((1, 3, 5))
-    return truth, TiltSeries(np.ascontiguousarray(fr, np.float32), tilt_angles=angles,
-                             pixel_size_A=2 * float(info["pixel_size_A"]))
-
-
 def make(kind: str, fam: str, k: int, wedge: float, rows: int) -> tuple[np.ndarray, TiltSeries]:
+    fi = F.HELDOUT_FAMILIES.index(fam)
+    seed = [B.HELDOUT_SEED, 500 + fi, k, int(wedge)]
     if kind.startswith("fine"):
-        return fine_case(fam, k, wedge, rows, float(kind[4:] or 0))
+        jitter = float(kind[4:] or 0)
+        return B.make_fine_case(fam, 128, rows, wedge, 2.0, seed, 2,
+                                lambda p: DegradeParams(jitter_px=jitter))
     adjust = {"same": lambda p: DegradeParams(), "realistic": None,
               "jitter": lambda p: DegradeParams(peak_counts=20000, jitter_px=0.3,
                                                 offset=p.offset)}[kind]
-    fi = F.HELDOUT_FAMILIES.index(fam)
-    return B.make_case(fam, 128, rows, wedge, 2.0, [B.HELDOUT_SEED, 500 + fi, k, int(wedge)],
-                       adjust=adjust)
+    return B.make_case(fam, 128, rows, wedge, 2.0, seed, adjust=adjust)
 
 
 def main() -> None:
