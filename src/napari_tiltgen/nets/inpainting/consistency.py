@@ -38,7 +38,7 @@ CONVERGE_ITERATIONS = 300
 #: ... after this many, the fit must be below ``CONVERGE_PROBE_RATIO`` x SIRT's reprojection
 #: error, or the data are taken as noise- or jitter-limited and it is dropped. Held-out series
 #: (models/inpainting.md, "Noise-free data"): noise-free 0.14-0.52, with 0.1 px jitter
-#: 0.39-0.69, 0.3 px jitter 0.68-1.00, realistic noise 0.95-1.00.
+#: 0.40-0.70, 0.3 px jitter 0.68-1.00, realistic noise 0.95-1.00.
 CONVERGE_PROBE = 30
 CONVERGE_PROBE_RATIO = 0.6
 #: ... x the reprojection error of SIRT with this many iterations (the calibration's).
