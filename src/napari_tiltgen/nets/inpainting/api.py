@@ -485,17 +485,17 @@ def inpaint_iter(
         recs = yield from _scaled(_inputs(proj, b, channels, sirt_it, ref_it), 0.0, 0.35)
     x_ref = recs.pop("ref")
     r_sirt = reprojection_error(proj, b, x_ref)
-    r_probe = None  # the auto rule's probe is set against SIRT-100, whatever the bound's SIRT
+    r_probe, p_net = None, 0.35  # the auto rule's probe is held to SIRT-100's error
     if hard_consistency and consistency == "auto" and ref_it < PROBE_SIRT_ITERATIONS:
         from napari_tiltgen.recon.iterative import sirt_iter
 
         with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
             x100 = yield from _scaled(sirt_iter(proj, b, PROBE_SIRT_ITERATIONS - ref_it,
                                                 x0=x_ref, preview_every=0), 0.35, 0.4)
-        r_probe = reprojection_error(proj, b, x100)
+        r_probe, p_net = reprojection_error(proj, b, x100), 0.4
         del x100
     net = yield from _scaled(network_volume(model, recs, channels, wedge, batch_size, dev),
-                             0.35, 0.75)
+                             p_net, 0.75)
     del recs
     refine = max(0, int(refine_iterations))
     with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
