@@ -50,6 +50,54 @@ def test_noise_free_vacuum_level_is_exact(clean):
     assert np.all(levels == 7.25)
 
 
+def _support_series(angles: np.ndarray, vacuum_px: list[int], *, nx: int = 64, ny: int = 32,
+                    offset: float = 100.0, seed: int = 0) -> np.ndarray:
+    """HAADF frames of a support cylinder along the tilt axis (the same projection at every
+    tilt, textured along y) with six particles on it, 200 counts of Poisson noise and read
+    noise, plus a detector offset. ``vacuum_px`` per frame: the vacuum strip on each side of
+    the support (negative: the support is wider than the frame)."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(nx) - (nx - 1) / 2.0
+    y = np.arange(ny)[:, None]
+    phis, ys = rng.uniform(0, 2 * np.pi, 6), rng.uniform(4, ny - 4, 6)
+    frames = []
+    for a, vp in zip(np.deg2rad(angles), vacuum_px):
+        r = nx / 2.0 - vp
+        chord = 2.0 * np.sqrt(np.clip(r * r - x * x, 0, None)) / r
+        f = 0.3 * chord[None, :] * (1.0 + 0.15 * np.sin(6 * np.pi * y / ny))
+        for phi, yc in zip(phis, ys):
+            xc = 0.9 * (nx / 2.0 - 5) * np.sin(phi + a)
+            f = f + 2.0 * np.exp(-((x[None, :] - xc) ** 2 + (y - yc) ** 2) / 8.0)
+        frames.append(rng.poisson(f * 200.0) / 200.0 + rng.normal(0.0, 0.02, f.shape))
+    return np.asarray(frames) + offset
+
+
+def test_narrow_vacuum_beside_a_support_is_the_level_not_the_support():
+    # vacuum is 5 px on each side of a 64-px frame: the support's plateau holds most of the
+    # darker pixels (the mode of the darker 60 % was 0.56 above the vacuum before)
+    raw = _support_series(ANGLES, [5] * ANGLES.size)
+    levels, found, clear = vacuum_levels(raw, details=True)
+    assert np.abs(levels - 100.0).max() < 0.05  # measured 0.012; the support is 0.6 above
+    assert found.all() and clear.all()
+    out, notes = prepare_intensity(TiltSeries(raw.astype(np.float32), tilt_angles=ANGLES))
+    assert len(notes) == 1 and "subtracted" in notes[0]
+    assert out.provenance["intensity"]["frames_without_vacuum"] == []
+
+
+def test_frames_the_specimen_fills_get_the_level_of_the_others():
+    # beyond 36 degrees the support is wider than the frame: no vacuum in those 8 frames
+    vac = [5 if abs(a) <= 36 else -4 for a in ANGLES]
+    raw = _support_series(ANGLES, vac)
+    out, notes = prepare_intensity(TiltSeries(raw.astype(np.float32), tilt_angles=ANGLES))
+    rec = out.provenance["intensity"]
+    filled = [i for i, a in enumerate(ANGLES) if abs(a) > 36]
+    assert rec["frames_without_vacuum"] == filled
+    assert np.abs(np.asarray(rec["vacuum_levels"]) - 100.0).max() < 0.05  # measured 0.012
+    assert any("8 of 21 frames show no vacuum" in n for n in notes)
+    # the filled frames keep their support: its thinnest part is above zero, not at it
+    assert float(np.median(out.data[filled][:, :, :2])) > 0.1
+
+
 def test_bright_field_is_detected_and_converted_to_minus_log(clean):
     rng = np.random.default_rng(1)
     path = 1.2 * clean / clean.max()  # up to 1.2 mean free paths

@@ -4,9 +4,12 @@ What a microscope writes is rarely what a reconstruction wants:
 
 * **HAADF-STEM** frames carry a detector offset: the vacuum reads far from zero (about -31900 in
   one int16 FEI stack). Left in, every ray carries the offset and SIRT reconstructs a blob.
-  :func:`prepare_intensity` measures the vacuum level of each frame (the mode of the darker part
-  of its histogram, refined to the mean of the pixels within 2 noise sigmas of it) and subtracts
-  it.
+  :func:`prepare_intensity` measures the vacuum level of each frame (the lowest well-populated
+  plateau of its histogram: a narrow strip of vacuum beside a support that fills most of the
+  frame counts, the support's plateau does not) and subtracts it. Frames that show no vacuum
+  (the specimen fills them) get the level of the frames that do, and the notes say how many.
+  A specimen that fills every frame cannot be told from vacuum this way: its darkest plateau
+  is taken (use ``--intensity none`` when the detector has no offset).
 * **Bright-field / TEM** frames show a dark object on a bright background. The line integral is
   ``-log(I / I0)`` with ``I0`` the vacuum (bright) level of each frame; the contrast is detected
   (most pixels that differ from the background are darker than it) and converted.
@@ -65,6 +68,9 @@ __all__ = [
 #: ``bf``: bright-field, ``-log(I / I0)``.
 INTENSITY_MODES = ("auto", "none", "haadf", "bf")
 
+#: A frame shows vacuum when at least this fraction of its pixels lie at its lowest level.
+VACUUM_MIN_FRACTION = 0.01
+
 #: Rotations of the frames smaller than this (degrees) are not worth a resampling.
 MIN_ROTATION_DEG = 0.3
 
@@ -105,35 +111,117 @@ def _mode(values: np.ndarray, sigma: float) -> float:
     return float(0.5 * (edges[k] + edges[k + 1]))
 
 
-def _level(frame: np.ndarray, dark: bool) -> float:
-    """Vacuum level of one frame: the dark (HAADF) or bright (BF) background mode, refined."""
+def _most_frequent(values: np.ndarray) -> float:
+    vals, counts = np.unique(values, return_counts=True)
+    return float(vals[np.argmax(counts)])
+
+
+def _frame_vacuum(frame: np.ndarray, dark: bool) -> tuple[float, bool, bool]:
+    """Vacuum level of one frame, whether a plateau holds it, and whether it is clearly vacuum.
+
+    Works on the dark side (HAADF; ``dark=False``: the bright side, for bright field). Starts
+    at the mode of the darker 60 % of the pixels, then steps down to a lower population while
+    there is one that holds at least :data:`VACUUM_MIN_FRACTION` of the pixels and is
+    separated from the current level by a valley of the histogram (bins of one noise sigma):
+    a narrow strip of vacuum beside a support that fills most of the frame is the lowest such
+    population, while the support's own plateau holds more pixels. A continuous spread below
+    the level (a background ramp) has no valley and is not stepped into. The level is refined
+    to the mean of the pixels within 1.5 noise sigmas. It is a plateau when at least
+    :data:`VACUUM_MIN_FRACTION` of the pixels lie within 2 sigmas of it, and clearly vacuum
+    when, in addition, whatever lies further below is dense (the rest of a ramp), not a sparse
+    tail of object edges under an object plateau. Noise-free frames (no measurable noise): the same
+    with exact values.
+    """
     v = _sample(frame)
+    if not dark:
+        v = -v
     sigma = _noise_sigma(frame)
-    cut = np.percentile(v, 60.0 if dark else 40.0)
-    part = v[v <= cut] if dark else v[v >= cut]
     span = float(np.ptp(v)) if v.size else 0.0
-    if sigma <= 1e-6 * max(span, 1e-30):  # noise-free: the most frequent value is exact
-        vals, counts = np.unique(part, return_counts=True)
-        return float(vals[np.argmax(counts)])
-    m = _mode(part, sigma)
-    near = v[np.abs(v - m) <= 2.0 * sigma]
-    return float(near.mean()) if near.size >= 16 else m
+    exact = sigma <= 1e-6 * max(span, 1e-30)
+    s = max(sigma, 1e-6 * max(span, 1e-30))
+
+    def mode(x: np.ndarray) -> float:
+        return _most_frequent(x) if exact else _mode(x, sigma)
+
+    m = mode(v[v <= np.percentile(v, 60.0)])
+    nmin = max(16.0, VACUUM_MIN_FRACTION * v.size)
+    for _ in range(8):  # step down to a lower, separate population
+        below = v[v < m - 4.0 * s]
+        if below.size < nmin:
+            break
+        c = mode(below)
+        if np.count_nonzero(np.abs(v - c) <= 2.0 * s) < nmin:
+            break
+        edges = np.arange(c - 1.5 * s, m + 1.5 * s + 1e-6 * s, s)
+        h, _ = np.histogram(v, bins=edges)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        peak = float(h[np.abs(centres - c) <= 1.01 * s].max())
+        between = h[(centres > c + 0.5 * s) & (centres < m - 0.5 * s)]
+        if between.size == 0 or not (between.min() < 0.8 * peak
+                                     and peak - between.min() > 3.0 * math.sqrt(peak)):
+            break
+        m = c
+    if not exact:
+        for _ in range(2):
+            near = v[np.abs(v - m) <= 1.5 * s]
+            if near.size >= 16:
+                m = float(near.mean())
+    n_near = int(np.count_nonzero(np.abs(v - m) <= 2.0 * s))
+    plateau = found = n_near >= nmin
+    if found:
+        below = v[v < m - 4.0 * s]
+        if below.size >= nmin:  # below the level: the rest of a ramp, or object edges?
+            lo = float(np.percentile(below, 1.0))
+            density = below.size / max(m - 4.0 * s - lo, 1e-30)
+            found = density >= 0.5 * n_near / (4.0 * s)
+    return (m if dark else -m), bool(plateau), bool(found)
 
 
-def vacuum_levels(data: np.ndarray, *, bright: bool = False) -> np.ndarray:
+def vacuum_levels(data: np.ndarray, *, bright: bool = False, details: bool = False
+                  ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame vacuum (background) level of a stack ``(n, ny, nx)``.
 
-    The mode of the darker 60 % of each frame's pixels (``bright=True``: of the brighter 60 %,
-    for bright-field data), refined to the mean of the pixels within 2 noise sigmas of it.
-    Frames whose level is an outlier (more than 5 robust sigmas from the stack's median, e.g.
-    a frame with no vacuum in it) get the stack's median.
+    Each frame's level is its lowest well-populated plateau (:func:`_frame_vacuum`; with
+    ``bright=True`` the highest, for bright-field data). A frame shows vacuum when enough of
+    its pixels sit at that level (a plateau) and the level lies within 5 robust sigmas of the
+    spread, 3 noise sigmas or 0.1 % of the data's range of the median level of the frames
+    that are clearly vacuum (nothing but a ramp below the plateau; :func:`_frame_vacuum`), or,
+    when no frame is, of all frames with a plateau (a strong ramp spreads the vacuum; a
+    support that fills every frame cannot be told from vacuum this way). Frames that show no
+    vacuum (the specimen fills them, often at high tilt) get the level interpolated from the
+    frames that do, in stack order (the nearest one beyond the ends). When no frame shows
+    vacuum the frames' own levels are returned.
+
+    ``details=True`` also returns, per frame, whether it shows vacuum and whether that is
+    clearly vacuum (two bool arrays).
     """
-    levels = np.array([_level(f, dark=not bright) for f in data])
-    med = float(np.median(levels))
-    mad = float(np.median(np.abs(levels - med))) * 1.4826
-    sig = float(np.median([_noise_sigma(f) for f in data[:: max(1, len(data) // 8)]]))
-    tol = 5.0 * max(mad, sig, 1e-12)
-    return np.where(np.abs(levels - med) > tol, med, levels)
+    res = [_frame_vacuum(f, dark=not bright) for f in data]
+    levels = np.array([r[0] for r in res], dtype=np.float64)
+    plateau = np.array([r[1] for r in res], dtype=bool)
+    clear = found = np.array([r[2] for r in res], dtype=bool)
+    ref = found if found.any() else plateau
+    if ref.any():  # plateaus at the level of the clear vacuum (else of most plateaus)
+        med = float(np.median(levels[ref]))
+        mad = 1.4826 * float(np.median(np.abs(levels[ref] - med)))
+        sig = float(np.median([_noise_sigma(f) for f in data[:: max(1, len(data) // 8)]]))
+        lo, hi = np.percentile(_sample(data, 1 << 20), [0.1, 99.9])
+        tol = max(5.0 * mad, 3.0 * sig, 1e-3 * float(hi - lo), 1e-12)
+        found = plateau & (np.abs(levels - med) <= tol)
+    out = levels.copy()
+    if found.any() and not found.all():
+        idx = np.arange(len(levels))
+        out[~found] = np.interp(idx[~found], idx[found], levels[found])
+    return (out, found, clear) if details else out
+
+
+def _vacuum_notes(found: np.ndarray, what: str) -> list[str]:
+    """What the user should know about where the vacuum level came from."""
+    notes = []
+    if not found.all():
+        notes.append(f"intensity: {int((~found).sum())} of {found.size} frames show no vacuum "
+                     f"at the level of the others (the specimen may fill them); their {what} "
+                     "was interpolated from the frames that do.")
+    return notes
 
 
 def detect_contrast(data: np.ndarray) -> tuple[str, float]:
@@ -205,29 +293,35 @@ def prepare_intensity(ts: TiltSeries, mode: str = "auto", *, normalise: bool = F
         record["detected"] = kind
         record["detection_strength"] = round(float(strength), 3)
     if kind == "haadf":
-        levels = vacuum_levels(data)
+        levels, found, clear = vacuum_levels(data, details=True)
         data -= levels[:, None, None].astype(np.float32)
         record["vacuum_levels"] = [round(float(v), 4) for v in levels]
+        record["frames_without_vacuum"] = [int(i) for i in np.flatnonzero(~found)]
+        record["frames_with_clear_vacuum"] = int(clear.sum())
         how = "detected: bright object on a dark background" if mode == "auto" else "asked"
         notes.append(f"intensity: HAADF ({how}); vacuum level {float(np.median(levels)):.4g} "
                      f"(per frame {float(levels.min()):.4g} to {float(levels.max()):.4g}) "
                      "subtracted")
+        notes.extend(_vacuum_notes(found, "level"))
     elif kind == "bf":
         if float(data.min()) <= 0.0:
             raise TiltgenError(
                 "bright-field conversion -log(I/I0) needs intensities above zero, but this "
                 f"stack goes down to {float(data.min()):.4g} (a detector offset?). Subtract the "
                 "dark level first or use --intensity none / haadf.", where)
-        i0 = vacuum_levels(data, bright=True)
+        i0, found, clear = vacuum_levels(data, bright=True, details=True)
         if np.any(i0 <= 0):
             raise TiltgenError("could not find a bright vacuum level in every frame for "
                                "-log(I/I0); use --intensity none.", where)
         data = -np.log(np.maximum(data, 1e-6 * i0[:, None, None]) / i0[:, None, None])
         data = data.astype(np.float32)
         record["i0_levels"] = [round(float(v), 4) for v in i0]
+        record["frames_without_vacuum"] = [int(i) for i in np.flatnonzero(~found)]
+        record["frames_with_clear_vacuum"] = int(clear.sum())
         how = "detected: dark object on a bright background" if mode == "auto" else "asked"
         notes.append(f"intensity: bright field ({how}); converted to -log(I/I0), I0 = vacuum "
                      f"level {float(np.median(i0)):.4g}")
+        notes.extend(_vacuum_notes(found, "I0"))
     else:
         notes.append("intensities left as recorded (--intensity none)")
     if normalise:
