@@ -77,9 +77,10 @@ MIN_ROTATION_DEG = 0.3
 
 # ---------------------------------------------------------------------------- measurements
 def _sample(frame: np.ndarray, max_pixels: int = 65536) -> np.ndarray:
-    v = np.asarray(frame, dtype=np.float64).ravel()
-    step = max(1, v.size // max_pixels)
-    return v[::step]
+    """Every k-th value (at most about ``max_pixels``), as float64; strided before the cast,
+    so a whole stack is not copied to float64 first."""
+    v = np.asarray(frame).ravel()
+    return v[:: max(1, v.size // max_pixels)].astype(np.float64)
 
 
 def _noise_sigma(frame: np.ndarray) -> float:
@@ -116,8 +117,9 @@ def _most_frequent(values: np.ndarray) -> float:
     return float(vals[np.argmax(counts)])
 
 
-def _frame_vacuum(frame: np.ndarray, dark: bool) -> tuple[float, bool, bool]:
-    """Vacuum level of one frame, whether a plateau holds it, and whether it is clearly vacuum.
+def _frame_vacuum(frame: np.ndarray, dark: bool) -> tuple[float, bool, bool, float]:
+    """Vacuum level of one frame, whether a plateau holds it, whether it is clearly vacuum,
+    and the frame's noise sigma (:func:`_noise_sigma`).
 
     Works on the dark side (HAADF; ``dark=False``: the bright side, for bright field). Starts
     at the mode of the darker 60 % of the pixels, then steps down to a lower population while
@@ -174,7 +176,7 @@ def _frame_vacuum(frame: np.ndarray, dark: bool) -> tuple[float, bool, bool]:
             lo = float(np.percentile(below, 1.0))
             density = below.size / max(m - 4.0 * s - lo, 1e-30)
             found = density >= 0.5 * n_near / (4.0 * s)
-    return (m if dark else -m), bool(plateau), bool(found)
+    return (m if dark else -m), bool(plateau), bool(found), sigma
 
 
 def vacuum_levels(data: np.ndarray, *, bright: bool = False, details: bool = False
@@ -203,7 +205,7 @@ def vacuum_levels(data: np.ndarray, *, bright: bool = False, details: bool = Fal
     if ref.any():  # plateaus at the level of the clear vacuum (else of most plateaus)
         med = float(np.median(levels[ref]))
         mad = 1.4826 * float(np.median(np.abs(levels[ref] - med)))
-        sig = float(np.median([_noise_sigma(f) for f in data[:: max(1, len(data) // 8)]]))
+        sig = float(np.median([r[3] for r in res[:: max(1, len(data) // 8)]]))
         lo, hi = np.percentile(_sample(data, 1 << 20), [0.1, 99.9])
         tol = max(5.0 * mad, 3.0 * sig, 1e-3 * float(hi - lo), 1e-12)
         found = plateau & (np.abs(levels - med) <= tol)
@@ -214,8 +216,12 @@ def vacuum_levels(data: np.ndarray, *, bright: bool = False, details: bool = Fal
     return (out, found, clear) if details else out
 
 
-def _vacuum_notes(found: np.ndarray, what: str) -> list[str]:
-    """What the user should know about where the vacuum level came from."""
+def _vacuum_notes(found: np.ndarray, clear: np.ndarray, what: str, record: dict[str, Any]
+                  ) -> list[str]:
+    """Record which frames show vacuum; say what the user should know about where the level
+    came from."""
+    record["frames_without_vacuum"] = [int(i) for i in np.flatnonzero(~found)]
+    record["frames_with_clear_vacuum"] = int(clear.sum())
     notes = []
     if not found.all():
         notes.append(f"intensity: {int((~found).sum())} of {found.size} frames show no vacuum "
@@ -296,13 +302,11 @@ def prepare_intensity(ts: TiltSeries, mode: str = "auto", *, normalise: bool = F
         levels, found, clear = vacuum_levels(data, details=True)
         data -= levels[:, None, None].astype(np.float32)
         record["vacuum_levels"] = [round(float(v), 4) for v in levels]
-        record["frames_without_vacuum"] = [int(i) for i in np.flatnonzero(~found)]
-        record["frames_with_clear_vacuum"] = int(clear.sum())
         how = "detected: bright object on a dark background" if mode == "auto" else "asked"
         notes.append(f"intensity: HAADF ({how}); vacuum level {float(np.median(levels)):.4g} "
                      f"(per frame {float(levels.min()):.4g} to {float(levels.max()):.4g}) "
                      "subtracted")
-        notes.extend(_vacuum_notes(found, "level"))
+        notes.extend(_vacuum_notes(found, clear, "level", record))
     elif kind == "bf":
         if float(data.min()) <= 0.0:
             raise TiltgenError(
@@ -316,12 +320,10 @@ def prepare_intensity(ts: TiltSeries, mode: str = "auto", *, normalise: bool = F
         data = -np.log(np.maximum(data, 1e-6 * i0[:, None, None]) / i0[:, None, None])
         data = data.astype(np.float32)
         record["i0_levels"] = [round(float(v), 4) for v in i0]
-        record["frames_without_vacuum"] = [int(i) for i in np.flatnonzero(~found)]
-        record["frames_with_clear_vacuum"] = int(clear.sum())
         how = "detected: dark object on a bright background" if mode == "auto" else "asked"
         notes.append(f"intensity: bright field ({how}); converted to -log(I/I0), I0 = vacuum "
                      f"level {float(np.median(i0)):.4g}")
-        notes.extend(_vacuum_notes(found, "I0"))
+        notes.extend(_vacuum_notes(found, clear, "I0", record))
     else:
         notes.append("intensities left as recorded (--intensity none)")
     if normalise:
