@@ -33,6 +33,7 @@ from napari_tiltgen.nets.interpolation.qa import LeaveOneOutResult
 from napari_tiltgen.nets.interpolation.select import (
     ENSEMBLES,
     MIN_HOLDOUT_TO_CHOOSE_ADAPTED,
+    TransferCheck,
     adapt_and_select,
     distrust_adapted,
     distrust_ensembles,
@@ -74,6 +75,15 @@ def test_held_out_frames_are_never_used_in_the_fine_tuning() -> None:
     assert w[(1, 1)] == 1.0 and w[(1, 2)] == 0.5 and w[(2, 2)] == 0.25
     with pytest.raises(TiltgenError, match="positive"):
         AdaptConfig(seconds=0)
+    # the transfer check's copy: neighbours 2-4 frames away, the nearest drawn most
+    far = training_triplets(angles, [2, 6, 10], max_neighbour=4, min_neighbour=2)
+    assert far and not {j for t in far for j in t[:3]} & {2, 6, 10}
+    assert {(i - i0, i1 - i) for i0, i, i1, _ in far} <= {(a, b) for a in (2, 3, 4)
+                                                          for b in (2, 3, 4)}
+    w = {(i - i0, i1 - i): wt for i0, i, i1, wt in far}
+    assert w[(2, 2)] == 1.0 and w[(2, 3)] == 0.5 and w[(4, 4)] == 0.0625
+    with pytest.raises(TiltgenError, match="min_neighbour"):
+        AdaptConfig(min_neighbour=3, max_neighbour=2)
 
 
 # ---------------------------------------------------------------------------- fine-tuning
@@ -245,6 +255,49 @@ def test_an_adapted_network_scored_on_two_frames_is_not_chosen() -> None:
               show=False)
     assert len(sel.frames) == 3 and not any(n.startswith("adapted not") for n in sel.notes)
     assert sel.method.startswith("adapted")
+
+
+def test_the_adapted_network_is_used_only_when_fine_tuning_carries_to_smaller_gaps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the fine-tuned network is used, a second copy is fine-tuned on 4-8 times the
+    step and scored at twice the step (a gap it did not train on) against its start. On noisy
+    blobs (fitting the noise level carries to any gap) it gains and adapted is used; a check
+    that fails withdraws adapted and its ensemble, with a note."""
+    from napari_tiltgen.nets.interpolation import select
+
+    ts, _ = _blobs_series(n_tilts=15, counts=30.0, size=32)
+    cfg = AdaptConfig(seconds=60, max_steps=60)
+    sel = run(adapt_and_select(ts, config=cfg, device="cpu", weights=DEFAULT_WEIGHTS),
+              show=False)
+    assert sel.method.startswith("adapted")
+    tc = sel.transfer
+    assert tc is not None and tc.passed and tc.steps == 60
+    assert tc.frames == sel.qa[1]["linear"].indices.size
+    # measured +1.12 dB: the clean-data start knows no noise; asserted loosely
+    assert tc.gain_db > 0.5, tc.gain_db
+    assert any(n.startswith("transfer check:") and "carries" in n for n in sel.notes)
+    assert json.loads(json.dumps(sel.as_dict()))["transfer_check"]["passed"] is True
+    # the same stack, the check failing: the next best is used and the note says why
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        return TransferCheck(-0.8, 0.3, 3, 60, 1.0)
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(select, "transfer_check", failing)
+    sel2 = run(adapt_and_select(ts, config=cfg, device="cpu", weights=DEFAULT_WEIGHTS),
+               show=False)
+    assert calls and not sel2.method.startswith("adapted")
+    assert sel2.gain_db["adapted"] == pytest.approx(sel.gain_db["adapted"])  # still scored
+    note = next(n for n in sel2.notes if n.startswith("transfer check:"))
+    assert "-0.80 dB" in note and "adapted not chosen" in note
+    assert sel2.as_dict()["transfer_check"]["passed"] is False
+    # asked for the adapted network: used, and no check is run
+    calls.clear()
+    forced = run(adapt_and_select(ts, requested="adapted", config=cfg, device="cpu",
+                                  weights=DEFAULT_WEIGHTS), show=False)
+    assert forced.method == "adapted" and not calls and forced.transfer is None
 
 
 def _loo(psnr: list[float], method: str) -> LeaveOneOutResult:

@@ -78,7 +78,8 @@ class InterpolateWidget(WorkerWidget):
         self.adapt_seconds = FloatSpinBox(value=DEFAULT_ADAPT_SECONDS, min=1.0, max=3600.0,
                                           step=10.0, label="adapt (s)",
                                           tooltip="fine-tuning budget of auto / adapted, seconds "
-                                          f"(at most {DEFAULT_ADAPT_STEPS} steps)")
+                                          f"(at most {DEFAULT_ADAPT_STEPS} steps; auto's "
+                                          "transfer check may fine-tune a second copy)")
         self.device = ComboBox(choices=["auto", "cpu", "cuda"], value="auto", label="device")
         self.allow_out_of_range = CheckBox(value=False, text="allow out-of-range (not advised)")
         self.symmetric = CheckBox(value=True, text="average 8 mirror/swap predictions",

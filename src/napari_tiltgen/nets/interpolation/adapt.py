@@ -27,7 +27,10 @@ plain linear interpolation. Two things fix that without new training data:
 
 The frames the tool will insert lie at the native step ``s`` while the QA can only test ``2 s``
 and more: the chosen method is the best at ``2 s`` on the user's stack, which is the closest
-honest estimate.
+honest estimate. The adapted network is moreover scored at gaps it trained on (``2 s`` to
+``4 s``), so before it is used a transfer check (:func:`~.select.transfer_check`) repeats the
+situation one octave up: a second copy fine-tuned on ``4 s`` to ``8 s`` must beat its start at
+``2 s``, a gap it did not train on.
 
 Example
 -------
@@ -100,6 +103,10 @@ class AdaptConfig:
     max_neighbour
         Largest distance, in frames, between the target and each input frame (1: only the
         ``(i - 1, i, i + 1)`` triplets at twice the native step).
+    min_neighbour
+        Smallest such distance (default 1). The transfer check of ``auto``
+        (:func:`~.select.transfer_check`) fine-tunes a second copy with both doubled (2..4)
+        and scores it at ``k = 1``, a gap it did not train on.
     holdout_every
         Every this-many-th interior frame is held out of the fine-tuning and scored.
     layers
@@ -124,6 +131,7 @@ class AdaptConfig:
     batch_size: int = 8
     crop_px: int = 96
     max_neighbour: int = 2
+    min_neighbour: int = 1
     holdout_every: int = 4
     layers: str = "all"
     max_steps: int | None = DEFAULT_ADAPT_STEPS
@@ -135,6 +143,10 @@ class AdaptConfig:
                                f"got {self.seconds}.")
         if self.layers not in ("all", "decoders"):
             raise TiltgenError(f"layers must be 'all' or 'decoders'; got {self.layers!r}.")
+        if not 1 <= int(self.min_neighbour) <= int(self.max_neighbour):
+            raise TiltgenError(f"the neighbour distances must satisfy 1 <= min_neighbour <= "
+                               f"max_neighbour; got {self.min_neighbour} and "
+                               f"{self.max_neighbour}.")
         if self.holdout_every < 2:
             raise TiltgenError("holdout_every must be at least 2.")
         if self.max_steps is not None:  # 0 (as `--adapt-steps 0` says it): no cap, time only
@@ -158,23 +170,24 @@ def holdout_indices(n_frames: int, every: int = 4) -> np.ndarray:
     return np.arange(2, n_frames - 1, every, dtype=int)
 
 
-def training_triplets(angles: np.ndarray, exclude: Sequence[int], max_neighbour: int = 2
-                      ) -> list[tuple[int, int, int, float]]:
-    """All ``(i0, i, i1, weight)`` with ``i - i0`` and ``i1 - i`` in ``1..max_neighbour`` and
-    none of the three frames in ``exclude``; ``weight`` halves with every extra frame of distance
-    so the smallest gaps (closest to the ones the user will ask for) are drawn most."""
+def training_triplets(angles: np.ndarray, exclude: Sequence[int], max_neighbour: int = 2,
+                      min_neighbour: int = 1) -> list[tuple[int, int, int, float]]:
+    """All ``(i0, i, i1, weight)`` with ``i - i0`` and ``i1 - i`` in
+    ``min_neighbour..max_neighbour`` and none of the three frames in ``exclude``; ``weight``
+    halves with every extra frame of distance so the smallest gaps (closest to the ones the
+    user will ask for) are drawn most."""
     n = len(angles)
     bad = {int(j) for j in exclude}
     out = []
     for i in range(1, n - 1):
         if i in bad:
             continue
-        for k0 in range(1, max_neighbour + 1):
-            for k1 in range(1, max_neighbour + 1):
+        for k0 in range(min_neighbour, max_neighbour + 1):
+            for k1 in range(min_neighbour, max_neighbour + 1):
                 i0, i1 = i - k0, i + k1
                 if i0 < 0 or i1 >= n or i0 in bad or i1 in bad:
                     continue
-                out.append((i0, i, i1, 0.5 ** (k0 + k1 - 2)))
+                out.append((i0, i, i1, 0.5 ** (k0 + k1 - 2 * min_neighbour)))
     return out
 
 
@@ -432,7 +445,7 @@ def adapt_iter(ts: TiltSeries, model: TiltInterpNet, config: AdaptConfig | None 
 
 def _adapt(ts: TiltSeries, model: TiltInterpNet, cfg: AdaptConfig, a: np.ndarray,
            hold: np.ndarray, bin_factor: int, dev: torch.device) -> ProgressGen:
-    triplets = training_triplets(a, hold, cfg.max_neighbour)
+    triplets = training_triplets(a, hold, cfg.max_neighbour, cfg.min_neighbour)
     outers = [_outer(model, a, tr[0], tr[2], hold) for tr in triplets]
     context = bool(triplets) and outers[0] is not None
     used = sorted({j for tr in triplets for j in tr[:3]}
