@@ -277,6 +277,11 @@ def test_the_adapted_network_is_used_only_when_fine_tuning_carries_to_smaller_ga
     assert tc.gain_db > 0.5, tc.gain_db
     assert any(n.startswith("transfer check:") and "carries" in n for n in sel.notes)
     assert json.loads(json.dumps(sel.as_dict()))["transfer_check"]["passed"] is True
+    # the rule a network must meet against linear: at least the margin, above one standard error
+    assert TransferCheck(0.30, 0.10, 7, 60, 1.0).passed
+    assert not TransferCheck(0.30, 0.40, 7, 60, 1.0).passed
+    assert not TransferCheck(0.04, 0.01, 7, 60, 1.0).passed
+    assert not TransferCheck(float("nan"), 0.0, 7, 60, 1.0).passed
     # the same stack, the check failing: the next best is used and the note says why
     calls = []
 

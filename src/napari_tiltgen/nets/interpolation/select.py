@@ -474,9 +474,9 @@ def distrust_ensembles(qa: dict[int, dict[str, Any]], rep: Any, ok: dict[str, bo
 
 
 #: The transfer check passes when the copy fine-tuned on twice the usual neighbour distances
-#: beats the pretrained network at twice the step by more than this (dB, mean over the held-out
-#: frames).
-TRANSFER_MARGIN_DB = 0.0
+#: beats the pretrained network at twice the step by at least this (dB, mean over the held-out
+#: frames) and by more than one standard error: the rule a network must meet against linear.
+TRANSFER_MARGIN_DB = DEFAULT_MARGIN_DB
 
 
 @dataclass
@@ -497,7 +497,8 @@ class TransferCheck:
     frames, steps, seconds
         Frames scored, fine-tuning steps and wall time of the check.
     margin_db
-        What the gain had to exceed (:data:`TRANSFER_MARGIN_DB`).
+        What the gain had to reach (:data:`TRANSFER_MARGIN_DB`); it must also exceed its
+        standard error.
     """
 
     gain_db: float
@@ -509,7 +510,8 @@ class TransferCheck:
 
     @property
     def passed(self) -> bool:
-        return math.isfinite(self.gain_db) and self.gain_db > self.margin_db
+        return (math.isfinite(self.gain_db) and self.gain_db >= self.margin_db
+                and self.gain_db - self.stderr_db > 0.0)
 
     def note(self) -> str:
         verdict = ("the fine-tuning carries to smaller gaps" if self.passed else
