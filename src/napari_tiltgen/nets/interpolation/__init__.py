@@ -7,7 +7,8 @@ interpolation and SIRT reprojection are baselines behind the same API.
 Modules: :mod:`.network` (model, losses, safetensors I/O), :mod:`.data` (training triplets),
 :mod:`.train` (resumable training), :mod:`.api` (inference, checks, leave-one-out QA),
 :mod:`.context` (the four-frame network), :mod:`.adapt` (test-time fine-tuning on the user's stack and the choice pretrained / adapted /
-linear by leave-one-out QA: ``interpolate_series(ts, method="auto")``),
+linear by leave-one-out QA: ``interpolate_series(ts, method="auto")``; the choice itself in
+:mod:`.select`, and :mod:`.transfer`, the check that fine-tuning carries to smaller gaps),
 :mod:`.evaluate` (the benchmark of ``tiltgen eval-interpolation``).
 
 Example

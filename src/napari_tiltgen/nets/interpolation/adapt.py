@@ -28,7 +28,7 @@ plain linear interpolation. Two things fix that without new training data:
 The frames the tool will insert lie at the native step ``s`` while the QA can only test ``2 s``
 and more: the chosen method is the best at ``2 s`` on the user's stack, which is the closest
 honest estimate. The adapted network is moreover scored at gaps it trained on (``2 s`` to
-``4 s``), so before it is used a transfer check (:func:`~.select.transfer_check`) repeats the
+``4 s``), so before it is used a transfer check (:func:`~.transfer.transfer_check`) repeats the
 situation one octave up: a second copy fine-tuned on ``4 s`` to ``8 s`` must beat its start at
 ``2 s``, a gap it did not train on.
 
@@ -105,7 +105,7 @@ class AdaptConfig:
         ``(i - 1, i, i + 1)`` triplets at twice the native step).
     min_neighbour
         Smallest such distance (default 1). The transfer check of ``auto``
-        (:func:`~.select.transfer_check`) fine-tunes a second copy with both doubled (2..4)
+        (:func:`~.transfer.transfer_check`) fine-tunes a second copy with both doubled (2..4)
         and scores it at ``k = 1``, a gap it did not train on.
     holdout_every
         Every this-many-th interior frame is held out of the fine-tuning and scored.
