@@ -7,8 +7,8 @@ are inserted at 1 times. For each stand-in of :mod:`interpolation_adapt` (``need
 runs (``prepare``, then :func:`~napari_tiltgen.nets.interpolation.select.adapt_and_select`), then
 predicts the inserted frames with the start network and with the adapted one and scores both
 against the true frames, and runs the transfer check
-(:func:`~napari_tiltgen.nets.interpolation.transfer.transfer_check`) whether or not ``auto``
-needed it. Prints, per case: the QA's difference adapted - start at twice the step, the check's
+(:func:`~napari_tiltgen.nets.interpolation.transfer.transfer_check`), reusing ``auto``'s own run
+of it where ``auto`` needed it. Prints, per case: the QA's difference adapted - start at twice the step, the check's
 gain, and the difference at the inserted frames (PSNR against the noisy true frames, each frame's
 range), and whether the check and the QA have its sign.
 
@@ -70,8 +70,10 @@ def one_case(case: str, gap: float, size: int, counts: float, seed: int, seconds
         frames, _, _ = run(interpolate_at(tv, pairs, "adapted", model=mod,
                                           allow_out_of_range=True, quiet=True), show=False)
         native[name] = float(np.mean(_scores(ts.data[hidden], frames + offset)[0]))
-    check = run(transfer_check(tv, start, cfg, sel.qa[1]["pretrained"], factor, "cpu"),
-                show=False)
+    check = sel.transfer  # run by auto when it was about to use adapted; else run it here
+    if check is None:
+        check = run(transfer_check(tv, start, cfg, sel.qa[1]["pretrained"], factor, "cpu"),
+                    show=False)
     qa = float(np.mean(sel.qa[1]["adapted"].psnr - sel.qa[1]["pretrained"].psnr))
     return {"qa": qa, "check": check.gain_db if check else float("nan"),
             "check_se": check.stderr_db if check else float("nan"),

@@ -4,6 +4,7 @@ from its real neighbours and scored (PSNR, SSIM) against the recorded frame.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from napari_tiltgen.nets.interpolation.network import (
     TiltInterpNet,
 )
 
-__all__ = ["LeaveOneOutResult", "leave_one_out"]
+__all__ = ["LeaveOneOutResult", "clears_margin", "leave_one_out", "paired_gain"]
 
 
 # ---------------------------------------------------------------------------- leave-one-out QA
@@ -93,6 +94,20 @@ def _scores(real: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         ps.append(psnr(r, p, dr))
         ss.append(ssim(r, p, dr) if min(r.shape) >= 11 else float("nan"))
     return np.asarray(ps), np.asarray(ss)
+
+
+def paired_gain(psnr: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean per-frame PSNR gain of one method over another on the same frames, and its standard
+    error (``inf`` from a single frame)."""
+    d = np.asarray(psnr, float) - np.asarray(reference, float)
+    se = float(np.std(d, ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("inf")
+    return float(np.mean(d)), se
+
+
+def clears_margin(gain: float, stderr: float, margin: float) -> bool:
+    """The rule a QA gain must meet to count: at least ``margin`` dB and more than one standard
+    error (``auto``'s choice against linear, and its transfer check)."""
+    return math.isfinite(gain) and gain >= margin and gain - stderr > 0.0
 
 
 def blend(a: LeaveOneOutResult, b: LeaveOneOutResult, method: str) -> LeaveOneOutResult:

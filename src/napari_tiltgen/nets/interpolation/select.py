@@ -26,6 +26,7 @@ from napari_tiltgen.nets.interpolation.adapt import (
     adapt_iter,
 )
 from napari_tiltgen.nets.interpolation.network import TiltInterpNet
+from napari_tiltgen.nets.interpolation.qa import clears_margin, paired_gain
 from napari_tiltgen.nets.interpolation.transfer import TransferCheck, transfer_check
 
 __all__ = ["ENSEMBLES", "MIN_HOLDOUT_TO_CHOOSE_ADAPTED", "Selection", "TransferCheck", "adapt_and_select", "choose_start", "distrust_adapted", "distrust_ensembles", "transfer_check"]
@@ -327,10 +328,8 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         if k0 is None or not np.all(np.isfinite(qa[k0][m].psnr)):
             gain[m], se[m] = float("nan"), float("nan")
             continue
-        d = qa[k0][m].psnr - qa[k0]["linear"].psnr
-        gain[m] = float(np.mean(d))
-        se[m] = float(np.std(d, ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("inf")
-    ok = {m: gain[m] >= margin_db and gain[m] - se[m] > 0.0
+        gain[m], se[m] = paired_gain(qa[k0][m].psnr, qa[k0]["linear"].psnr)
+    ok = {m: clears_margin(gain[m], se[m], margin_db)
           for m in candidates if math.isfinite(gain[m])}
     n_scored = len(qa[k0]["linear"].indices) if k0 is not None else 0
     gap_txt = f"{np.mean(qa[k0]['linear'].gaps_deg):.1f}" if k0 is not None else "?"

@@ -9,8 +9,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
 from napari_tiltgen.core.progress import scaled
 from napari_tiltgen.io.model import TiltSeries
 from napari_tiltgen.nets.interpolation.adapt import (
@@ -20,6 +18,7 @@ from napari_tiltgen.nets.interpolation.adapt import (
     adapt_iter,
 )
 from napari_tiltgen.nets.interpolation.network import TiltInterpNet
+from napari_tiltgen.nets.interpolation.qa import clears_margin, paired_gain
 
 __all__ = ["TRANSFER_MARGIN_DB", "TransferCheck", "transfer_check"]
 
@@ -61,8 +60,7 @@ class TransferCheck:
 
     @property
     def passed(self) -> bool:
-        return (math.isfinite(self.gain_db) and self.gain_db >= self.margin_db
-                and self.gain_db - self.stderr_db > 0.0)
+        return clears_margin(self.gain_db, self.stderr_db, self.margin_db)
 
     def note(self) -> str:
         verdict = ("the fine-tuning carries to smaller gaps" if self.passed else
@@ -108,7 +106,5 @@ def transfer_check(ts: TiltSeries, start: tuple[TiltInterpNet, dict[str, Any]],
                       model=(probe.model, start[1]), device=str(device),
                       allow_out_of_range=True, scale=factor, quiet=True, symmetric=symmetric),
         0.9, 1.0, "transfer check QA: ")
-    d = np.asarray(res.psnr, float) - np.asarray(pretrained_k1.psnr, float)
-    se = float(np.std(d, ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("inf")
-    return TransferCheck(float(np.mean(d)), se, int(d.size), int(probe.steps),
-                         float(probe.seconds))
+    gain, se = paired_gain(res.psnr, pretrained_k1.psnr)
+    return TransferCheck(gain, se, int(res.psnr.size), int(probe.steps), float(probe.seconds))
