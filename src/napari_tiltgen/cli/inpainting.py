@@ -165,6 +165,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
                              reference_iterations=args.reference_iterations,
                              hard_consistency=not args.soft_consistency,
                              consistency=args.consistency,
+                             network_scale=args.network_scale,
                              allow_out_of_range=args.allow_out_of_range),
                      show=not args.quiet, desc="inpaint")
     for n in notes:

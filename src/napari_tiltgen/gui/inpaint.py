@@ -57,6 +57,14 @@ class InpaintWidget(WorkerWidget):
             tooltip="iterations of the SIRT whose reprojection error the result must meet "
             "(default 100, as Reconstruct's SIRT); fewer fit less noise and bind less "
             "(models/inpainting.md, 'What the bound costs')")
+        self.scale = ComboBox(
+            label="network scale", value="auto",
+            choices=[("auto (bin large slices to the trained size)", "auto"),
+                     ("full size", "1"), ("2 x 2 binned", "2"), ("4 x 4 binned", "4"),
+                     ("8 x 8 binned", "8")],
+            tooltip="slices much larger than the network's training size (about 128 px) are "
+            "binned for the network and its output upsampled; the data-consistency step then "
+            "works at full resolution (models/inpainting.md, 'Slice size')")
         self.allow_out_of_range = CheckBox(
             value=False, text="allow wedges outside the trained range",
             tooltip="run (with a warning) instead of refusing")
@@ -64,7 +72,8 @@ class InpaintWidget(WorkerWidget):
         self.note.native.setWordWrap(True)
         for i, w in enumerate([self.layer, self.method, self.wedge, self.device,
                                self.batch_size, self.consistency, self.refine,
-                               self.reference, self.allow_out_of_range, self.note]):
+                               self.reference, self.scale, self.allow_out_of_range,
+                               self.note]):
             self.insert(i, w)
         for w in (self.layer, self.wedge, self.method):
             w.changed.connect(self._describe)
@@ -122,6 +131,7 @@ class InpaintWidget(WorkerWidget):
             "refine_iterations": int(self.refine.value),
             "consistency": str(self.consistency.value),
             "reference_iterations": int(self.reference.value),
+            "network_scale": str(self.scale.value),
             "allow_out_of_range": bool(self.allow_out_of_range.value),
         }
 

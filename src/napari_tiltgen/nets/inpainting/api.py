@@ -68,16 +68,14 @@ from napari_tiltgen.nets.inpainting.consistency import (
     enforce_consistency,
     reprojection_error,
 )
-from napari_tiltgen.nets.inpainting.data import (
-    normalise_inputs,
-    wedge_angles,
-)
+from napari_tiltgen.nets.inpainting.data import normalise_inputs, wedge_angles
 from napari_tiltgen.nets.inpainting.network import (
     UNetPP,
     crop_back,
     load_generator,
     pad_to_multiple,
 )
+from napari_tiltgen.nets.inpainting.scales import SCALE_CHOICES, network_at_scales
 from napari_tiltgen.physics.projector import suggested_threads
 
 __all__ = ["DEFAULT_WEIGHTS", "MAX_REFINE_ITERATIONS", "METHODS", "REFERENCE_SIRT_ITERATIONS", "REFINE_ITERATIONS", "check_wedge", "inpaint", "inpaint_iter", "inpaint_slices", "load_pretrained", "missing_wedge_of", "model_info", "network_volume", "trained_wedge_range"]
@@ -378,6 +376,7 @@ def inpaint_iter(
     reference_iterations: int = REFERENCE_SIRT_ITERATIONS,
     hard_consistency: bool = True,
     consistency: str = "auto",
+    network_scale: str | int = "auto",
 ) -> Generator[Progress, None, tuple[Volume, list[str]]]:
     """Inpaint the missing wedge of a volume, slice by slice (progress generator).
 
@@ -427,6 +426,10 @@ def inpaint_iter(
         Enforce "never reprojects worse than SIRT" (see :func:`enforce_consistency`). Off:
         exactly ``refine_iterations`` (0: the network's output as it is); the errors are
         still measured and reported.
+    network_scale
+        ``"auto"`` (default): slices much larger than the network's trained size are binned
+        for it and its output upsampled (:mod:`~napari_tiltgen.nets.inpainting.scales`);
+        1, 2, 4 or 8: that binning (1: full size).
 
     Returns
     -------
@@ -451,6 +454,9 @@ def inpaint_iter(
     if consistency not in CONSISTENCY_METHODS:
         raise TiltgenError(f"unknown consistency step {consistency!r}; use one of "
                            f"{', '.join(CONSISTENCY_METHODS)}.")
+    if str(network_scale) not in SCALE_CHOICES:
+        raise TiltgenError(f"unknown network scale {network_scale!r}; use one of "
+                           f"{', '.join(SCALE_CHOICES)}.")
     wedge, angles, how = missing_wedge_of(source, missing_wedge_deg, tilt_angles)
     if consistency == "auto" and isinstance(source, Volume):
         # a volume's own projections always look noise-free to the probe: the nearest volume
@@ -494,8 +500,9 @@ def inpaint_iter(
                                                 x0=x_ref, preview_every=0), 0.35, 0.4)
         r_probe, p_net = reprojection_error(proj, b, x100), 0.4
         del x100
-    net = yield from _scaled(network_volume(model, recs, channels, wedge, batch_size, dev),
-                             p_net, 0.75)
+    net, scale_report = yield from _scaled(network_at_scales(
+        model, recs, channels, wedge, scale=network_scale, batch_size=batch_size, device=dev),
+        p_net, 0.75)
     del recs
     refine = max(0, int(refine_iterations))
     with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
@@ -508,7 +515,7 @@ def inpaint_iter(
             vol_t, report = yield from _scaled(
                 enforce_consistency(proj, b, net, x_ref, refine, refine, sirt_error=r_sirt,
                                     fallback=False, method="iterative"), 0.75, 1.0)
-    report.update(hard=bool(hard_consistency), sirt_iterations=ref_it)
+    report.update(hard=bool(hard_consistency), sirt_iterations=ref_it, **scale_report)
     arr = vol_t.detach().to("cpu", torch.float32).numpy()
     del vol_t, net, x_ref
     params = {"inpainting_method": "pretrained", "missing_wedge_deg": round(wedge, 3),
@@ -519,7 +526,7 @@ def inpaint_iter(
               "refine_iterations": refine, "max_refine_iterations": int(max_refine_iterations),
               "reference_iterations": ref_it, "hard_consistency": bool(hard_consistency),
               "consistency": consistency if hard_consistency else "iterative",
-              "batch_size": int(batch_size)}
+              "batch_size": int(batch_size), "network_scale": scale_report["network_scale"]}
     history = copy.deepcopy(prov_in.get("history", []))
     history.append({"step": "inpaint", **params})
     prov = {"method": "inpainting", "parameters": params, "device": str(dev),

@@ -281,4 +281,7 @@ def consistency_note(report: dict[str, Any]) -> str:
     if report.get("fallback"):
         text += (f"; still worse than SIRT, so the result was blended "
                  f"{100 * report['blend_toward_sirt']:.0f} % toward the SIRT volume")
-    return text
+    from napari_tiltgen.nets.inpainting.scales import scale_note
+
+    scale = scale_note(report)
+    return f"{text}; {scale}" if scale else text
