@@ -605,15 +605,16 @@ def test_network_scale_rule_and_binning() -> None:
 
 
 def test_inpaint_bins_large_slices_for_the_network(tiny_weights: Path) -> None:
-    """A 192-px series: the network sees 96-px slices by default (reported, and said in the
-    note), full size when asked; other factors are refused before any work."""
+    """A noisy 192-px series: the network sees 96-px slices by default (reported, and said in
+    the note), full size when asked or when the data are noise-free; other factors are refused
+    before any work."""
     from napari_tiltgen.physics.projector import Projector
 
     rng = np.random.default_rng(3)
     truth = np.stack([D.phantom_face(192, rng) for _ in range(2)], axis=1)
     angles = D.wedge_angles(60.0, 6.0)
     sino = Projector(truth.shape, angles).forward(torch.from_numpy(truth)).numpy()
-    ts = TiltSeries(sino + rng.normal(0, 0.5, sino.shape).astype(np.float32),
+    ts = TiltSeries(sino + rng.normal(0, 0.03 * sino.max(), sino.shape).astype(np.float32),
                     tilt_angles=angles)
     auto, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", reference_iterations=20)
     full, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", reference_iterations=20,
@@ -629,8 +630,16 @@ def test_inpaint_bins_large_slices_for_the_network(tiny_weights: Path) -> None:
     note = consistency.consistency_note(da)
     assert "2 x 2 binned slices (96 x 96 px" in note
     assert "binned" not in consistency.consistency_note(df)
+    assert da["network_scale_probe_ratio"] > 0.75  # noisy: the probe leaves it binned
     with pytest.raises(TiltgenError, match="unknown network scale"):
         api.inpaint(ts, weights=tiny_weights, device="cpu", network_scale=3)
+    # the same series noise-free: the probe says so and the network runs at full size
+    clean, _ = api.inpaint(TiltSeries(sino, tilt_angles=angles), weights=tiny_weights,
+                           device="cpu", reference_iterations=20)
+    dc = clean.provenance["data_consistency"]
+    assert (dc["network_scale"], dc["network_scale_rule"]) == (1, "noise-free")
+    assert dc["network_scale_probe_ratio"] <= 0.75  # measured 0.69
+    assert "the data look noise-free" in consistency.consistency_note(dc)
 
 
 @pytest.mark.slow
