@@ -107,7 +107,9 @@ def main() -> None:
                     row = {"family": fam, "k": k, "wedge": wedge, "size": size, "inner": inner,
                            "sirt": e_sirt, "auto_factor": auto, "net": {}, "final": {}}
                     for f in factors:
-                        net, _ = run(scales.network_at_scales(model, recs, chans, wedge, scale=f),
+                        net, _ = run(scales.network_at_scales(
+                            lambda r, w=wedge: api.network_volume(model, r, chans, w),
+                            recs, chans, scale=f),
                                      show=False)
                         fin, _ = run(consistency.enforce_consistency(
                             proj, b, net, ref, sirt_error=r_sirt, method="auto"), show=False)

@@ -501,8 +501,8 @@ def inpaint_iter(
         r_probe, p_net = reprojection_error(proj, b, x100), 0.4
         del x100
     net, scale_report = yield from _scaled(network_at_scales(
-        model, recs, channels, wedge, scale=network_scale, batch_size=batch_size, device=dev,
-        probe=(proj, b, x_ref, r_probe or r_sirt) if isinstance(source, TiltSeries) else None),
+        lambda r: network_volume(model, r, channels, wedge, batch_size, dev), recs, channels,
+        scale=network_scale, probe=(proj, b, x_ref, r_probe or r_sirt) if isinstance(source, TiltSeries) else None),
         p_net, 0.75)
     del recs
     refine = max(0, int(refine_iterations))

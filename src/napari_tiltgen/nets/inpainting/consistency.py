@@ -19,6 +19,7 @@ __all__ = [
     "converged_fit",
     "enforce_consistency",
     "reprojection_error",
+    "scale_note",
 ]
 
 
@@ -281,7 +282,22 @@ def consistency_note(report: dict[str, Any]) -> str:
     if report.get("fallback"):
         text += (f"; still worse than SIRT, so the result was blended "
                  f"{100 * report['blend_toward_sirt']:.0f} % toward the SIRT volume")
-    from napari_tiltgen.nets.inpainting.scales import scale_note
-
     scale = scale_note(report)
     return f"{text}; {scale}" if scale else text
+
+
+def scale_note(report: dict[str, Any]) -> str | None:
+    """One line for the user when the network ran on binned slices, or at full size on large
+    slices because the data look noise-free."""
+    f = int(report.get("network_scale", 1))
+    if report.get("network_scale_rule") == "noise-free":
+        return ("the network ran at full size: the slices are large, but the data look "
+                "noise-free (30 accelerated SIRT iterations reach "
+                f"{report['network_scale_probe_ratio']:.2f} x SIRT's reprojection error), where "
+                "binning loses detail")
+    if f == 1:
+        return None
+    nz, nx = report.get("network_slice_px", ["?", "?"])
+    how = "chosen for the slice size" if report.get("network_scale_rule") == "auto" else "as asked"
+    return (f"the network ran on {f} x {f} binned slices ({nz} x {nx} px, {how}; its trained "
+            "scale), upsampled; the data-consistency step works at full resolution")
