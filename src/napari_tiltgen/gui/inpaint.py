@@ -18,7 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, SpinBox
 from napari_tiltgen.core.devices import available_devices
 from napari_tiltgen.gui._base import LayerPicker, WorkerWidget, layer_kind
 from napari_tiltgen.io.model import TiltSeries, Volume
-from napari_tiltgen.nets.inpainting import api, consistency
+from napari_tiltgen.nets.inpainting import api, consistency, scales
 
 if TYPE_CHECKING:
     import napari
@@ -59,9 +59,9 @@ class InpaintWidget(WorkerWidget):
             "(models/inpainting.md, 'What the bound costs')")
         self.scale = ComboBox(
             label="network scale", value="auto",
-            choices=[("auto (bin large slices to the trained size)", "auto"),
-                     ("full size", "1"), ("2 x 2 binned", "2"), ("4 x 4 binned", "4"),
-                     ("8 x 8 binned", "8")],
+            choices=[("auto (bin large slices to the trained size)" if c == "auto" else
+                      "full size" if c == "1" else f"{c} x {c} binned", c)
+                     for c in scales.SCALE_CHOICES],
             tooltip="slices much larger than the network's training size (about 128 px) are "
             "binned for the network and its output upsampled; the data-consistency step then "
             "works at full resolution (models/inpainting.md, 'Slice size')")

@@ -500,10 +500,12 @@ def inpaint_iter(
                                                 x0=x_ref, preview_every=0), 0.35, 0.4)
         r_probe, p_net = reprojection_error(proj, b, x100), 0.4
         del x100
+    noise_probe = None  # a volume's own projections always look noise-free: no probe
+    if isinstance(source, TiltSeries):
+        noise_probe = (proj, b, x_ref, r_sirt if r_probe is None else r_probe)
     net, scale_report = yield from _scaled(network_at_scales(
         lambda r: network_volume(model, r, channels, wedge, batch_size, dev), recs, channels,
-        scale=network_scale, probe=(proj, b, x_ref, r_probe or r_sirt) if isinstance(source, TiltSeries) else None),
-        p_net, 0.75)
+        scale=network_scale, probe=noise_probe), p_net, 0.75)
     del recs
     refine = max(0, int(refine_iterations))
     with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):

@@ -98,13 +98,14 @@ def network_at_scales(
 ) -> Generator[Progress, None, tuple[torch.Tensor, dict[str, Any]]]:
     """The network's volume ``(nz, ny, nx)`` (CPU), run on binned slices where they are large
     (progress generator). ``network(recs)`` is the network on input reconstructions
-    (:func:`~napari_tiltgen.nets.inpainting.api.network_volume` with its model and wedge). ``scale="auto"``: :func:`auto_factor`; an integer (or its string)
-    runs that factor (1: full size, as before 3 Dec 2026). Returns ``(volume, report)`` with
-    ``network_scale`` (the factor), ``network_scale_rule`` (``"auto"``/``"given"``) and
+    (:func:`~napari_tiltgen.nets.inpainting.api.network_volume` with its model and wedge).
+    ``scale="auto"``: :func:`auto_factor`; an integer (or its string) runs that factor (1: full
+    size, as before 3 Dec 2026). Returns ``(volume, report)`` with ``network_scale`` (the
+    factor), ``network_scale_rule`` (``"auto"``, ``"given"`` or ``"noise-free"``) and
     ``network_slice_px`` (the slice size the network saw, ``[nz, nx]``).
 
-    ``probe = (projector, data, SIRT volume, its reprojection error)`` (a tilt series): with
-    ``scale="auto"``, slices that would be binned are run at full size when the data look
+    ``probe = (projector, data, SIRT volume, SIRT-100's reprojection error)`` (a tilt series):
+    with ``scale="auto"``, slices that would be binned are run at full size when the data look
     noise-free (rule ``"noise-free"``, ``network_scale_probe_ratio`` reported)."""
     shape = tuple(recs[channels[0]].shape)
     report: dict[str, Any] = {}
@@ -112,12 +113,15 @@ def network_at_scales(
     if str(scale) == "auto":
         f, rule = auto_factor((shape[0], shape[2])), "auto"
         if f > 1 and probe is not None:
+            from napari_tiltgen.core.devices import num_threads
+            from napari_tiltgen.physics.projector import suggested_threads
             from napari_tiltgen.recon.iterative import fista_sirt_iter
 
             proj, b, x_ref, r_ref = probe
-            x = yield from scaled(fista_sirt_iter(proj, b, CONVERGE_PROBE, x0=x_ref), 0.0,
-                                  0.2, prefix="are the data noise-free? ")
-            ratio = float(reprojection_error(proj, b, x)) / max(float(r_ref), 1e-30)
+            with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
+                x = yield from scaled(fista_sirt_iter(proj, b, CONVERGE_PROBE, x0=x_ref), 0.0,
+                                      0.2, prefix="are the data noise-free? ")
+                ratio = float(reprojection_error(proj, b, x)) / max(float(r_ref), 1e-30)
             del x
             report["network_scale_probe_ratio"] = round(ratio, 4)
             lo = 0.2
