@@ -248,6 +248,28 @@ def test_fine_tuning_from_weights_and_source_option(tmp_path: Path, capsys) -> N
     assert not (tmp_path / "x").exists()
 
 
+def test_family_bank_draws_the_named_training_families_only(tmp_path: Path, capsys) -> None:
+    """--families picks (and weights, by repetition) the bank's families; a held-out family is
+    refused before any work, with nothing written."""
+    out = tmp_path / "fam"
+    assert main(["train-inpainting", "--out", str(out), "--size", "32", "--steps", "1",
+                 "--batch-size", "2", "--group-size", "2", "--sirt-iterations", "3",
+                 "--width", "2", "--adv-weight", "0", "--device", "cpu", "--threads", "1",
+                 "--quiet", "--bank-size", "16", "--sources", "family=1",
+                 "--families", "film,film,rods"]) == 0
+    _, info = load_generator(out / "last.safetensors")
+    assert info["train_families"] == ["film", "film", "rods"]
+    with np.load(out / "bank.npz") as z:
+        bank = z["family"]
+    assert bank.shape[1:] == (32, 32) and len(bank) >= 8 and np.all(np.isfinite(bank))
+    capsys.readouterr()
+    assert main(["train-inpainting", "--out", str(tmp_path / "held"), "--size", "32",
+                 "--sources", "family=1", "--families", "film,supported"]) != 0
+    err = capsys.readouterr().err
+    assert "held-out families are for evaluation only" in err and "supported" in err
+    assert not (tmp_path / "held").exists()
+
+
 def _block_norms(g: UNetPP) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, p in g.named_parameters():

@@ -165,6 +165,15 @@ def test_family_pool_is_resumable_and_its_triplets_are_noisy_with_clean_targets(
     assert torch.all((batch["t"] > 0) & (batch["t"] < 1))
 
 
+def test_family_pool_refuses_held_out_families(tmp_path: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["build-interpolation-data", str(tmp_path / "p"), "--series", "2",
+                 "--families", "rods,aggregate", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "held-out families are for evaluation only" in err and "aggregate" in err
+    assert not (tmp_path / "p").exists()
+
+
 def test_training_on_a_family_pool_resumes_to_the_same_weights(tiny_pool: Path,
                                                                tmp_path: Path) -> None:
     def cfg(out: Path, steps: int) -> TrainConfig:

@@ -48,6 +48,30 @@ def test_decorated_training_family_is_dense_particles_on_a_lighter_support():
     assert kinds <= {"blob", "grain", "tube"} and len(kinds) >= 2
 
 
+def test_film_training_family_is_a_thin_inclined_film_with_denser_particles():
+    """The support-film family: most of the support mass within a thin layer around one
+    surface z = h(y, x) across the field (seen as a line in every slice), the particles the
+    denser part; holey or not, particles on one or both faces, or none."""
+    seen = {"holes": set(), "sides": set()}
+    for seed in range(8):
+        vol, info = make_sample("film", 48, np.random.default_rng(seed))
+        assert info["support"] == "film" and 0 < info["thickness_px"] < 0.4 * 48
+        seen["holes"].add(info["holes"] > 0)
+        seen["sides"].add(info["sides"])
+        film = (vol > 0.01) & (vol < 0.4)
+        # a film: in each slice perpendicular to the tilt axis, every column x crossing it
+        # holds a short run of support voxels (thin), and it spans most of the field in x
+        cols = film[:, 24, :].sum(axis=0)
+        crossed = cols > 0
+        assert crossed.mean() > 0.4, (seed, crossed.mean())
+        # at most the thickness, widened by the soft edges (up to 2 x 2.3 px above 1 % of the
+        # density) and by an inclination of up to 30 degrees (1 / cos 30 = 1.155)
+        assert np.median(cols[crossed]) <= (info["thickness_px"] + 4.6) * 1.155 + 1, seed
+        if info["n_particles"]:
+            assert (vol > 0.45).sum() > 0
+    assert seen["holes"] == {True, False} and len(seen["sides"]) >= 2
+
+
 def test_families_are_deterministic_with_a_seed():
     for family in ("rods", "supported", "texture"):
         a = make_volume(family, 32, np.random.default_rng(7))

@@ -71,6 +71,8 @@ def run_train(args: argparse.Namespace) -> int:
         net=GeneratorConfig(in_channels=channels, width=args.width,
                             residual_channel=len(channels) - 1),
         source_weights=_sources(args.sources),
+        families=(tuple(f.strip() for f in args.families.split(",") if f.strip())
+                  if args.families else None),
     )
     summary = train(cfg, show=not args.quiet)
     print(json.dumps(summary, indent=2))

@@ -45,7 +45,9 @@ def run_data(args: argparse.Namespace) -> int:
     if args.window < 3:
         raise TiltgenError(f"a window needs at least 3 frames; got {args.window}.")
     kw = {"sizes": sizes, "shard_size": args.shard_size, "seed": args.seed,
-          "window": args.window}
+          "window": args.window,
+          "families": ([f for f in args.families.split(",") if f.strip()]
+                       if args.families else None)}
     run(build_family_pool_iter(args.out, args.val_series, split="val", **kw),
         show=not args.quiet, desc="val pool")
     run(build_family_pool_iter(args.out, args.series, split="train", **kw),

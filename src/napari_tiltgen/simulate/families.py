@@ -25,6 +25,10 @@ family              split    what it is
                              (camera, moon, coins, brick, text, grass, page, clock)
 ``decorated``       train    particles on a support, a generator of its own: small faceted or
                              ellipsoidal particles half sunk into a blob, grain or (hollow) tube
+``film``            train    particles on a support film, a generator of its own: a thin to thick
+                             (1.5-35 % of the field), curved, inclined, sometimes holey
+                             amorphous film, particles (faceted or ellipsoidal) on one or both
+                             faces or none
 ``supported``       held out catalyst: a large low-density support (sphere or slab, with
                              amorphous texture) decorated with many small dense particles
 ``aggregate``       held out sintered aggregate: a random chain of overlapping spheres
@@ -56,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from napari_tiltgen.core.errors import TiltgenError
+from napari_tiltgen.simulate.shapes import add_particles as _add_particles
 from napari_tiltgen.simulate.shapes import capsule_sd as _capsule_sd
 from napari_tiltgen.simulate.shapes import ellipsoid_sd as _ellipsoid_sd
 from napari_tiltgen.simulate.shapes import grid as _grid
@@ -69,7 +74,8 @@ from napari_tiltgen.simulate.shapes import sphere_sd as _sphere_sd
 from napari_tiltgen.simulate.shapes import unit as _unit
 
 __all__ = ["FAMILIES", "HELDOUT_FAMILIES", "TEXTURE_IMAGES_HELDOUT", "TEXTURE_IMAGES_TRAIN",
-           "TRAIN_FAMILIES", "make_sample", "make_volume", "project", "tilt_series"]
+           "TRAIN_FAMILIES", "make_sample", "make_volume", "project", "tilt_series",
+           "training_families"]
 
 #: scikit-image images used as textures in training (``texture``).
 TEXTURE_IMAGES_TRAIN: tuple[str, ...] = ("camera", "moon", "coins", "brick", "text", "grass",
@@ -256,20 +262,55 @@ def _decorated(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[st
     band = np.argwhere(np.abs(sd) < 1.0)
     n = int(rng.integers(5, 60))
     if len(band):
-        for p in band[rng.integers(0, len(band), n)]:
-            pr = float(rng.uniform(0.015, 0.06) * size + 0.7)
-            pc = p.astype(np.float32) - 0.5 * (size - 1)
-            lo = np.maximum(np.floor(pc - 1.8 * pr - 3).astype(int) + size // 2, 0)
-            hi = np.minimum(np.ceil(pc + 1.8 * pr + 3).astype(int) + size // 2 + 1, size)
-            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-            zz, yy, xx = z[sl[0]], y[:, sl[1]], x[:, :, sl[2]]
-            if rng.random() < 0.6:
-                psd = _polyhedron_sd(zz, yy, xx, pc, pr, int(rng.integers(6, 12)), rng)
-            else:
-                psd = _ellipsoid_sd(zz, yy, xx, pc, pr * rng.uniform(0.6, 1.6, 3), _rot(rng))
-            occ = _soft(psd, rng.uniform(0.3, 0.8)) * float(rng.uniform(0.5, 1.0))
-            vol[sl] = np.maximum(vol[sl], occ)
+        _add_particles(vol, (z, y, x), band[rng.integers(0, len(band), n)], rng,
+                       radius=(0.015, 0.06), p_faceted=0.6, aspect=1.6, density=0.5)
     return vol.astype(np.float32), {"pixel_size_A": _px_particles(rng), "support": kind,
+                                    "n_particles": n}
+
+
+def _film(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training-only particles on a support film, a generator of its own (not
+    ``supported``'s): an amorphous film across the field along the tilt axis, from a thin
+    carbon film to a thick support or lamella (1.5-35 % of the field), gently curved (a smooth
+    random height field), inclined by up to 30 degrees, sometimes holey (holey / lacey
+    carbon), of low density; on one or both faces small faceted or ellipsoidal particles,
+    denser than it, sometimes none."""
+    z, y, x = _grid(size)
+    w = float(rng.uniform(0.4, 1.0))
+    # mid-surface z = h(y, x): a plane inclined about y (seen in every slice) and a little
+    # about x, plus smooth waviness
+    a = math.tan(math.radians(float(rng.uniform(-30.0, 30.0))))
+    b = math.tan(math.radians(float(rng.normal(0.0, 5.0))))
+    from scipy.ndimage import gaussian_filter
+
+    wave = gaussian_filter(rng.normal(size=(size, size)), rng.uniform(0.1, 0.25) * size,
+                           mode="wrap")
+    wave = (wave / (wave.std() + 1e-12)).astype(np.float32)
+    h = (a * x[0] + b * y[0] + float(rng.uniform(0.0, 0.05)) * size * wave
+         + float(rng.uniform(-0.15, 0.15)) * size)[None]  # (1, ny, nx)
+    t = 0.5 * float(np.exp(rng.uniform(math.log(0.015), math.log(0.35)))) * size + 0.6
+    sd = np.abs(z - h) - t
+    holes = int(rng.integers(0, 6)) if rng.random() < 0.4 else 0
+    for _ in range(holes):  # cylinders through the film, along its normal (about z)
+        r = float(rng.uniform(0.06, 0.25) * size)
+        cy, cx = rng.uniform(-0.45, 0.45, 2) * size
+        sd = np.maximum(sd, r - np.sqrt((y - cy) ** 2 + (x - cx) ** 2 + 0 * z))
+    sd = np.maximum(sd, np.sqrt(x * x + z * z + 0 * y) - 0.46 * size)
+    amorph = 1.0 + 0.3 * _smooth_noise((size, size, size), rng, rng.uniform(1.5, 6.0))
+    vol = _soft(sd, w) * float(np.exp(rng.uniform(math.log(0.04), math.log(0.35)))) * amorph
+    sides = str(rng.choice(["top", "bottom", "both"]))
+    n = int(rng.integers(0, 50)) if rng.random() < 0.9 else 0
+    shell = np.argwhere((np.abs(sd) < 1.0) & ((z - h >= 0) if sides == "top" else
+                                              (z - h <= 0) if sides == "bottom" else True))
+    if len(shell) and n:
+        def rest(pc: np.ndarray, p: np.ndarray, pr: float) -> None:  # on the film's face
+            pc[0] += np.sign(pc[0] - h[0, p[1], p[2]]) * 0.6 * pr
+
+        _add_particles(vol, (z, y, x), shell[rng.integers(0, len(shell), n)], rng,
+                       radius=(0.012, 0.06), p_faceted=0.5, aspect=1.5, density=0.45,
+                       shift=rest)
+    return vol.astype(np.float32), {"pixel_size_A": _px_particles(rng), "support": "film",
+                                    "thickness_px": 2 * t, "holes": holes, "sides": sides,
                                     "n_particles": n}
 
 
@@ -418,18 +459,39 @@ def _aggregate(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[st
 
 FAMILIES: dict[str, Callable[[int, np.random.Generator], tuple[np.ndarray, dict[str, Any]]]] = {
     "cluster": _cluster, "rods": _rods, "needle": _needle, "porous": _porous,
-    "hollow": _hollow, "metaballs": _metaballs, "polyhedra": _polyhedra, "texture": _texture, "decorated": _decorated,
+    "hollow": _hollow, "metaballs": _metaballs, "polyhedra": _polyhedra, "texture": _texture,
+    "decorated": _decorated, "film": _film,
     "supported": _supported, "aggregate": _aggregate, "texture_heldout": _texture_heldout,
 }
 #: Families (and generators) used to make training data.
 TRAIN_FAMILIES: tuple[str, ...] = ("cluster", "rods", "needle", "porous", "hollow", "metaballs",
-                                   "polyhedra", "texture", "decorated")
+                                   "polyhedra", "texture", "decorated", "film")
 #: Families held out of training entirely (evaluation only): catalyst-like supported particles,
 #: sintered aggregates, and the texture generator on held-out images and shapes.
 HELDOUT_FAMILIES: tuple[str, ...] = ("supported", "aggregate", "texture_heldout")
 
 
 # ---------------------------------------------------------------------------- public API
+def training_families(families: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Families for training data: ``families`` checked (training families only, a name may
+    repeat to be drawn more often) or, for ``None``, :data:`TRAIN_FAMILIES`.
+
+    Raises
+    ------
+    TiltgenError
+        A held-out or unknown family, or none.
+    """
+    if families is None:
+        return TRAIN_FAMILIES
+    fams = tuple(str(f).strip().lower() for f in families if str(f).strip())
+    bad = [f for f in fams if f not in TRAIN_FAMILIES]
+    if bad or not fams:
+        raise TiltgenError(f"training families must be among {', '.join(TRAIN_FAMILIES)} "
+                           f"(held-out families are for evaluation only); got "
+                           f"{', '.join(bad) or 'none'}.")
+    return fams
+
+
 def make_sample(family: str, size: int, rng: np.random.Generator
                 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A random volume of ``family`` and its facts.

@@ -1,16 +1,17 @@
 """Shape primitives of the object families (:mod:`.families`): voxel grids, random rotations,
 signed distances of spheres, ellipsoids, capsules and convex polyhedra, soft occupancy, smooth
-random fields and placement inside the cylinder every tilt sees. Distances and sizes in voxels;
-volumes ``(z, y, x)`` with y the tilt axis.
+random fields, placement inside the cylinder every tilt sees, and small particles added at
+given sites. Distances and sizes in voxels; volumes ``(z, y, x)`` with y the tilt axis.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["capsule_sd", "ellipsoid_sd", "grid", "place", "polyhedron_sd",
+__all__ = ["add_particles", "capsule_sd", "ellipsoid_sd", "grid", "place", "polyhedron_sd",
            "px_particles", "rot", "smooth_noise", "soft", "sphere_sd", "unit"]
 
 
@@ -112,3 +113,30 @@ def polyhedron_sd(z, y, x, c, r, n_planes, rng):
         plane = (z - c[0]) * nrm[0] + (y - c[1]) * nrm[1] + (x - c[2]) * nrm[2] - r * a
         sd = plane if sd is None else np.maximum(sd, plane)
     return sd
+
+
+def add_particles(vol: np.ndarray, zyx: tuple[np.ndarray, ...], sites: np.ndarray,
+                   rng: np.random.Generator, radius: tuple[float, float], p_faceted: float,
+                   aspect: float, density: float,
+                   shift: Callable[[np.ndarray, np.ndarray, float], None] | None = None
+                   ) -> None:
+    """Small faceted (probability ``p_faceted``) or ellipsoidal particles at voxel ``sites``
+    of ``vol`` (in place, by maximum): radius ``radius`` x size + 0.7 px, ellipsoid axes up to
+    ``aspect`` x it, density ``density``-1; ``shift(centre, site, radius)`` may move a centre."""
+    z, y, x = zyx
+    size = vol.shape[0]
+    for p in sites:
+        pr = float(rng.uniform(*radius) * size + 0.7)
+        pc = p.astype(np.float32) - 0.5 * (size - 1)
+        if shift is not None:
+            shift(pc, p, pr)
+        lo = np.maximum(np.floor(pc - 1.8 * pr - 3).astype(int) + size // 2, 0)
+        hi = np.minimum(np.ceil(pc + 1.8 * pr + 3).astype(int) + size // 2 + 1, size)
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        zz, yy, xx = z[sl[0]], y[:, sl[1]], x[:, :, sl[2]]
+        if rng.random() < p_faceted:
+            psd = polyhedron_sd(zz, yy, xx, pc, pr, int(rng.integers(6, 12)), rng)
+        else:
+            psd = ellipsoid_sd(zz, yy, xx, pc, pr * rng.uniform(0.6, aspect, 3), rot(rng))
+        occ = soft(psd, rng.uniform(0.3, 0.8)) * float(rng.uniform(density, 1.0))
+        vol[sl] = np.maximum(vol[sl], occ)

@@ -53,7 +53,7 @@ from napari_tiltgen.nets.training import (
     save_training_state,
     warmup_cosine,
 )
-from napari_tiltgen.simulate.families import TRAIN_FAMILIES
+from napari_tiltgen.simulate.families import training_families
 
 __all__ = ["TrainConfig", "dead_fractions", "make_batch", "make_optimizer", "parameter_groups",
            "revive_dead_blocks", "train", "train_iter", "validation_scores", "validation_set"]
@@ -90,7 +90,11 @@ class TrainConfig:
         over a dose range, Gaussian, scan lines, offsets, ramps, detector jitter, blur).
     source_weights
         Share of phantom faces, cluster slices, natural images and ``family`` slices (planes
-        of volumes of :data:`~napari_tiltgen.simulate.families.TRAIN_FAMILIES`).
+        of volumes of ``families``).
+    families
+        Object families of the ``family`` bank, drawn in turn (a family named twice is drawn
+        twice as often); training families only. ``None``: :data:`~napari_tiltgen.simulate.
+        families.TRAIN_FAMILIES`. Validation always uses every training family once.
     bank_size
         Cluster slices, natural images and family slices generated once (each).
     sirt_iterations
@@ -144,6 +148,7 @@ class TrainConfig:
     noise_level: str | None = None
     source_weights: dict[str, float] = field(
         default_factory=lambda: {"phantom": 0.5, "cluster": 0.25, "natural": 0.25})
+    families: tuple[str, ...] | None = None
     bank_size: int = 256
     sirt_iterations: int = 30
     lr: float = 1e-3
@@ -175,8 +180,8 @@ class TrainConfig:
         d = dict(d)
         net = GeneratorConfig.from_dict(d.pop("net", {}))
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("wedge_range_deg", "tilt_step_range_deg", "noise_range"):
-            if k in d:
+        for k in ("wedge_range_deg", "tilt_step_range_deg", "noise_range", "families"):
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(net=net, **d)
 
@@ -195,7 +200,7 @@ def _bank(cfg: TrainConfig, out: Path) -> dict[str, np.ndarray]:
     for k, src in enumerate(sorted(need)):
         rng = np.random.default_rng([cfg.seed, 99, k])
         if src == "family":
-            bank[src], _ = family_slices(TRAIN_FAMILIES, cfg.size,
+            bank[src], _ = family_slices(training_families(cfg.families), cfg.size,
                                          max(1, cfg.bank_size // FAMILY_SLICES_PER_VOLUME),
                                          FAMILY_SLICES_PER_VOLUME, rng)
         else:
@@ -243,7 +248,7 @@ def validation_set(cfg: TrainConfig):
     if cfg.source_weights.get("family", 0) > 0:
         # training families (own seed stream), realistic degradations: the checkpoint is
         # picked on the kind of data it will meet, never on held-out families
-        imgs, _ = family_slices(TRAIN_FAMILIES, cfg.size, cfg.val_size, 1, rng)
+        imgs, _ = family_slices(training_families(None), cfg.size, cfg.val_size, 1, rng)
         return wedge_inputs(imgs[:cfg.val_size], wedges[:len(imgs)], 2.0, cfg.net.in_channels,
                             cfg.sirt_iterations, "realistic", rng)
     srcs = ["phantom", "cluster"] * (cfg.val_size // 2) + ["phantom"] * (cfg.val_size % 2)
@@ -341,7 +346,7 @@ def _model_info(cfg: TrainConfig, step: int, val_psnr: float,
                 init_info: dict[str, Any] | None = None) -> dict[str, Any]:
     extra = {"initialised_from": init_info} if init_info is not None else {}
     if cfg.source_weights.get("family", 0) > 0:
-        extra["train_families"] = list(TRAIN_FAMILIES)
+        extra["train_families"] = list(training_families(cfg.families))
     return {**extra,
         "trained_wedge_deg": list(cfg.wedge_range_deg),
         "trained_tilt_step_deg": list(cfg.tilt_step_range_deg),
@@ -371,6 +376,7 @@ def train_iter(cfg: TrainConfig, resume: bool = True) -> Generator[Progress, Non
 
     if cfg.size % 16:
         raise TiltgenError(f"the training size must be a multiple of 16 px; got {cfg.size}.")
+    training_families(cfg.families)  # refuse held-out or unknown families before any work
     lo, hi = cfg.wedge_range_deg
     if not 0 < lo < hi <= 180:
         raise TiltgenError(f"bad wedge range {cfg.wedge_range_deg} (degrees, 0 < lo < hi).")

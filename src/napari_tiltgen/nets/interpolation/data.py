@@ -294,14 +294,15 @@ def build_family_pool_iter(out_dir: str | Path, n_series: int, *, split: str = "
     split
         ``"train"`` or ``"val"`` (same families, other seeds).
     families
-        Object families (default :data:`~napari_tiltgen.simulate.families.TRAIN_FAMILIES`).
+        Object families, training families only (a name may repeat; default
+        :data:`~napari_tiltgen.simulate.families.TRAIN_FAMILIES`).
     sizes
         Frame sizes in pixels (one per shard, in turn).
     """
     from napari_tiltgen.core.progress import Progress
-    from napari_tiltgen.simulate.families import TRAIN_FAMILIES
+    from napari_tiltgen.simulate.families import training_families
 
-    fams = tuple(families or TRAIN_FAMILIES)
+    fams = training_families(families)
     out = Path(out_dir)
     (out / split).mkdir(parents=True, exist_ok=True)
     meta = {"format": POOL_FORMAT, "families": list(fams), "sizes": list(sizes),
