@@ -40,7 +40,8 @@ from napari_tiltgen.simulate import families as F
 from napari_tiltgen.simulate.degrade import DegradeParams
 
 
-def run_case(stem: Path, extra: list[str], sirt_iterations: int = 100
+def run_case(stem: Path, extra: list[str], sirt_iterations: int = 100,
+             weights: str | None = None
              ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     vols, notes = {}, {}
     for name in ("sirt", "inpaint"):
@@ -48,7 +49,8 @@ def run_case(stem: Path, extra: list[str], sirt_iterations: int = 100
         out.unlink(missing_ok=True)
         cmd = (["reconstruct", f"{stem}.mrc", "--out", str(out), "--method", "sirt",
                 "--iterations", str(sirt_iterations), "--align", "no"] if name == "sirt"
-               else ["inpaint", f"{stem}.mrc", str(out)])
+               else ["inpaint", f"{stem}.mrc", str(out)]
+               + (["--weights", weights] if weights else []))
         r = subprocess.run(["tiltgen", *cmd, "--device", "cpu", "--quiet", *extra],
                            check=False, capture_output=True, text=True)
         if r.returncode:
@@ -80,6 +82,8 @@ def main() -> None:
     ap.add_argument("--sirt-iterations", type=int, default=100,
                     help="iterations of the SIRT compared with (tiltgen reconstruct's default: "
                     "100; the inpainting's bound stays SIRT-100)")
+    ap.add_argument("--weights", help="inpainting weights for tiltgen inpaint (default: the "
+                    "packaged model)")
     ap.add_argument("--out", required=True, help="folder for the files")
     ap.add_argument("--json", help="save every number here")
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -102,7 +106,7 @@ def main() -> None:
                                             adjust=adjust)
                 stem = out / f"{fam}_{k}_{wedge:g}"
                 write_mrc(ts, f"{stem}.mrc", overwrite=True)  # with its .rawtlt sidecar
-                vols, notes = run_case(stem, extra, args.sirt_iterations)
+                vols, notes = run_case(stem, extra, args.sirt_iterations, args.weights)
                 e = {n: B.nrmse(truth, v) if v.shape == truth.shape else float("nan")
                      for n, v in vols.items()}
                 axis = [n for n in notes["inpaint"] if "tilt axis" in n]

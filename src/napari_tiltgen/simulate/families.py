@@ -77,6 +77,9 @@ __all__ = ["FAMILIES", "HELDOUT_FAMILIES", "TEXTURE_IMAGES_HELDOUT", "TEXTURE_IM
            "TRAIN_FAMILIES", "make_sample", "make_volume", "project", "tilt_series",
            "training_families"]
 
+#: Thickness of the ``film`` family's film, fraction of the field (log-uniform). The first
+#: inpainting fine-tune with films (stage 8a, models/inpainting.md) drew (0.01, 0.2).
+FILM_THICKNESS: tuple[float, float] = (0.015, 0.35)
 #: scikit-image images used as textures in training (``texture``).
 TEXTURE_IMAGES_TRAIN: tuple[str, ...] = ("camera", "moon", "coins", "brick", "text", "grass",
                                          "page", "clock")
@@ -288,7 +291,8 @@ def _film(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, An
     wave = (wave / (wave.std() + 1e-12)).astype(np.float32)
     h = (a * x[0] + b * y[0] + float(rng.uniform(0.0, 0.05)) * size * wave
          + float(rng.uniform(-0.15, 0.15)) * size)[None]  # (1, ny, nx)
-    t = 0.5 * float(np.exp(rng.uniform(math.log(0.015), math.log(0.35)))) * size + 0.6
+    lo, hi = FILM_THICKNESS
+    t = 0.5 * float(np.exp(rng.uniform(math.log(lo), math.log(hi)))) * size + 0.6
     sd = np.abs(z - h) - t
     holes = int(rng.integers(0, 6)) if rng.random() < 0.4 else 0
     for _ in range(holes):  # cylinders through the film, along its normal (about z)
