@@ -57,12 +57,14 @@ run_part interp "$LIMIT_TRAIN" $PY -m napari_tiltgen.cli train-interpolation "$R
   --val-every 50 --crops "$SIZES" --val-crop "$SIZES" --val-triplets 32 --quiet $THREADS \
   --export "$OUTDIR/interpolation_context.safetensors"
 
-# 3 inpainting: fine-tune the packaged weights (families + phantoms, training noise levels)
+# 3 inpainting: fine-tune the packaged weights (families, films twice as often, + phantoms;
+#   training noise levels; the stage-8 recipe of models/inpainting.md)
 run_part inpaint "$LIMIT_TRAIN" $PY -m napari_tiltgen.cli train-inpainting \
   --out "$RUN/inpaint_run" --init "$MODELS/inpainting.safetensors" --device "$DEVICE" \
   --size "$INP_SIZE" --steps 100000 --max-minutes "$TRAIN_MIN" --batch-size "$BATCH" \
   --group-size "$BATCH" --bank-size "$BANK" --sirt-iterations 20 --lr 2.5e-4 --adv-weight 0 \
-  --val-every 50 --sources family=0.85,phantom=0.15 --noise-level train --weight-decay 1e-3 \
+  --val-every 50 --sources family=0.9,phantom=0.1 --noise-level train --weight-decay 1e-3 \
+  --families cluster,rods,needle,porous,hollow,metaballs,polyhedra,texture,decorated,film,film \
   --quiet $THREADS --export "$OUTDIR/inpainting.safetensors"
 
 echo >> "$REPORT"
