@@ -664,6 +664,38 @@ def test_inpaint_bins_large_slices_for_the_network(tiny_weights: Path) -> None:
     assert "the data look noise-free" in consistency.consistency_note(dc)
 
 
+def _heldout_case(family: str, size: int, k: int, wedge: float):
+    """Held-out case ``k`` of the benchmarks (``benchmarks/inpainting_weights.py``): the
+    family's volume, its tilt series with realistic noise, jitter and background, prepared as
+    every command prepares it (tilt axis given as 0), its 8 central rows. Returns the series,
+    the volume's facts and ``ratio(x)``: the NRMSE of ``x`` against the truth's rows as a
+    multiple of SIRT-100's (positivity, the series' own projector)."""
+    from napari_tiltgen.align.prepare import prepare
+    from napari_tiltgen.recon.iterative import sirt
+    from napari_tiltgen.simulate import families as F
+    from napari_tiltgen.simulate.degrade import degrade, sample_params
+
+    seed = [D.HELDOUT_SEED, 500 + F.HELDOUT_FAMILIES.index(family), k, int(wedge)]
+    rng = np.random.default_rng(seed)
+    vol, info = F.make_sample(family, size, rng)
+    angles = D.wedge_angles(wedge, 2.0)
+    frames = F.project(vol, angles, info["pixel_size_A"], 0.0, float(rng.uniform(0.3, 1.2)))
+    noisy = degrade(frames, rng, sample_params(rng, "realistic"))
+    ts, _ = prepare(TiltSeries(noisy, tilt_angles=angles, pixel_size_A=info["pixel_size_A"]),
+                    tilt_axis=0.0)
+    rows = slice(size // 2 - 4, size // 2 + 4)
+    ts = TiltSeries(np.ascontiguousarray(ts.data[:, rows]), tilt_angles=angles)
+    truth = vol[:, rows]
+    proj, b = api._geometry(ts, angles, torch.device("cpu"), None)
+    ref = sirt(proj, b, 100, positivity=True, preview_every=0).numpy()
+
+    def nrmse(x: np.ndarray) -> float:
+        return float(np.linalg.norm(x - truth) / np.linalg.norm(truth))
+
+    e_ref = nrmse(ref)
+    return ts, info, lambda x: nrmse(np.asarray(x)) / e_ref
+
+
 @pytest.mark.slow
 def test_binning_large_noisy_slices_beats_full_size_on_a_heldout_catalyst() -> None:
     """The shipped network on a held-out supported catalyst at 192 px (80 degree wedge,
@@ -673,29 +705,10 @@ def test_binning_large_noisy_slices_beats_full_size_on_a_heldout_catalyst() -> N
     size"): NRMSE 0.773 x SIRT-100's by default, 0.883 x at full size. Asserted: at least
     half of the 0.11 gain, and both below SIRT-100.
     """
-    from napari_tiltgen.align.prepare import prepare
-    from napari_tiltgen.recon.iterative import sirt
-    from napari_tiltgen.simulate import families as F
-    from napari_tiltgen.simulate.degrade import degrade, sample_params
-
-    rng = np.random.default_rng([D.HELDOUT_SEED, 500, 0, 80])  # the benchmarks' case
-    vol, info = F.make_sample("supported", 192, rng)
-    angles = D.wedge_angles(80.0, 2.0)
-    frames = F.project(vol, angles, info["pixel_size_A"], 0.0, float(rng.uniform(0.3, 1.2)))
-    noisy = degrade(frames, rng, sample_params(rng, "realistic"))
-    ts, _ = prepare(TiltSeries(noisy, tilt_angles=angles, pixel_size_A=info["pixel_size_A"]),
-                    tilt_axis=0.0)
-    ts = TiltSeries(np.ascontiguousarray(ts.data[:, 92:100]), tilt_angles=angles)
-    truth = vol[:, 92:100]
+    ts, _, ratio = _heldout_case("supported", 192, 0, 80.0)
     auto, _ = api.inpaint(ts, device="cpu")
     full, _ = api.inpaint(ts, device="cpu", network_scale="1")
-    proj, b = api._geometry(ts, angles, torch.device("cpu"), None)
-    ref = sirt(proj, b, 100, positivity=True, preview_every=0).numpy()
-
-    def nrmse(x: np.ndarray) -> float:
-        return float(np.linalg.norm(x - truth) / np.linalg.norm(truth))
-
-    r_auto, r_full = nrmse(auto.data) / nrmse(ref), nrmse(full.data) / nrmse(ref)
+    r_auto, r_full = ratio(auto.data), ratio(full.data)
     assert auto.provenance["data_consistency"]["network_scale"] == 2
     assert r_full - r_auto > 0.11 / 2, (r_auto, r_full)
     assert r_auto < 1.0 and r_full < 1.0
@@ -711,30 +724,11 @@ def test_shipped_network_keeps_a_thick_support_slab_of_a_heldout_catalyst() -> N
     SIRT-100's NRMSE, network alone 0.809 x; stage 7, which rounded the slab into a blob,
     0.916 x (network alone 1.096 x). Asserted: below the midpoint, 0.834 x.
     """
-    from napari_tiltgen.align.prepare import prepare
-    from napari_tiltgen.recon.iterative import sirt
-    from napari_tiltgen.simulate import families as F
-    from napari_tiltgen.simulate.degrade import degrade, sample_params
-
-    rng = np.random.default_rng([D.HELDOUT_SEED, 500, 3, 60])  # the benchmarks' case
-    vol, info = F.make_sample("supported", 128, rng)
+    ts, info, ratio = _heldout_case("supported", 128, 3, 60.0)
     assert info["support"] == "slab"
-    angles = D.wedge_angles(60.0, 2.0)
-    frames = F.project(vol, angles, info["pixel_size_A"], 0.0, float(rng.uniform(0.3, 1.2)))
-    noisy = degrade(frames, rng, sample_params(rng, "realistic"))
-    ts, _ = prepare(TiltSeries(noisy, tilt_angles=angles, pixel_size_A=info["pixel_size_A"]),
-                    tilt_axis=0.0)
-    ts = TiltSeries(np.ascontiguousarray(ts.data[:, 60:68]), tilt_angles=angles)
-    truth = vol[:, 60:68]
     out, _ = api.inpaint(ts, device="cpu")
-    proj, b = api._geometry(ts, angles, torch.device("cpu"), None)
-    ref = sirt(proj, b, 100, positivity=True, preview_every=0).numpy()
-
-    def nrmse(x: np.ndarray) -> float:
-        return float(np.linalg.norm(x - truth) / np.linalg.norm(truth))
-
-    ratio = nrmse(out.data) / nrmse(ref)
-    assert ratio < (0.752 + 0.916) / 2, ratio
+    r = ratio(out.data)
+    assert r < (0.752 + 0.916) / 2, r
 
 
 def test_cli_inpaint_writes_a_new_file(tmp_path: Path, tiny_weights: Path, capsys) -> None:

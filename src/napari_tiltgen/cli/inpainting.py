@@ -63,6 +63,7 @@ def run_train(args: argparse.Namespace) -> int:
         save_generator,
     )
     from napari_tiltgen.nets.inpainting.train import TrainConfig, train
+    from napari_tiltgen.simulate.families import training_families
 
     channels = [c.strip().lower() for c in args.channels.split(",") if c.strip()]
     cfg = config_from_args(
@@ -71,8 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
         net=GeneratorConfig(in_channels=channels, width=args.width,
                             residual_channel=len(channels) - 1),
         source_weights=_sources(args.sources),
-        families=(tuple(f.strip() for f in args.families.split(",") if f.strip())
-                  if args.families else None),
+        families=training_families(args.families.split(",")) if args.families else None,
     )
     summary = train(cfg, show=not args.quiet)
     print(json.dumps(summary, indent=2))

@@ -33,6 +33,7 @@ def run_data(args: argparse.Namespace) -> int:
     from napari_tiltgen.core.errors import TiltgenError
     from napari_tiltgen.core.progress import run
     from napari_tiltgen.nets.interpolation.data import build_family_pool_iter
+    from napari_tiltgen.simulate.families import training_families
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -46,8 +47,7 @@ def run_data(args: argparse.Namespace) -> int:
         raise TiltgenError(f"a window needs at least 3 frames; got {args.window}.")
     kw = {"sizes": sizes, "shard_size": args.shard_size, "seed": args.seed,
           "window": args.window,
-          "families": ([f for f in args.families.split(",") if f.strip()]
-                       if args.families else None)}
+          "families": training_families(args.families.split(",")) if args.families else None}
     run(build_family_pool_iter(args.out, args.val_series, split="val", **kw),
         show=not args.quiet, desc="val pool")
     run(build_family_pool_iter(args.out, args.series, split="train", **kw),
