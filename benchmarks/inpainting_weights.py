@@ -13,6 +13,8 @@ run before.
 
     OMP_NUM_THREADS=1 python benchmarks/inpainting_weights.py --sizes 128 --objects 0-5 \\
         --weights stage7.safetensors,stage8.safetensors --json w128.json
+    OMP_NUM_THREADS=1 python benchmarks/inpainting_weights.py --sizes 128 --objects 0-11 \
+        --weights packaged --symmetric both --json flips128.json
 
 Measured 3 Dec 2026 (session 17): models/inpainting.md, "Stage 8".
 """
@@ -55,15 +57,21 @@ def main() -> None:
     ap.add_argument("--wedges", default="60,80")
     ap.add_argument("--objects", default="0,1", help="object numbers, e.g. 0,1 or 0-5")
     ap.add_argument("--families", default=",".join(F.HELDOUT_FAMILIES))
+    ap.add_argument("--symmetric", choices=["on", "off", "both"], default="on",
+                    help="the network averaged over its four mirrors (on, the product's "
+                    "default since 4 Dec 2026), one pass (off; column 'NAME single'), or both")
     ap.add_argument("--baseline-json", help="rows of an earlier run of the same cases")
     ap.add_argument("--json", help="save every number here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     names = [w.strip() for w in args.weights.split(",") if w.strip()]
     models = {}
+    passes = {"on": [True], "off": [False], "both": [True, False]}[args.symmetric]
     for n in names:
         model, info = api.load_pretrained(None if n == "packaged" else n, "cpu")
-        models[Path(n).stem] = (model, list(info["in_channels"]), int(info["sirt_iterations"]))
+        for sym in passes:
+            models[Path(n).stem + ("" if sym else " single")] = (
+                model, list(info["in_channels"]), int(info["sirt_iterations"]), sym)
     base = {}
     if args.baseline_json:
         for r in json.loads(Path(args.baseline_json).read_text()):
@@ -81,7 +89,7 @@ def main() -> None:
                     row = {"family": fam, "k": k, "wedge": wedge, "size": size, "factor": f,
                            "net": {}, "final": {}}
                     cache: dict[tuple, dict] = {}
-                    for name, (model, chans, n_in) in models.items():
+                    for name, (model, chans, n_in, sym) in models.items():
                         key = (tuple(chans), n_in)
                         if key not in cache:
                             cache[key] = run(api._inputs(proj, b, chans, n_in, 100), show=False)
@@ -90,8 +98,8 @@ def main() -> None:
                         r_sirt = consistency.reprojection_error(proj, b, ref)
                         row["sirt"] = e_sirt = B.nrmse(truth, ref.numpy())
                         net, _ = run(scales.network_at_scales(
-                            lambda r, w=wedge, m=model, c=chans: api.network_volume(m, r, c, w),
-                            recs, chans, scale=f), show=False)
+                            lambda r, w=wedge, m=model, c=chans, s=sym: api.network_volume(
+                                m, r, c, w, symmetric=s), recs, chans, scale=f), show=False)
                         fin, _ = run(consistency.enforce_consistency(
                             proj, b, net, ref, sirt_error=r_sirt, method="auto"), show=False)
                         row["net"][name] = B.nrmse(truth, net.numpy()) / e_sirt

@@ -67,6 +67,29 @@ def test_unetpp_shapes_and_identity_start() -> None:
     assert p.shape[-2:] == (48, 32) and crop_back(p, hw).shape[-2:] == (37, 21)
 
 
+def test_flipped_mean_is_the_mean_of_four_mirrored_passes_and_mirror_equivariant() -> None:
+    from napari_tiltgen.core.progress import run
+    from napari_tiltgen.nets.inpainting.apply import FLIPS, inpaint_slices
+
+    g = _randomised(seed=3)
+    x = torch.rand(3, 2, 32, 48)
+    one = run(inpaint_slices(g, x, 60.0, 2, symmetric=False), show=False)
+    four = run(inpaint_slices(g, x, 60.0, 2, symmetric=True), show=False)
+    with torch.no_grad():
+        manual = sum(g(x.flip(d) if d else x, torch.full((3,), 60.0)).flip(d) if d
+                     else g(x, torch.full((3,), 60.0)) for d in FLIPS)[:, 0] / 4
+    torch.testing.assert_close(one, g(x, torch.full((3,), 60.0))[:, 0].detach())
+    torch.testing.assert_close(four, manual)
+    assert float((four - one).abs().max()) > 1e-3  # the four passes do differ
+    for dims in ((1,), (2,)):  # (B, z, x) outputs: mirror the input, the output mirrors
+        fx = run(inpaint_slices(g, x.flip([d + 1 for d in dims]), 60.0, 2, symmetric=True),
+                 show=False)
+        torch.testing.assert_close(fx, four.flip(dims), atol=1e-5, rtol=1e-5)
+        f1 = run(inpaint_slices(g, x.flip([d + 1 for d in dims]), 60.0, 2, symmetric=False),
+                 show=False)
+        assert float((f1 - one.flip(dims)).abs().max()) > 1e-3  # one pass is not
+
+
 def test_wedge_condition_changes_the_output() -> None:
     g = _randomised()
     x = torch.rand(1, 2, 32, 32)
@@ -381,6 +404,10 @@ def test_inpaint_series_and_volume(tiny_weights: Path) -> None:
     assert p["method"] == "inpainting" and p["parameters"]["missing_wedge_deg"] == 60.0
     assert p["history"][-1]["step"] == "inpaint" and len(p["tilt_angles"]) == ts.n_tilts
     assert np.all(np.isfinite(vol.data)) and vol.data.std() > 0
+    assert p["parameters"]["symmetric"] is True  # the default: four mirrored passes
+    one, _ = api.inpaint(ts, weights=tiny_weights, device="cpu", symmetric=False)
+    assert one.provenance["parameters"]["symmetric"] is False
+    assert np.abs(one.data - vol.data).max() > 1e-4 * np.abs(vol.data).max()
     # a volume without angles: the given wedge, with a note about the assumed tilt range
     with pytest.warns(UserWarning, match="assumed -60 to 60 degrees"):
         v2, notes2 = api.inpaint(Volume(truth), 60.0, weights=tiny_weights, device="cpu")
@@ -750,6 +777,13 @@ def test_cli_inpaint_writes_a_new_file(tmp_path: Path, tiny_weights: Path, capsy
     assert f"SIRT {rep['sirt_error']:.4f}" in err and f"final {rep['final_error']:.4f}" in err
     assert rep["method"] == "auto"
     assert rep["network_scale"] == 1 and rep["network_slice_px"] == [16, 16]  # small: full size
+    assert rep["network_symmetric"] is True  # four mirrored passes by default
+    single, rep1 = tmp_path / "single.mrc", tmp_path / "single.json"
+    assert main(["inpaint", str(src), str(single), "--weights", str(tiny_weights), "--device",
+                 "cpu", "--quiet", "--tilt-axis", "0", "--intensity", "none",
+                 "--no-symmetric", "--report", str(rep1)]) == 0
+    assert json.loads(rep1.read_text())["data_consistency"]["network_symmetric"] is False
+    assert np.abs(read_volume(single).data - read_volume(out).data).max() > 0
     it, rep_it = tmp_path / "iterative.mrc", tmp_path / "iterative.json"
     assert main(["inpaint", str(src), str(it), "--weights", str(tiny_weights), "--device",
                  "cpu", "--quiet", "--tilt-axis", "0", "--intensity", "none",

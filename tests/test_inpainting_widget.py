@@ -89,12 +89,15 @@ def test_tilt_series_is_reconstructed_first(make_napari_viewer, qtbot, tiny_mode
     w.consistency.value = "iterative"  # the user's choices reach the pipeline
     assert w.reference.value == 100
     w.reference.value = 30
+    assert w.symmetric.value is True
+    w.symmetric.value = False
     _run(w, qtbot)
     from napari_tiltgen.gui.views import volume_view
 
     out = Volume.from_layer(volume_view(viewer).layers["series inpainted (pretrained)"])
     assert out.provenance["data_consistency"]["method"] == "iterative"
     assert out.provenance["parameters"]["reference_iterations"] == 30
+    assert out.provenance["parameters"]["symmetric"] is False
     assert out.provenance["data_consistency"]["sirt_iterations"] == 30
     assert out.shape == (16, 4, 16)
     assert out.provenance["parameters"]["input"] == "tilt series"

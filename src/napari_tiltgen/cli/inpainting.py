@@ -101,6 +101,7 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = config_from_args(
         EvalConfig, args, out_dir=args.out, tilt_step_deg=args.tilt_step,
         wedges_deg=[float(v) for v in args.wedges.split(",") if v.strip()],
+        symmetric=not args.no_symmetric,
     )
     with num_threads(args.threads):
         result = evaluate(cfg, show=not args.quiet)
@@ -168,6 +169,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
                              hard_consistency=not args.soft_consistency,
                              consistency=args.consistency,
                              network_scale=args.network_scale,
+                             symmetric=not args.no_symmetric,
                              allow_out_of_range=args.allow_out_of_range),
                      show=not args.quiet, desc="inpaint")
     for n in notes:

@@ -65,6 +65,10 @@ class InpaintWidget(WorkerWidget):
             tooltip="slices much larger than the network's training size (about 128 px) are "
             "binned for the network and its output upsampled; the data-consistency step then "
             "works at full resolution (models/inpainting.md, 'Slice size')")
+        self.symmetric = CheckBox(
+            value=True, text="average 4 mirrored predictions",
+            tooltip="run the network on each slice as it is and mirrored in z, in x and in "
+            "both, and average (4x the network's time; untick for one pass)")
         self.allow_out_of_range = CheckBox(
             value=False, text="allow wedges outside the trained range",
             tooltip="run (with a warning) instead of refusing")
@@ -72,7 +76,8 @@ class InpaintWidget(WorkerWidget):
         self.note.native.setWordWrap(True)
         for i, w in enumerate([self.layer, self.method, self.wedge, self.device,
                                self.batch_size, self.consistency, self.refine,
-                               self.reference, self.scale, self.allow_out_of_range,
+                               self.reference, self.scale, self.symmetric,
+                               self.allow_out_of_range,
                                self.note]):
             self.insert(i, w)
         for w in (self.layer, self.wedge, self.method):
@@ -132,6 +137,7 @@ class InpaintWidget(WorkerWidget):
             "consistency": str(self.consistency.value),
             "reference_iterations": int(self.reference.value),
             "network_scale": str(self.scale.value),
+            "symmetric": bool(self.symmetric.value),
             "allow_out_of_range": bool(self.allow_out_of_range.value),
         }
 

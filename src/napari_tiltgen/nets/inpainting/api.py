@@ -55,11 +55,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_tiltgen.core.devices import flush_denormals, is_oom, num_threads, resolve_device
+from napari_tiltgen.core.devices import num_threads, resolve_device
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress, run
 from napari_tiltgen.core.progress import scaled as _scaled
 from napari_tiltgen.io.model import TiltSeries, Volume
+from napari_tiltgen.nets.inpainting.apply import (
+    SYMMETRIC_DEFAULT,
+    inpaint_slices,
+    network_volume,
+)
 from napari_tiltgen.nets.inpainting.consistency import (
     CONSISTENCY_METHODS,
     MAX_REFINE_ITERATIONS,
@@ -68,13 +73,8 @@ from napari_tiltgen.nets.inpainting.consistency import (
     enforce_consistency,
     reprojection_error,
 )
-from napari_tiltgen.nets.inpainting.data import normalise_inputs, wedge_angles
-from napari_tiltgen.nets.inpainting.network import (
-    UNetPP,
-    crop_back,
-    load_generator,
-    pad_to_multiple,
-)
+from napari_tiltgen.nets.inpainting.data import wedge_angles
+from napari_tiltgen.nets.inpainting.network import UNetPP, load_generator
 from napari_tiltgen.nets.inpainting.scales import SCALE_CHOICES, network_at_scales
 from napari_tiltgen.physics.projector import suggested_threads
 
@@ -236,58 +236,6 @@ def missing_wedge_of(source: TiltSeries | Volume, missing_wedge_deg: float | Non
                        "tilt angles (--tilt-file / tilt_angles), or inpaint the tilt series.")
 
 
-def _on_device(model: UNetPP, dev: torch.device) -> UNetPP:
-    """``model`` when it is already on ``dev``, else a copy there: the cached model (shared by
-    every caller of :func:`load_pretrained`) is never moved in place."""
-    current = next(model.parameters()).device
-    if current == dev or (current.type == dev.type and dev.index is None):
-        return model
-    return copy.deepcopy(model).to(dev)
-
-
-def inpaint_slices(model: UNetPP, inputs: torch.Tensor, missing_wedge_deg: float | torch.Tensor,
-                   batch_size: int = 8, device: str | torch.device = "cpu"
-                   ) -> Generator[Progress, None, torch.Tensor]:
-    """Run the network over normalised slices ``(B, C, h, w)``; returns ``(B, h, w)`` on the CPU.
-
-    Any ``h, w`` work (slices are zero-padded to multiples of 16). On a CUDA out-of-memory
-    error the batch is halved, then the CPU is used, with a progress message saying so.
-    Denormal floats are flushed to zero on the CPU during the forward pass: the shipped
-    weights' deep activations reach that range, which made a 256 x 256 slice 4x slower
-    (0.82 -> 0.21 s on one thread).
-    """
-    dev = torch.device(device)
-    b = inputs.shape[0]
-    wedge = torch.as_tensor(missing_wedge_deg, dtype=torch.float32).reshape(-1)
-    wedge = wedge.expand(b) if wedge.numel() == 1 else wedge
-    out = torch.empty((b,) + tuple(inputs.shape[-2:]))
-    bs = max(1, int(batch_size))
-    i = 0
-    net = _on_device(model, dev)
-    while i < b:
-        j = min(b, i + bs)
-        try:
-            x, hw = pad_to_multiple(inputs[i:j].to(dev))
-            with torch.no_grad(), flush_denormals():
-                y = net(x, wedge[i:j].to(dev))
-            out[i:j] = crop_back(y, hw)[:, 0].float().cpu()
-        except Exception as exc:
-            if not is_oom(exc) or dev.type != "cuda":
-                raise
-            torch.cuda.empty_cache()
-            if bs > 1:
-                bs = max(1, bs // 2)
-                yield Progress(i / b, f"GPU out of memory; retrying {bs} slices at a time")
-            else:
-                dev = torch.device("cpu")
-                net = _on_device(model, dev)
-                yield Progress(i / b, "GPU out of memory; continuing on the CPU")
-            continue
-        i = j
-        yield Progress(j / b, f"inpainting slice {j}/{b}", preview=out[j - 1].numpy().copy())
-    return out
-
-
 def _geometry(source: TiltSeries | Volume, angles: np.ndarray, device: torch.device,
               thickness_px: int | None) -> tuple[Any, torch.Tensor]:
     """The projector and the measured projections of a series or of a volume.
@@ -341,23 +289,6 @@ def _inputs(proj: Any, b: torch.Tensor, channels: Sequence[str], sirt_iterations
     return out
 
 
-def network_volume(model: UNetPP, recs: dict[str, torch.Tensor], channels: Sequence[str],
-                   missing_wedge_deg: float, batch_size: int = 8,
-                   device: str | torch.device = "cpu"
-                   ) -> Generator[Progress, None, torch.Tensor]:
-    """The network's volume ``(nz, ny, nx)`` (CPU) from the input reconstructions ``recs``
-    (``{channel: (nz, ny, nx)}``): slices ``vol[:, y, :]`` divided by their scale (at least 5 %
-    of the volume's), the network, the scale multiplied back."""
-    slices = {c: recs[c].permute(1, 0, 2).contiguous().cpu() for c in channels}
-    first = slices[channels[0]]
-    floor = 0.05 * float(torch.quantile(first.flatten()[:: max(1, first.numel() // 2_000_000)],
-                                        0.999))
-    x, scale = normalise_inputs(slices, channels, floor)
-    del slices
-    out = yield from inpaint_slices(model, x, missing_wedge_deg, batch_size, device)
-    return (out * scale[:, None, None]).permute(1, 0, 2).contiguous()
-
-
 def inpaint_iter(
     source: TiltSeries | Volume,
     missing_wedge_deg: float | None = None,
@@ -377,6 +308,7 @@ def inpaint_iter(
     hard_consistency: bool = True,
     consistency: str = "auto",
     network_scale: str | int = "auto",
+    symmetric: bool = SYMMETRIC_DEFAULT,
 ) -> Generator[Progress, None, tuple[Volume, list[str]]]:
     """Inpaint the missing wedge of a volume, slice by slice (progress generator).
 
@@ -430,6 +362,10 @@ def inpaint_iter(
         ``"auto"`` (default): slices much larger than the network's trained size are binned
         for it and its output upsampled (:mod:`~napari_tiltgen.nets.inpainting.scales`);
         1, 2, 4 or 8: that binning (1: full size).
+    symmetric
+        Average the network over the slice mirrored in z, in x and in both
+        (:data:`~napari_tiltgen.nets.inpainting.apply.FLIPS`; four times its time). ``False``:
+        one pass, as before 4 Dec 2026.
 
     Returns
     -------
@@ -504,8 +440,8 @@ def inpaint_iter(
     if isinstance(source, TiltSeries):
         noise_probe = (proj, b, x_ref, r_sirt if r_probe is None else r_probe)
     net, scale_report = yield from _scaled(network_at_scales(
-        lambda r: network_volume(model, r, channels, wedge, batch_size, dev), recs, channels,
-        scale=network_scale, probe=noise_probe), p_net, 0.75)
+        lambda r: network_volume(model, r, channels, wedge, batch_size, dev, symmetric),
+        recs, channels, scale=network_scale, probe=noise_probe), p_net, 0.75)
     del recs
     refine = max(0, int(refine_iterations))
     with num_threads(suggested_threads(proj.volume_shape, proj.n_tilts)):
@@ -518,7 +454,8 @@ def inpaint_iter(
             vol_t, report = yield from _scaled(
                 enforce_consistency(proj, b, net, x_ref, refine, refine, sirt_error=r_sirt,
                                     fallback=False, method="iterative"), 0.75, 1.0)
-    report.update(hard=bool(hard_consistency), sirt_iterations=ref_it, **scale_report)
+    report.update(hard=bool(hard_consistency), sirt_iterations=ref_it,
+                  network_symmetric=bool(symmetric), **scale_report)
     arr = vol_t.detach().to("cpu", torch.float32).numpy()
     del vol_t, net, x_ref
     params = {"inpainting_method": "pretrained", "missing_wedge_deg": round(wedge, 3),
@@ -529,7 +466,8 @@ def inpaint_iter(
               "refine_iterations": refine, "max_refine_iterations": int(max_refine_iterations),
               "reference_iterations": ref_it, "hard_consistency": bool(hard_consistency),
               "consistency": consistency if hard_consistency else "iterative",
-              "batch_size": int(batch_size), "network_scale": scale_report["network_scale"]}
+              "batch_size": int(batch_size), "network_scale": scale_report["network_scale"],
+              "symmetric": bool(symmetric)}
     history = copy.deepcopy(prov_in.get("history", []))
     history.append({"step": "inpaint", **params})
     prov = {"method": "inpainting", "parameters": params, "device": str(dev),

@@ -37,7 +37,8 @@ import torch
 
 from napari_tiltgen.core.progress import Progress, run
 from napari_tiltgen.evaluate.metrics import nrmse, psnr, ssim
-from napari_tiltgen.nets.inpainting.api import inpaint_slices, load_pretrained
+from napari_tiltgen.nets.inpainting.api import load_pretrained
+from napari_tiltgen.nets.inpainting.apply import SYMMETRIC_DEFAULT, inpaint_slices
 from napari_tiltgen.nets.inpainting.consistency import REFINE_ITERATIONS, enforce_consistency
 from napari_tiltgen.nets.inpainting.data import (
     HELDOUT_SEED,
@@ -76,6 +77,7 @@ class EvalConfig:
     fourier_size: int = 64
     fourier_wedge_deg: float = 60.0
     device: str = "auto"
+    symmetric: bool = SYMMETRIC_DEFAULT
     command: str = ""
 
 
@@ -142,7 +144,8 @@ def _reconstruct_all(images: np.ndarray, wedge: float, cfg: EvalConfig, model: A
     t0 = time.perf_counter()
     inp = sinogram_reconstructions(proj, sino, channels, int(info["sirt_iterations"]))
     x, s = normalise_inputs(inp, channels)
-    out = run(inpaint_slices(model, x, wedge, 8, device), show=False) * s[:, None, None]
+    out = run(inpaint_slices(model, x, wedge, 8, device, cfg.symmetric),
+              show=False) * s[:, None, None]
     recs["network"] = out.numpy()
     # the product's hard data-consistency step (the slices of a set form one volume)
     x0 = out.permute(1, 0, 2).contiguous()
