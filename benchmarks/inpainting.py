@@ -6,9 +6,10 @@ wedges 40-80 degrees, PSNR / SSIM / NRMSE against the ground truth for WBP, SIRT
 per wedge on separate phantoms) and the pretrained model, plus the targets (held-out phantoms,
 mean over the wedges): NRMSE <= 0.8 x TV's and PSNR >= SIRT + 3 dB.
 
-Speed: the network alone on 256 x 256 slices (batch of 8, ``--threads`` CPU threads or the GPU),
-and the whole pipeline from a tilt series of 16 slices of 256 x 256 (WBP + SIRT inputs, the
-network, then with and without the data-consistency step), per slice. Target: <= 2 s per 256 x 256 slice on 2 CPU cores.
+Speed: the network alone on 256 x 256 slices (batch of 8, ``--threads`` CPU threads or the GPU;
+one pass), and the whole pipeline from a tilt series of 16 slices of 256 x 256 (WBP + SIRT
+inputs, the network averaged over its four mirrors as by default, then with and without the
+data-consistency step; and with one network pass, ``symmetric=False``), per slice. Target: <= 2 s per 256 x 256 slice on 2 CPU cores.
 
 Run (prints Markdown tables; ``--json`` also saves the numbers)::
 
@@ -62,17 +63,22 @@ def speed(size: int = 256, n_slices: int = 16, batch: int = 8, device: str = "cp
     sino = Projector(truth.shape, angles).forward(torch.from_numpy(truth)).numpy()
     ts = TiltSeries(sino, tilt_angles=angles)
     pipe = {}
-    for refine in (0, consistency.REFINE_ITERATIONS):
+    for key, kw in ((0, {"refine_iterations": 0}),
+                    (consistency.REFINE_ITERATIONS,
+                     {"refine_iterations": consistency.REFINE_ITERATIONS}),
+                    ("single", {"symmetric": False})):
         t0, c0 = time.perf_counter(), time.process_time()
-        api.inpaint(ts, device=device, batch_size=batch, refine_iterations=refine)
-        pipe[refine] = ((time.perf_counter() - t0) / n_slices,
-                        (time.process_time() - c0) / n_slices)
+        api.inpaint(ts, device=device, batch_size=batch, **kw)
+        pipe[key] = ((time.perf_counter() - t0) / n_slices,
+                     (time.process_time() - c0) / n_slices)
     return {"size": size, "device": device, "threads": torch.get_num_threads(),
             "network_s_per_slice": net_s, "network_cpu_s_per_slice": net_cpu,
             "pipeline_s_per_slice": pipe[consistency.REFINE_ITERATIONS][0],
             "pipeline_cpu_s_per_slice": pipe[consistency.REFINE_ITERATIONS][1],
             "pipeline_no_refine_s_per_slice": pipe[0][0],
             "pipeline_no_refine_cpu_s_per_slice": pipe[0][1],
+            "pipeline_single_pass_s_per_slice": pipe["single"][0],
+            "pipeline_single_pass_cpu_s_per_slice": pipe["single"][1],
             "refine_iterations": consistency.REFINE_ITERATIONS, "load_average": _load(),
             "n_tilts": int(angles.size), "sirt_iterations": info["sirt_iterations"]}
 
@@ -115,14 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         s = speed(args.speed_size, device=args.device)
         print("| slice | device | threads | network wall / CPU (s/slice) | series -> volume, "
               "no refinement, wall / CPU | series -> volume, "
-              f"{s['refine_iterations']} refinement iterations, wall / CPU | load |")
-        print("|---|---|---|---|---|---|---|")
+              f"{s['refine_iterations']} refinement iterations, wall / CPU | series -> volume, "
+              "one network pass (--no-symmetric), wall / CPU | load |")
+        print("|---|---|---|---|---|---|---|---|")
         print(f"| {s['size']}x{s['size']} | {s['device']} | {s['threads']} | "
               f"{s['network_s_per_slice']:.3f} / {s['network_cpu_s_per_slice']:.3f} | "
               f"{s['pipeline_no_refine_s_per_slice']:.3f} / "
               f"{s['pipeline_no_refine_cpu_s_per_slice']:.3f} | "
               f"{s['pipeline_s_per_slice']:.3f} / {s['pipeline_cpu_s_per_slice']:.3f} | "
-              f"{s['load_average']:.1f} |")
+              f"{s['pipeline_single_pass_s_per_slice']:.3f} / "
+              f"{s['pipeline_single_pass_cpu_s_per_slice']:.3f} | {s['load_average']:.1f} |")
         print("\n(CPU = process time summed over threads; wall time grows with the load from "
               "other processes on the same cores)")
         print(f"\n(series: {s['n_tilts']} tilts, WBP + SIRT-{s['sirt_iterations']} inputs; "

@@ -69,6 +69,29 @@ def make_prepared(family: str, size: int, inner: int, rows: int, wedge: float, s
                        tilt_angles=prepared.tilt_angles, pixel_size_A=prepared.pixel_size_A))
 
 
+def case_inputs(ts: TiltSeries, truth: np.ndarray, chans: list[str], n_in: int
+                ) -> dict:
+    """Everything the network and the consistency step need for one prepared case, reconstructed
+    once: the projector ``proj`` and frames ``b``, the input reconstructions ``recs``, SIRT-100
+    (``ref``), its reprojection error ``r_sirt`` and NRMSE ``e_sirt``, and the ``truth``."""
+    proj, b = api._geometry(ts, ts.tilt_angles, torch.device("cpu"), None)
+    recs = dict(run(api._inputs(proj, b, chans, n_in, 100), show=False))
+    ref = recs.pop("ref")
+    return {"proj": proj, "b": b, "recs": recs, "ref": ref, "truth": truth,
+            "r_sirt": consistency.reprojection_error(proj, b, ref),
+            "e_sirt": B.nrmse(truth, ref.numpy())}
+
+
+def score(case: dict, net: torch.Tensor) -> tuple[float, float]:
+    """NRMSE of the network's volume ``net`` and of the product's final volume (hard data
+    consistency, ``consistency="auto"``) as multiples of SIRT-100's."""
+    fin, _ = run(consistency.enforce_consistency(case["proj"], case["b"], net, case["ref"],
+                                                 sirt_error=case["r_sirt"], method="auto"),
+                 show=False)
+    return (B.nrmse(case["truth"], net.numpy()) / case["e_sirt"],
+            B.nrmse(case["truth"], fin.numpy()) / case["e_sirt"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="128,192,256")
@@ -99,22 +122,15 @@ def main() -> None:
                     truth, ts = make_prepared(fam, size, inner, args.rows, wedge,
                                               [B.HELDOUT_SEED, 500 + fi, k, int(wedge)],
                                               args.noise == "clean")
-                    proj, b = api._geometry(ts, ts.tilt_angles, torch.device("cpu"), None)
-                    recs = run(api._inputs(proj, b, chans, n_in, 100), show=False)
-                    ref = recs.pop("ref")
-                    r_sirt = consistency.reprojection_error(proj, b, ref)
-                    e_sirt = B.nrmse(truth, ref.numpy())
+                    case = case_inputs(ts, truth, chans, n_in)
+                    e_sirt = case["e_sirt"]
                     row = {"family": fam, "k": k, "wedge": wedge, "size": size, "inner": inner,
                            "sirt": e_sirt, "auto_factor": auto, "net": {}, "final": {}}
                     for f in factors:
                         net, _ = run(scales.network_at_scales(
                             lambda r, w=wedge: api.network_volume(model, r, chans, w),
-                            recs, chans, scale=f),
-                                     show=False)
-                        fin, _ = run(consistency.enforce_consistency(
-                            proj, b, net, ref, sirt_error=r_sirt, method="auto"), show=False)
-                        row["net"][f] = B.nrmse(truth, net.numpy()) / e_sirt
-                        row["final"][f] = B.nrmse(truth, fin.numpy()) / e_sirt
+                            case["recs"], chans, scale=f), show=False)
+                        row["net"][f], row["final"][f] = score(case, net)
                     rows.append(row)
                     print(f"[{time.perf_counter() - t0:5.0f} s] {fam} #{k} {size} px "
                           f"(object {inner}) {wedge:g} deg: SIRT-100 {e_sirt:.3f}; " + "; ".join(

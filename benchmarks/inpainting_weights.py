@@ -32,10 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import inpainting_transfer as B  # the benchmark's cases and metric
-from inpainting_scale import make_prepared
+from inpainting_scale import case_inputs, make_prepared, score
 
 from napari_tiltgen.core.progress import run
-from napari_tiltgen.nets.inpainting import api, consistency, scales
+from napari_tiltgen.nets.inpainting import api, scales
 from napari_tiltgen.simulate import families as F
 
 
@@ -85,25 +85,20 @@ def main() -> None:
                 for k in _objects(args.objects):
                     truth, ts = make_prepared(fam, size, size, args.rows, wedge,
                                               [B.HELDOUT_SEED, 500 + fi, k, int(wedge)])
-                    proj, b = api._geometry(ts, ts.tilt_angles, torch.device("cpu"), None)
                     row = {"family": fam, "k": k, "wedge": wedge, "size": size, "factor": f,
                            "net": {}, "final": {}}
                     cache: dict[tuple, dict] = {}
                     for name, (model, chans, n_in, sym) in models.items():
                         key = (tuple(chans), n_in)
                         if key not in cache:
-                            cache[key] = run(api._inputs(proj, b, chans, n_in, 100), show=False)
-                        recs = dict(cache[key])
-                        ref = recs.pop("ref")
-                        r_sirt = consistency.reprojection_error(proj, b, ref)
-                        row["sirt"] = e_sirt = B.nrmse(truth, ref.numpy())
+                            cache[key] = case_inputs(ts, truth, chans, n_in)
+                        case = cache[key]
+                        row["sirt"] = case["e_sirt"]
                         net, _ = run(scales.network_at_scales(
                             lambda r, w=wedge, m=model, c=chans, s=sym: api.network_volume(
-                                m, r, c, w, symmetric=s), recs, chans, scale=f), show=False)
-                        fin, _ = run(consistency.enforce_consistency(
-                            proj, b, net, ref, sirt_error=r_sirt, method="auto"), show=False)
-                        row["net"][name] = B.nrmse(truth, net.numpy()) / e_sirt
-                        row["final"][name] = B.nrmse(truth, fin.numpy()) / e_sirt
+                                m, r, c, w, symmetric=s), case["recs"], chans, scale=f),
+                            show=False)
+                        row["net"][name], row["final"][name] = score(case, net)
                     old = base.get((fam, k, wedge, size))
                     if old is not None:
                         if abs(old["sirt"] - row["sirt"]) > 1e-4:
