@@ -354,6 +354,29 @@ def test_find_tilt_axis_is_not_pulled_off_by_scan_lines(phi):
         assert abs(wrap_axis_deg(before.angle_deg - phi)) > 3.0  # measured 11.3
 
 
+def test_a_vacuum_ramp_neither_pulls_the_axis_nor_hides_an_object_at_the_edges():
+    """A detector ramp of 10 % of the range that turns slowly over the series
+    (``simulate.degrade``'s ``gradient``) on metaballs that reach the frame edges: before the
+    border plane the ramp hid them at the edges, the estimate (3.7 degrees off the true 0) was
+    trusted and would have been applied; now it is 0.66 degrees off, and the object is flagged
+    as crossing the edges, as it is without the ramp."""
+    from napari_tiltgen.simulate import families as F
+    from napari_tiltgen.simulate.degrade import DegradeParams, degrade
+
+    def series(gradient: float) -> TiltSeries:
+        rng = np.random.default_rng(0)
+        obj, info = F.make_sample("metaballs", 96, rng)
+        angles = np.arange(-60.0, 61.0, 2.0)
+        frames = F.project(obj, angles, info["pixel_size_A"], 0.0, 0.8)
+        return TiltSeries(degrade(frames, rng, DegradeParams(peak_counts=500,
+                                                             gradient=gradient)),
+                          tilt_angles=angles)
+
+    flat, ramped = find_tilt_axis(series(0.0)), find_tilt_axis(series(0.1))
+    assert flat.extended and abs(flat.angle_deg) < 1.0  # measured -0.72
+    assert ramped.extended and abs(ramped.angle_deg) < 1.0  # measured -0.66 (before: -3.71)
+
+
 def test_a_slab_wider_than_the_frame_is_flagged_and_not_turned():
     # a slab across the tilt axis, much wider than the field: it fills the frame edge to edge,
     # more of it enters the field with the tilt (its total changes), no needle rule applies

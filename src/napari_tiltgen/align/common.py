@@ -141,7 +141,11 @@ def vacuum_flatten(frames: np.ndarray, *, max_size: int | None = None, min_pixel
     fraction of its outermost pixels that belong to the object.
 
     For each frame the bright object is masked (:func:`_object_mask` on the frame binned to at
-    most ``mask_size`` px, above the vacuum level of the series, scan lines roughly removed,
+    most ``mask_size`` px, above the vacuum level of the series, or, where the frame's border is
+    mostly vacuum, above a plane fitted to that border (:func:`_border_plane`; a vacuum ramp
+    otherwise hid faint object at the edges and passed half the vacuum for object: on a
+    held-out catalyst with a 9 % ramp the tilt axis came out 4.8 degrees off, with confidence
+    0.82, and was applied), scan lines roughly removed,
     threshold also above 4 robust sigmas of the smoothed border ring's spread), a plane is
     fitted to the remaining vacuum (a detector offset with a gradient; on the binned frame) and
     subtracted, then per-row and per-column offsets measured on the vacuum (scan-line noise: a
@@ -173,6 +177,12 @@ def vacuum_flatten(frames: np.ndarray, *, max_size: int | None = None, min_pixel
         binned, b = _bin_frames(full[None], mask_size)
         binned = binned[0]
         pre = binned + (bg[i] - zero)
+        # for the mask only: a vacuum ramp removed first, where the border is mostly vacuum
+        # (with a ramp, half the vacuum sits above the threshold and faint object at the edges
+        # below it; the scan-line step below would also clip the ramp's y part into a kink)
+        ramp, vacuum_border = _border_plane(ndimage.gaussian_filter(pre, 2.0))
+        if vacuum_border >= 0.5:
+            pre = pre - ramp
         # for the mask only: scan-line offsets from each row's 20th percentile (vacuum in any
         # row the object does not fill), clipped to 4 robust sigmas of their spread, or rows
         # with a high offset would pass for object
@@ -205,6 +215,34 @@ def vacuum_flatten(frames: np.ndarray, *, max_size: int | None = None, min_pixel
             full -= _line_offsets(full[::sub_y].T, vac[::sub_y].T, min_pixels)[None, :]
         out.append(_bin_frames(full[None], max_size)[0][0] if max_size else full)
     return np.stack(out), edge
+
+
+def _border_plane(sm: np.ndarray, width: int = 2, iterations: int = 6
+                  ) -> tuple[np.ndarray, float]:
+    """A plane fitted to the ``width``-px border ring of the smoothed frame ``sm``, pixels above
+    it by more than 3 robust sigmas (object) left out and the fit repeated; returns the plane
+    over the whole frame and the fraction of the ring it was fitted to (near 1: a vacuum
+    border; low: object on much of the border, the plane is then not a vacuum level)."""
+    ny, nx = sm.shape
+    ring = np.zeros((ny, nx), bool)
+    ring[:width] = ring[-width:] = True
+    ring[:, :width] = ring[:, -width:] = True
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    yy -= ny / 2.0
+    xx -= nx / 2.0
+    sel = ring.copy()
+    plane = np.zeros_like(sm)
+    for _ in range(iterations):
+        design = np.stack([np.ones(int(sel.sum())), xx[sel], yy[sel]], axis=1)
+        coef, *_ = np.linalg.lstsq(design, sm[sel], rcond=None)
+        plane = coef[0] + coef[1] * xx + coef[2] * yy
+        r = sm - plane
+        s = 1.4826 * float(np.median(np.abs(r[sel] - np.median(r[sel])))) + 1e-30
+        new = ring & (r < 3.0 * s)
+        if np.array_equal(new, sel) or new.sum() < 3:
+            break
+        sel = new
+    return plane, float(sel.sum()) / float(ring.sum())
 
 
 def _upsample_mask(mask: np.ndarray, b: int, ny: int, nx: int) -> np.ndarray:
