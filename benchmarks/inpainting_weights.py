@@ -13,7 +13,7 @@ run before.
 
     OMP_NUM_THREADS=1 python benchmarks/inpainting_weights.py --sizes 128 --objects 0-5 \\
         --weights stage7.safetensors,stage8.safetensors --json w128.json
-    OMP_NUM_THREADS=1 python benchmarks/inpainting_weights.py --sizes 128 --objects 0-11 \
+    OMP_NUM_THREADS=1 python benchmarks/inpainting_weights.py --sizes 128 --objects 0-11 \\
         --weights packaged --symmetric both --json flips128.json
 
 Measured 3 Dec 2026 (session 17): models/inpainting.md, "Stage 8".
