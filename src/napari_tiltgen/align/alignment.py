@@ -55,6 +55,7 @@ from napari_tiltgen.align.axis import (
     tilt_axis_known,
     turn_tilt_axis_to_vertical,
 )
+from napari_tiltgen.align.axis_search import axis_search_iter, needs_search
 from napari_tiltgen.align.com import align_center_of_mass
 from napari_tiltgen.align.common import _border_stats, _frames
 from napari_tiltgen.align.xcorr import _xcorr_iter
@@ -84,11 +85,13 @@ def align_iter(ts: TiltSeries, steps: Sequence[str] = ("axis_angle", "com"), *,
     _frames(ts, min_tilts=4)
     n = max(len(steps), 1)
 
-    def scaled(gen: Generator[Progress, None, Any], k: int) -> Generator[Progress, None, Any]:
+    def scaled(gen: Generator[Progress, None, Any], k: int, lo: float = 0.0, hi: float = 1.0
+               ) -> Generator[Progress, None, Any]:
         try:
             while True:
                 ev = next(gen)
-                yield Progress((k + ev.fraction) / n, ev.message, ev.preview, ev.values)
+                yield Progress((k + lo + (hi - lo) * ev.fraction) / n, ev.message, ev.preview,
+                               ev.values)
         except StopIteration as stop:
             return stop.value
 
@@ -97,9 +100,18 @@ def align_iter(ts: TiltSeries, steps: Sequence[str] = ("axis_angle", "com"), *,
             known = tilt_axis_known(ts)
             est = yield from scaled(find_tilt_axis_iter(
                 ts, around_deg=ts.tilt_axis_angle_deg if known else None,
-                search_range_deg=search_range_deg), k)
+                search_range_deg=search_range_deg), k, 0.0, 0.3)
             why, note = est.distrust()
-            if why:  # the same rule as every command's preparation (align.prepare)
+            angle, found = est.angle_deg, est.describe()
+            if not known and needs_search(est, why):  # as align.prepare: search by reprojection
+                angle, found, why, note, ts = yield from scaled(
+                    axis_search_iter(ts, est, [], why, note), k, 0.3, 1.0)
+            if not why and found != est.describe():
+                ts = turn_tilt_axis_to_vertical(ts, angle, found)
+                ts.provenance["history"][-1]["angle_source"] = (
+                    "common lines not used (the object crosses the frame edges, or they were "
+                    "unsure): " + found)
+            elif why:  # the same rule as every command's preparation (align.prepare)
                 keep = float(ts.tilt_axis_angle_deg) if known else 0.0
                 msg = (f"{why}not applied; "
                        + (f"the recorded {keep:.2f} deg used" if known

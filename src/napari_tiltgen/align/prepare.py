@@ -49,7 +49,7 @@ import numpy as np
 
 from napari_tiltgen.align.common import _border_stats
 from napari_tiltgen.core.errors import TiltgenError
-from napari_tiltgen.core.progress import Progress, run
+from napari_tiltgen.core.progress import Progress, run, scaled
 from napari_tiltgen.io.model import TiltSeries
 
 __all__ = [
@@ -370,6 +370,7 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
         turn_tilt_axis_to_vertical,
         with_known_tilt_axis,
     )
+    from napari_tiltgen.align.axis_search import axis_search_iter, needs_search
     notes: list[str] = []
     if tilt_axis_deg is not None:
         if not math.isfinite(float(tilt_axis_deg)):
@@ -390,7 +391,9 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
                                       "off)"), notes
     else:
         try:
-            est = yield from find_tilt_axis_iter(ts)
+            # 0-0.3: common lines; 0.3-1: the reprojection search, run only for specimens
+            # that cross the frame edges
+            est = yield from scaled(find_tilt_axis_iter(ts), 0.0, 0.3)
         except TiltgenError as exc:
             notes.append(f"tilt axis not recorded and could not be estimated ({exc}); assumed "
                          "vertical (y): give --tilt-axis DEG")
@@ -403,6 +406,9 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             "needle_deg": est.needle_deg,
             "method": "common lines, full 0-180 deg"}})
         why, source_note = est.distrust(low_confidence)  # why it is not used, if it is not
+        if needs_search(est, why):  # crosses the frame edges or unsure: search by reprojection
+            angle, source, why, source_note, ts = yield from scaled(
+                axis_search_iter(ts, est, notes, why, source_note), 0.3, 1.0)
         if why:
             notes.append(f"WARNING: {why}frames NOT turned, axis assumed vertical (y); check the "
                          "volume's orientation or give --tilt-axis DEG")
