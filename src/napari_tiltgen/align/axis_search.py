@@ -185,8 +185,8 @@ def _cost(frames: np.ndarray, disc: np.ndarray, angles: np.ndarray, phi: float,
     turned = rotate_frames(frames, phi) if abs(phi) > 1e-9 else frames
     cand = TiltSeries(np.ascontiguousarray(turned, dtype=np.float32), tilt_angles=angles,
                       pixel_size_A=1.0)
-    if align:
-        cand = align_cross_correlation(cand)
+    if align:  # cosine stretching needs tilts below 89 degrees (a +-90 series: without)
+        cand = align_cross_correlation(cand, stretch=bool(np.all(np.abs(angles) < 89.0)))
     cand = replace(cand, data=np.ascontiguousarray(cand.data * disc, dtype=np.float32))
     return reprojection_error(cand, iterations=iterations, max_size=frames.shape[-1])
 
@@ -269,7 +269,11 @@ def axis_search_iter(ts: TiltSeries, est: TiltAxisEstimate, notes: list[str], wh
     (``tilt_axis_reprojection``)."""
     from napari_tiltgen.align.axis import wrap_axis_deg
 
-    found = yield from search_tilt_axis_by_reprojection_iter(ts)
+    try:
+        found = yield from search_tilt_axis_by_reprojection_iter(ts)
+    except TiltgenError as exc:  # the common lines' decision stands, said so
+        notes.append(f"the search by reprojection could not run ({exc})")
+        return est.angle_deg, est.describe(), why, source_note, ts
     ts = replace(ts, provenance={**ts.provenance, "tilt_axis_reprojection": found.to_dict()})
     off = abs(wrap_axis_deg(found.angle_deg - est.angle_deg))
     if not est.extended:

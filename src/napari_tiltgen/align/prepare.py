@@ -392,7 +392,7 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
     else:
         try:
             # 0-0.3: common lines; 0.3-1: the reprojection search, run only for specimens
-            # that cross the frame edges
+            # that cross the frame edges or an unsure estimate (align.axis_search)
             est = yield from scaled(find_tilt_axis_iter(ts), 0.0, 0.3)
         except TiltgenError as exc:
             notes.append(f"tilt axis not recorded and could not be estimated ({exc}); assumed "
