@@ -64,6 +64,8 @@ featureless needle along the axis (80-88 degrees off). Its answer is then used o
 the elongation (within :data:`ALONG_DEG`)."""
 
 ALONG_DEG = 20.0
+"""How close to an elongated object's long axis (degrees) the search's answer must be to be
+used (:data:`ELONGATED`)."""
 
 CROSS_CHECK_CONFIDENCE = 0.5
 """Common-lines confidence below which their estimate, before it is used, is checked by the
