@@ -364,31 +364,43 @@ def _needle_direction(frames: np.ndarray) -> float | None:
     perpendicular direction scores as well or better. Frames: background-free, each weighted
     by its pixels above 10 % of its maximum.
     """
-    w = np.clip(frames, 0.0, None)
-    w = np.where(w > 0.1 * w.max(axis=(1, 2), keepdims=True), w, 0.0)
+    w = _bright_part(frames)
     mass = w.sum(axis=(1, 2))
     if mass.min() <= 0 or (mass.max() - mass.min()) > 0.1 * float(np.median(mass)):
         return None
-    ny, nx = frames.shape[1:]
-    y, x = np.meshgrid(_centred(ny), _centred(nx), indexing="ij")
-
-    def moments(img: np.ndarray) -> np.ndarray:
-        """Second central moments ``[[xx, xy], [xy, yy]]`` of ``img``."""
-        m = img.sum()
-        dy, dx = y - (img * y).sum() / m, x - (img * x).sum() / m
-        return np.array([[(img * dx * dx).sum(), (img * dx * dy).sum()],
-                         [(img * dx * dy).sum(), (img * dy * dy).sum()]]) / m
-
-    cov = moments(w.mean(axis=0))
-    ev, vec = np.linalg.eigh(cov)
-    if ev[1] < 4.0 * max(ev[0], 1e-12):
+    ratio, angle, u = _long_axis(_second_moments(w.mean(axis=0)))
+    if ratio < 4.0:
         return None
-    ux, uy = vec[:, 1]  # unit direction (x, y) of the elongation
-    u = np.array([ux, uy])
-    ext = np.array([float(u @ moments(f) @ u) for f in w])
+    ext = np.array([float(u @ _second_moments(f) @ u) for f in w])
     if ext.max() > 1.3 * ext.min():
         return None
-    return wrap_axis_deg(math.degrees(math.atan2(-ux, uy)))
+    return angle
+
+
+def _bright_part(frames: np.ndarray) -> np.ndarray:
+    """Each frame's pixels above 10 % of its maximum (others 0), negatives clipped."""
+    w = np.clip(frames, 0.0, None)
+    return np.where(w > 0.1 * w.max(axis=(1, 2), keepdims=True), w, 0.0)
+
+
+def _second_moments(img: np.ndarray) -> np.ndarray:
+    """Second central moments ``[[xx, xy], [xy, yy]]`` of a non-negative image (pixel units,
+    ``img.sum()`` > 0)."""
+    y, x = np.meshgrid(_centred(img.shape[0]), _centred(img.shape[1]), indexing="ij")
+    m = img.sum()
+    dy, dx = y - (img * y).sum() / m, x - (img * x).sum() / m
+    return np.array([[(img * dx * dx).sum(), (img * dx * dy).sum()],
+                     [(img * dx * dy).sum(), (img * dy * dy).sum()]]) / m
+
+
+def _long_axis(cov: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Of second moments ``cov``: the ratio of the long to the short axis's moment, the long
+    axis's direction (degrees counter-clockwise from image Y, as a tilt axis) and its unit
+    vector ``(x, y)``."""
+    ev, vec = np.linalg.eigh(cov)
+    ux, uy = vec[:, 1]
+    return (float(ev[1] / max(ev[0], 1e-12)), wrap_axis_deg(math.degrees(math.atan2(-ux, uy))),
+            np.array([ux, uy]))
 
 
 def find_tilt_axis_iter(ts: TiltSeries, *, around_deg: float | None = None,

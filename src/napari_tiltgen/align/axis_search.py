@@ -140,6 +140,8 @@ class ReprojectionAxisSearch:
 def _search_frames(ts: TiltSeries, min_px: int) -> tuple[np.ndarray, np.ndarray]:
     """The central square of the frames, block-averaged to between ``min_px`` and twice that,
     border median removed, and the soft disc mask every candidate is multiplied by."""
+    from napari_tiltgen.align.common import _border_stats, _centred
+
     data = np.asarray(ts.data, dtype=np.float32)
     n, ny, nx = data.shape
     s = min(ny, nx)
@@ -147,9 +149,8 @@ def _search_frames(ts: TiltSeries, min_px: int) -> tuple[np.ndarray, np.ndarray]
     b = max(1, s // int(min_px))
     m = s // b
     frames = data[:, :m * b, :m * b].reshape(n, m, b, m, b).mean(axis=(2, 4))
-    edge = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], 1)
-    frames = frames - np.median(edge, axis=1)[:, None, None]
-    c = np.arange(m) - (m - 1) / 2.0
+    frames = frames - _border_stats(frames, width=1)[0][:, None, None]
+    c = _centred(m)
     r = np.hypot(c[:, None], c[None, :])
     disc = np.clip((m / 2.0 - 1.0 - r) / 3.0, 0.0, 1.0)
     return frames.astype(np.float32), disc.astype(np.float32)
@@ -157,22 +158,15 @@ def _search_frames(ts: TiltSeries, min_px: int) -> tuple[np.ndarray, np.ndarray]
 
 def _elongation(frames: np.ndarray) -> tuple[float, float]:
     """Second-moment ratio and long-axis direction (degrees from image Y, counter-clockwise as
-    the tilt axis) of the tilt-averaged object (pixels above 10 % of each frame's maximum)."""
-    from napari_tiltgen.align.axis import wrap_axis_deg
+    the tilt axis) of the tilt-averaged object (pixels above 10 % of each frame's maximum;
+    the measures of the needle rule, :func:`napari_tiltgen.align.axis._needle_direction`)."""
+    from napari_tiltgen.align.axis import _bright_part, _long_axis, _second_moments
 
-    w = np.clip(np.asarray(frames, np.float64), 0.0, None)
-    w = np.where(w > 0.1 * w.max(axis=(1, 2), keepdims=True), w, 0.0).mean(axis=0)
-    m = float(w.sum())
-    if m <= 0:
+    w = _bright_part(np.asarray(frames, np.float64)).mean(axis=0)
+    if w.sum() <= 0:
         return 1.0, 0.0
-    c = np.arange(w.shape[0]) - (w.shape[0] - 1) / 2.0
-    y, x = np.meshgrid(c, c, indexing="ij")
-    dy, dx = y - float((w * y).sum()) / m, x - float((w * x).sum()) / m
-    cov = np.array([[(w * dx * dx).sum(), (w * dx * dy).sum()],
-                    [(w * dx * dy).sum(), (w * dy * dy).sum()]]) / m
-    ev, vec = np.linalg.eigh(cov)
-    ux, uy = vec[:, 1]
-    return float(ev[1] / max(ev[0], 1e-12)), wrap_axis_deg(float(np.degrees(np.arctan2(-ux, uy))))
+    ratio, angle, _ = _long_axis(_second_moments(w))
+    return ratio, angle
 
 
 def _cost(frames: np.ndarray, disc: np.ndarray, angles: np.ndarray, phi: float,
