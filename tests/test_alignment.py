@@ -447,12 +447,14 @@ def test_an_unsure_common_lines_estimate_is_checked_by_the_reprojection_search()
     low = dc_replace(real, angle_deg=75.0, confidence=0.2)
     assert low.distrust()[0] and not needs_search(low, low.distrust()[0])  # not used anyway
     notes: list[str] = []
-    angle, source, why, _, out = run(axis_search_iter(ts, wrong, notes, "", ""), show=False)
-    assert not why and abs(angle - 30.0) < 2.0 and "reprojection" in source
+    angle, source, why, _, out, by_search = run(axis_search_iter(ts, wrong, notes, "", ""),
+                                                show=False)
+    assert not why and abs(angle - 30.0) < 2.0 and "reprojection" in source and by_search
     assert "tilt_axis_reprojection" in out.provenance and any("search" in n for n in notes)
     close = dc_replace(real, angle_deg=33.0, confidence=0.4)
-    angle, source, why, _, _ = run(axis_search_iter(ts, close, [], "", ""), show=False)
+    angle, source, why, _, _, by_search = run(axis_search_iter(ts, close, [], "", ""), show=False)
     assert not why and angle == 33.0 and source == close.describe()  # common lines kept
+    assert not by_search
 
 
 def test_a_needle_crossing_the_frame_is_flagged_not_turned_by_90_degrees():

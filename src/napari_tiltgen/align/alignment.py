@@ -102,15 +102,15 @@ def align_iter(ts: TiltSeries, steps: Sequence[str] = ("axis_angle", "com"), *,
                 ts, around_deg=ts.tilt_axis_angle_deg if known else None,
                 search_range_deg=search_range_deg), k, 0.0, 0.3)
             why, note = est.distrust()
-            angle, found = est.angle_deg, est.describe()
+            dec = None
             if not known and needs_search(est, why):  # as align.prepare: search by reprojection
-                angle, found, why, note, ts = yield from scaled(
-                    axis_search_iter(ts, est, [], why, note), k, 0.3, 1.0)
-            if not why and found != est.describe():
-                ts = turn_tilt_axis_to_vertical(ts, angle, found)
+                dec = yield from scaled(axis_search_iter(ts, est, [], why, note), k, 0.3, 1.0)
+                why, note, ts = dec.why, dec.source_note, dec.ts
+            if dec is not None and dec.by_search:
+                ts = turn_tilt_axis_to_vertical(ts, dec.angle, dec.source)
                 ts.provenance["history"][-1]["angle_source"] = (
                     "common lines not used (the object crosses the frame edges, or they were "
-                    "unsure): " + found)
+                    "unsure): " + dec.source)
             elif why:  # the same rule as every command's preparation (align.prepare)
                 keep = float(ts.tilt_axis_angle_deg) if known else 0.0
                 msg = (f"{why}not applied; "

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -40,7 +40,8 @@ from napari_tiltgen.io.model import TiltSeries
 if TYPE_CHECKING:
     from napari_tiltgen.align.axis import TiltAxisEstimate
 
-__all__ = ["MIN_TURN_DEG", "ReprojectionAxisSearch", "axis_search_iter", "needs_search",
+__all__ = ["MIN_TURN_DEG", "AxisDecision", "ReprojectionAxisSearch", "axis_search_iter",
+           "needs_search",
            "search_tilt_axis_by_reprojection_iter"]
 
 MIN_TURN_DEG = 10.0
@@ -245,9 +246,25 @@ def needs_search(est: TiltAxisEstimate, why: str) -> bool:
                                  and not est.needle_override))
 
 
+class AxisDecision(NamedTuple):
+    """What :func:`axis_search_iter` decided.
+
+    ``angle`` and ``source``: the axis to apply and where it came from; ``why``: empty when
+    ``angle`` is to be applied, else the reason it is not (the frames stay as they are);
+    ``source_note``: the short reason for the provenance; ``ts``: the series with the search
+    recorded in its provenance; ``by_search``: ``angle`` is the search's answer, not common
+    lines'."""
+
+    angle: float
+    source: str
+    why: str
+    source_note: str
+    ts: TiltSeries
+    by_search: bool = False
+
+
 def axis_search_iter(ts: TiltSeries, est: TiltAxisEstimate, notes: list[str], why: str,
-                     source_note: str
-                     ) -> Generator[Progress, None, tuple[float, str, str, str, TiltSeries]]:
+                     source_note: str) -> Generator[Progress, None, AxisDecision]:
     """The search by reprojection after common lines (``est``, and ``why``/``source_note``
     from :meth:`TiltAxisEstimate.distrust`), for
     :func:`~napari_tiltgen.align.prepare.prepare_tilt_axis_iter` and the ``axis_angle`` step
@@ -260,16 +277,15 @@ def axis_search_iter(ts: TiltSeries, est: TiltAxisEstimate, notes: list[str], wh
       :data:`CROSS_CHECK_CONFIDENCE`: where a trusted search disagrees with it by more than
       :data:`AGREE_DEG`, the search decides (as above); otherwise the estimate stands.
 
-    Returns ``(angle, source, why, source_note, ts)``, ``why`` empty when ``angle`` is to be
-    applied; notes go to ``notes``; ``ts`` records the search in its provenance
-    (``tilt_axis_reprojection``)."""
+    Returns an :class:`AxisDecision`; notes go to ``notes``; its ``ts`` records the search in
+    its provenance (``tilt_axis_reprojection``)."""
     from napari_tiltgen.align.axis import wrap_axis_deg
 
     try:
         found = yield from search_tilt_axis_by_reprojection_iter(ts)
     except TiltgenError as exc:  # the common lines' decision stands, said so
         notes.append(f"the search by reprojection could not run ({exc})")
-        return est.angle_deg, est.describe(), why, source_note, ts
+        return AxisDecision(est.angle_deg, est.describe(), why, source_note, ts)
     ts = replace(ts, provenance={**ts.provenance, "tilt_axis_reprojection": found.to_dict()})
     off = abs(wrap_axis_deg(found.angle_deg - est.angle_deg))
     if not est.extended:
@@ -281,11 +297,11 @@ def axis_search_iter(ts: TiltSeries, est: TiltAxisEstimate, notes: list[str], wh
         else:
             if found.trusted:
                 notes.append(f"{found.describe()} agrees with common lines within {off:.1f} deg")
-            return est.angle_deg, est.describe(), why, source_note, ts
+            return AxisDecision(est.angle_deg, est.describe(), why, source_note, ts)
     if found.applies:
         notes.append(("the object crosses the frame edges, so common lines were not used: "
                       if est.extended else "the search is used: ") + found.describe())
-        return found.angle_deg, found.describe(), "", "", ts
+        return AxisDecision(found.angle_deg, found.describe(), "", "", ts, by_search=True)
     if found.across_a_bar:
         why += (f"a search by reprojection found {found.angle_deg:.1f} deg, across the "
                 f"object's elongation ({found.elongation_deg:.0f} deg): a bar or needle "
@@ -296,4 +312,4 @@ def axis_search_iter(ts: TiltSeries, est: TiltAxisEstimate, notes: list[str], wh
     else:
         why += ("a search by reprojection found no clear axis (separation "
                 f"{found.separation:.2f}): ")
-    return 0.0, "", why, source_note, ts
+    return AxisDecision(0.0, "", why, source_note, ts)

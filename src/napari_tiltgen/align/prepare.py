@@ -407,7 +407,7 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             "method": "common lines, full 0-180 deg"}})
         why, source_note = est.distrust(low_confidence)  # why it is not used, if it is not
         if needs_search(est, why):  # crosses the frame edges or unsure: search by reprojection
-            angle, source, why, source_note, ts = yield from scaled(
+            angle, source, why, source_note, ts, _ = yield from scaled(
                 axis_search_iter(ts, est, notes, why, source_note), 0.3, 1.0)
         if why:
             notes.append(f"WARNING: {why}frames NOT turned, axis assumed vertical (y); check the "
