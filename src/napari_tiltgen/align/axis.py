@@ -21,6 +21,7 @@ from napari_tiltgen.align.common import (
     _frames,
     _history,
     _object_weights,
+    turn_frames,
     vacuum_flatten,
 )
 from napari_tiltgen.core.errors import TiltgenError
@@ -534,12 +535,15 @@ def rotated_shifts(shifts_px: np.ndarray, angle_deg: float) -> np.ndarray:
 
 
 def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None, *,
-                                 order: int = 3) -> TiltSeries:
+                                 order: int | None = None) -> TiltSeries:
     """Rotate every frame so that a tilt axis at ``angle_deg`` becomes the image y axis.
 
-    Frames are rotated by ``-angle_deg`` about the image centre (``scipy.ndimage.rotate``,
-    spline ``order``, same size, outside filled with the frame's border median); existing shifts
-    are rotated with them. The result has ``tilt_axis_angle_deg = 0``.
+    Frames are rotated by ``-angle_deg`` about the image centre (same size, outside filled with
+    the frame's border median; :func:`turn_frames`); existing shifts are rotated with them. The
+    result has ``tilt_axis_angle_deg = 0``. The rotation is band-limited by default (no blur:
+    a cubic spline there and back, as the inserted frames of an interpolation go, cost a noisy
+    256-px needle 0.16-0.29 dB against its real frames and 0.6-1.1 dB against the clean ones;
+    docs/alignment.md).
 
     Parameters
     ----------
@@ -549,7 +553,7 @@ def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None,
         Tilt-axis angle of the frames (IMOD convention). Default: ``ts.tilt_axis_angle_deg``
         (pass the output of :func:`estimate_tilt_axis_angle` to use the measured one).
     order
-        Spline order of the interpolation (1 = linear, 3 = cubic).
+        ``None`` (default): band-limited; else the spline order (1 = linear, 3 = cubic).
     """
     phi = float(ts.tilt_axis_angle_deg if angle_deg is None else angle_deg)
     frames = _frames(ts, min_tilts=1)
@@ -557,12 +561,8 @@ def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None,
         prov = _history(ts, {"step": "rotate_tilt_axis_to_vertical", "angle_deg": phi,
                              "note": "no rotation needed"})
         return replace(ts, tilt_axis_angle_deg=0.0, provenance=prov)
-    bg, _ = _border_stats(frames)
-    out = np.empty_like(frames)
-    for i, f in enumerate(frames):
-        # ndimage.rotate(+phi) turns the content by -phi in (x=col, y=row) coordinates
-        out[i] = ndimage.rotate(f, phi, reshape=False, order=order, mode="constant",
-                                cval=float(bg[i]))
+    # rotate(+phi) turns the content by -phi in (x=col, y=row) coordinates
+    out = turn_frames(frames, phi, order).astype(frames.dtype, copy=False)
     shifts = rotated_shifts(ts.shifts_px, phi)
     prov = _history(ts, {"step": "rotate_tilt_axis_to_vertical", "angle_deg": phi,
                          "order": order, "from_recorded_angle_deg": ts.tilt_axis_angle_deg})
@@ -572,7 +572,8 @@ def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None,
 
 
 def turn_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float, source: str, *,
-                               min_rotation_deg: float = 0.0, order: int = 3) -> TiltSeries:
+                               min_rotation_deg: float = 0.0, order: int | None = None
+                               ) -> TiltSeries:
     """Record the tilt axis at ``angle_deg`` (from ``source``) and turn the frames so it runs along y.
 
     Whole quarter turns are done exactly (:meth:`TiltSeries.with_vertical_tilt_axis`, no

@@ -254,3 +254,18 @@ def _upsample_mask(mask: np.ndarray, b: int, ny: int, nx: int) -> np.ndarray:
     full = np.ones((ny, nx), dtype=bool)  # the uncovered edge strips count as object (no use)
     full[oy:oy + big.shape[0], ox:ox + big.shape[1]] = big
     return full
+
+
+def turn_frames(frames: np.ndarray, phi: float, order: int | None = None) -> np.ndarray:
+    """Frames rotated as ``scipy.ndimage.rotate(f, phi, reshape=False)`` does, the corners
+    filled with each frame's border median: band-limited (three Fourier shears,
+    :func:`~napari_tiltgen.physics.shifts.rotate_frames`, no blur) when ``order`` is ``None``,
+    else by a spline of that order."""
+    from napari_tiltgen.physics.shifts import rotate_frames
+
+    if order is None:
+        return rotate_frames(frames, phi)
+    bg, _ = _border_stats(frames)
+    return np.stack([ndimage.rotate(f, phi, reshape=False, order=int(order), mode="constant",
+                                    cval=float(c)) for f, c in zip(frames, bg)]
+                    ).astype(np.float32)

@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiltgen.align.common import _border_stats
 from napari_tiltgen.core.errors import TiltgenError
 from napari_tiltgen.core.progress import Progress, run, scaled
 from napari_tiltgen.io.model import TiltSeries
@@ -481,8 +480,8 @@ def unprepare_frames(frames: np.ndarray, angles: np.ndarray, prepared: TiltSerie
 
     For frames a method made from the prepared series (the frames a tilt-frame interpolation
     inserts at ``angles``): the steps :func:`prepare` added to ``recorded``'s history are undone
-    in reverse order: the rotation that made the tilt axis vertical (same spline order, the
-    corners filled with the frame's border median), the quarter turns (exact), the per-frame
+    in reverse order: the rotation that made the tilt axis vertical (the same band-limited or
+    spline rotation, the corners filled with the frame's border median), the quarter turns (exact), the per-frame
     normalisation, then the vacuum level (HAADF: added back) or ``-log(I / I0)`` (bright field:
     ``I0 exp(-p)``), each frame's scale, level and ``I0`` interpolated in angle between the
     recorded frames'.
@@ -501,7 +500,7 @@ def unprepare_frames(frames: np.ndarray, angles: np.ndarray, prepared: TiltSerie
     np.ndarray
         ``(m, ny0, nx0)`` float32 frames in the recorded series' geometry and units.
     """
-    from scipy import ndimage
+    from napari_tiltgen.align.common import turn_frames
 
     out = np.asarray(frames, dtype=np.float32).copy()
     if out.shape[0] == 0:
@@ -517,11 +516,8 @@ def unprepare_frames(frames: np.ndarray, angles: np.ndarray, prepared: TiltSerie
     for step in reversed(steps):
         name = step.get("step")
         if name == "rotate_tilt_axis_to_vertical" and "order" in step:
-            phi = float(step["angle_deg"])
-            bg, _ = _border_stats(out)  # the corners get the border median, as going there
-            out = np.stack([ndimage.rotate(f, -phi, reshape=False, order=int(step["order"]),
-                                           mode="constant", cval=float(c))
-                            for f, c in zip(out, bg)]).astype(np.float32)
+            # the same rotation back (the corners get the border median, as going there)
+            out = turn_frames(out, -float(step["angle_deg"]), step["order"])
         elif name == "rot90":
             k = int(step["quarter_turns_clockwise"])
             out = np.ascontiguousarray(np.rot90(out, k=-k, axes=(1, 2)))
