@@ -532,3 +532,32 @@ def test_cli_output_is_the_recording_with_frames_inserted(tmp_path: Path) -> Non
     np.testing.assert_allclose(d[pred], 0.5 * (raw[:-1] + raw[1:]), atol=0.02)
     prov = res.provenance.get("interpolation") or {}
     assert res.n_tilts == 2 * ts.n_tilts - 1 and (not prov or "recorded" in prov["frames"])
+
+
+def test_cli_turns_the_frames_without_blur(tmp_path: Path) -> None:
+    """``tiltgen interpolate`` turns the frames to a vertical axis and its inserted frames back
+    band-limited: an inserted frame keeps the pixel-scale detail of the real ones (a cubic
+    spline there and back kept 93 % of it here, and cost a noisy needle 0.2-0.3 dB)."""
+    from scipy import ndimage
+
+    from napari_tiltgen.cli import main
+    from napari_tiltgen.io import read_tilt_series, write_mrc
+
+    rng = np.random.default_rng(5)
+    frame = ndimage.gaussian_filter(rng.standard_normal((48, 48)), 0.6) + 10.0
+    raw = np.repeat(frame[None], 5, axis=0).astype(np.float32)  # the same frame at every tilt
+    src = write_mrc(TiltSeries(raw, tilt_angles=[-8.0, -4.0, 0.0, 4.0, 8.0]),
+                    tmp_path / "raw.mrc")
+    out = tmp_path / "dense.mrc"
+    assert main(["interpolate", str(src), "--out", str(out), "--frames-per-gap", "1",
+                 "--method", "linear", "--tilt-axis", "7", "--intensity", "none",
+                 "--quiet"]) == 0
+    res = read_tilt_series(out)
+    pred = np.zeros(res.n_tilts, bool)
+    pred[json.loads(out.with_suffix(".json").read_text())["predicted_indices"]] = True
+    inner = (slice(None), slice(12, -12), slice(12, -12))
+    new = np.asarray(res.data, np.float64)[pred][inner]
+    ref = np.repeat(frame[None], 4, axis=0)[inner]
+    kept = float(np.std(new) / np.std(ref))
+    err = float(np.sqrt(np.mean((new - ref) ** 2)) / np.std(ref))
+    assert kept > 0.98 and err < 0.1, (kept, err)  # measured 0.996, 0.058 (spline: 0.93, 0.20)

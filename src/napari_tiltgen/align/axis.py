@@ -535,15 +535,12 @@ def rotated_shifts(shifts_px: np.ndarray, angle_deg: float) -> np.ndarray:
 
 
 def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None, *,
-                                 order: int | None = None) -> TiltSeries:
+                                 order: int | None = 3) -> TiltSeries:
     """Rotate every frame so that a tilt axis at ``angle_deg`` becomes the image y axis.
 
     Frames are rotated by ``-angle_deg`` about the image centre (same size, outside filled with
     the frame's border median; :func:`turn_frames`); existing shifts are rotated with them. The
-    result has ``tilt_axis_angle_deg = 0``. The rotation is band-limited by default (no blur:
-    a cubic spline there and back, as the inserted frames of an interpolation go, cost a noisy
-    256-px needle 0.16-0.29 dB against its real frames and 0.6-1.1 dB against the clean ones;
-    docs/alignment.md).
+    result has ``tilt_axis_angle_deg = 0``.
 
     Parameters
     ----------
@@ -553,7 +550,8 @@ def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None,
         Tilt-axis angle of the frames (IMOD convention). Default: ``ts.tilt_axis_angle_deg``
         (pass the output of :func:`estimate_tilt_axis_angle` to use the measured one).
     order
-        ``None`` (default): band-limited; else the spline order (1 = linear, 3 = cubic).
+        Spline order (1 = linear, 3 = cubic, the default), or ``None``: band-limited, no blur
+        (see :func:`~napari_tiltgen.align.prepare.prepare` for which to use).
     """
     phi = float(ts.tilt_axis_angle_deg if angle_deg is None else angle_deg)
     frames = _frames(ts, min_tilts=1)
@@ -572,7 +570,7 @@ def rotate_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float | None = None,
 
 
 def turn_tilt_axis_to_vertical(ts: TiltSeries, angle_deg: float, source: str, *,
-                               min_rotation_deg: float = 0.0, order: int | None = None
+                               min_rotation_deg: float = 0.0, order: int | None = 3
                                ) -> TiltSeries:
     """Record the tilt axis at ``angle_deg`` (from ``source``) and turn the frames so it runs along y.
 

@@ -354,14 +354,16 @@ def prepare_intensity(ts: TiltSeries, mode: str = "auto", *, normalise: bool = F
 # ---------------------------------------------------------------------------- tilt axis
 def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *,
                            estimate: bool = True, min_rotation_deg: float = MIN_ROTATION_DEG,
-                           low_confidence: float = 0.3
+                           low_confidence: float = 0.3, rotation_order: int | None = 3
                            ) -> Generator[Progress, None, tuple[TiltSeries, list[str]]]:
     """Turn the frames so the tilt axis runs along y; as a progress generator.
 
     The axis comes from, in order: ``tilt_axis_deg`` (the user), the file's metadata (when the
     reader recorded it), or an estimate from the data over the full 0-180 degree range
     (:func:`~napari_tiltgen.align.axis.find_tilt_axis`; ``estimate=False`` assumes
-    vertical instead, and says so). Returns the turned series and notes.
+    vertical instead, and says so). Returns the turned series and notes. A rest rotation (after
+    exact quarter turns) is a cubic spline (``rotation_order`` 3) or band-limited (``None``):
+    see :func:`prepare`.
     """
     from napari_tiltgen.align.axis import (
         find_tilt_axis_iter,
@@ -412,14 +414,16 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
             notes.append(f"WARNING: {why}frames NOT turned, axis assumed vertical (y); check the "
                          "volume's orientation or give --tilt-axis DEG")
             return with_known_tilt_axis(ts, 0.0, f"assumed vertical ({source_note})"), notes
-    turned = turn_tilt_axis_to_vertical(ts, angle, source, min_rotation_deg=min_rotation_deg)
+    turned = turn_tilt_axis_to_vertical(ts, angle, source, min_rotation_deg=min_rotation_deg,
+                                        order=rotation_order)
     rest = float(angle - 90.0 * round(angle / 90.0))
     quarter = int(round(angle / 90.0)) % 4
     parts = []
     if quarter:
         parts.append(f"turned by {quarter} quarter turn(s) (exact)")
     if abs(rest) >= min_rotation_deg:
-        parts.append(f"rotated by {-rest:.2f} deg (cubic interpolation)")
+        how = "band-limited" if rotation_order is None else f"spline order {rotation_order}"
+        parts.append(f"rotated by {-rest:.2f} deg ({how})")
     elif abs(rest) > 1e-3:
         parts.append(f"a rest of {rest:.2f} deg left unrotated (below {min_rotation_deg} deg)")
     if parts:
@@ -429,13 +433,15 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
 
 # ---------------------------------------------------------------------------- both
 def prepare_iter(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: str = "auto",
-                 normalise: bool = False, estimate_axis: bool = True
+                 normalise: bool = False, estimate_axis: bool = True,
+                 rotation_order: int | None = 3
                  ) -> Generator[Progress, None, tuple[TiltSeries, list[str]]]:
     """:func:`prepare` as a progress generator (for napari workers)."""
     yield Progress(0.0, "preparing intensities")
     ts, notes = prepare_intensity(ts, intensity, normalise=normalise)
     yield Progress(0.1, "intensities prepared")
-    gen = prepare_tilt_axis_iter(ts, tilt_axis, estimate=estimate_axis)
+    gen = prepare_tilt_axis_iter(ts, tilt_axis, estimate=estimate_axis,
+                                 rotation_order=rotation_order)
     try:
         while True:
             ev = next(gen)
@@ -447,7 +453,8 @@ def prepare_iter(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: s
 
 
 def prepare(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: str = "auto",
-            normalise: bool = False, estimate_axis: bool = True) -> tuple[TiltSeries, list[str]]:
+            normalise: bool = False, estimate_axis: bool = True,
+            rotation_order: int | None = 3) -> tuple[TiltSeries, list[str]]:
     """Intensities, then tilt-axis orientation: what every command does after reading.
 
     Parameters
@@ -463,6 +470,14 @@ def prepare(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: str = 
         Per-frame intensity normalisation.
     estimate_axis
         Estimate an axis the file does not record (default); ``False`` assumes vertical.
+    rotation_order
+        How the frames are turned by the rest of the axis angle after exact quarter turns: a
+        cubic spline (3, default: for reconstructions) or band-limited (``None``: three
+        Fourier shears, no blur; ``tiltgen interpolate``, whose inserted frames are turned
+        back and must look like the real ones). Measured (docs/alignment.md, "Turning the
+        frames"): the spline there and back cost a noisy 256-px needle's inserted frames
+        0.16-0.29 dB against its real frames; the spline's slight smoothing lowers SIRT-100's
+        NRMSE on noisy held-out series by 3-8 % and changes nothing noise-free.
 
     Returns
     -------
@@ -470,7 +485,8 @@ def prepare(ts: TiltSeries, *, tilt_axis: float | None = None, intensity: str = 
         The prepared series (tilt axis along y, ``tilt_axis_angle_deg = 0``) and notes.
     """
     return run(prepare_iter(ts, tilt_axis=tilt_axis, intensity=intensity, normalise=normalise,
-                            estimate_axis=estimate_axis), show=False)
+                            estimate_axis=estimate_axis, rotation_order=rotation_order),
+               show=False)
 
 
 # ---------------------------------------------------------------------------- and back

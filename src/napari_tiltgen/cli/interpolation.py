@@ -184,7 +184,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
     if args.out and not args.qa:
         plan = plan_write(args.out, "tilt_series", overwrite=args.overwrite, inputs=inputs,
                           extra=[Path(args.out).with_suffix(".json")])
-    recorded, prepared = read_series_from_args(args, keep_recorded=True)
+    # turned without blur: the inserted frames are turned back and must look like the real ones
+    recorded, prepared = read_series_from_args(args, keep_recorded=True, rotation_order=None)
     ts, note = with_vertical_axis(prepared)
     if note:
         print(f"tiltgen: note: {note}", file=sys.stderr)

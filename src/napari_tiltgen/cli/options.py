@@ -296,7 +296,8 @@ def add_angle_options(p: argparse.ArgumentParser) -> None:
                    help="scale every frame to a common total signal (mass conservation)")
 
 
-def read_series_from_args(args: argparse.Namespace, *, keep_recorded: bool = False):
+def read_series_from_args(args: argparse.Namespace, *, keep_recorded: bool = False,
+                          rotation_order: int | None = 3):
     """Read ``args.input`` as a tilt series, applying the angle options of :func:`add_angle_options`.
 
     Then prepares it (:func:`napari_tiltgen.align.prepare.prepare`: vacuum offset or
@@ -308,6 +309,7 @@ def read_series_from_args(args: argparse.Namespace, *, keep_recorded: bool = Fal
     (:mod:`napari_tiltgen.core.resources`), so a job that cannot fit is refused before it starts.
 
     ``keep_recorded``: return ``(recorded, prepared)``, the series as read and as prepared.
+    ``rotation_order``: how the frames are turned (see :func:`~napari_tiltgen.align.prepare.prepare`).
     """
     from napari_tiltgen.io import read_tilt_series
 
@@ -325,7 +327,8 @@ def read_series_from_args(args: argparse.Namespace, *, keep_recorded: bool = Fal
 
     prepared, notes = prepare(ts, tilt_axis=getattr(args, "tilt_axis", None),
                               intensity=args.intensity,
-                              normalise=bool(getattr(args, "normalise", False)))
+                              normalise=bool(getattr(args, "normalise", False)),
+                              rotation_order=rotation_order)
     for note in notes:
         print(f"tiltgen: note: {note}", file=sys.stderr)
     return (ts, prepared) if keep_recorded else prepared
