@@ -11,10 +11,11 @@ four-frame network predicts the frame in the middle of each gap, three ways:
 
 * ``none``: on the frames as they are (the network sees an axis ``alpha`` off y);
 * ``spline``: frames turned by a cubic spline so the axis runs along y, the predicted frames
-  turned back the same way (what the commands did until 4 Dec 2026);
+  turned back the same way (what ``tiltgen interpolate`` did until 4 Dec 2026; the
+  reconstructions still turn their frames this way);
 * ``fourier``: the same with the band-limited rotation
-  (:func:`napari_tiltgen.physics.shifts.rotate_frames`, three Fourier shears; the default
-  since then).
+  (:func:`napari_tiltgen.physics.shifts.rotate_frames`, three Fourier shears; what
+  ``tiltgen interpolate`` does since then).
 
 Prints the gain over linear interpolation of the same gaps, in dB, against the noisy left-out
 frames and against the clean ones (PSNR with each true frame's range).
