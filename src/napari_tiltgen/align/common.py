@@ -266,6 +266,8 @@ def turn_frames(frames: np.ndarray, phi: float, order: int | None = None) -> np.
     if order is None:
         return rotate_frames(frames, phi)
     bg, _ = _border_stats(frames)
-    return np.stack([ndimage.rotate(f, phi, reshape=False, order=int(order), mode="constant",
-                                    cval=float(c)) for f, c in zip(frames, bg)]
-                    ).astype(np.float32)
+    out = np.empty(np.shape(frames), np.float32)  # filled frame by frame: no second stack
+    for i, (f, c) in enumerate(zip(frames, bg)):
+        out[i] = ndimage.rotate(f, phi, reshape=False, order=int(order), mode="constant",
+                                cval=float(c))
+    return out
