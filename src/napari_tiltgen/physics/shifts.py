@@ -159,7 +159,8 @@ def _shear_padding(ny: int, nx: int, a: float, b: float) -> tuple[int, int]:
     py = ny + ax * (nx + ay * ny) + 16
     px = nx + ay * (ny + ax * (nx + ay * ny)) + 16
     return sfft.next_fast_len(int(np.ceil(py)), real=True), sfft.next_fast_len(
-        int(np.ceil(px)), real=True)
+        int(np.ceil(px)), real=True
+    )
 
 
 def rotate_frames(data: Any, angle_deg: float) -> np.ndarray:
