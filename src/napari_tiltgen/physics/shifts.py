@@ -138,15 +138,22 @@ def apply_taps_adjoint(taps: tuple[torch.Tensor, ...], p: torch.Tensor) -> torch
     return out
 
 
-def _fft_shear(img: np.ndarray, shifts: np.ndarray, axis: int) -> np.ndarray:
-    """Shift every line of ``img`` along ``axis`` by its own amount (Fourier phase ramp; real
+def _shear_ramp(n: int, shifts: np.ndarray, axis: int) -> np.ndarray:
+    """Fourier phase ramp (single precision) that shifts every line along ``axis`` (length
+    ``n``) by its own amount; for :func:`_fft_shear`."""
+    from scipy import fft as sfft
+
+    k = sfft.rfftfreq(n)
+    ph = k[None, :] * shifts[:, None] if axis == 1 else k[:, None] * shifts[None, :]
+    return np.exp(-2j * np.pi * ph).astype(np.complex64)
+
+
+def _fft_shear(img: np.ndarray, ramp: np.ndarray, axis: int) -> np.ndarray:
+    """Shift every line of ``img`` along ``axis`` by the :func:`_shear_ramp` ``ramp`` (real
     FFTs in single precision: the ramp is exact, the rounding about 1e-7 of the range)."""
     from scipy import fft as sfft
 
     n = img.shape[axis]
-    k = sfft.rfftfreq(n)
-    ph = k[None, :] * shifts[:, None] if axis == 1 else k[:, None] * shifts[None, :]
-    ramp = np.exp(-2j * np.pi * ph).astype(np.complex64)
     return sfft.irfft(sfft.rfft(img, axis=axis) * ramp, n=n, axis=axis)
 
 
@@ -155,9 +162,9 @@ def _shear_padding(ny: int, nx: int, a: float, b: float) -> tuple[int, int]:
     ``a`` without any content wrapping round (plus 16 px for the ringing), as fast FFT sizes."""
     from scipy import fft as sfft
 
-    ay, ax = abs(a), abs(b)
-    py = ny + ax * (nx + ay * ny) + 16
-    px = nx + ay * (ny + ax * (nx + ay * ny)) + 16
+    ta, sb = abs(a), abs(b)
+    py = ny + sb * (nx + ta * ny) + 16
+    px = nx + ta * (ny + sb * (nx + ta * ny)) + 16
     return sfft.next_fast_len(int(np.ceil(py)), real=True), sfft.next_fast_len(
         int(np.ceil(px)), real=True
     )
@@ -185,6 +192,8 @@ def rotate_frames(data: Any, angle_deg: float) -> np.ndarray:
     y0, x0 = (py - ny) // 2, (px - nx) // 2
     yc = np.arange(py) - (y0 + (ny - 1) / 2.0)
     xc = np.arange(px) - (x0 + (nx - 1) / 2.0)
+    ramp_x = _shear_ramp(px, a * yc, 1)  # the same two ramps for every frame
+    ramp_y = _shear_ramp(py, b * xc, 0)
     res = np.empty((n, ny, nx), dtype=np.float32)
     pad = np.zeros((py, px), np.float32)
     for i, f in enumerate(out):
@@ -192,8 +201,8 @@ def rotate_frames(data: Any, angle_deg: float) -> np.ndarray:
         bg = float(np.median(edge))
         pad[:] = 0.0
         pad[y0 : y0 + ny, x0 : x0 + nx] = f - bg
-        sheared = _fft_shear(pad, a * yc, 1)
-        sheared = _fft_shear(sheared, b * xc, 0)
-        sheared = _fft_shear(sheared, a * yc, 1)
+        sheared = _fft_shear(pad, ramp_x, 1)
+        sheared = _fft_shear(sheared, ramp_y, 0)
+        sheared = _fft_shear(sheared, ramp_x, 1)
         res[i] = sheared[y0 : y0 + ny, x0 : x0 + nx] + bg
     return res
