@@ -136,7 +136,10 @@ def _run_steps(input_path: str, out_dir: str, o: dict[str, Any]) -> dict[str, An
     found: dict[str, Any] = {}
     with num_threads(o.get("n_threads")):
         ts = read_tilt_series(input_path)
-        ts, _notes = prepare(ts, intensity=o.get("intensity", "auto"))
+        # frames turned band-limited when the output is the tilt series (as tiltgen
+        # interpolate does), by cubic spline when a volume is made (docs/alignment.md)
+        order = 3 if _makes_volume(o["steps"]) else None
+        ts, _notes = prepare(ts, intensity=o.get("intensity", "auto"), rotation_order=order)
         vol = None
         for step in o["steps"]:
             if step == "align":
