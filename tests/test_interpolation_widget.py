@@ -13,12 +13,12 @@ from napari_tiltgen.io.model import TiltSeries
 pytestmark = pytest.mark.gui
 
 
-def _series(step: float = 3.0) -> TiltSeries:
+def _series(step: float = 3.0, half_range: float = 12.0) -> TiltSeries:
     from napari_tiltgen.simulate.clusters import build_cluster
     from napari_tiltgen.simulate.series import simulate_tilt_series
 
     atoms = build_cluster("cuboctahedron", "Al", shells=3, seed=2)
-    return simulate_tilt_series(atoms, tilt_range=(-12.0, 12.0), tilt_step=step,
+    return simulate_tilt_series(atoms, tilt_range=(-half_range, half_range), tilt_step=step,
                                 size=48).tilt_series
 
 
@@ -29,10 +29,11 @@ def _run(w: InterpolateWidget, qtbot, button=None) -> None:
     qtbot.waitUntil(lambda: not w.running, timeout=60000)
 
 
-def _widget(make_viewer, name: str, adapt_seconds: float):
-    """A viewer holding the 9-frame test series as layer ``name`` and the widget on the CPU."""
+def _widget(make_viewer, name: str, adapt_seconds: float, half_range: float = 12.0):
+    """A viewer holding the test series (9 frames; 13 with ``half_range`` 18: ``auto`` fine-tunes
+    only from 12) as layer ``name`` and the widget on the CPU."""
     viewer = make_viewer()
-    ts = _series()
+    ts = _series(half_range=half_range)
     viewer.add_layer(Layer.create(*ts.to_layer_data(name=name)))
     w = InterpolateWidget(viewer)
     w.device.value = "cpu"
@@ -110,7 +111,7 @@ def test_gap_too_large_is_refused_with_a_notification(make_napari_viewer, qtbot,
 @pytest.mark.slow
 def test_leave_one_out_panel_shows_three_methods_on_real_frames(make_napari_viewer, qtbot
                                                                   ) -> None:
-    viewer, ts, w = _widget(make_napari_viewer, "real", 1.0)  # 9 real frames every 3 degrees
+    viewer, ts, w = _widget(make_napari_viewer, "real", 1.0, 18.0)  # 13 frames every 3 deg
     _run(w, qtbot, w.qa_button)
     assert w.status.value == "done"
     sel = w.selection
@@ -157,7 +158,7 @@ def test_auto_interpolation_then_qa_uses_only_the_real_frames(make_napari_viewer
 
 
 def test_cancel_stops_the_adaptation(make_napari_viewer, qtbot) -> None:
-    viewer, _, w = _widget(make_napari_viewer, "real", 600.0)
+    viewer, _, w = _widget(make_napari_viewer, "real", 600.0, 18.0)
     w.qa_button.native.click()
     qtbot.waitUntil(lambda: w.status.value.startswith("adapting: step"), timeout=60000)
     w.cancel()

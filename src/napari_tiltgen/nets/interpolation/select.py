@@ -274,6 +274,12 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         notes[-1] = (f"the QA bridges {qa_gap:.1f} degrees (twice the step), beyond the "
                      "model's trained gaps; the networks are scored there anyway (extrapolated).")
     can_adapt = adapt and n >= MIN_FRAMES
+    n_held = holdout_indices(n, cfg.holdout_every).size
+    # auto never chooses a network fitted to this stack on fewer held-out frames
+    # (distrust_adapted): do not fine-tune for nothing, and score the pretrained network and
+    # linear on every interior frame instead of the few held out
+    too_few_held = can_adapt and requested == "auto" and n_held < MIN_HOLDOUT_TO_CHOOSE_ADAPTED
+    can_adapt = can_adapt and not too_few_held
     frames = holdout_indices(n, cfg.holdout_every) if can_adapt else np.arange(1, n - 1)
     variant = "given" if weights is not None else "clean"
     first: dict[str, Any] = {}
@@ -286,6 +292,11 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
     if can_adapt:
         adapted = yield from scaled(adapt_iter(ts, net, cfg, bin_factor=factor, device=dev,
                                                holdout=frames), 0.05, 0.40, "")
+    elif too_few_held:
+        notes.append(f"not fine-tuned: {n} real frames leave {n_held} held-out frame(s), too "
+                     f"few to choose a network fitted to this stack (at least "
+                     f"{MIN_HOLDOUT_TO_CHOOSE_ADAPTED}); pretrained and linear compared on all "
+                     f"{len(frames)} interior frames.")
     elif adapt:
         notes.append(f"only {n} real frames: too few to adapt with held-out frames "
                      f"(at least {MIN_FRAMES}); pretrained and linear compared on all "
@@ -333,7 +344,8 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
           for m in candidates if math.isfinite(gain[m])}
     n_scored = len(qa[k0]["linear"].indices) if k0 is not None else 0
     gap_txt = f"{np.mean(qa[k0]['linear'].gaps_deg):.1f}" if k0 is not None else "?"
-    where = f"{n_scored} held-out real frames, gap {gap_txt} deg"
+    held = "held-out " if can_adapt else ""  # without fine-tuning no frame is held out
+    where = f"{n_scored} {held}real frames, gap {gap_txt} deg"
     if requested == "adapted":
         if adapted is None:
             raise TiltgenError(f"the adapted network needs at least {MIN_FRAMES} real frames "
@@ -398,7 +410,8 @@ def distrust_adapted(qa: dict[int, dict[str, Any]], ok: dict[str, bool], n_score
 
     * scored on fewer than :data:`MIN_HOLDOUT_TO_CHOOSE_ADAPTED` held-out frames (series of
       fewer than 12 real frames). Benchmark: a noise-free jittered needle at 12 degrees, +1.00
-      dB over linear on 2 frames, -0.20 dB at the inserted ones;
+      dB over linear on 2 frames, -0.20 dB at the inserted ones. (:func:`adapt_and_select`
+      with ``auto`` does not fine-tune such a series at all, since 4 Dec 2026);
     * worse than linear at four times the step (``k = 2``), a gap the fine-tuning trained on
       (neighbours 1-2 frames away on each side): it has fitted its training frames, not the
       stack. Benchmark: an atomic cluster, 4-degree steps, noise-free: +0.87 dB at 2 steps,
