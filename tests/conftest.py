@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 import pytest
 from mrcfile.dtypes import get_ext_header_dtype
+
+# every test estimates its tilt axes afresh: no test may read an estimate another one (or an
+# earlier run) left in the user's cache (align/axis_estimate.py); the cache's own tests turn
+# it on in a temporary folder. Set here, it reaches the CLI subprocesses too.
+os.environ["TILTGEN_CACHE"] = "off"
 
 ANGLES = np.arange(-60.0, 60.1, 10.0)  # 13 tilts
 N = ANGLES.size

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -220,3 +222,43 @@ def test_unprepare_frames_maps_prepared_frames_back_to_the_recording(clean, case
     # between two frames the level (and I0, and scale) is interpolated in angle
     mid = unprepare_frames(prep.data[:2].mean(axis=0)[None], ANGLES[:2].mean()[None], prep, ts)
     assert mid.shape == (1, *ref.shape[1:])
+
+
+def test_the_axis_estimate_is_remembered_for_the_same_frames_only(clean, tmp_path, monkeypatch):
+    """The second ``prepare`` of the same frames reads the estimate (angle, notes, provenance)
+    from the cache instead of estimating; other frames, an unreadable entry or
+    ``TILTGEN_CACHE=off`` estimate afresh (align/axis_estimate.py)."""
+    from napari_tiltgen.align import axis as axis_mod
+
+    monkeypatch.setenv("TILTGEN_CACHE", "on")
+    monkeypatch.setenv("TILTGEN_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = axis_mod.find_tilt_axis_iter
+
+    def counted(ts, *a, **k):
+        calls.append(1)
+        return (yield from real(ts, *a, **k))
+
+    monkeypatch.setattr(axis_mod, "find_tilt_axis_iter", counted)
+    ts = _unknown_axis_series(clean)
+    first, notes1 = prepare(ts)
+    entries = list((tmp_path / "cache").glob("*.json"))
+    assert len(calls) == 1 and len(entries) == 1
+    again, notes2 = prepare(ts)
+    assert len(calls) == 1  # not estimated again
+    np.testing.assert_array_equal(again.data, first.data)
+    assert again.provenance["tilt_axis_estimate"] == first.provenance["tilt_axis_estimate"]
+    assert [n for n in notes2 if "from the cache" not in n] == notes1
+    assert sum("from the cache" in n for n in notes2) == 1
+    other = TiltSeries(np.asarray(ts.data) * 1.001, tilt_angles=ANGLES,
+                       provenance=dict(ts.provenance))
+    prepare(other)
+    assert len(calls) == 2 and len(list((tmp_path / "cache").glob("*.json"))) == 2
+    entries[0].write_text("{not json")
+    _, notes3 = prepare(ts)
+    assert len(calls) == 3 and not any("from the cache" in n for n in notes3)
+    assert json.loads(entries[0].read_text())["angle"] == pytest.approx(
+        first.provenance["tilt_axis_estimate"]["angle_deg"], abs=1e-9)
+    monkeypatch.setenv("TILTGEN_CACHE", "off")
+    prepare(ts)
+    assert len(calls) == 4

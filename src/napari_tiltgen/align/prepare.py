@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from napari_tiltgen.core.errors import TiltgenError
-from napari_tiltgen.core.progress import Progress, run, scaled
+from napari_tiltgen.core.progress import Progress, run
 from napari_tiltgen.io.model import TiltSeries
 
 __all__ = [
@@ -366,12 +366,11 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
     see :func:`prepare`.
     """
     from napari_tiltgen.align.axis import (
-        find_tilt_axis_iter,
         tilt_axis_known,
         turn_tilt_axis_to_vertical,
         with_known_tilt_axis,
     )
-    from napari_tiltgen.align.axis_search import axis_search_iter, needs_search
+    from napari_tiltgen.align.axis_estimate import estimate_axis_iter
     notes: list[str] = []
     if tilt_axis_deg is not None:
         if not math.isfinite(float(tilt_axis_deg)):
@@ -392,28 +391,21 @@ def prepare_tilt_axis_iter(ts: TiltSeries, tilt_axis_deg: float | None = None, *
                                       "off)"), notes
     else:
         try:
-            # 0-0.3: common lines; 0.3-1: the reprojection search, run only for specimens
-            # that cross the frame edges or an unsure estimate (align.axis_search)
-            est = yield from scaled(find_tilt_axis_iter(ts), 0.0, 0.3)
+            found = yield from estimate_axis_iter(ts, low_confidence)
         except TiltgenError as exc:
             notes.append(f"tilt axis not recorded and could not be estimated ({exc}); assumed "
                          "vertical (y): give --tilt-axis DEG")
             return with_known_tilt_axis(ts, 0.0, "assumed vertical (estimation failed)"), notes
-        angle, source = est.angle_deg, est.describe()
-        notes.append(f"tilt axis not recorded in the file: {est.describe()}")
-        ts = replace(ts, provenance={**copy.deepcopy(ts.provenance), "tilt_axis_estimate": {
-            "angle_deg": est.angle_deg, "confidence": est.confidence,
-            "runner_up_deg": est.second_deg, "edge_fraction": est.edge_fraction,
-            "needle_deg": est.needle_deg,
-            "method": "common lines, full 0-180 deg"}})
-        why, source_note = est.distrust(low_confidence)  # why it is not used, if it is not
-        if needs_search(est, why):  # crosses the frame edges or unsure: search by reprojection
-            angle, source, why, source_note, ts, _ = yield from scaled(
-                axis_search_iter(ts, est, notes, why, source_note), 0.3, 1.0)
+        notes.extend(found.notes)
+        if found.cached:
+            notes.append(f"(the estimate made earlier for these very frames, from the cache "
+                         f"{found.path}; TILTGEN_CACHE=off recomputes it)")
+        ts = replace(ts, provenance={**copy.deepcopy(ts.provenance), **found.provenance})
+        angle, source, why = found.angle, found.source, found.why
         if why:
             notes.append(f"WARNING: {why}frames NOT turned, axis assumed vertical (y); check the "
                          "volume's orientation or give --tilt-axis DEG")
-            return with_known_tilt_axis(ts, 0.0, f"assumed vertical ({source_note})"), notes
+            return with_known_tilt_axis(ts, 0.0, f"assumed vertical ({found.source_note})"), notes
     turned = turn_tilt_axis_to_vertical(ts, angle, source, min_rotation_deg=min_rotation_deg,
                                         order=rotation_order)
     rest = float(angle - 90.0 * round(angle / 90.0))
