@@ -40,10 +40,6 @@ from napari_tiltgen.io.model import TiltSeries
 
 __all__ = ["AxisOutcome", "cache_dir", "cache_key", "estimate_axis_iter"]
 
-#: Provenance records the estimate adds to the series.
-RECORDS = ("tilt_axis_estimate", "tilt_axis_reprojection")
-
-
 @dataclass
 class AxisOutcome:
     """What :func:`estimate_axis_iter` decided.
