@@ -262,3 +262,10 @@ def test_the_axis_estimate_is_remembered_for_the_same_frames_only(clean, tmp_pat
     monkeypatch.setenv("TILTGEN_CACHE", "off")
     prepare(ts)
     assert len(calls) == 4
+    # a cache that cannot be written (here a file where the folder should be) is skipped
+    monkeypatch.setenv("TILTGEN_CACHE", "on")
+    (tmp_path / "not_a_folder").write_text("x")
+    monkeypatch.setenv("TILTGEN_CACHE_DIR", str(tmp_path / "not_a_folder"))
+    out, _ = prepare(ts)
+    assert len(calls) == 5 and out.provenance["tilt_axis_estimate"] == \
+        first.provenance["tilt_axis_estimate"]
