@@ -259,6 +259,9 @@ def test_the_axis_estimate_is_remembered_for_the_same_frames_only(clean, tmp_pat
     assert len(calls) == 3 and not any("from the cache" in n for n in notes3)
     assert json.loads(entries[0].read_text())["angle"] == pytest.approx(
         first.provenance["tilt_axis_estimate"]["angle_deg"], abs=1e-9)
+    from napari_tiltgen.io.output import stray_temporaries
+
+    assert stray_temporaries(tmp_path / "cache") == []  # written by the one safe writer
     monkeypatch.setenv("TILTGEN_CACHE", "off")
     prepare(ts)
     assert len(calls) == 4

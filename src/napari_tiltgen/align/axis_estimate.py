@@ -13,8 +13,9 @@ of the data, of ``--intensity`` (other prepared frames) or of the code misses.
 
 Where: ``$TILTGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/napari-tiltgen/tilt-axis``, else
 ``~/.cache/napari-tiltgen/tilt-axis``; ``TILTGEN_CACHE=off`` turns it off. Entries are written
-atomically (a temporary file renamed), a few hundred bytes each; an entry that cannot be read is
-ignored and written anew, and a cache that cannot be written is skipped without error.
+atomically through :func:`napari_tiltgen.io.output.write_text`, a few KB each; an entry that
+cannot be read is ignored and written anew, and a cache that cannot be written is skipped
+without error.
 
 Written by hand (``hashlib`` and ``json``): ``joblib.Memory`` would hash and pickle the whole
 series for a record of a few numbers and strings.
@@ -27,7 +28,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,17 +113,17 @@ def _load(path: Path) -> AxisOutcome | None:
 
 
 def _store(path: Path, out: AxisOutcome) -> None:
+    """Write the entry through the project's one safe writer (atomic, no stray temporary)."""
+    from napari_tiltgen.core.errors import TiltgenError
+    from napari_tiltgen.io.output import write_text
+
     d = asdict(out)
     d.pop("cached")
     d.pop("path")
     try:
-        text = json.dumps(d, indent=1)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except (OSError, TypeError, ValueError):
+        write_text(path, json.dumps(d, indent=1), overwrite=True)
+    except (OSError, TypeError, ValueError, TiltgenError):
         return  # an optimisation only: a cache that cannot be written is skipped
 
 
@@ -148,7 +148,7 @@ def estimate_axis_iter(ts: TiltSeries, low_confidence: float = 0.3
     # the frame edges or an unsure estimate (align.axis_search)
     est = yield from scaled(find_tilt_axis_iter(ts), 0.0, 0.3)
     angle, source = est.angle_deg, est.describe()
-    notes.append(f"tilt axis not recorded in the file: {est.describe()}")
+    notes.append(f"tilt axis not recorded in the file: {source}")
     records: dict[str, Any] = {"tilt_axis_estimate": {
         "angle_deg": est.angle_deg, "confidence": est.confidence,
         "runner_up_deg": est.second_deg, "edge_fraction": est.edge_fraction,

@@ -274,13 +274,14 @@ def adapt_and_select(ts: TiltSeries, *, requested: str = "auto",
         notes[-1] = (f"the QA bridges {qa_gap:.1f} degrees (twice the step), beyond the "
                      "model's trained gaps; the networks are scored there anyway (extrapolated).")
     can_adapt = adapt and n >= MIN_FRAMES
-    n_held = holdout_indices(n, cfg.holdout_every).size
+    held_out = holdout_indices(n, cfg.holdout_every)
+    n_held = held_out.size
     # auto never chooses a network fitted to this stack on fewer held-out frames
     # (distrust_adapted): do not fine-tune for nothing, and score the pretrained network and
     # linear on every interior frame instead of the few held out
     too_few_held = can_adapt and requested == "auto" and n_held < MIN_HOLDOUT_TO_CHOOSE_ADAPTED
     can_adapt = can_adapt and not too_few_held
-    frames = holdout_indices(n, cfg.holdout_every) if can_adapt else np.arange(1, n - 1)
+    frames = held_out if can_adapt else np.arange(1, n - 1)
     variant = "given" if weights is not None else "clean"
     first: dict[str, Any] = {}
     if weights is None:
